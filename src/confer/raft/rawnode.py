@@ -1,0 +1,217 @@
+"""RawNode: the driver's handle on the Raft core (in the style of etcd's raft.RawNode).
+
+The driver loop, in one place::
+
+    while running:
+        node.tick()                      # every tick interval
+        node.step(message)               # for each message from a peer
+        node.propose(...) / read_index(...)
+        if node.has_ready():
+            rd = node.ready()
+            storage.apply_snapshot / append / set_hard_state;  storage.sync()   # 1. persist
+            transport.send(rd.messages)                                          # 2. send
+            state_machine.apply(rd.snapshot, rd.committed_entries)               # 3. apply
+            node.advance(rd)                                                     # 4. ack
+
+Persisting before sending is what makes a vote or an append acknowledgement safe to send.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from confer.raft.core import Config, Raft
+from confer.raft.progress import ProgressState
+from confer.raft.storage import WritableLogStorage
+from confer.raft.types import (
+    NONE,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    Ready,
+    SoftState,
+    StateRole,
+)
+
+_LOCAL_TYPES = frozenset({MessageType.HUP, MessageType.BEAT, MessageType.PROP,
+                          MessageType.CHECK_QUORUM})
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    id: int
+    term: int
+    vote: int
+    leader: int
+    role: StateRole
+    commit: int
+    applied: int
+    last_index: int
+    first_index: int
+    conf_state: ConfState
+    progress: dict[int, int]  # node -> match index (leader only)
+
+
+class RawNode:
+    """Wraps :class:`Raft` with the Ready/advance protocol."""
+
+    def __init__(self, config: Config, storage: WritableLogStorage,
+                 rng: random.Random | None = None) -> None:
+        self.raft = Raft(config, storage, rng if rng is not None else random.Random(config.id))
+        self._prev_hard = HardState(self.raft.term, self.raft.vote, self.raft.log.committed)
+        self._prev_soft = SoftState(NONE, StateRole.FOLLOWER, self.raft.term)
+        self._outstanding = False
+
+    # -- inputs -----------------------------------------------------------------------------------
+    def tick(self) -> None:
+        self.raft.tick()
+
+    def campaign(self) -> None:
+        """Start an election now instead of waiting for the election timeout."""
+        self.raft.step(Message(MessageType.HUP, frm=self.raft.id))
+
+    def step(self, m: Message) -> None:
+        """Feed a message from a peer. Local-only types and self-addressed messages are ignored."""
+        if m.type in _LOCAL_TYPES or m.frm == self.raft.id:
+            return
+        self.raft.step(m)
+
+    def propose(self, *payloads: bytes) -> tuple[int, int]:
+        """Propose commands. Returns (index of the last one, term).
+
+        Raises :class:`~confer.raft.errors.ProposalDropped` (with the known leader) when this
+        node cannot accept proposals. The command is committed if the entry applied at that
+        index carries that term; a different term there means it was lost to a leader change.
+        """
+        return self.raft.propose(list(payloads))
+
+    def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]:
+        return self.raft.propose_conf_change(cc)
+
+    def read_index(self, ctx: bytes) -> None:
+        """Ask for a linearizable read point; answered by a ReadState with the same ``ctx``."""
+        self.raft.read_index(ctx)
+
+    def transfer_leader(self, target: int) -> None:
+        self.raft.transfer_leader(target)
+
+    def report_unreachable(self, node: int) -> None:
+        """The transport failed to deliver to ``node``: stop pipelining to it."""
+        pr = self.raft.prs.get(node)
+        if (pr is not None and self.raft.role == StateRole.LEADER
+                and pr.state == ProgressState.REPLICATE):
+            pr.become_probe()
+
+    # -- outputs ----------------------------------------------------------------------------------
+    def _soft_state(self) -> SoftState:
+        r = self.raft
+        return SoftState(r.lead, r.role, r.term)
+
+    def _hard_state(self) -> HardState:
+        r = self.raft
+        return HardState(r.term, r.vote, r.log.committed)
+
+    def has_ready(self) -> bool:
+        r = self.raft
+        log = r.log
+        return bool(
+            r.msgs or r.read_states or r.append_pending
+            or log.unstable.entries or log.unstable.snapshot is not None
+            or log.has_next_committed()
+            or self._hard_state() != self._prev_hard
+            or self._soft_state() != self._prev_soft
+        )
+
+    def ready(self) -> Ready:
+        """The next batch of work. Call :meth:`advance` with it before asking for another."""
+        if self._outstanding:
+            raise RuntimeError("ready() called again before advance()")
+        r = self.raft
+        r.flush()
+        log = r.log
+        rd = Ready()
+        soft = self._soft_state()
+        if soft != self._prev_soft:
+            rd.soft_state = soft
+            self._prev_soft = soft
+        hard = self._hard_state()
+        if hard != self._prev_hard:
+            rd.hard_state = hard
+        rd.entries = list(log.unstable.entries)
+        rd.snapshot = log.unstable.snapshot
+        rd.committed_entries = log.next_committed_entries(r.cfg.max_committed_size_per_ready)
+        if rd.snapshot is not None:
+            log.applying = max(log.applying, rd.snapshot.meta.index)
+        if rd.committed_entries:
+            log.applying = rd.committed_entries[-1].index
+        rd.messages, r.msgs = r.msgs, []
+        rd.read_states, r.read_states = r.read_states, []
+        rd.must_sync = bool(rd.entries) or rd.snapshot is not None or (
+            rd.hard_state is not None
+            and (rd.hard_state.term != self._prev_hard.term
+                 or rd.hard_state.vote != self._prev_hard.vote)
+        )
+        self._outstanding = True
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """Acknowledge that ``rd`` was persisted, sent and applied."""
+        log = self.raft.log
+        if rd.hard_state is not None:
+            self._prev_hard = rd.hard_state
+        if rd.snapshot is not None:
+            log.unstable.stable_snap_to(rd.snapshot.meta.index)
+            log.applied_to(rd.snapshot.meta.index)
+        if rd.entries:
+            last = rd.entries[-1]
+            log.unstable.stable_to(last.index, last.term)
+        if rd.committed_entries:
+            log.applied_to(rd.committed_entries[-1].index)
+        self._outstanding = False
+
+    # -- snapshots --------------------------------------------------------------------------------
+    def conf_state_at(self, index: int) -> ConfState:
+        """Membership as of entry ``index``: what a snapshot at ``index`` must record."""
+        return self.raft.conf_state_at(index)
+
+    def compacted(self, index: int) -> None:
+        """Tell the core the log was compacted up to a snapshot at ``index``."""
+        self.raft.compact_conf_history(index)
+
+    # -- observation ------------------------------------------------------------------------------
+    @property
+    def id(self) -> int:
+        return self.raft.id
+
+    def status(self) -> Status:
+        r = self.raft
+        progress = (
+            {n: pr.match for n, pr in r.prs.items()} if r.role == StateRole.LEADER else {}
+        )
+        return Status(r.id, r.term, r.vote, r.lead, r.role, r.log.committed, r.log.applied,
+                      r.log.last_index(), r.log.first_index(), r.conf, progress)
+
+
+def bootstrap(storage: WritableLogStorage, voters: list[int]) -> None:
+    """Initialise an empty storage for a new cluster of ``voters``.
+
+    Every founding member must be bootstrapped with the same list: the membership is written
+    as committed CONF_CHANGE entries at term 1, identical on every node.
+    """
+    if storage.last_index() != 0:
+        raise ValueError("storage already holds a log; refusing to bootstrap over it")
+    if not voters or len(set(voters)) != len(voters) or min(voters) <= 0:
+        raise ValueError("bootstrap needs distinct positive node ids")
+    ents = [
+        Entry(i + 1, 1, ConfChange(ConfChangeType.ADD_VOTER, v).encode(), EntryType.CONF_CHANGE)
+        for i, v in enumerate(voters)
+    ]
+    storage.append(ents)
+    storage.set_hard_state(HardState(term=1, vote=NONE, commit=len(ents)))
+    storage.sync()
