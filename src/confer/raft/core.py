@@ -406,11 +406,22 @@ class Raft:
         self._maybe_start_read_round()
         return True
 
+    def has_deferred_work(self) -> bool:
+        return self.append_pending or self._can_start_read_round()
+
+    def _can_start_read_round(self) -> bool:
+        # The commit index is only known to be current once an entry of this term committed.
+        return (self.read_round is None and bool(self.pending_reads)
+                and self.role == StateRole.LEADER
+                and self.log.term(self.log.committed) == self.term)
+
     def flush(self) -> None:
-        """Broadcast appends accumulated since the last Ready (one message per follower)."""
+        """Send what was deferred to batch it: one append per follower for all proposals
+        since the last Ready, and one heartbeat round for all reads queued meanwhile."""
         if self.append_pending and self.role == StateRole.LEADER:
             self.bcast_append()
         self.append_pending = False
+        self._maybe_start_read_round()
 
     def read_index(self, ctx: bytes) -> None:
         """Request a linearizable read; a ReadState(index, ctx) follows when confirmed."""
@@ -425,14 +436,11 @@ class Raft:
         if len(self.conf.voters) == 1 and self.log.term(self.log.committed) == self.term:
             self._release_read(ctx, frm, self.log.committed)
             return
+        # The round starts at the next flush, so every read queued until then shares it.
         self.pending_reads.append((ctx, frm))
-        self._maybe_start_read_round()
 
     def _maybe_start_read_round(self) -> None:
-        # The commit index is only known to be current once an entry of this term committed.
-        if (self.read_round is not None or not self.pending_reads
-                or self.role != StateRole.LEADER
-                or self.log.term(self.log.committed) != self.term):
+        if not self._can_start_read_round():
             return
         if len(self.conf.voters) == 1:
             reads, self.pending_reads = self.pending_reads, []

@@ -121,7 +121,7 @@ class RawNode:
         r = self.raft
         log = r.log
         return bool(
-            r.msgs or r.read_states or r.append_pending
+            r.msgs or r.read_states or r.has_deferred_work()
             or log.unstable.entries or log.unstable.snapshot is not None
             or log.has_next_committed()
             or self._hard_state() != self._prev_hard
