@@ -1,0 +1,35 @@
+from confer.v1 import confer_pb2 as _confer_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RaftBatch(_message.Message):
+    __slots__ = ("cluster_id", "to", "messages")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: int
+    to: int
+    messages: bytes
+    def __init__(self, cluster_id: _Optional[int] = ..., to: _Optional[int] = ..., messages: _Optional[bytes] = ..., **kwargs) -> None: ...
+
+class ProposeRequest(_message.Message):
+    __slots__ = ("command",)
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    command: bytes
+    def __init__(self, command: _Optional[bytes] = ...) -> None: ...
+
+class ProposeResponse(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: bytes
+    def __init__(self, result: _Optional[bytes] = ...) -> None: ...
+
+class MembershipChangeRequest(_message.Message):
+    __slots__ = ("change",)
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    change: bytes
+    def __init__(self, change: _Optional[bytes] = ...) -> None: ...
