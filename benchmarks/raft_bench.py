@@ -21,7 +21,7 @@ from pathlib import Path
 
 from confer.raft.fsm import StateMachine
 from confer.raft.storage import MemoryStorage, WritableLogStorage
-from confer.raft.types import Entry
+from confer.raft.types import ConfChange, ConfState, Entry
 from confer.server.local import LocalCluster
 from confer.server.node import NodeOptions
 
@@ -35,6 +35,9 @@ class CountingStateMachine(StateMachine):
     def apply(self, entry: Entry) -> int:
         self.count += 1
         return self.count
+
+    def apply_conf_change(self, index: int, cc: ConfChange, conf: ConfState) -> None:
+        """Membership is not this benchmark's concern."""
 
     def snapshot(self) -> bytes:
         return self.count.to_bytes(8, "big")

@@ -10,12 +10,16 @@ from typing import Any, Protocol
 
 import msgpack
 
-from confer.raft.types import Entry
+from confer.raft.types import ConfChange, ConfState, Entry
 
 
 class StateMachine(Protocol):
     def apply(self, entry: Entry) -> Any:
         """Apply one committed NORMAL entry; the result goes back to the proposer."""
+        ...
+
+    def apply_conf_change(self, index: int, cc: ConfChange, conf: ConfState) -> None:
+        """A committed membership change at ``index``; ``conf`` is the membership after it."""
         ...
 
     def snapshot(self) -> bytes:
@@ -36,6 +40,9 @@ class ListStateMachine:
     def apply(self, entry: Entry) -> int:
         self.applied.append(entry.data)
         return len(self.applied)
+
+    def apply_conf_change(self, index: int, cc: ConfChange, conf: ConfState) -> None:
+        """Membership is the core's business; this twin keeps no state for it."""
 
     def snapshot(self) -> bytes:
         return msgpack.packb(self.applied)

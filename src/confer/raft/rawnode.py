@@ -19,6 +19,7 @@ Persisting before sending is what makes a vote or an append acknowledgement safe
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from confer.raft.core import Config, Raft
@@ -198,18 +199,22 @@ class RawNode:
                       r.log.last_index(), r.log.first_index(), r.conf, progress)
 
 
-def bootstrap(storage: WritableLogStorage, voters: list[int]) -> None:
+def bootstrap(storage: WritableLogStorage, voters: list[int],
+              contexts: Mapping[int, bytes] | None = None) -> None:
     """Initialise an empty storage for a new cluster of ``voters``.
 
-    Every founding member must be bootstrapped with the same list: the membership is written
-    as committed CONF_CHANGE entries at term 1, identical on every node.
+    Every founding member must be bootstrapped with the same list (and contexts): the
+    membership is written as committed CONF_CHANGE entries at term 1, identical on every node.
+    ``contexts`` gives each voter's ConfChange context (the server puts addresses there).
     """
+    contexts = contexts or {}
     if storage.last_index() != 0:
         raise ValueError("storage already holds a log; refusing to bootstrap over it")
     if not voters or len(set(voters)) != len(voters) or min(voters) <= 0:
         raise ValueError("bootstrap needs distinct positive node ids")
     ents = [
-        Entry(i + 1, 1, ConfChange(ConfChangeType.ADD_VOTER, v).encode(), EntryType.CONF_CHANGE)
+        Entry(i + 1, 1, ConfChange(ConfChangeType.ADD_VOTER, v, contexts.get(v, b"")).encode(),
+              EntryType.CONF_CHANGE)
         for i, v in enumerate(voters)
     ]
     storage.append(ents)

@@ -279,6 +279,7 @@ class RaftNode:
                 result = fsm.apply(e) if e.data else None
             else:
                 result = self.node.conf_state_at(e.index)
+                fsm.apply_conf_change(e.index, ConfChange.decode(e.data), result)
             if pending:
                 waiter = pending.pop(e.index, None)
                 if waiter is not None and not waiter[1].done():

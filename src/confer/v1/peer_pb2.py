@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from confer.v1 import confer_pb2 as confer_dot_v1_dot_confer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63onfer/v1/peer.proto\x12\tconfer.v1\x1a\x16\x63onfer/v1/confer.proto\"K\n\tRaftBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\x04\x12\n\n\x02to\x18\x03 \x01(\x04\x12\x10\n\x08messages\x18\x04 \x01(\x0c\"!\n\x0eProposeRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\x0c\"!\n\x0fProposeResponse\x12\x0e\n\x06result\x18\x01 \x01(\x0c\")\n\x17MembershipChangeRequest\x12\x0e\n\x06\x63hange\x18\x01 \x01(\x0c\x32\xce\x01\n\x04Peer\x12\x30\n\x04Raft\x12\x14.confer.v1.RaftBatch\x1a\x10.confer.v1.Empty(\x01\x12@\n\x07Propose\x12\x19.confer.v1.ProposeRequest\x1a\x1a.confer.v1.ProposeResponse\x12R\n\x10\x43hangeMembership\x12\".confer.v1.MembershipChangeRequest\x1a\x1a.confer.v1.ProposeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63onfer/v1/peer.proto\x12\tconfer.v1\x1a\x16\x63onfer/v1/confer.proto\"K\n\tRaftBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\x04\x12\n\n\x02to\x18\x03 \x01(\x04\x12\x10\n\x08messages\x18\x04 \x01(\x0c\x32\x38\n\x04Peer\x12\x30\n\x04Raft\x12\x14.confer.v1.RaftBatch\x1a\x10.confer.v1.Empty(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RAFTBATCH']._serialized_start=59
   _globals['_RAFTBATCH']._serialized_end=134
-  _globals['_PROPOSEREQUEST']._serialized_start=136
-  _globals['_PROPOSEREQUEST']._serialized_end=169
-  _globals['_PROPOSERESPONSE']._serialized_start=171
-  _globals['_PROPOSERESPONSE']._serialized_end=204
-  _globals['_MEMBERSHIPCHANGEREQUEST']._serialized_start=206
-  _globals['_MEMBERSHIPCHANGEREQUEST']._serialized_end=247
-  _globals['_PEER']._serialized_start=250
-  _globals['_PEER']._serialized_end=456
+  _globals['_PEER']._serialized_start=136
+  _globals['_PEER']._serialized_end=192
 # @@protoc_insertion_point(module_scope)

@@ -15,21 +15,3 @@ class RaftBatch(_message.Message):
     to: int
     messages: bytes
     def __init__(self, cluster_id: _Optional[int] = ..., to: _Optional[int] = ..., messages: _Optional[bytes] = ..., **kwargs) -> None: ...
-
-class ProposeRequest(_message.Message):
-    __slots__ = ("command",)
-    COMMAND_FIELD_NUMBER: _ClassVar[int]
-    command: bytes
-    def __init__(self, command: _Optional[bytes] = ...) -> None: ...
-
-class ProposeResponse(_message.Message):
-    __slots__ = ("result",)
-    RESULT_FIELD_NUMBER: _ClassVar[int]
-    result: bytes
-    def __init__(self, result: _Optional[bytes] = ...) -> None: ...
-
-class MembershipChangeRequest(_message.Message):
-    __slots__ = ("change",)
-    CHANGE_FIELD_NUMBER: _ClassVar[int]
-    change: bytes
-    def __init__(self, change: _Optional[bytes] = ...) -> None: ...

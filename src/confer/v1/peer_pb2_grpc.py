@@ -40,16 +40,6 @@ class PeerStub:
                 request_serializer=confer_dot_v1_dot_peer__pb2.RaftBatch.SerializeToString,
                 response_deserializer=confer_dot_v1_dot_confer__pb2.Empty.FromString,
                 _registered_method=True)
-        self.Propose = channel.unary_unary(
-                '/confer.v1.Peer/Propose',
-                request_serializer=confer_dot_v1_dot_peer__pb2.ProposeRequest.SerializeToString,
-                response_deserializer=confer_dot_v1_dot_peer__pb2.ProposeResponse.FromString,
-                _registered_method=True)
-        self.ChangeMembership = channel.unary_unary(
-                '/confer.v1.Peer/ChangeMembership',
-                request_serializer=confer_dot_v1_dot_peer__pb2.MembershipChangeRequest.SerializeToString,
-                response_deserializer=confer_dot_v1_dot_peer__pb2.ProposeResponse.FromString,
-                _registered_method=True)
 
 
 class PeerServicer:
@@ -62,20 +52,6 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Propose(self, request, context):
-        """A follower forwards a write (an encoded state-machine command) to the leader.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ChangeMembership(self, request, context):
-        """A follower forwards a membership change to the leader.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,16 +59,6 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Raft,
                     request_deserializer=confer_dot_v1_dot_peer__pb2.RaftBatch.FromString,
                     response_serializer=confer_dot_v1_dot_confer__pb2.Empty.SerializeToString,
-            ),
-            'Propose': grpc.unary_unary_rpc_method_handler(
-                    servicer.Propose,
-                    request_deserializer=confer_dot_v1_dot_peer__pb2.ProposeRequest.FromString,
-                    response_serializer=confer_dot_v1_dot_peer__pb2.ProposeResponse.SerializeToString,
-            ),
-            'ChangeMembership': grpc.unary_unary_rpc_method_handler(
-                    servicer.ChangeMembership,
-                    request_deserializer=confer_dot_v1_dot_peer__pb2.MembershipChangeRequest.FromString,
-                    response_serializer=confer_dot_v1_dot_peer__pb2.ProposeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -122,60 +88,6 @@ class Peer:
             '/confer.v1.Peer/Raft',
             confer_dot_v1_dot_peer__pb2.RaftBatch.SerializeToString,
             confer_dot_v1_dot_confer__pb2.Empty.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Propose(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/confer.v1.Peer/Propose',
-            confer_dot_v1_dot_peer__pb2.ProposeRequest.SerializeToString,
-            confer_dot_v1_dot_peer__pb2.ProposeResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ChangeMembership(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/confer.v1.Peer/ChangeMembership',
-            confer_dot_v1_dot_peer__pb2.MembershipChangeRequest.SerializeToString,
-            confer_dot_v1_dot_peer__pb2.ProposeResponse.FromString,
             options,
             channel_credentials,
             insecure,
