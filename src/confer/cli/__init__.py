@@ -25,5 +25,44 @@ def demo_cmd(data_dir: Path | None, in_memory: bool) -> None:
         raise SystemExit(1)
 
 
+@cli.command("dev")
+@click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True)
+@click.option("--base-port", type=click.IntRange(1024, 32700), default=7379, show_default=True,
+              help="Node i listens for clients on BASE+2(i-1) and for peers on the next port.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("confer-dev"), show_default=True)
+@click.option("--tick-ms", type=click.IntRange(10, 10_000), default=100, show_default=True)
+def dev_cmd(nodes: int, base_port: int, data_dir: Path, tick_ms: int) -> None:
+    """Start a local cluster of NODES processes until Ctrl-C."""
+    from confer.cli.dev import run_dev
+
+    raise SystemExit(run_dev(nodes, base_port, data_dir, tick_ms))
+
+
+def _serve_command() -> click.Command:
+    from confer.cli.serve import SERVE_OPTIONS
+
+    @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+                  help="TOML file with any of the settings below (flags win).")
+    def serve_cmd(config_file: Path | None, **flags: object) -> None:
+        """Run a Confer node. With no arguments: a single-node cluster in ./confer-data."""
+        from confer.cli.serve import run
+        from confer.server.config import ConfigError, load_config
+
+        overrides = {("node_id" if k == "id" else k): v for k, v in flags.items()}
+        try:
+            cfg = load_config(config_file, overrides)
+        except ConfigError as e:
+            raise click.UsageError(str(e)) from None
+        raise SystemExit(run(cfg))
+
+    for flag, kwargs in reversed(SERVE_OPTIONS):
+        serve_cmd = click.option(flag, **kwargs)(serve_cmd)
+    return cli.command("serve")(serve_cmd)
+
+
+_serve_command()
+
+
 def main() -> None:
     cli()

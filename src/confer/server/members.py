@@ -72,6 +72,13 @@ class Membership:
             return MembershipEvent("promoted", member)
         return None
 
+    def publish(self, node_id: int, name: str, client_addr: str) -> None:
+        """A member announced its name and client address (it knows them, the founders'
+        initial-cluster list only names peer addresses)."""
+        old = self.members.get(node_id)
+        if old is not None:
+            self.members[node_id] = replace(old, name=name, client_addr=client_addr)
+
     def snapshot(self) -> list[object]:
         return [self.cluster_id, [[m.id, m.name, m.peer_addr, m.client_addr, m.is_learner]
                                   for m in self.members.values()]]
@@ -80,3 +87,21 @@ class Membership:
         cluster_id, members = raw
         self.cluster_id = int(cluster_id)  # type: ignore[call-overload]
         self.members = {m[0]: Member(*m) for m in members}  # type: ignore[union-attr]
+
+
+PUBLISH_TAG = 0xFF
+"""First byte of a server-level command in the log (KV commands start with their format
+version, a small number)."""
+
+
+def encode_publish(member: Member) -> bytes:
+    return bytes((PUBLISH_TAG,)) + msgpack.packb([member.id, member.name, member.client_addr])
+
+
+def is_publish(data: bytes) -> bool:
+    return data[:1] == bytes((PUBLISH_TAG,))
+
+
+def decode_publish(data: bytes) -> tuple[int, str, str]:
+    node_id, name, client_addr = msgpack.unpackb(data[1:])
+    return int(node_id), str(name), str(client_addr)

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,8 @@ class RaftNode:
         self._stopped = False
         self.leader = 0
         self.role = StateRole.FOLLOWER
+        self.leader_listeners: list[Callable[[int, int], None]] = []
+        """Called with (leader id, term) whenever the known leader changes."""
 
     @property
     def id(self) -> int:
@@ -254,11 +257,16 @@ class RaftNode:
         self._maybe_snapshot()
 
     def _on_soft_state(self, leader: int, role: StateRole) -> None:
-        if leader != self.leader:
+        changed = leader != self.leader
+        if changed:
             # Reads waiting on the old leader's confirmation will never be answered.
             self._fail_reads(NotLeader(leader))
         self.leader = leader
         self.role = role
+        if changed:
+            term = self.node.raft.term
+            for listener in self.leader_listeners:
+                listener(leader, term)
 
     def _restore(self, rd: Ready) -> None:
         assert rd.snapshot is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
@@ -55,12 +55,13 @@ class _PeerSender:
                 continue
             batch, self.queue = self.queue, []
             yield peer_pb2.RaftBatch(cluster_id=t.cluster_id(), to=self.peer_id,
-                                     messages=encode_messages(batch), **{"from": t.node_id})
+                                     messages=encode_messages(batch), from_addr=t.own_addr,
+                                     **{"from": t.node_id})
 
     async def _run(self) -> None:
         backoff = 0.05
         while True:
-            addr = self.transport.resolve(self.peer_id)
+            addr = self.transport.address_of(self.peer_id)
             if not addr:
                 self.queue.clear()
                 await asyncio.sleep(0.2)
@@ -83,11 +84,13 @@ class _PeerSender:
 class GrpcPeerTransport:
     """Implements :class:`~confer.server.transport.Transport` over the ``Peer`` gRPC service."""
 
-    def __init__(self, node_id: int, resolve: Callable[[int], str | None],
+    def __init__(self, node_id: int, own_addr: str, resolve: Callable[[int], str | None],
                  cluster_id: Callable[[], int],
                  report_unreachable: Callable[[int], None] = lambda _peer: None) -> None:
         self.node_id = node_id
+        self.own_addr = own_addr
         self.resolve = resolve
+        self._learned: dict[int, str] = {}  # addresses seen on inbound batches
         self.cluster_id = cluster_id
         self.report_unreachable = report_unreachable
         self._handler: MessageHandler | None = None
@@ -106,6 +109,10 @@ class GrpcPeerTransport:
 
     def set_handler(self, handler: MessageHandler) -> None:
         self._handler = handler
+
+    def address_of(self, peer: int) -> str | None:
+        """The peer's address from the membership, else as the peer announced it."""
+        return self.resolve(peer) or self._learned.get(peer)
 
     def drop_peer(self, peer: int) -> None:
         """Stop sending to a removed member."""
@@ -131,6 +138,8 @@ class GrpcPeerTransport:
             )
         if batch.to != self.node_id:
             raise PermissionError(f"message for node {batch.to} reached node {self.node_id}")
+        if batch.from_addr:
+            self._learned[getattr(batch, "from")] = batch.from_addr
         handler = self._handler
         if handler is None:
             return
@@ -139,12 +148,24 @@ class GrpcPeerTransport:
 
 
 class PeerServicer(peer_pb2_grpc.PeerServicer):
-    def __init__(self, transport: GrpcPeerTransport) -> None:
+    def __init__(self, transport: GrpcPeerTransport | None,
+                 propose: Callable[[bytes], Awaitable[object]]) -> None:
         self.transport = transport
+        self.propose = propose
 
-    async def Raft(self, request_iterator: AsyncIterator[peer_pb2.RaftBatch],  # noqa: N802
+    async def Propose(self, request: peer_pb2.ProposeRequest,
+                      context: grpc.aio.ServicerContext) -> confer_pb2.Empty:
+        try:
+            await self.propose(request.command)
+        except Exception as e:  # the caller retries; say why it failed
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{type(e).__name__}: {e}")
+        return confer_pb2.Empty()
+
+    async def Raft(self, request_iterator: AsyncIterator[peer_pb2.RaftBatch],
                    context: grpc.aio.ServicerContext) -> confer_pb2.Empty:
         async for batch in request_iterator:
+            if self.transport is None:
+                continue  # not started yet: Raft tolerates the loss
             try:
                 self.transport.deliver(batch)
             except PermissionError as e:

@@ -1,0 +1,3 @@
+from confer.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""`confer serve`: run one Confer node until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from confer.server.config import ServerConfig
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname.lower(),
+               "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.Formatter.converter = time.gmtime
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("grpc").setLevel(logging.WARNING)
+
+
+async def serve(cfg: ServerConfig) -> int:
+    from confer.server.app import ConferServer
+
+    server = ConferServer(cfg)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop(grace=0)
+        raise
+    print(f"confer: node {server.node_id} ready: clients {cfg.client_url} "
+          f"(port {server.client_port}), peers {cfg.peer_url} (port {server.peer_port}), "
+          f"data {Path(cfg.data_dir).resolve()}", file=sys.stderr, flush=True)
+    await server.stopped.wait()
+    return 0
+
+
+def run(cfg: ServerConfig) -> int:
+    setup_logging(cfg.log_level, cfg.log_format)
+    try:
+        import uvloop
+
+        return uvloop.run(serve(cfg))
+    except ImportError:
+        return asyncio.run(serve(cfg))
+
+
+SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("--name", {"help": "Human-readable member name."}),
+    ("--id", {"type": int, "help": "Node id (positive). Default: from initial-cluster or 1."}),
+    ("--data-dir", {"help": "Where the log, snapshots and identity live [./confer-data]."}),
+    ("--listen-client", {"help": "HOST:PORT for clients [127.0.0.1:7379]."}),
+    ("--advertise-client", {"help": "Client address other members and clients use."}),
+    ("--listen-peer", {"help": "HOST:PORT for other members [127.0.0.1:7380]."}),
+    ("--advertise-peer", {"help": "Peer address other members use."}),
+    ("--initial-cluster", {"help": "Founding members: ID=HOST:PORT,... (peer addresses)."}),
+    ("--cluster-token", {"help": "Distinguishes clusters founded with the same members."}),
+    ("--join", {"help": "Client address of a running member: join its cluster."}),
+    ("--wait-init", {"is_flag": True, "default": None,
+                     "help": "Start empty and wait for the Init RPC."}),
+    ("--tick-ms", {"type": int, "help": "Raft tick in milliseconds [100]."}),
+    ("--election-ticks", {"type": int, "help": "Election timeout in ticks [10]."}),
+    ("--snapshot-every", {"type": int, "help": "Snapshot after this many entries [10000]."}),
+    ("--auto-compaction-retention", {"type": int,
+                                     "help": "Keep this many revisions of history [0 = off]."}),
+    ("--max-key-bytes", {"type": int, "help": "Longest key path in bytes [4096]."}),
+    ("--max-value-bytes", {"type": int, "help": "Largest value in bytes [1048576]."}),
+    ("--log-level", {"help": "debug, info, warning or error [info]."}),
+    ("--log-format", {"help": "text or json [text]."}),
+]

@@ -1,0 +1,371 @@
+"""The Confer server process: storage, Raft node, peer transport and gRPC services together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from confer.raft.core import Config
+from confer.raft.errors import NotLeader
+from confer.raft.rawnode import bootstrap
+from confer.raft.types import ConfChange, ConfChangeType, ConfState, StateRole
+from confer.server.config import ServerConfig
+from confer.server.fsm import ServerStateMachine
+from confer.server.members import Member, MembershipEvent, cluster_id_for, encode_publish
+from confer.server.node import NodeOptions, RaftNode
+from confer.server.peer_transport import GRPC_OPTIONS, GrpcPeerTransport, PeerServicer
+from confer.server.watch import WatchHub
+from confer.storage import DurableStorage
+from confer.v1 import confer_pb2_grpc, kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
+
+log = logging.getLogger("confer.server")
+
+FORWARDED = "x-confer-forwarded"
+"""Metadata on a request a follower forwarded to the leader: it must not bounce again."""
+
+
+class NoLeader(Exception):
+    """No leader is known within the request's deadline."""
+
+
+class ConferServer:
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        self.data_dir = Path(cfg.data_dir)
+        self.fsm = ServerStateMachine()
+        self.hub = WatchHub(self.fsm.kv)
+        self.node: RaftNode | None = None
+        self.storage: DurableStorage | None = None
+        self.node_id = cfg.node_id
+        self.grpc_server: grpc.aio.Server | None = None
+        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else None
+        self.client_port = 0
+        self.peer_port = 0
+        self.stopped = asyncio.Event()
+        self.cluster_listeners: list[Callable[[str, Member | None, int], None]] = []
+        """Called with (kind, member, leader id) on membership and leader changes."""
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._transport: GrpcPeerTransport | None = None
+        self._background: list[asyncio.Task[Any]] = []
+        self.fsm.membership_listeners.append(self._on_membership)
+
+    # -- identity -----------------------------------------------------------------------------
+    @property
+    def _identity_file(self) -> Path:
+        return self.data_dir / "member.json"
+
+    def _load_identity(self) -> None:
+        if self._identity_file.exists():
+            ident = json.loads(self._identity_file.read_text())
+            if self.cfg.node_id and self.cfg.node_id != ident["id"]:
+                raise SystemExit(f"data dir {self.data_dir} belongs to node {ident['id']}, "
+                                 f"not {self.cfg.node_id}")
+            self.node_id = ident["id"]
+
+    def _save_identity(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._identity_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"id": self.node_id, "name": self.cfg.name}))
+        tmp.replace(self._identity_file)
+
+    def member(self) -> Member:
+        return Member(self.node_id, self.cfg.name, self.cfg.peer_url, self.cfg.client_url)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.cfg
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._load_identity()
+        await self._start_grpc()
+        self.storage = DurableStorage.open(self.data_dir / "raft")
+        fresh = self.storage.last_index() == 0
+        if fresh and cfg.join:
+            if not self._identity_file.exists():
+                await self._join(cfg.join)
+        elif fresh and not cfg.wait_init:
+            founders = cfg.founders() or [(self.node_id or 1, cfg.name, cfg.peer_url)]
+            if not self.node_id:
+                self.node_id = founders[0][0]
+            self._bootstrap([Member(i, name, peer, cfg.client_url if i == self.node_id else "")
+                             for i, name, peer in founders])
+        if not self.node_id:
+            self.node_id = cfg.node_id or 1
+        self._save_identity()
+        self._start_node()
+        if cfg.join and fresh:
+            self._background.append(asyncio.create_task(self._promote_when_caught_up()))
+        self._background.append(asyncio.create_task(self._publish_attributes()))
+        if cfg.auto_compaction_retention:
+            self._background.append(asyncio.create_task(self._auto_compact()))
+        log.info("node %d (%s) serving clients on %s, peers on %s", self.node_id, cfg.name,
+                 cfg.client_url, cfg.peer_url)
+
+    def _bootstrap(self, founders: list[Member]) -> None:
+        assert self.storage is not None
+        cid = cluster_id_for(self.cfg.cluster_token, founders)
+        bootstrap(self.storage, [m.id for m in founders],
+                  {m.id: m.context(cid) for m in founders})
+
+    def _start_node(self) -> None:
+        assert self.storage is not None
+        cfg = self.cfg
+        self._transport = GrpcPeerTransport(
+            self.node_id, self.cfg.peer_url, self._peer_addr, lambda: self.fsm.membership.cluster_id,
+            self._report_unreachable)
+        self._peer_servicer.transport = self._transport
+        node = RaftNode(
+            Config(id=self.node_id, election_tick=cfg.election_ticks, heartbeat_tick=1),
+            self.storage, self._transport, self.fsm,
+            NodeOptions(tick_interval=cfg.tick_ms / 1000, snapshot_every=cfg.snapshot_every),
+        )
+        node.leader_listeners.append(self._on_leader)
+        self.node = node
+        if node.status().conf_state.voters == {self.node_id}:
+            node.campaign()  # sole voter: no reason to wait out an election timeout
+        self._background.append(asyncio.create_task(node.start()))
+
+    async def _start_grpc(self) -> None:
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        from confer.server.services import ClusterService, KVService, LegacyService
+
+        confer_pb2_grpc.add_ConferServiceServicer_to_server(LegacyService(self), server)
+        kv_pb2_grpc.add_KVServicer_to_server(KVService(self), server)
+        kv_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self), server)
+        self._peer_servicer = PeerServicer(None, lambda cmd: self.propose(cmd, 10.0))
+        peer_pb2_grpc.add_PeerServicer_to_server(self._peer_servicer, server)
+        if self.health is not None:
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        self.client_port = server.add_insecure_port(self.cfg.listen_client)
+        if self.cfg.listen_peer != self.cfg.listen_client:
+            self.peer_port = server.add_insecure_port(self.cfg.listen_peer)
+        else:
+            self.peer_port = self.client_port
+        if not self.client_port or (not self.peer_port):
+            raise SystemExit(f"cannot listen on {self.cfg.listen_client} / {self.cfg.listen_peer}")
+        await server.start()
+        self.grpc_server = server
+        if self.health is not None:
+            await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        if self.stopped.is_set():
+            return
+        log.info("node %d shutting down", self.node_id)
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
+        self.hub.close()
+        for task in self._background:
+            task.cancel()
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace)
+        if self.node is not None:
+            await self.node.stop()
+        for ch in self._channels.values():
+            await ch.close()
+        if self.storage is not None:
+            self.storage.close()
+        self.stopped.set()
+
+    # -- Raft plumbing ------------------------------------------------------------------------
+    def _peer_addr(self, node_id: int) -> str | None:
+        m = self.fsm.membership.members.get(node_id)
+        return m.peer_addr if m else None
+
+    def _report_unreachable(self, node_id: int) -> None:
+        if self.node is not None:
+            self.node.node.report_unreachable(node_id)
+
+    def _on_leader(self, leader: int, term: int) -> None:
+        if leader:
+            log.info("node %d: leader is now %d (term %d)", self.node_id, leader, term)
+        for listener in list(self.cluster_listeners):
+            listener("leader", self.fsm.membership.members.get(leader), leader)
+
+    def _on_membership(self, event: MembershipEvent) -> None:
+        log.info("membership: %s node %d (%s)", event.kind, event.member.id,
+                 event.member.peer_addr)
+        for listener in list(self.cluster_listeners):
+            listener(event.kind, event.member, self.node.leader if self.node else 0)
+        if event.kind == "removed":
+            if self._transport is not None:
+                self._transport.drop_peer(event.member.id)
+            if event.member.id == self.node_id:
+                log.warning("node %d was removed from the cluster; shutting down", self.node_id)
+                self._background.append(asyncio.create_task(self._shutdown_after_removal()))
+
+    async def _shutdown_after_removal(self) -> None:
+        await asyncio.sleep(self.cfg.tick_ms / 1000 * 3)  # let the commit reach the others
+        self.removed = True
+        await self.stop()
+
+    # -- requests -----------------------------------------------------------------------------
+    def require_node(self) -> RaftNode:
+        if self.node is None:
+            raise NoLeader("this node is not initialised yet (waiting for Init or to join)")
+        return self.node
+
+    def header(self) -> kv_pb2.ResponseHeader:
+        node = self.node
+        return kv_pb2.ResponseHeader(
+            cluster_id=self.fsm.membership.cluster_id, member_id=self.node_id,
+            revision=self.fsm.kv.revision,
+            raft_term=node.node.raft.term if node else 0, leader_id=node.leader if node else 0)
+
+    async def wait_for_leader(self, timeout: float) -> int:
+        node = self.require_node()
+        deadline = time.monotonic() + timeout
+        while not node.leader:
+            if time.monotonic() >= deadline:
+                raise NoLeader("no leader: the cluster has no quorum or is electing")
+            await asyncio.sleep(self.cfg.tick_ms / 1000)
+        return node.leader
+
+    def is_leader(self) -> bool:
+        return self.node is not None and self.node.role == StateRole.LEADER
+
+    async def read_barrier(self, timeout: float) -> None:
+        """Wait until local state reflects every write acknowledged before this call."""
+        node = self.require_node()
+        deadline = time.monotonic() + timeout
+        while True:
+            await self.wait_for_leader(max(0.0, deadline - time.monotonic()))
+            try:
+                await asyncio.wait_for(node.read_barrier(), max(0.0, deadline - time.monotonic()))
+                return
+            except NotLeader:
+                if time.monotonic() >= deadline:
+                    raise NoLeader("no leader confirmed the read in time") from None
+                await asyncio.sleep(self.cfg.tick_ms / 1000)
+            except TimeoutError:
+                raise NoLeader("no leader confirmed the read in time") from None
+
+    async def propose(self, command: bytes, timeout: float) -> Any:
+        """Replicate a command through this node, which must lead. Raises NotLeader."""
+        node = self.require_node()
+        if node.role != StateRole.LEADER:
+            raise NotLeader(node.leader)
+        return await asyncio.wait_for(node.propose(command), timeout)
+
+    def leader_channel(self) -> grpc.aio.Channel:
+        """A channel to the leader. Its peer port serves every service too, so it works
+        even before the leader has published its client address."""
+        node = self.require_node()
+        member = self.fsm.membership.members.get(node.leader)
+        addr = member and (member.client_addr or member.peer_addr)
+        if not addr:
+            raise NoLeader(f"leader {node.leader} has no known address")
+        ch = self._channels.get(addr)
+        if ch is None:
+            ch = self._channels[addr] = grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
+        return ch
+
+    async def _publish_attributes(self) -> None:
+        """Make sure the member table holds this node's current name and client address."""
+        node = self.require_node()
+        while True:
+            await asyncio.sleep(self.cfg.tick_ms / 1000 * 2)
+            me = self.fsm.membership.members.get(self.node_id)
+            if me is None or (me.client_addr == self.cfg.client_url
+                              and me.name == self.cfg.name):
+                if me is not None:
+                    return
+                continue
+            if not node.leader:
+                continue
+            command = encode_publish(self.member())
+            try:
+                if self.is_leader():
+                    await self.propose(command, 5.0)
+                else:
+                    await peer_pb2_grpc.PeerStub(self.leader_channel()).Propose(
+                        peer_pb2.ProposeRequest(command=command), timeout=5)
+            except Exception as e:
+                log.debug("publishing member attributes failed (will retry): %s", e)
+
+    async def change_membership(self, cc: ConfChange, timeout: float) -> ConfState:
+        node = self.require_node()
+        if node.role != StateRole.LEADER:
+            raise NotLeader(node.leader)
+        return await asyncio.wait_for(node.change_membership(cc), timeout)
+
+    # -- initialisation, joining, promotion ---------------------------------------------------
+    async def initialize(self, founders: list[Member]) -> None:
+        """The Init RPC: bootstrap a node that was started empty (``--wait-init``)."""
+        assert self.storage is not None
+        if self.storage.last_index() != 0 or (self.node is not None and self.node.leader):
+            raise FileExistsError("this node is already initialised")
+        if self.node_id not in {m.id for m in founders}:
+            raise ValueError(f"Init must include this node's id {self.node_id}")
+        if self.node is not None:
+            await self.node.stop()
+            self.node = None
+        self._bootstrap(founders)
+        self._start_node()
+        assert self.node is not None
+        self.node.campaign()
+
+    async def _join(self, addr: str) -> None:
+        """Ask a running member to add this node as a learner."""
+        ch = grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
+        try:
+            stub = kv_pb2_grpc.ClusterStub(ch)
+            resp = await stub.MemberAdd(kv_pb2.MemberAddRequest(
+                id=self.cfg.node_id, name=self.cfg.name, peer_addr=self.cfg.peer_url,
+                client_addr=self.cfg.client_url, is_learner=True), timeout=30)
+        except grpc.aio.AioRpcError as e:
+            raise SystemExit(f"join {addr}: {e.code().name}: {e.details()}") from None
+        finally:
+            await ch.close()
+        self.node_id = resp.member.id
+        log.info("joined the cluster at %s as learner %d", addr, self.node_id)
+
+    async def _promote_when_caught_up(self) -> None:
+        """A joining node asks to become a voter once it holds the leader's log."""
+        node = self.require_node()
+        while True:
+            await asyncio.sleep(self.cfg.tick_ms / 1000 * 5)
+            st = node.status()
+            if self.node_id in st.conf_state.voters:
+                return
+            if self.node_id not in st.conf_state.learners or not node.leader:
+                continue
+            try:
+                ch = self.leader_channel()
+                await kv_pb2_grpc.ClusterStub(ch).MemberPromote(
+                    kv_pb2.MemberPromoteRequest(id=self.node_id), timeout=10)
+                log.info("node %d promoted to voter", self.node_id)
+                return
+            except (grpc.aio.AioRpcError, NoLeader) as e:
+                log.debug("promotion not yet possible: %s", e)
+
+    def learner_caught_up(self, node_id: int) -> bool:
+        """Leader: is the learner close enough to the log's end to vote safely?"""
+        node = self.require_node()
+        st = node.status()
+        match = st.progress.get(node_id, 0)
+        return match >= st.commit - 1000 and match > 0
+
+    async def _auto_compact(self) -> None:
+        from confer.kv import Compact, encode_command
+
+        keep = self.cfg.auto_compaction_retention
+        while True:
+            await asyncio.sleep(max(1.0, self.cfg.tick_ms / 1000 * 50))
+            kv = self.fsm.kv
+            target = kv.revision - keep
+            if self.is_leader() and target > kv.compact_revision:
+                with contextlib.suppress(Exception):
+                    await self.propose(encode_command(Compact(target)), 5.0)
+
+
+def member_change(kind: ConfChangeType, member: Member, cluster_id: int) -> ConfChange:
+    return ConfChange(kind, member.id, member.context(cluster_id))

@@ -1,0 +1,161 @@
+"""Server settings: defaults < config file (TOML) < environment (CONFER_*) < flags.
+
+With no settings at all, a node is a working single-node cluster with its data under
+``./confer-data``, clients on 127.0.0.1:7379 and peers on 127.0.0.1:7380.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CLIENT_ADDR = "127.0.0.1:7379"
+DEFAULT_PEER_ADDR = "127.0.0.1:7380"
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the setting and the rule."""
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    name: str = "default"
+    node_id: int = 0
+    """0 = 1 for a new single-node cluster, or taken from --initial-cluster / the data dir."""
+    data_dir: Path = Path("confer-data")
+    listen_client: str = DEFAULT_CLIENT_ADDR
+    advertise_client: str = ""
+    listen_peer: str = DEFAULT_PEER_ADDR
+    advertise_peer: str = ""
+    initial_cluster: str = ""
+    """Founding members, ``id=peer_addr,...`` (or ``id=name@peer_addr``). Same on every founder."""
+    cluster_token: str = "confer"
+    join: str = ""
+    """Client address of a running member: ask it to add this node, then catch up."""
+    wait_init: bool = False
+    """Start empty and wait for the ``Init`` RPC instead of bootstrapping."""
+    tick_ms: int = 100
+    election_ticks: int = 10
+    snapshot_every: int = 10_000
+    auto_compaction_retention: int = 0
+    """Keep this many revisions of history; 0 = compact only by hand."""
+    max_key_bytes: int = 4096
+    max_value_bytes: int = 1 << 20
+    log_level: str = "info"
+    log_format: str = "text"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def client_url(self) -> str:
+        return self.advertise_client or self.listen_client
+
+    @property
+    def peer_url(self) -> str:
+        return self.advertise_peer or self.listen_peer
+
+    def founders(self) -> list[tuple[int, str, str]]:
+        """Parse ``initial_cluster`` into (id, name, peer_addr)."""
+        out = []
+        for part in filter(None, (p.strip() for p in self.initial_cluster.split(","))):
+            ident, sep, addr = part.partition("=")
+            if not sep or not ident.strip().isdigit() or int(ident) <= 0 or not addr:
+                raise ConfigError(
+                    f"initial-cluster entry {part!r}: expected ID=HOST:PORT with a positive ID"
+                )
+            name, at, peer = addr.partition("@")
+            if not at:
+                name, peer = f"node-{ident.strip()}", addr
+            check_addr("initial-cluster", peer)
+            out.append((int(ident), name, peer))
+        ids = [i for i, _, _ in out]
+        if len(set(ids)) != len(ids):
+            raise ConfigError("initial-cluster: node ids must be distinct")
+        return out
+
+    def validate(self) -> None:
+        for key in ("listen_client", "listen_peer"):
+            check_addr(key.replace("_", "-"), getattr(self, key))
+        for key in ("advertise_client", "advertise_peer"):
+            if getattr(self, key):
+                check_addr(key.replace("_", "-"), getattr(self, key))
+        if self.node_id < 0:
+            raise ConfigError("id must be a positive integer")
+        if self.tick_ms <= 0 or self.election_ticks < 2:
+            raise ConfigError("tick-ms must be positive and election-ticks at least 2")
+        if self.max_key_bytes <= 0 or self.max_value_bytes <= 0:
+            raise ConfigError("max-key-bytes and max-value-bytes must be positive")
+        if self.auto_compaction_retention < 0:
+            raise ConfigError("auto-compaction-retention must be >= 0")
+        if sum(bool(x) for x in (self.initial_cluster, self.join, self.wait_init)) > 1:
+            raise ConfigError("use only one of initial-cluster, join and wait-init")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("log-format must be text or json")
+        founders = self.founders()
+        if founders and self.node_id and self.node_id not in {i for i, _, _ in founders}:
+            raise ConfigError(f"id {self.node_id} is not in initial-cluster")
+        if founders and not self.node_id:
+            matches = [i for i, _, peer in founders if peer == self.peer_url]
+            if len(matches) != 1:
+                raise ConfigError("set --id: initial-cluster has no single entry for this "
+                                  f"node's peer address {self.peer_url}")
+            self.node_id = matches[0]
+
+
+def check_addr(setting: str, addr: str) -> None:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{setting}: {addr!r} is not HOST:PORT")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig) if f.name != "extra"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = _FIELDS[name].type
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "bool":
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes")
+            return bool(value)
+        if kind == "Path":
+            return Path(value)
+        return str(value)
+    except ValueError:
+        raise ConfigError(f"{name.replace('_', '-')}: {value!r} is not a valid {kind}") from None
+
+
+def load_config(config_file: Path | None, overrides: dict[str, Any],
+                environ: dict[str, str] | None = None) -> ServerConfig:
+    """Merge the sources; ``overrides`` are the flags actually given (None = not given)."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            raw = tomllib.loads(config_file.read_text())
+        except OSError as e:
+            raise ConfigError(f"config file {config_file}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {config_file}: {e}") from None
+        for key, value in raw.items():
+            name = key.replace("-", "_")
+            if name not in _FIELDS:
+                raise ConfigError(f"config file {config_file}: unknown setting {key!r}")
+            values[name] = _coerce(name, value)
+    env = os.environ if environ is None else environ
+    for name in _FIELDS:
+        var = "CONFER_" + name.upper()
+        if var in env:
+            values[name] = _coerce(name, env[var])
+    for name, value in overrides.items():
+        if value is not None:
+            values[name] = _coerce(name, value)
+    cfg = ServerConfig(**values)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,48 @@
+"""The server's replicated state machine: the KV store plus the member table."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from confer.kv import KVStore
+from confer.raft.types import ConfChange, ConfState, Entry
+from confer.server.members import Membership, MembershipEvent, decode_publish, is_publish
+
+SNAPSHOT_FORMAT = 1
+
+
+class ServerStateMachine:
+    def __init__(self) -> None:
+        self.kv = KVStore()
+        self.membership = Membership()
+        self.membership_listeners: list[Callable[[MembershipEvent], None]] = []
+
+    def apply(self, entry: Entry) -> Any:
+        if is_publish(entry.data):
+            # Malformed: applying must never fail, and nothing changes.
+            with contextlib.suppress(ValueError, TypeError):
+                self.membership.publish(*decode_publish(entry.data))
+            return None
+        return self.kv.apply(entry)
+
+    def apply_conf_change(self, index: int, cc: ConfChange, conf: ConfState) -> None:
+        event = self.membership.apply(cc, conf)
+        if event is not None:
+            for listener in self.membership_listeners:
+                listener(event)
+
+    def snapshot(self) -> bytes:
+        return msgpack.packb([SNAPSHOT_FORMAT, self.kv.snapshot(), self.membership.snapshot()])
+
+    def restore(self, data: bytes) -> None:
+        if not data:
+            return
+        fmt, kv, members = msgpack.unpackb(data)
+        if fmt != SNAPSHOT_FORMAT:
+            raise ValueError(f"unsupported snapshot format {fmt}")
+        self.kv.restore(kv)
+        self.membership.restore(members)

@@ -1,0 +1,208 @@
+"""Run real `confer serve` processes on 127.0.0.1, each with its own data dir.
+
+Every process is started by us, tracked by PID, and killed and reaped on exit, even when
+the caller fails. Ports come from 20000-32767, below Linux's ephemeral range.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from confer.v1 import kv_pb2, kv_pb2_grpc
+
+_used_ports: set[int] = set()
+
+
+def free_port(rng: random.Random | None = None) -> int:
+    """A currently free TCP port on 127.0.0.1 in 20000-32767, not handed out before."""
+    rng = rng or random.Random()
+    for _ in range(1000):
+        port = rng.randrange(20000, 32768)
+        if port in _used_ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _used_ports.add(port)
+        return port
+    raise RuntimeError("no free port found in 20000-32767")
+
+
+@dataclass
+class NodeProcess:
+    node_id: int
+    data_dir: Path
+    client_port: int
+    peer_port: int
+    args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def client_addr(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_addr(self) -> str:
+        return f"127.0.0.1:{self.peer_port}"
+
+    def start(self, extra: list[str] | None = None) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data_dir.parent / f"node{self.node_id}.log"
+        cmd = [sys.executable, "-m", "confer", "serve", "--id", str(self.node_id),
+               "--data-dir", str(self.data_dir), "--listen-client", self.client_addr,
+               "--listen-peer", self.peer_addr, *self.args, *(extra or [])]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        finally:
+            log.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            os.kill(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL and reap: a crash."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until the process answers Status."""
+        deadline = time.monotonic() + timeout
+        while self.status(timeout=0.5) is None:
+            if not self.alive():
+                raise RuntimeError(f"node {self.node_id} exited:\n{self.log_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node {self.node_id} not ready in {timeout}s")
+            time.sleep(0.05)
+
+    def status(self, timeout: float = 1.0) -> kv_pb2.StatusResponse | None:
+        with grpc.insecure_channel(self.client_addr) as ch:
+            try:
+                return kv_pb2_grpc.ClusterStub(ch).Status(kv_pb2.StatusRequest(),
+                                                          timeout=timeout)
+            except grpc.RpcError:
+                return None
+
+
+class ProcessCluster:
+    """N founding members on loopback. Use as a context manager."""
+
+    def __init__(self, size: int, base_dir: Path, *, tick_ms: int = 50,
+                 extra_args: list[str] | None = None, seed: int | None = None) -> None:
+        self.base_dir = Path(base_dir)
+        self.rng = random.Random(seed)
+        self.tick_ms = tick_ms
+        self.extra_args = extra_args or []
+        self.nodes: dict[int, NodeProcess] = {}
+        for i in range(1, size + 1):
+            self.nodes[i] = self._new_node(i)
+        initial = ",".join(f"{n.node_id}={n.peer_addr}" for n in self.nodes.values())
+        for n in self.nodes.values():
+            n.args = ["--initial-cluster", initial, *self._common_args()]
+
+    def _common_args(self) -> list[str]:
+        return ["--tick-ms", str(self.tick_ms), *self.extra_args]
+
+    def _new_node(self, node_id: int) -> NodeProcess:
+        return NodeProcess(node_id, self.base_dir / f"node{node_id}", free_port(self.rng),
+                           free_port(self.rng))
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [n.client_addr for n in self.nodes.values()]
+
+    def start(self) -> ProcessCluster:
+        for n in self.nodes.values():
+            n.start()
+        return self
+
+    def add_node(self, node_id: int, join: str | None = None) -> NodeProcess:
+        """A new process that joins through ``join`` (a member's client address)."""
+        node = self._new_node(node_id)
+        node.args = ["--join", join or self.endpoints[0], *self._common_args()]
+        self.nodes[node_id] = node
+        node.start()
+        return node
+
+    def leader(self, timeout: float = 20.0, among: list[int] | None = None) -> int:
+        """The id of the leader that the running members agree on."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leaders = set()
+            for i, n in self.nodes.items():
+                if (among is None or i in among) and n.alive():
+                    st = n.status(timeout=0.5)
+                    if st is not None and st.leader_id:
+                        leaders.add(st.leader_id)
+            if len(leaders) == 1:
+                leader = leaders.pop()
+                if leader in self.nodes and self.nodes[leader].alive():
+                    return leader
+            time.sleep(0.05)
+        raise TimeoutError(f"no agreed leader within {timeout}s\n{self.logs()}")
+
+    def logs(self, tail: int = 40) -> str:
+        out = []
+        for n in self.nodes.values():
+            lines = n.log_text().splitlines()[-tail:]
+            out.append(f"--- node {n.node_id} (pid {n.pid}) ---\n" + "\n".join(lines))
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        for n in self.nodes.values():
+            with contextlib.suppress(Exception):
+                n.stop(timeout=5)
+        for n in self.nodes.values():
+            with contextlib.suppress(Exception):
+                n.kill()
+
+    def __enter__(self) -> ProcessCluster:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
