@@ -163,6 +163,7 @@ class Raft:
         if committed <= self.conf_through:
             return
         lo = max(self.conf_through + 1, self.log.first_index())
+        before = self.conf
         changed = False
         for e in self.log.slice(lo, committed + 1):
             if e.type == EntryType.CONF_CHANGE:
@@ -171,9 +172,16 @@ class Raft:
                 changed = True
         self.conf_through = committed
         if changed:
-            self._on_conf_changed()
+            self._on_conf_changed(before)
 
-    def _on_conf_changed(self) -> None:
+    def _on_conf_changed(self, before: ConfState) -> None:
+        if self.role == StateRole.LEADER:
+            # Removed nodes get no more messages: send each the commit of its removal, so it
+            # learns it was removed (best effort; the server also tells it when it calls in).
+            for node in before.members() - self.conf.members():
+                if node != self.id and node in self.prs:
+                    self.prs[node].probe_sent = False
+                    self.send_append(node)
         self._rebuild_progress()
         if self.role != StateRole.LEADER:
             return
@@ -527,7 +535,13 @@ class Raft:
                 self.election_elapsed = 0
                 self.vote = m.frm
         else:
-            self.send(Message(resp, to=m.frm, term=self.term, reject=True))
+            # Tell the candidate how far our log is committed. A candidate whose log matches at
+            # that point learns the commit index, and with it any membership change up to it:
+            # a voter that missed the commit of a change removing (or demoting) the old leader
+            # may otherwise wait forever for that node's vote.
+            commit = self.log.committed
+            self.send(Message(resp, to=m.frm, term=self.term, reject=True, commit=commit,
+                              log_term=self.log.term(commit)))
 
     def campaign(self, kind: CampaignKind) -> None:
         if kind == CampaignKind.PRE_ELECTION:
@@ -762,6 +776,13 @@ class Raft:
         my_resp = MT.PRE_VOTE_RESP if self.role == StateRole.PRE_CANDIDATE else MT.VOTE_RESP
         if t != my_resp:
             return
+        if m.reject and m.commit > self.log.committed and self.log.match_term(m.commit,
+                                                                              m.log_term):
+            self.log.commit_to(m.commit)  # same entry there, so the same committed prefix
+            self._apply_committed_conf_changes()
+            if not self.promotable():
+                self.become_follower(self.term, NONE)  # no longer a voter: stop campaigning
+                return
         self.votes[m.frm] = not m.reject
         result = quorum.vote_result(self.conf.voters, self.votes)
         if result is True:

@@ -56,6 +56,7 @@ class ConferServer:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._transport: GrpcPeerTransport | None = None
         self._background: list[asyncio.Task[Any]] = []
+        self._removing = False
         self.fsm.membership_listeners.append(self._on_membership)
 
     # -- identity -----------------------------------------------------------------------------
@@ -119,8 +120,9 @@ class ConferServer:
         assert self.storage is not None
         cfg = self.cfg
         self._transport = GrpcPeerTransport(
-            self.node_id, self.cfg.peer_url, self._peer_addr, lambda: self.fsm.membership.cluster_id,
-            self._report_unreachable)
+            self.node_id, self.cfg.peer_url, self._peer_addr,
+            lambda: self.fsm.membership.cluster_id, self._report_unreachable,
+            self._told_removed)
         self._peer_servicer.transport = self._transport
         node = RaftNode(
             Config(id=self.node_id, election_tick=cfg.election_ticks, heartbeat_tick=1),
@@ -140,7 +142,8 @@ class ConferServer:
         confer_pb2_grpc.add_ConferServiceServicer_to_server(LegacyService(self), server)
         kv_pb2_grpc.add_KVServicer_to_server(KVService(self), server)
         kv_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self), server)
-        self._peer_servicer = PeerServicer(None, lambda cmd: self.propose(cmd, 10.0))
+        self._peer_servicer = PeerServicer(None, lambda cmd: self.propose(cmd, 10.0),
+                                           self.fsm.membership.removed.__contains__)
         peer_pb2_grpc.add_PeerServicer_to_server(self._peer_servicer, server)
         if self.health is not None:
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -163,8 +166,10 @@ class ConferServer:
         if self.health is not None:
             await self.health.enter_graceful_shutdown()
         self.hub.close()
+        current = asyncio.current_task()
         for task in self._background:
-            task.cancel()
+            if task is not current:  # stop() may run inside one of them
+                task.cancel()
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace)
         if self.node is not None:
@@ -198,13 +203,20 @@ class ConferServer:
         if event.kind == "removed":
             if self._transport is not None:
                 self._transport.drop_peer(event.member.id)
-            if event.member.id == self.node_id:
+            if event.member.id == self.node_id and not self._removing:
                 log.warning("node %d was removed from the cluster; shutting down", self.node_id)
+                self._removing = True
                 self._background.append(asyncio.create_task(self._shutdown_after_removal()))
+
+    def _told_removed(self) -> None:
+        if not self.stopped.is_set() and not self._removing:
+            log.warning("node %d: a peer says this node was removed from the cluster; "
+                        "shutting down", self.node_id)
+            self._removing = True
+            self._background.append(asyncio.create_task(self._shutdown_after_removal()))
 
     async def _shutdown_after_removal(self) -> None:
         await asyncio.sleep(self.cfg.tick_ms / 1000 * 3)  # let the commit reach the others
-        self.removed = True
         await self.stop()
 
     # -- requests -----------------------------------------------------------------------------

@@ -46,6 +46,8 @@ class Membership:
 
     def __init__(self) -> None:
         self.members: dict[int, Member] = {}
+        self.removed: set[int] = set()
+        """Ids removed from the cluster: their messages are refused, which tells them."""
         self.cluster_id = 0
 
     def apply(self, cc: ConfChange, conf: ConfState) -> MembershipEvent | None:
@@ -54,6 +56,7 @@ class Membership:
             if old is None:
                 return None
             del self.members[cc.node_id]
+            self.removed.add(cc.node_id)
             return MembershipEvent("removed", old)
         learner = cc.node_id in conf.learners
         if cc.context:
@@ -81,12 +84,13 @@ class Membership:
 
     def snapshot(self) -> list[object]:
         return [self.cluster_id, [[m.id, m.name, m.peer_addr, m.client_addr, m.is_learner]
-                                  for m in self.members.values()]]
+                                  for m in self.members.values()], sorted(self.removed)]
 
     def restore(self, raw: list[object]) -> None:
-        cluster_id, members = raw
+        cluster_id, members, removed = raw
         self.cluster_id = int(cluster_id)  # type: ignore[call-overload]
         self.members = {m[0]: Member(*m) for m in members}  # type: ignore[union-attr]
+        self.removed = set(removed)  # type: ignore[call-overload]
 
 
 PUBLISH_TAG = 0xFF

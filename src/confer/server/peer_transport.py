@@ -22,6 +22,7 @@ from confer.v1 import confer_pb2, peer_pb2, peer_pb2_grpc
 log = logging.getLogger("confer.peer")
 
 MAX_QUEUED = 4096
+REMOVED = "was removed from the cluster"
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", 64 << 20),
     ("grpc.max_receive_message_length", 64 << 20),
@@ -71,6 +72,10 @@ class _PeerSender:
                 stub = peer_pb2_grpc.PeerStub(channel)
                 await stub.Raft(self._batches())
             except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.FAILED_PRECONDITION and REMOVED in (
+                        e.details() or ""):
+                    self.transport.on_removed()
+                    return
                 if self.queue:
                     log.debug("peer %d at %s: %s", self.peer_id, addr, e.code().name)
                     self.queue.clear()
@@ -86,13 +91,16 @@ class GrpcPeerTransport:
 
     def __init__(self, node_id: int, own_addr: str, resolve: Callable[[int], str | None],
                  cluster_id: Callable[[], int],
-                 report_unreachable: Callable[[int], None] = lambda _peer: None) -> None:
+                 report_unreachable: Callable[[int], None] = lambda _peer: None,
+                 on_removed: Callable[[], None] = lambda: None) -> None:
         self.node_id = node_id
         self.own_addr = own_addr
         self.resolve = resolve
         self._learned: dict[int, str] = {}  # addresses seen on inbound batches
         self.cluster_id = cluster_id
         self.report_unreachable = report_unreachable
+        self.on_removed = on_removed
+        """Called when a peer says this node was removed from the cluster."""
         self._handler: MessageHandler | None = None
         self._senders: dict[int, _PeerSender] = {}
 
@@ -149,9 +157,11 @@ class GrpcPeerTransport:
 
 class PeerServicer(peer_pb2_grpc.PeerServicer):
     def __init__(self, transport: GrpcPeerTransport | None,
-                 propose: Callable[[bytes], Awaitable[object]]) -> None:
+                 propose: Callable[[bytes], Awaitable[object]],
+                 is_removed: Callable[[int], bool]) -> None:
         self.transport = transport
         self.propose = propose
+        self.is_removed = is_removed
 
     async def Propose(self, request: peer_pb2.ProposeRequest,
                       context: grpc.aio.ServicerContext) -> confer_pb2.Empty:
@@ -164,6 +174,10 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
     async def Raft(self, request_iterator: AsyncIterator[peer_pb2.RaftBatch],
                    context: grpc.aio.ServicerContext) -> confer_pb2.Empty:
         async for batch in request_iterator:
+            sender = getattr(batch, "from")
+            if self.is_removed(sender):
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"member {sender} {REMOVED}")
             if self.transport is None:
                 continue  # not started yet: Raft tolerates the loss
             try:

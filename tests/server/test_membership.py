@@ -1,0 +1,132 @@
+"""Members are added, removed and replaced while writes continue; nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import grpc
+
+from confer.testing import ProcessCluster
+from confer.v1 import kv_pb2, kv_pb2_grpc
+
+from .test_durability import put_with_retry, read_all
+
+
+class Writer(threading.Thread):
+    """Puts /m/k0000, /m/k0001, ... through whichever member answers; bounded in count/time."""
+
+    def __init__(self, cluster: ProcessCluster, limit: int = 2000, seconds: float = 60) -> None:
+        super().__init__(daemon=True)
+        self.cluster = cluster
+        self.limit = limit
+        self.deadline = time.monotonic() + seconds
+        self.acked: dict[str, bytes] = {}
+        self.stop_flag = threading.Event()
+
+    def run(self) -> None:
+        i = 0
+        while i < self.limit and not self.stop_flag.is_set() and time.monotonic() < self.deadline:
+            live = [n.client_addr for n in list(self.cluster.nodes.values()) if n.alive()]
+            path, value = f"/m/k{i:04d}", b"v%d" % i
+            if put_with_retry(live, path, value, min(self.deadline, time.monotonic() + 10)):
+                self.acked[path] = value
+            i += 1
+
+
+def cluster_stub(addr: str) -> tuple[grpc.Channel, kv_pb2_grpc.ClusterStub]:
+    ch = grpc.insecure_channel(addr)
+    return ch, kv_pb2_grpc.ClusterStub(ch)
+
+
+def members(addr: str) -> dict[int, bool]:
+    """id -> is_learner."""
+    ch, stub = cluster_stub(addr)
+    with ch:
+        resp = stub.MemberList(kv_pb2.MemberListRequest(), timeout=10)
+    return {m.id: m.is_learner for m in resp.members}
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_add_remove_and_replace_members_under_write_load(tmp_path: Path) -> None:
+    with ProcessCluster(3, tmp_path) as c:
+        c.leader()
+        writer = Writer(c)
+        writer.start()
+        try:
+            # Add: a fresh node joins as a learner, catches up and is promoted to voter.
+            c.add_node(4, join=c.nodes[1].client_addr)
+            wait_for(lambda: members(c.nodes[1].client_addr) == {1: False, 2: False, 3: False,
+                                                               4: False},
+                     30, "node 4 to join as a voter")
+            # Remove: node 2 leaves and its process exits cleanly.
+            ch, stub = cluster_stub(c.nodes[1].client_addr)
+            with ch:
+                stub.MemberRemove(kv_pb2.MemberRemoveRequest(id=2), timeout=15)
+            assert c.nodes[2].proc is not None
+            assert c.nodes[2].proc.wait(timeout=20) == 0
+            # Replace: node 5 joins, then node 3 is removed.
+            c.add_node(5, join=c.nodes[4].client_addr)
+            wait_for(lambda: members(c.nodes[4].client_addr) == {1: False, 3: False, 4: False,
+                                                               5: False},
+                     30, "node 5 to join as a voter")
+            ch, stub = cluster_stub(c.nodes[5].client_addr)
+            with ch:
+                stub.MemberRemove(kv_pb2.MemberRemoveRequest(id=3), timeout=15)
+            assert c.nodes[3].proc is not None
+            assert c.nodes[3].proc.wait(timeout=20) == 0
+        finally:
+            time.sleep(0.5)  # a few more writes on the final membership
+            writer.stop_flag.set()
+            writer.join(timeout=30)
+        assert len(writer.acked) > 20
+        c.leader(among=[1, 4, 5])
+        for i in (1, 4, 5):
+            wait_for(lambda i=i: read_all(c.nodes[i].client_addr, "/m") == writer.acked, 20,
+                     f"node {i} to hold every acknowledged write")
+
+
+def test_bad_membership_requests_are_refused(tmp_path: Path) -> None:
+    with ProcessCluster(3, tmp_path) as c:
+        c.leader()
+        ch, stub = cluster_stub(c.nodes[1].client_addr)
+        with ch:
+            for request, call, code in [
+                (kv_pb2.MemberRemoveRequest(id=99), stub.MemberRemove, grpc.StatusCode.NOT_FOUND),
+                (kv_pb2.MemberPromoteRequest(id=2), stub.MemberPromote,
+                 grpc.StatusCode.FAILED_PRECONDITION),
+                (kv_pb2.MemberAddRequest(peer_addr=c.nodes[2].peer_addr), stub.MemberAdd,
+                 grpc.StatusCode.ALREADY_EXISTS),
+                (kv_pb2.MemberAddRequest(), stub.MemberAdd, grpc.StatusCode.INVALID_ARGUMENT),
+            ]:
+                try:
+                    call(request, timeout=10)
+                except grpc.RpcError as e:
+                    assert e.code() == code, (request, e.details())
+                else:
+                    raise AssertionError(f"{request} was accepted")
+        assert members(c.nodes[1].client_addr) == {1: False, 2: False, 3: False}
+
+
+def test_leadership_transfer(tmp_path: Path) -> None:
+    with ProcessCluster(3, tmp_path) as c:
+        old = c.leader()
+        target = next(i for i in c.nodes if i != old)
+        ch, stub = cluster_stub(c.nodes[target].client_addr)  # a follower forwards it
+        with ch:
+            st = stub.TransferLeadership(kv_pb2.TransferLeadershipRequest(target_id=target),
+                                         timeout=15)
+        assert st.leader_id == target
+        assert c.leader() == target
