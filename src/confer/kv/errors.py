@@ -1,0 +1,82 @@
+"""Errors of the key-value store: a small named hierarchy, each with a stable code.
+
+Reads raise these. Commands applied from the Raft log never raise for bad input: they return an
+:class:`~confer.kv.types.ErrorResult` carrying the same code, which
+:meth:`~confer.kv.types.ErrorResult.to_exception` turns back into one of these on the API side.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.IntEnum):
+    """Why a command or a read failed. Stable numbers: they may cross the wire."""
+
+    INVALID_ARGUMENT = 1
+    KEY_NOT_FOUND = 2
+    DUPLICATE_KEY = 3
+    TOO_MANY_OPS = 4
+    COMPACTED = 5
+    FUTURE_REVISION = 6
+    BAD_COMMAND = 7
+
+
+class KVError(Exception):
+    """Base class of the store's errors."""
+
+    code: ErrorCode = ErrorCode.INVALID_ARGUMENT
+
+
+class InvalidArgument(KVError):
+    """The request breaks a rule that does not depend on the store's state (the message names
+    the rule and the offending key or path)."""
+
+    code = ErrorCode.INVALID_ARGUMENT
+
+
+class DuplicateKey(InvalidArgument):
+    """A transaction writes the same key twice (etcd: "duplicate key given in txn request")."""
+
+    code = ErrorCode.DUPLICATE_KEY
+
+
+class TooManyOps(InvalidArgument):
+    """A transaction has more operations than allowed (etcd's ``--max-txn-ops``)."""
+
+    code = ErrorCode.TOO_MANY_OPS
+
+
+class BadCommand(InvalidArgument):
+    """A Raft entry's payload is not a command this version can decode."""
+
+    code = ErrorCode.BAD_COMMAND
+
+
+class KeyNotFound(KVError):
+    """``ignore_value``/``ignore_lease`` was used on a key that does not exist."""
+
+    code = ErrorCode.KEY_NOT_FOUND
+
+
+class CompactedError(KVError):
+    """The requested revision has been compacted away; ``compact_revision`` is the store's."""
+
+    code = ErrorCode.COMPACTED
+
+    def __init__(self, compact_revision: int, message: str = "") -> None:
+        super().__init__(message or "mvcc: required revision has been compacted "
+                         f"(compact revision {compact_revision})")
+        self.compact_revision = compact_revision
+
+
+class FutureRevisionError(KVError):
+    """The requested revision is newer than the store's current revision."""
+
+    code = ErrorCode.FUTURE_REVISION
+
+    def __init__(self, revision: int, current_revision: int, message: str = "") -> None:
+        super().__init__(message or "mvcc: required revision is a future revision "
+                         f"(requested {revision}, current {current_revision})")
+        self.revision = revision
+        self.current_revision = current_revision
