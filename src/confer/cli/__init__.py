@@ -64,5 +64,14 @@ def _serve_command() -> click.Command:
 _serve_command()
 
 
+def _client_commands() -> None:
+    from confer.cli.commands import register
+
+    register(cli)
+
+
+_client_commands()
+
+
 def main() -> None:
     cli()

@@ -1,0 +1,388 @@
+"""Data and cluster commands of the `confer` CLI, built on the Python client."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from confer.cli.output import (
+    fail,
+    handle_errors,
+    print_json,
+    print_table,
+    text,
+    to_jsonable,
+)
+from confer.client import (
+    Client as SyncClient,
+)
+from confer.client import (
+    ClusterEvent,
+    DeleteResult,
+    KeyValue,
+    PutResult,
+    Status,
+    WatchEvent,
+)
+from confer.client.errors import ConferError
+
+DEFAULT_ENDPOINTS = "127.0.0.1:7379"
+
+
+@dataclass
+class Ctx:
+    endpoints: list[str]
+    output: str
+    timeout: float
+
+    def client(self) -> SyncClient:
+        return SyncClient(self.endpoints, timeout=self.timeout)
+
+    @property
+    def json(self) -> bool:
+        return self.output == "json"
+
+
+def client_options(fn: Any) -> Any:
+    """Add the connection and output options every client command takes, and hand the
+    command a :class:`Ctx` built from them as its first argument."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, endpoints: str, output: str, timeout: float, **kwargs: Any) -> Any:
+        eps = [e.strip() for e in endpoints.split(",") if e.strip()]
+        if not eps:
+            raise click.UsageError("--endpoints: give at least one HOST:PORT")
+        return fn(Ctx(eps, output, timeout), *args, **kwargs)
+
+    wrapper = click.option("--timeout", type=click.FloatRange(0.1, 3600), default=10.0,
+                           show_default=True, help="Seconds per request.")(wrapper)
+    wrapper = click.option("-o", "--output", type=click.Choice(["table", "json"]),
+                           default="table", show_default=True, envvar="CONFER_OUTPUT",
+                           help="Output format [env CONFER_OUTPUT].")(wrapper)
+    return click.option("--endpoints", envvar="CONFER_ENDPOINTS", default=DEFAULT_ENDPOINTS,
+                        show_default=True,
+                        help="Comma-separated client addresses [env CONFER_ENDPOINTS].")(wrapper)
+
+
+def kv_row(kv: KeyValue) -> list[Any]:
+    return [kv.path, text(kv.value), kv.create_revision, kv.mod_revision, kv.version,
+            kv.lease or ""]
+
+
+KV_HEADERS = ["PATH", "VALUE", "CREATE_REV", "MOD_REV", "VERSION", "LEASE"]
+
+
+def register(cli: click.Group) -> None:
+    """Attach every client-side command to the top-level group."""
+
+    @cli.command("put")
+    @click.argument("path")
+    @click.argument("value", required=False)
+    @click.option("--lease", type=int, default=0, help="Attach the key to this lease id.")
+    @click.option("--prev-kv", is_flag=True, help="Print the previous value.")
+    @client_options
+    @handle_errors
+    def put(ctx: Ctx, path: str, value: str | None, lease: int, prev_kv: bool) -> None:
+        """Set PATH to VALUE (read from stdin when VALUE is omitted)."""
+        data = sys.stdin.buffer.read() if value is None else value.encode()
+        with ctx.client() as c:
+            res: PutResult = c.put(path, data, lease=lease, prev_kv=prev_kv)
+        if ctx.json:
+            print_json(res)
+        else:
+            click.echo(f"OK (revision {res.revision})")
+            if res.prev_kv is not None:
+                click.echo(f"previous: {text(res.prev_kv.value)}")
+
+    @cli.command("get")
+    @click.argument("path")
+    @click.option("--rev", type=click.IntRange(0), default=0, help="Read at a past revision.")
+    @click.option("--serializable", is_flag=True, help="Local read, possibly stale.")
+    @client_options
+    @handle_errors
+    def get(ctx: Ctx, path: str, rev: int, serializable: bool) -> None:
+        """Print the value of PATH (table output: the value alone)."""
+        with ctx.client() as c:
+            kv = c.get(path, revision=rev, serializable=serializable)
+        if kv is None:
+            fail(f"{path} not found", 4)
+            return
+        if ctx.json:
+            print_json(kv)
+        else:
+            click.echo(text(kv.value))
+
+    @cli.command("del")
+    @click.argument("path")
+    @click.option("-r", "--recursive", is_flag=True, help="Also delete the whole subtree.")
+    @click.option("--prev-kv", is_flag=True, help="Print the deleted keys.")
+    @client_options
+    @handle_errors
+    def delete(ctx: Ctx, path: str, recursive: bool, prev_kv: bool) -> None:
+        """Delete PATH (and with -r everything below it)."""
+        with ctx.client() as c:
+            res: DeleteResult = c.delete(path, recursive=recursive, prev_kv=prev_kv)
+        if ctx.json:
+            print_json(res)
+            return
+        click.echo(f"deleted {res.deleted} (revision {res.revision})")
+        if res.prev_kvs:
+            print_table(KV_HEADERS, [kv_row(kv) for kv in res.prev_kvs])
+
+    @cli.command("ls")
+    @click.argument("path", default="/")
+    @click.option("-r", "--recursive", is_flag=True,
+                  help="List every key of the subtree with its value, not just child names.")
+    @click.option("--limit", type=click.IntRange(0), default=0, help="At most this many.")
+    @click.option("--rev", type=click.IntRange(0), default=0, help="(with -r) a past revision.")
+    @client_options
+    @handle_errors
+    def ls(ctx: Ctx, path: str, recursive: bool, limit: int, rev: int) -> None:
+        """List the children of PATH (like ZooKeeper's ls), or with -r its whole subtree."""
+        with ctx.client() as c:
+            if not recursive:
+                if rev:
+                    raise click.UsageError("--rev needs --recursive")
+                res = c.children(path, limit=limit)
+                if ctx.json:
+                    print_json(res)
+                else:
+                    for name in res.names:
+                        click.echo(name)
+                    if res.more:
+                        click.echo("... (more: raise --limit)", err=True)
+                return
+            page = c.list(path, recursive=True, limit=limit, revision=rev)
+        if ctx.json:
+            print_json(page)
+            return
+        print_table(KV_HEADERS, [kv_row(kv) for kv in page.kvs])
+        if page.more:
+            click.echo(f"... {page.count - len(page.kvs)} more (raise --limit)", err=True)
+
+    @cli.command("watch")
+    @click.argument("path")
+    @click.option("-r", "--recursive", is_flag=True, help="Watch the whole subtree.")
+    @click.option("--rev", type=click.IntRange(0), default=0,
+                  help="Replay every change since this revision first.")
+    @click.option("--prev-kv", is_flag=True, help="Show previous values.")
+    @click.option("--count", type=click.IntRange(1), default=None,
+                  help="Exit after this many events.")
+    @client_options
+    @handle_errors
+    def watch(ctx: Ctx, path: str, recursive: bool, rev: int, prev_kv: bool,
+              count: int | None) -> None:
+        """Print changes of PATH as they happen, until Ctrl-C (or --count events)."""
+        seen = 0
+        with ctx.client() as c:
+            w = c.watch(path, recursive=recursive, start_revision=rev, prev_kv=prev_kv)
+            try:
+                for event in w:
+                    print_event(ctx, event)
+                    seen += 1
+                    if count is not None and seen >= count:
+                        break
+            finally:
+                w.cancel()
+
+    @cli.command("txn")
+    @click.option("-f", "--file", "path", type=click.Path(dir_okay=False, path_type=Path),
+                  help="Read the transaction from a file (default: stdin).")
+    @client_options
+    @handle_errors
+    def txn(ctx: Ctx, path: Path | None) -> None:
+        """Run a transaction: compares, blank line, success ops, blank line, failure ops.
+
+        \b
+        value("/a") = "x"
+        version("/b") > 0
+
+        put /a "y"
+        del /b
+
+        get /a
+        """
+        from confer.cli.txnparse import TxnSyntaxError, parse_txn
+
+        source = path.read_text() if path is not None else sys.stdin.read()
+        try:
+            parsed = parse_txn(source)
+        except TxnSyntaxError as e:
+            raise click.UsageError(str(e)) from None
+        with ctx.client() as c:
+            res = (c.txn().if_(*parsed.compare).then(*parsed.success)
+                   .else_(*parsed.failure).commit())
+        if ctx.json:
+            print_json(res)
+            return
+        click.echo(f"{'SUCCESS' if res.succeeded else 'FAILURE'} (revision {res.revision})")
+        for r in res.responses:
+            if isinstance(r, KeyValue):
+                click.echo(f"{r.path} = {text(r.value)}")
+            elif isinstance(r, PutResult):
+                click.echo("OK")
+            elif isinstance(r, DeleteResult):
+                click.echo(f"deleted {r.deleted}")
+            else:
+                click.echo("(not found)")
+
+    @cli.command("compact")
+    @click.argument("revision", type=click.IntRange(1))
+    @client_options
+    @handle_errors
+    def compact(ctx: Ctx, revision: int) -> None:
+        """Drop history at or below REVISION."""
+        with ctx.client() as c:
+            c.compact(revision)
+        click.echo(f"compacted history up to revision {revision}")
+
+    @cli.command("status")
+    @client_options
+    @handle_errors
+    def status(ctx: Ctx) -> None:
+        """Show every member: role, term, indexes, revision, storage, health."""
+        with ctx.client() as c:
+            members = c.member_list(serializable=True)
+            rows: list[tuple[Any, Status | None, str]] = []
+            for m in members:
+                addr = m.client_addr or m.peer_addr
+                try:
+                    rows.append((m, c.status(addr), "healthy"))
+                except ConferError as e:
+                    rows.append((m, None, f"unhealthy: {type(e).__name__}"))
+        if ctx.json:
+            print_json([{"member": to_jsonable(m), "status": to_jsonable(s), "health": h}
+                        for m, s, h in rows])
+            return
+        print_table(
+            ["ID", "NAME", "ENDPOINT", "ROLE", "TERM", "COMMIT", "APPLIED", "REVISION",
+             "STORAGE", "HEALTH"],
+            [[m.id, m.name, m.client_addr or m.peer_addr,
+              (s.role + (" (learner)" if s.is_learner else "")) if s else "-",
+              s.raft_term if s else "-", s.commit_index if s else "-",
+              s.applied_index if s else "-", s.revision if s else "-",
+              human_bytes(s.storage_bytes) if s else "-", h] for m, s, h in rows])
+
+    @cli.group("member")
+    def member() -> None:
+        """List and change the cluster's members."""
+
+    @member.command("list")
+    @client_options
+    @handle_errors
+    def member_list(ctx: Ctx) -> None:
+        """List the members."""
+        with ctx.client() as c:
+            members = c.member_list()
+        if ctx.json:
+            print_json(list(members))
+            return
+        print_table(["ID", "NAME", "PEER", "CLIENT", "LEARNER"],
+                    [[m.id, m.name, m.peer_addr, m.client_addr, "yes" if m.is_learner else "no"]
+                     for m in members])
+
+    @member.command("add")
+    @click.argument("peer_addr")
+    @click.option("--client-addr", default="", help="Its client address [PEER_ADDR].")
+    @click.option("--name", default="", help="Its name.")
+    @click.option("--learner", is_flag=True, help="Add as a non-voting learner.")
+    @client_options
+    @handle_errors
+    def member_add(ctx: Ctx, peer_addr: str, client_addr: str, name: str,
+                   learner: bool) -> None:
+        """Add a member reachable at PEER_ADDR; start it with --join afterwards."""
+        with ctx.client() as c:
+            res = c.member_add(peer_addr, client_addr=client_addr, name=name, learner=learner)
+        if ctx.json:
+            print_json(res)
+        else:
+            kind = "learner" if res.member.is_learner else "voter"
+            click.echo(f"added member {res.member.id} ({kind}) at {res.member.peer_addr}")
+
+    @member.command("remove")
+    @click.argument("member_id", type=click.IntRange(1))
+    @client_options
+    @handle_errors
+    def member_remove(ctx: Ctx, member_id: int) -> None:
+        """Remove a member; the node shuts itself down."""
+        with ctx.client() as c:
+            c.member_remove(member_id)
+        click.echo(f"removed member {member_id}")
+
+    @member.command("promote")
+    @click.argument("member_id", type=click.IntRange(1))
+    @client_options
+    @handle_errors
+    def member_promote(ctx: Ctx, member_id: int) -> None:
+        """Make a learner a voter (once it has caught up)."""
+        with ctx.client() as c:
+            c.member_promote(member_id)
+        click.echo(f"promoted member {member_id} to voter")
+
+    @member.command("transfer-leader")
+    @click.argument("member_id", type=click.IntRange(1))
+    @client_options
+    @handle_errors
+    def member_transfer(ctx: Ctx, member_id: int) -> None:
+        """Hand leadership to a voter."""
+        with ctx.client() as c:
+            st = c.transfer_leadership(member_id)
+        click.echo(f"leader is now member {st.leader_id} (term {st.raft_term})")
+
+    @cli.group("cluster")
+    def cluster() -> None:
+        """Cluster-wide views."""
+
+    @cluster.command("watch")
+    @click.option("--count", type=click.IntRange(1), default=None,
+                  help="Exit after this many events.")
+    @client_options
+    @handle_errors
+    def cluster_watch(ctx: Ctx, count: int | None) -> None:
+        """Follow membership and leader changes (the current state comes first)."""
+        seen = 0
+        with ctx.client() as c:
+            w = c.watch_cluster()
+            try:
+                for event in w:
+                    print_cluster_event(ctx, event)
+                    seen += 1
+                    if count is not None and seen >= count:
+                        break
+            finally:
+                w.cancel()
+
+
+def print_event(ctx: Ctx, e: WatchEvent) -> None:
+    if ctx.json:
+        print_json(e)
+        return
+    line = f"{e.type.value:<6} {e.kv.path} rev={e.revision}"
+    if e.type.value == "PUT":
+        line += f" value={text(e.kv.value)}"
+    if e.prev_kv is not None:
+        line += f" prev={text(e.prev_kv.value)}"
+    click.echo(line)
+    sys.stdout.flush()
+
+
+def print_cluster_event(ctx: Ctx, e: ClusterEvent) -> None:
+    if ctx.json:
+        print_json(e)
+    else:
+        click.echo(f"{e.type.value:<16} node {e.node_id} {e.addr}".rstrip())
+    sys.stdout.flush()
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
