@@ -219,6 +219,14 @@ class ConferServer:
         await asyncio.sleep(self.cfg.tick_ms / 1000 * 3)  # let the commit reach the others
         await self.stop()
 
+    def storage_bytes(self) -> int:
+        if self.storage is None:
+            return 0
+        try:
+            return self.storage.disk_usage()
+        except OSError:  # a file vanished under compaction (which runs in the sync thread)
+            return 0
+
     # -- requests -----------------------------------------------------------------------------
     def require_node(self) -> RaftNode:
         if self.node is None:

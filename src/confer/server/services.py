@@ -507,7 +507,7 @@ class ClusterService(Base, kv_pb2_grpc.ClusterServicer):
             leader_id=node.leader if node else 0, raft_term=st.term if st else 0,
             commit_index=st.commit if st else 0, applied_index=node.applied_index if node else 0,
             revision=self.kv.revision, compact_revision=self.kv.compact_revision,
-            storage_bytes=server.storage.disk_usage() if server.storage else 0,
+            storage_bytes=server.storage_bytes(),
             version=__version__, is_learner=bool(st and server.node_id in st.conf_state.learners),
             raft_index=st.last_index if st else 0,
             role=st.role.name.lower() if st else "uninitialised")
