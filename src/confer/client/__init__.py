@@ -1,0 +1,82 @@
+"""The Confer client library: ``confer.Client`` (blocking) and ``confer.aio.Client``
+(asyncio), with the same methods, models and exceptions.
+
+Layout (the two clients differ only in the I/O layer):
+
+* :mod:`~confer.client.calls`: each request/response method, described once;
+* :mod:`~confer.client.plans`: every operation as a sans-I/O generator of actions (unary
+  calls with failover, paginated scans, resumable watches);
+* :mod:`~confer.client.policy`: the retry, failover and backoff decisions;
+* :mod:`~confer.client.protocol`: the RPCs and protobuf <-> model conversions;
+* :mod:`~confer.client.sync` and :mod:`~confer.client.aio`: the two I/O layers;
+* :mod:`~confer.client.models`, :mod:`~confer.client.errors`, :mod:`~confer.client.txn`:
+  the public types.
+
+See ``docs/client.md`` for the guide.
+"""
+
+from confer.client.errors import (
+    AlreadyExists,
+    ClientClosed,
+    Compacted,
+    ConferError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    FutureRevision,
+    InvalidArgument,
+    NotFound,
+    OutcomeUnknown,
+    RevisionUnavailable,
+    Unavailable,
+)
+from confer.client.models import (
+    ChildrenResult,
+    ClusterEvent,
+    ClusterEventType,
+    DeleteResult,
+    EventType,
+    KeyValue,
+    ListResult,
+    Member,
+    MemberAddResult,
+    PutResult,
+    Status,
+    TxnResult,
+    WatchEvent,
+)
+from confer.client.sync import Client, Watch
+from confer.client.txn import Compare, Condition, Op, Txn
+
+__all__ = [
+    "AlreadyExists",
+    "ChildrenResult",
+    "Client",
+    "ClientClosed",
+    "ClusterEvent",
+    "ClusterEventType",
+    "Compacted",
+    "Compare",
+    "Condition",
+    "ConferError",
+    "DeadlineExceeded",
+    "DeleteResult",
+    "EventType",
+    "FailedPrecondition",
+    "FutureRevision",
+    "InvalidArgument",
+    "KeyValue",
+    "ListResult",
+    "Member",
+    "MemberAddResult",
+    "NotFound",
+    "Op",
+    "OutcomeUnknown",
+    "PutResult",
+    "RevisionUnavailable",
+    "Status",
+    "Txn",
+    "TxnResult",
+    "Unavailable",
+    "Watch",
+    "WatchEvent",
+]

@@ -1,0 +1,305 @@
+"""The client API, defined once for ``confer.Client`` and ``confer.aio.Client``.
+
+:class:`ClientBase` holds every public method. Each subclass supplies only its I/O: ``_run``
+(drive a unary plan: blocking, or as a coroutine), ``_io.iterate`` (drive a streaming plan:
+an iterator, or an async iterator) and ``_watch`` (a watch handle, with a thread or a task
+for callbacks).
+
+The request/response methods are :class:`ClientMethod` descriptors made from the builders in
+:mod:`confer.client.calls`: at run time one function serves both clients (it returns whatever
+the client's ``_run`` returns, a value or a coroutine); for type checkers, ``__get__`` is
+overloaded so that ``Client.get`` returns ``KeyValue | None`` and ``aio.Client.get`` returns a
+coroutine of it. The other methods return a type parameter of :class:`ClientBase`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import weakref
+from collections.abc import Callable, Coroutine, Sequence
+from types import MethodType
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from confer.client import calls, plans
+from confer.client.models import ClusterEvent, WatchEvent
+from confer.client.plans import Call, Feed, KeyFeed
+from confer.client.policy import Core, Options
+from confer.client.transport import CHANNEL_OPTIONS
+from confer.client.txn import Txn
+
+if TYPE_CHECKING:
+    from confer.client.aio import Client as AsyncClient
+    from confer.client.sync import Client as SyncClient
+
+__all__ = ["ClientBase", "ClientMethod", "WatchBase"]
+
+log = logging.getLogger("confer.client")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - the item type of a watch
+CommitT = TypeVar("CommitT")
+ScanT = TypeVar("ScanT")
+WatchT = TypeVar("WatchT")
+ClusterWatchT = TypeVar("ClusterWatchT")
+
+
+class ClientMethod(Generic[P, T]):
+    """A client method made from a call builder of :mod:`confer.client.calls`: it builds the
+    call and hands it to the client's ``_run``. Same name, parameters and docstring as the
+    builder; the signature shows what each client returns."""
+
+    def __init__(self, build: Callable[P, Call[T]]) -> None:
+        self.build = build
+        self._functions: dict[type, Callable[..., Any]] = {}
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> Callable[..., Any]: ...
+
+    @overload
+    def __get__(self, obj: SyncClient, owner: type | None = None) -> Callable[P, T]: ...
+
+    @overload
+    def __get__(self, obj: AsyncClient, owner: type | None = None
+                ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        cls = type(obj) if obj is not None else owner
+        fn = self._functions.get(cls)  # type: ignore[arg-type]
+        if fn is None:
+            fn = self._functions[cls] = self._function(cls)  # type: ignore[index]
+        return fn if obj is None else MethodType(fn, obj)
+
+    def _function(self, owner: Any) -> Callable[..., Any]:
+        build = self.build
+
+        def method(client: Any, /, *args: Any, **kwargs: Any) -> Any:
+            return client._run(build(*args, **kwargs))
+
+        sig = inspect.signature(build)
+        result = str(sig.return_annotation)
+        if result.startswith("Call[") and result.endswith("]"):
+            result = result[5:-1]
+        method.__signature__ = sig.replace(  # type: ignore[attr-defined]
+            parameters=[inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY),
+                        *sig.parameters.values()],
+            return_annotation=getattr(owner, "_returns", "{}").format(result))
+        method.__name__ = build.__name__
+        method.__qualname__ = f"{getattr(owner, '__name__', 'Client')}.{build.__name__}"
+        method.__doc__ = build.__doc__
+        method.__module__ = getattr(owner, "__module__", __name__)
+        return method
+
+
+class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT]):
+    """Every method of ``confer.Client`` and ``confer.aio.Client``.
+
+    Args:
+        endpoints: client addresses (``"host:port"``) of some or all members, as a list or
+            a comma-separated string. They are tried in this order.
+        timeout: the default deadline of each call, in seconds, retries included.
+        connect_timeout: how long a non-retryable write (txn, compact, member changes) waits
+            for a connection to an endpoint before trying the next one.
+        min_attempt_timeout: the shortest timeout of one attempt of a retryable call.
+        backoff_base: the first retry delay (seconds); it doubles per attempt, with jitter.
+        backoff_max: the largest retry delay.
+        watch_keepalive: idle seconds after which a watch asks for a progress message; a
+            watch that receives nothing for about twice as long reconnects (0: never).
+        prefer_leader: send writes straight to the leader's endpoint when it is known.
+        shuffle: shuffle the endpoints once (spreads many clients over the members).
+        seed: seed the jitter (and shuffle), for reproducible tests.
+        grpc_options: extra gRPC channel options, e.g. ``[("grpc.primary_user_agent", "x")]``.
+    """
+
+    _returns = "{}"
+    """How the signature of a request/response method shows its result."""
+    _io_class: Callable[[tuple[tuple[str, int | str], ...]], Any]
+    """The I/O layer: made with the channel options; has ``iterate(plan)``."""
+    _io: Any
+
+    def __init__(self, endpoints: Sequence[str] | str, timeout: float = 10.0, *,
+                 connect_timeout: float = 2.0, min_attempt_timeout: float = 1.0,
+                 backoff_base: float = 0.025, backoff_max: float = 1.0,
+                 watch_keepalive: float = 5.0, prefer_leader: bool = True,
+                 shuffle: bool = False, seed: int | None = None,
+                 grpc_options: Sequence[tuple[str, int | str]] = ()) -> None:
+        options = Options(endpoints if isinstance(endpoints, str)  # type: ignore[arg-type]
+                          else tuple(endpoints), timeout, connect_timeout, min_attempt_timeout,
+                          backoff_base, backoff_max, watch_keepalive, prefer_leader, shuffle,
+                          seed, tuple(grpc_options))
+        self._core = Core(options)
+        self._channel_options = CHANNEL_OPTIONS + options.grpc_options
+        self._io = self._io_class(self._channel_options)
+        self._feeds: weakref.WeakSet[Feed[Any]] = weakref.WeakSet()
+
+    # -- what a subclass provides ---------------------------------------------------------------
+    def _run(self, call: Call[T]) -> Any:
+        """Make a call: its result, or a coroutine of it."""
+        raise NotImplementedError
+
+    def _watch(self, feed: Feed[Any], idle: float | None, callback: Callable[[Any], Any] | None,
+               on_error: Callable[[BaseException], Any] | None) -> Any:
+        """A watch handle on ``feed``'s stream; with ``callback``, being delivered already."""
+        raise NotImplementedError
+
+    # -- request/response methods -----------------------------------------------------------------
+    get = ClientMethod(calls.get)
+    put = ClientMethod(calls.put)
+    delete = ClientMethod(calls.delete)
+    list = ClientMethod(calls.list)
+    children = ClientMethod(calls.children)
+    compact = ClientMethod(calls.compact)
+    status = ClientMethod(calls.status)
+    member_list = ClientMethod(calls.member_list)
+    member_add = ClientMethod(calls.member_add)
+    member_remove = ClientMethod(calls.member_remove)
+    member_promote = ClientMethod(calls.member_promote)
+    transfer_leadership = ClientMethod(calls.transfer_leadership)
+
+    # -- builders and streams ---------------------------------------------------------------------
+    def txn(self, *, timeout: float | None = None) -> Txn[CommitT]:
+        """Start a transaction::
+
+            client.txn().if_(Compare.version("/a") == 0).then(Op.put("/a", b"1")).commit()
+
+        ``commit()`` returns a TxnResult (with ``confer.aio.Client``: a coroutine of one). A
+        transaction whose outcome is unknown raises OutcomeUnknown and is never retried. See
+        :mod:`confer.client.txn`.
+        """
+        return Txn(self._run, timeout)
+
+    def scan(self, path: str, recursive: bool = True, page_size: int = 500, revision: int = 0,
+             keys_only: bool = False, serializable: bool = False, *,
+             timeout: float | None = None) -> ScanT:
+        """Every key of :meth:`list`, fetched ``page_size`` keys per request: an iterator
+        (``for kv in client.scan(p)``), or with ``confer.aio.Client`` an async iterator.
+
+        All pages are read at the first page's revision: one consistent snapshot. If that
+        revision is compacted during the scan, the iteration raises Compacted. ``timeout``
+        applies to each page.
+        """
+        page = calls.list_page(path, recursive, page_size, revision, keys_only, serializable,
+                               timeout)
+        return self._io.iterate(plans.scan(self._core, page))  # type: ignore[no-any-return]
+
+    def watch(self, path: str, recursive: bool = False, start_revision: int = 0,
+              prev_kv: bool = False, progress_interval: float = 0, *,
+              callback: Callable[[WatchEvent], Any] | None = None,
+              on_error: Callable[[BaseException], Any] | None = None) -> WatchT:
+        """Watch a key (or with ``recursive`` a subtree) for changes.
+
+        Returns a Watch once the server has confirmed it, so every change made after
+        ``watch()`` returns is delivered. With the asyncio client, ``watch()`` returns the
+        Watch at once: ``w = await client.watch(...)`` (or ``async with client.watch(...) as
+        w``) waits for that confirmation, while ``async for e in client.watch(...)`` starts
+        the watch at its first iteration. Iterate over the Watch for :class:`WatchEvent` s,
+        or pass ``callback`` to have a thread (with the asyncio client, a task) call it for
+        each event, and ``on_error`` with the exception that ends the watch; with the asyncio
+        client both may be coroutine functions.
+
+        The watch survives member failures: it reconnects to another endpoint and resumes
+        after the last event it delivered, with no event lost or repeated.
+
+        Args:
+            path: the key, or the subtree's root (``/`` for everything, with recursive).
+            recursive: watch the key and every key below it.
+            start_revision: replay every change since this revision first (0: only changes
+                after the watch starts).
+            prev_kv: include each key's previous state in events.
+            progress_interval: ask the server for a progress message after this many idle
+                seconds (it updates ``Watch.revision``); 0: the client's ``watch_keepalive``.
+
+        Raises (``watch()`` itself, or later the iteration or ``on_error``):
+            Compacted: ``start_revision``, or the revision to resume from after a failure,
+                was compacted. Unavailable: no endpoint accepted the watch within the
+                client's timeout. InvalidArgument: a malformed path.
+        """
+        keepalive = self._core.options.watch_keepalive
+        interval = progress_interval or keepalive
+        idle = 2 * interval + 1.0 if interval > 0 else None
+        feed = KeyFeed(path, recursive, start_revision, prev_kv, max(interval, 0))
+        self._feeds.add(feed)
+        return self._watch(feed, idle, callback, on_error)  # type: ignore[no-any-return]
+
+    def watch_cluster(self, *, callback: Callable[[ClusterEvent], Any] | None = None,
+                      on_error: Callable[[BaseException], Any] | None = None) -> ClusterWatchT:
+        """Watch membership and leadership changes: a Watch of :class:`ClusterEvent` s, used
+        as with :meth:`watch`.
+
+        The current members and the leader come first. Across reconnects, facts already
+        reported are not repeated, and members removed meanwhile are reported as removed.
+        """
+        feed = plans.ClusterFeed()
+        self._feeds.add(feed)
+        return self._watch(feed, None, callback, on_error)  # type: ignore[no-any-return]
+
+    def _closing(self) -> None:
+        """Refuse new calls and end the client's watches (quietly), before the channels
+        close."""
+        self._core.closed = True
+        for feed in list(self._feeds):
+            feed.cancel()
+
+    # -- state ------------------------------------------------------------------------------------
+    @property
+    def options(self) -> Options:
+        """The client's configuration."""
+        return self._core.options
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The endpoints, in the order they are tried."""
+        return self._core.router.endpoints
+
+    @property
+    def closed(self) -> bool:
+        """Whether the client was closed."""
+        return self._core.closed
+
+    def __repr__(self) -> str:
+        state = " closed" if self.closed else ""
+        return f"<{type(self).__module__}.{type(self).__name__} {','.join(self.endpoints)}{state}>"
+
+
+class WatchBase(Generic[I]):
+    """What both clients' watch handles share: cancelling, and the stream's state."""
+
+    def __init__(self, feed: Feed[I]) -> None:
+        self._feed = feed
+
+    def cancel(self) -> None:
+        """Stop watching. An iteration in progress ends (without an error); a callback is not
+        called again. Safe from any thread, more than once."""
+        self._feed.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the watch was cancelled (or ended with an error)."""
+        return self._feed.cancelled
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that ended the watch (e.g. :class:`Compacted`), if any."""
+        return self._feed.error
+
+    @property
+    def revision(self) -> int:
+        """The newest store revision the watch knows of (events, progress messages); 0 for a
+        cluster watch."""
+        return getattr(self._feed, "revision", 0)
+
+    def _ended(self, error: BaseException) -> None:
+        """Record the error that ended the watch."""
+        self._feed.error = error
+        self._feed.cancelled = True
+
+    def _failed(self, error: BaseException, on_error: Callable[[BaseException], Any] | None
+                ) -> Any:
+        """A callback watch ended with ``error``: record it and return what ``on_error``
+        returned (log it when there is no ``on_error``)."""
+        self._ended(error)
+        if on_error is None:
+            log.error("%s ended with %r and no on_error callback", self._feed.what, error)
+            return None
+        return on_error(error)

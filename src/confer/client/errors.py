@@ -1,0 +1,145 @@
+"""The client's exceptions: one small hierarchy shared by ``confer.Client`` and
+``confer.aio.Client``.
+
+Every exception is a :class:`ConferError`. Each carries ``code`` (the gRPC status name that
+caused it, or ``None`` when the client raised it itself) and ``details`` (the server's or the
+transport's message)::
+
+    ConferError
+    ├── InvalidArgument       bad path, value, option or transaction (INVALID_ARGUMENT)
+    ├── NotFound              e.g. an unknown member id (NOT_FOUND)
+    ├── AlreadyExists         e.g. a member with that peer address (ALREADY_EXISTS)
+    ├── FailedPrecondition    e.g. promoting a learner that is not caught up (FAILED_PRECONDITION)
+    ├── RevisionUnavailable   the requested revision cannot be served (OUT_OF_RANGE)
+    │   ├── Compacted         ... it was compacted away; ``compact_revision`` says up to where
+    │   └── FutureRevision    ... it is newer than the store's current revision
+    ├── Unavailable           no endpoint could serve the call in time: definitely not applied
+    ├── OutcomeUnknown        a write may or may not have been applied
+    ├── DeadlineExceeded      a read ran out of time
+    └── ClientClosed          the client was closed
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "AlreadyExists",
+    "ClientClosed",
+    "Compacted",
+    "ConferError",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "FutureRevision",
+    "InvalidArgument",
+    "NotFound",
+    "OutcomeUnknown",
+    "RevisionUnavailable",
+    "Unavailable",
+]
+
+
+class ConferError(Exception):
+    """Base class of every error the Confer client raises.
+
+    Attributes:
+        code: the gRPC status code name behind the error (``"UNAVAILABLE"``...), or ``None``
+            when the client itself decided (for example a closed client).
+        details: the message of the server or of the transport.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None, details: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details or message
+
+
+class InvalidArgument(ConferError):
+    """The request breaks a rule that does not depend on the cluster's state: a malformed
+    path, an oversized value, a negative limit, a transaction writing one key twice..."""
+
+
+class NotFound(ConferError):
+    """The named thing does not exist (for example a member id)."""
+
+
+class AlreadyExists(ConferError):
+    """The thing to create exists already (for example a member with that peer address)."""
+
+
+class FailedPrecondition(ConferError):
+    """The cluster is not in a state that allows the request (a membership change already in
+    progress, a learner not yet caught up, a learner as a leadership target...)."""
+
+
+class RevisionUnavailable(ConferError):
+    """The requested revision cannot be served (gRPC ``OUT_OF_RANGE``)."""
+
+
+class Compacted(RevisionUnavailable):
+    """The requested revision was compacted away.
+
+    Attributes:
+        compact_revision: the store's compaction revision; the oldest revision still
+            readable or watchable is ``compact_revision + 1``.
+    """
+
+    def __init__(self, compact_revision: int, message: str = "", *, code: str | None = None,
+                 details: str = "") -> None:
+        super().__init__(message or f"revision compacted (compact revision {compact_revision})",
+                         code=code, details=details)
+        self.compact_revision = compact_revision
+
+
+class FutureRevision(RevisionUnavailable):
+    """The requested revision is newer than the store's current revision."""
+
+
+class Unavailable(ConferError):
+    """No endpoint could serve the call before its deadline, and every failure guaranteed that
+    nothing was applied (no leader, connection refused...). Safe to retry later."""
+
+
+class OutcomeUnknown(ConferError):
+    """A write may or may not have been applied: the connection broke after the request was
+    sent, or the deadline passed while the cluster was working on it. Read the state back
+    before deciding what to do. Never raised for reads."""
+
+
+class DeadlineExceeded(ConferError):
+    """A read (or another call with no side effect) did not complete before its deadline."""
+
+
+class ClientClosed(ConferError):
+    """The client was closed; no call can be made with it any more."""
+
+
+_COMPACT_REVISION = re.compile(r"compact(?:ed)? revision[ :=]*(\d+)", re.IGNORECASE)
+
+_BY_CODE: dict[str, type[ConferError]] = {
+    "INVALID_ARGUMENT": InvalidArgument,
+    "NOT_FOUND": NotFound,
+    "ALREADY_EXISTS": AlreadyExists,
+    "FAILED_PRECONDITION": FailedPrecondition,
+    "UNAVAILABLE": Unavailable,
+    "UNKNOWN": OutcomeUnknown,
+    "DEADLINE_EXCEEDED": DeadlineExceeded,
+}
+
+
+def error_from_status(code: str, details: str, context: str = "") -> ConferError:
+    """The exception for a gRPC status the server answered with.
+
+    Args:
+        code: the status code name, e.g. ``"OUT_OF_RANGE"``.
+        details: the status message.
+        context: what was being done (``"Put /a/b"``), prefixed to the message.
+    """
+    message = f"{context}: {details}" if context else details
+    if code == "OUT_OF_RANGE":
+        match = _COMPACT_REVISION.search(details)
+        if "compact" in details.lower():
+            return Compacted(int(match.group(1)) if match else 0, message, code=code,
+                             details=details)
+        return FutureRevision(message, code=code, details=details)
+    return _BY_CODE.get(code, ConferError)(message, code=code, details=details)

@@ -1,0 +1,475 @@
+"""Every client operation as a *plan*: a generator that yields I/O actions and receives their
+results, with no I/O of its own (sans-I/O).
+
+A plan decides everything (which endpoint, what timeout, whether to retry, how to resume a
+watch) with :mod:`confer.client.policy`; an I/O layer (:mod:`confer.client.sync` with
+blocking gRPC, :mod:`confer.client.aio` with ``grpc.aio``) performs each action and sends
+the outcome back. That is how the two clients share one implementation: they differ only in
+how they perform these five actions:
+
+==============  ====================================================  =======================
+action          what the I/O layer does                               sends back
+==============  ====================================================  =======================
+:class:`Unary`  one unary RPC (optionally: connect first)             the response, or a
+                                                                      :class:`Failure`
+:class:`Sleep`  sleep                                                 ``None``
+:class:`Open`   open a server stream                                  a :class:`StreamHandle`
+:class:`Recv`   read the next message of a stream                     the message,
+                                                                      :data:`END` or a
+                                                                      :class:`Failure`
+:class:`Emit`   hand items to the caller (iterators only)             ``None``
+==============  ====================================================  =======================
+
+A plan that returns a value (a unary call) ends with ``StopIteration(value)``; a plan raises
+:class:`~confer.client.errors.ConferError` to fail the operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from confer.client import protocol
+from confer.client.errors import Compacted, ConferError
+from confer.client.models import ClusterEvent, ClusterEventType, ListResult, WatchEvent
+from confer.client.policy import Core, Failure, Retry
+from confer.client.protocol import Rpc
+from confer.v1 import confer_pb2, kv_pb2
+
+__all__ = [
+    "END",
+    "STARTED",
+    "Call",
+    "ClusterFeed",
+    "Done",
+    "Emit",
+    "Feed",
+    "KeyFeed",
+    "Open",
+    "Plan",
+    "Recv",
+    "Sleep",
+    "StreamHandle",
+    "Unary",
+    "advance",
+    "scan",
+    "stream",
+    "unary",
+]
+
+T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - the item type of a feed
+
+
+# -- actions ----------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Unary:
+    """Call ``rpc`` on ``endpoint``. With ``connect_timeout`` set, first wait that long for
+    the channel to connect, and report ``UNAVAILABLE: could not connect`` (nothing was sent)
+    if it does not."""
+
+    endpoint: str
+    rpc: Rpc
+    request: Any
+    timeout: float
+    connect_timeout: float | None = None
+
+
+@dataclass(slots=True)
+class Sleep:
+    """Wait ``seconds`` (a retry's backoff)."""
+
+    seconds: float
+
+
+@dataclass(slots=True)
+class Open:
+    """Open a server stream. ``idle_timeout``: fail the stream (``UNAVAILABLE``) when no
+    message arrives for that long (``None``: never)."""
+
+    endpoint: str
+    rpc: Rpc
+    request: Any
+    idle_timeout: float | None = None
+
+
+@dataclass(slots=True)
+class Recv:
+    """Read the next message of an open stream."""
+
+    stream: StreamHandle
+
+
+@dataclass(slots=True)
+class Emit:
+    """Hand ``items`` to the caller of an iterating plan (a scan page, watch events)."""
+
+    items: Sequence[Any]
+
+
+@dataclass(slots=True)
+class Done:
+    """Not yielded by plans: :func:`advance` wraps a finished plan's value in it."""
+
+    value: Any
+
+
+class _End:
+    def __repr__(self) -> str:
+        return "END"
+
+
+END = _End()
+"""What :class:`Recv` returns when the server ended the stream normally."""
+
+
+class _Started:
+    def __repr__(self) -> str:
+        return "STARTED"
+
+
+STARTED = _Started()
+"""Emitted once by a key watch when its first stream is established: every change after
+that point will be delivered. The watch handles consume it before returning."""
+
+Action = Unary | Sleep | Open | Recv | Emit
+Plan = Generator[Action, Any, T]
+
+
+class StreamHandle(Protocol):
+    """An open stream, as an I/O layer represents it."""
+
+    def cancel(self) -> None:
+        """Cancel the stream; a blocked or later :class:`Recv` then returns a ``CANCELLED``
+        failure. Safe to call from any thread, more than once."""
+
+
+def advance(plan: Plan[Any], value: Any) -> Action | Done:
+    """Send ``value`` into ``plan``; return its next action, or :class:`Done` when it ended."""
+    try:
+        return plan.send(value)
+    except StopIteration as stop:
+        return Done(stop.value)
+
+
+# -- unary calls ------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Call(Generic[T]):
+    """One unary request, fully described: what to send, how to retry, how to read the answer.
+
+    Attributes:
+        what: names the operation in error messages, e.g. ``"Put /app/x"``.
+        rpc: the method.
+        request: the protobuf request.
+        retry: how it may be retried.
+        convert: turns the response (and the endpoint that answered) into the result.
+        timeout: the call's deadline in seconds (``None``: the client's default).
+        endpoint: pin the call to this endpoint (no failover).
+    """
+
+    what: str
+    rpc: Rpc
+    request: Any
+    retry: Retry
+    convert: Callable[[Any, str], T]
+    timeout: float | None = None
+    endpoint: str | None = None
+
+
+def unary(core: Core, call: Call[T]) -> Plan[T]:
+    """Make ``call``, failing over and retrying as :class:`~confer.client.policy.Attempts`
+    decides."""
+    attempts = core.attempts(call.retry, call.timeout, call.what, call.endpoint)
+    write = call.retry is not Retry.READ
+    if write and call.endpoint is None and core.router.wants_topology(core.clock()):
+        yield from refresh_topology(core, attempts.attempt_timeout())
+        attempts.endpoint = core.router.pick(True)
+    while True:
+        endpoint = attempts.endpoint
+        connect = attempts.connect_timeout() if call.retry is Retry.ONCE else None
+        result = yield Unary(endpoint, call.rpc, call.request, attempts.attempt_timeout(),
+                             connect)
+        if type(result) is not Failure:
+            header = result.header
+            core.router.learn(endpoint, header.member_id, header.leader_id, not write)
+            return call.convert(result, endpoint)
+        delay = attempts.failed(result)
+        if delay > 0:
+            yield Sleep(delay)
+
+
+def refresh_topology(core: Core, timeout: float) -> Plan[None]:
+    """Learn which endpoint is the leader's from one serializable MemberList (best effort)."""
+    router = core.router
+    router.mark_topology_attempt(core.clock())
+    result = yield Unary(router.current, protocol.MEMBER_LIST,
+                         kv_pb2.MemberListRequest(serializable=True),
+                         min(timeout, core.options.connect_timeout))
+    if type(result) is not Failure:
+        router.learn_members(((m.id, m.client_addr) for m in result.members),
+                             result.header.leader_id, core.clock())
+
+
+def scan(core: Core, page: Callable[[str, int], Call[ListResult]]) -> Plan[None]:
+    """Emit every key of a listing, page by page; ``page(start_after, revision)`` makes the
+    call for one page. Pages after the first are read at the first page's revision, so the
+    whole scan sees one snapshot."""
+    start_after, revision = "", 0
+    while True:
+        result: ListResult = yield from unary(core, page(start_after, revision))
+        if result.kvs:
+            yield Emit(result.kvs)
+        if not result.more or not result.kvs:
+            return
+        start_after, revision = result.kvs[-1].path, revision or result.revision
+
+
+# -- streams ----------------------------------------------------------------------------------
+class Feed(Generic[I]):
+    """The state of one resilient stream (a watch): what to (re)open, and what to make of
+    each message. Shared by the plan (:func:`stream`) and the caller's handle.
+
+    Attributes:
+        cancelled: the caller cancelled the stream.
+        connected: the current connection has delivered its first message.
+        error: the exception that ended the stream, if any.
+    """
+
+    rpc: Rpc
+    what: str = "stream"
+    announces_start = False
+    """Whether the feed emits :data:`STARTED` once its first stream is established."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.connected = False
+        self.error: BaseException | None = None
+        self.handle: StreamHandle | None = None
+
+    def cancel(self) -> None:
+        """Stop the stream: the caller's iteration ends (it does not raise)."""
+        self.cancelled = True
+        handle = self.handle
+        if handle is not None:
+            handle.cancel()
+
+    def request(self) -> Any:
+        """The request that opens (or reopens) the stream."""
+        raise NotImplementedError
+
+    def accept(self, message: Any, endpoint: str, core: Core) -> Sequence[I]:
+        """The items a message carries for the caller (possibly none)."""
+        raise NotImplementedError
+
+    def resync(self, core: Core, endpoint: str) -> Plan[Sequence[I]]:
+        """Before reopening after a failure: catch up on what the stream cannot replay."""
+        return ()
+        yield  # pragma: no cover - makes this a generator
+
+
+def stream(core: Core, feed: Feed[Any], idle_timeout: float | None) -> Plan[None]:
+    """Keep ``feed``'s stream open until it is cancelled, reconnecting after failures.
+
+    A connection that failed before delivering anything is retried like a read (other
+    endpoints, backoff); when no endpoint accepts the stream within the client's timeout,
+    the stream fails with :class:`~confer.client.errors.Unavailable`. A connection that
+    worked and then broke starts a fresh budget, at the next endpoint.
+    """
+    attempts = core.attempts(Retry.READ, None, feed.what)
+    reopening = False
+    while not feed.cancelled:
+        endpoint = attempts.endpoint
+        if reopening:
+            missed = yield from feed.resync(core, endpoint)
+            if missed:
+                yield Emit(missed)
+        handle = feed.handle = yield Open(endpoint, feed.rpc, feed.request(), idle_timeout)
+        if feed.cancelled:  # cancelled while opening: the handle missed the cancel()
+            handle.cancel()
+        try:
+            failure = yield from _pump(core, feed, handle, endpoint)
+        finally:
+            feed.handle = None
+            handle.cancel()
+        if failure is None or feed.cancelled:
+            return
+        if feed.connected:
+            feed.connected = False
+            attempts = core.attempts(Retry.READ, None, feed.what, None)
+            attempts.endpoint = endpoint
+        delay = attempts.failed(failure)
+        if delay > 0:
+            yield Sleep(delay)
+        reopening = True
+
+
+def _pump(core: Core, feed: Feed[Any], handle: StreamHandle, endpoint: str
+          ) -> Generator[Action, Any, Failure | None]:
+    """Read one connection's messages until it fails (return the failure) or the feed is
+    cancelled (return None)."""
+    while True:
+        message = yield Recv(handle)
+        if feed.cancelled:
+            return None
+        if type(message) is Failure:
+            return message
+        if message is END:
+            return Failure("UNAVAILABLE", f"{endpoint} ended the stream")
+        feed.connected = True
+        items = feed.accept(message, endpoint, core)
+        if items:
+            yield Emit(items)
+            if feed.cancelled:
+                return None
+
+
+class KeyFeed(Feed[WatchEvent]):
+    """A watch on a key or a subtree that survives failures without losing or repeating an
+    event.
+
+    It resumes from the revision after the last event it delivered (or, before any event,
+    after the revision at which the first stream was created). Events at or below the
+    resume point are dropped if a server sends them anyway (a safety net), as is any event
+    older than the last one delivered.
+
+    It emits :data:`STARTED` when the first stream is created, so that the caller can wait
+    until changes are certain to be seen.
+
+    Attributes:
+        revision: the newest store revision this watch knows of (from events, progress
+            messages and stream creation).
+        last_revision: the revision of the last event delivered (0: none yet).
+        next_revision: where the stream (re)starts (0: "from now", until known).
+        dropped: how many duplicate events the safety net dropped.
+    """
+
+    rpc = protocol.WATCH
+    announces_start = True
+
+    def __init__(self, path: str, recursive: bool, start_revision: int, prev_kv: bool,
+                 progress_interval: float) -> None:
+        super().__init__()
+        self.what = f"Watch {path}"
+        self._template = (path, recursive, prev_kv, progress_interval)
+        self.revision = 0
+        self.started = False
+        self.last_revision = 0
+        self.next_revision = start_revision
+        self._floor = start_revision - 1 if start_revision > 0 else 0
+        self.dropped = 0
+
+    def request(self) -> kv_pb2.WatchRequest:
+        path, recursive, prev_kv, progress = self._template
+        self._floor = max(self._floor, self.next_revision - 1, 0)
+        return kv_pb2.WatchRequest(path=path, recursive=recursive,
+                                   start_revision=self.next_revision, prev_kv=prev_kv,
+                                   progress_interval=progress)
+
+    def accept(self, message: kv_pb2.WatchResponse, endpoint: str, core: Core
+               ) -> list[WatchEvent]:
+        header_revision = message.header.revision
+        if message.canceled:
+            self.cancelled = True
+            reason = message.cancel_reason or "the server cancelled the watch"
+            if message.compact_revision:
+                raise Compacted(message.compact_revision,
+                                f"{self.what}: cannot resume from revision "
+                                f"{self.next_revision}: {reason}", code="OUT_OF_RANGE",
+                                details=reason)
+            raise ConferError(f"{self.what}: {reason}", details=reason)
+        if message.created:
+            core.router.learn(endpoint, message.header.member_id, message.header.leader_id,
+                              True)
+            if self.next_revision == 0:
+                self.next_revision = header_revision + 1
+                self._floor = header_revision
+        if header_revision > self.revision:
+            self.revision = header_revision
+        if not message.events:
+            if message.created and not self.started:
+                self.started = True
+                return [STARTED]  # type: ignore[list-item]
+            return []
+        floor, last = self._floor, self.last_revision
+        out = []
+        for e in message.events:
+            rev = e.kv.mod_revision
+            if rev <= floor or rev < last:
+                self.dropped += 1
+                continue
+            out.append(protocol.watch_event(e))
+            last = rev
+        if out:
+            self.last_revision = last
+            self.next_revision = last + 1
+            if last > self.revision:
+                self.revision = last
+        return out
+
+
+class ClusterFeed(Feed[ClusterEvent]):
+    """Membership and leadership changes, deduplicated against a local view of the cluster.
+
+    The server replays the current members and leader when a stream opens; replayed facts
+    the view already holds are not repeated to the caller. After a reconnect, a member list
+    from the new endpoint reveals members removed while disconnected.
+
+    Attributes:
+        members: member id -> (client address, is learner), as last seen.
+        leader_id: the leader as last seen (0: none).
+    """
+
+    rpc = protocol.WATCH_CLUSTER
+    what = "WatchCluster"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.members: dict[int, tuple[str, bool]] = {}
+        self.leader_id = 0
+
+    def request(self) -> confer_pb2.Empty:
+        return confer_pb2.Empty()
+
+    def accept(self, message: confer_pb2.ClusterUpdate, endpoint: str, core: Core
+               ) -> list[ClusterEvent]:
+        event = protocol.cluster_event(message)
+        return [event] if event is not None and self.apply(event) else []
+
+    def apply(self, event: ClusterEvent) -> bool:
+        """Update the view; return whether ``event`` changed it."""
+        kind, node = event.type, event.node_id
+        if kind is ClusterEventType.LEADER_CHANGED:
+            changed = node != self.leader_id
+            self.leader_id = node
+            return changed
+        if kind is ClusterEventType.MEMBER_REMOVED:
+            return self.members.pop(node, None) is not None
+        if kind is ClusterEventType.MEMBER_PROMOTED:
+            addr, learner = self.members.get(node, (event.addr, True))
+            self.members[node] = (addr, False)
+            return learner
+        learner = kind is ClusterEventType.LEARNER_ADDED
+        before = self.members.get(node)
+        addr = event.addr or (before[0] if before else "")
+        self.members[node] = (addr, learner)
+        return before != (addr, learner)
+
+    def resync(self, core: Core, endpoint: str) -> Plan[Sequence[ClusterEvent]]:
+        call = Call("MemberList", protocol.MEMBER_LIST, kv_pb2.MemberListRequest(
+            serializable=True), Retry.READ, _member_ids, core.options.connect_timeout,
+            endpoint)
+        try:
+            current: set[int] = yield from unary(core, call)
+        except ConferError:
+            return ()
+        gone = [ClusterEvent(ClusterEventType.MEMBER_REMOVED, i) for i in sorted(self.members)
+                if i not in current]
+        for e in gone:
+            self.apply(e)
+        return gone
+
+
+def _member_ids(resp: kv_pb2.MemberListResponse, endpoint: str) -> set[int]:
+    return {m.id for m in resp.members}
+

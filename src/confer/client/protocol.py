@@ -1,0 +1,212 @@
+"""The wire side of the client, with no I/O: the RPCs it calls, and converters from protobuf
+responses to the client's models. Only the generated ``confer.v1`` modules are used."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confer.client.errors import InvalidArgument
+from confer.client.models import (
+    ChildrenResult,
+    ClusterEvent,
+    ClusterEventType,
+    DeleteResult,
+    EventType,
+    KeyValue,
+    ListResult,
+    Member,
+    MemberAddResult,
+    PutResult,
+    Status,
+    TxnResult,
+    WatchEvent,
+)
+from confer.v1 import confer_pb2, kv_pb2
+
+__all__ = ["RPCS", "Rpc"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rpc:
+    """One gRPC method: its full path and how to (de)serialize its messages.
+
+    The I/O layers turn an ``Rpc`` into a cached multi-callable per channel.
+    """
+
+    name: str
+    path: str
+    serialize: Callable[[Any], bytes]
+    deserialize: Callable[[bytes], Any]
+    streaming: bool = False
+
+
+def _rpc(service: str, method: str, request: Any, response: Any, streaming: bool = False) -> Rpc:
+    """An :class:`Rpc` of the ``confer.v1`` package."""
+    return Rpc(method, f"/confer.v1.{service}/{method}", request.SerializeToString,
+               response.FromString, streaming)
+
+
+RANGE = _rpc("KV", "Range", kv_pb2.RangeRequest, kv_pb2.RangeResponse)
+CHILDREN = _rpc("KV", "Children", kv_pb2.ChildrenRequest, kv_pb2.ChildrenResponse)
+PUT = _rpc("KV", "Put", kv_pb2.PutRequest, kv_pb2.PutResponse)
+DELETE = _rpc("KV", "Delete", kv_pb2.DeleteRequest, kv_pb2.DeleteResponse)
+TXN = _rpc("KV", "Txn", kv_pb2.TxnRequest, kv_pb2.TxnResponse)
+COMPACT = _rpc("KV", "Compact", kv_pb2.CompactRequest, kv_pb2.CompactResponse)
+WATCH = _rpc("KV", "Watch", kv_pb2.WatchRequest, kv_pb2.WatchResponse, streaming=True)
+STATUS = _rpc("Cluster", "Status", kv_pb2.StatusRequest, kv_pb2.StatusResponse)
+MEMBER_LIST = _rpc("Cluster", "MemberList", kv_pb2.MemberListRequest,
+                   kv_pb2.MemberListResponse)
+MEMBER_ADD = _rpc("Cluster", "MemberAdd", kv_pb2.MemberAddRequest, kv_pb2.MemberAddResponse)
+MEMBER_REMOVE = _rpc("Cluster", "MemberRemove", kv_pb2.MemberRemoveRequest,
+                     kv_pb2.MemberListResponse)
+MEMBER_PROMOTE = _rpc("Cluster", "MemberPromote", kv_pb2.MemberPromoteRequest,
+                      kv_pb2.MemberListResponse)
+TRANSFER_LEADERSHIP = _rpc("Cluster", "TransferLeadership", kv_pb2.TransferLeadershipRequest,
+                           kv_pb2.StatusResponse)
+WATCH_CLUSTER = _rpc("ConferService", "WatchCluster", confer_pb2.Empty,
+                     confer_pb2.ClusterUpdate, streaming=True)
+
+RPCS: tuple[Rpc, ...] = (RANGE, CHILDREN, PUT, DELETE, TXN, COMPACT, WATCH, STATUS, MEMBER_LIST,
+                         MEMBER_ADD, MEMBER_REMOVE, MEMBER_PROMOTE, TRANSFER_LEADERSHIP,
+                         WATCH_CLUSTER)
+"""Every RPC the client calls."""
+
+
+# -- requests ---------------------------------------------------------------------------------
+def as_bytes(value: bytes | bytearray | memoryview | str, what: str = "value") -> bytes:
+    """A value as bytes: ``str`` is encoded as UTF-8."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise InvalidArgument(f"invalid {what}: expected bytes or str, got {type(value).__name__}")
+
+
+def check_path(path: object) -> str:
+    """Refuse a path of the wrong type early (the server checks the rules themselves)."""
+    if not isinstance(path, str):
+        raise InvalidArgument(f"invalid path {path!r}: must be a string")
+    return path
+
+
+# -- responses --------------------------------------------------------------------------------
+def key_value(pb: kv_pb2.KeyValue) -> KeyValue:
+    """A protobuf KeyValue as a :class:`KeyValue`."""
+    return KeyValue(pb.path, pb.value, pb.create_revision, pb.mod_revision, pb.version,
+                    pb.lease)
+
+
+def optional_kv(parent: Any, field: str) -> KeyValue | None:
+    """``parent.field`` as a :class:`KeyValue`, or None when the field is unset."""
+    return key_value(getattr(parent, field)) if parent.HasField(field) else None
+
+
+def get_result(resp: kv_pb2.RangeResponse) -> KeyValue | None:
+    """The answer of ``get``: the first key of a RangeResponse, or None."""
+    return key_value(resp.kvs[0]) if resp.kvs else None
+
+
+def list_result(resp: kv_pb2.RangeResponse) -> ListResult:
+    """The answer of ``list``."""
+    return ListResult(tuple(map(key_value, resp.kvs)), resp.more, resp.count,
+                      resp.header.revision)
+
+
+def children_result(resp: kv_pb2.ChildrenResponse) -> ChildrenResult:
+    """The answer of ``children``."""
+    return ChildrenResult(tuple(resp.names), resp.more)
+
+
+def put_result(resp: kv_pb2.PutResponse) -> PutResult:
+    """The answer of ``put`` (also a put inside a transaction)."""
+    return PutResult(resp.header.revision, optional_kv(resp, "prev_kv"))
+
+
+def delete_result(resp: kv_pb2.DeleteResponse) -> DeleteResult:
+    """The answer of ``delete`` (also a delete inside a transaction)."""
+    return DeleteResult(resp.header.revision, resp.deleted, tuple(map(key_value, resp.prev_kvs)))
+
+
+def txn_result(resp: kv_pb2.TxnResponse) -> TxnResult:
+    """The answer of a transaction."""
+    return TxnResult(resp.succeeded, resp.header.revision,
+                     tuple(op_result(r) for r in resp.responses))
+
+
+def op_result(r: kv_pb2.ResponseOp) -> KeyValue | PutResult | DeleteResult | None:
+    """The response of one transaction operation."""
+    kind = r.WhichOneof("response")
+    if kind == "put":
+        return put_result(r.put)
+    if kind == "delete":
+        return delete_result(r.delete)
+    if kind == "txn":  # the server runs a recursive delete as a nested txn of deletes
+        return nested_delete_result(r.txn)
+    return get_result(r.range) if kind == "range" else None
+
+
+def nested_delete_result(resp: kv_pb2.TxnResponse) -> DeleteResult:
+    """A recursive delete inside a transaction, answered as a nested transaction of deletes,
+    as one :class:`DeleteResult` (as the unary Delete answers it)."""
+    deletes = [op.delete for op in resp.responses if op.WhichOneof("response") == "delete"]
+    return DeleteResult(resp.header.revision, sum(d.deleted for d in deletes),
+                        tuple(key_value(kv) for d in deletes for kv in d.prev_kvs))
+
+
+def compact_result(resp: kv_pb2.CompactResponse) -> int:
+    """The answer of ``compact``: the revision when it was applied."""
+    return int(resp.header.revision)
+
+
+def member(pb: kv_pb2.Member) -> Member:
+    """A protobuf Member as a :class:`Member`."""
+    return Member(pb.id, pb.name, pb.peer_addr, pb.client_addr, pb.is_learner)
+
+
+def members_result(resp: kv_pb2.MemberListResponse) -> tuple[Member, ...]:
+    """A member list."""
+    return tuple(map(member, resp.members))
+
+
+def member_add_result(resp: kv_pb2.MemberAddResponse) -> MemberAddResult:
+    """The answer of ``member_add``."""
+    return MemberAddResult(member(resp.member), tuple(map(member, resp.members)))
+
+
+def status_result(resp: kv_pb2.StatusResponse, endpoint: str) -> Status:
+    """The answer of ``status``, naming the endpoint that gave it."""
+    return Status(endpoint, resp.member_id, resp.leader_id, resp.raft_term, resp.commit_index,
+                  resp.applied_index, resp.raft_index, resp.revision, resp.compact_revision,
+                  resp.storage_bytes, resp.version, resp.is_learner, resp.role)
+
+
+_EVENT_TYPES = {kv_pb2.Event.PUT: EventType.PUT, kv_pb2.Event.DELETE: EventType.DELETE}
+
+
+def watch_event(e: kv_pb2.Event) -> WatchEvent:
+    """One watch event; its revision is the key's ``mod_revision``."""
+    kv = key_value(e.kv)
+    return WatchEvent(_EVENT_TYPES[e.type], kv, optional_kv(e, "prev_kv"), kv.mod_revision)
+
+
+def cluster_event(u: confer_pb2.ClusterUpdate) -> ClusterEvent | None:
+    """A ClusterUpdate as a :class:`ClusterEvent` (None for an unknown kind)."""
+    kind = u.WhichOneof("update_type")
+    if kind == "leader_changed":
+        return ClusterEvent(ClusterEventType.LEADER_CHANGED, u.leader_changed.node_id,
+                            u.leader_changed.addr)
+    if kind == "member_added":
+        return ClusterEvent(ClusterEventType.MEMBER_ADDED, u.member_added.node_id,
+                            u.member_added.addr)
+    if kind == "learner_added":
+        return ClusterEvent(ClusterEventType.LEARNER_ADDED, u.learner_added.node_id,
+                            u.learner_added.addr)
+    if kind == "member_removed":
+        return ClusterEvent(ClusterEventType.MEMBER_REMOVED, u.member_removed)
+    if kind == "member_promoted":
+        return ClusterEvent(ClusterEventType.MEMBER_PROMOTED, u.member_promoted)
+    return None
