@@ -94,10 +94,7 @@ def test_txn_builder(cluster: ProcessCluster) -> None:
 @pytest.mark.parametrize("call", [
     lambda c: c.get("no-slash"),
     lambda c: c.get("/a//b"),
-    pytest.param(lambda c: c.put("/", b"x"), marks=pytest.mark.xfail(strict=True, reason=(
-        "server bug: Put('/') succeeds and stores a key '/' (services.path_key calls "
-        "validate_path with its allow_root=True default), which List('/') then shows but "
-        "Get('/') does not find; confer.kv.paths says the root is not a key"))),
+    pytest.param(lambda c: c.put("/", b"x"), id="root"),
     lambda c: c.put("/a/", b"x"),
     lambda c: c.list("/a", limit=-1),
     lambda c: c.children("/a/../b"),

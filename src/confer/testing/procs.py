@@ -193,9 +193,15 @@ class ProcessCluster:
         return "\n".join(out)
 
     def stop(self) -> None:
+        """SIGTERM every node at once, give them 5 s to exit, then SIGKILL and reap."""
         for n in self.nodes.values():
             with contextlib.suppress(Exception):
-                n.stop(timeout=5)
+                n.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for n in self.nodes.values():
+            with contextlib.suppress(Exception):
+                if n.proc is not None:
+                    n.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         for n in self.nodes.values():
             with contextlib.suppress(Exception):
                 n.kill()
