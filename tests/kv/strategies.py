@@ -10,6 +10,8 @@ from confer.kv import (
     CompareResult,
     CompareTarget,
     DeleteRange,
+    LeaseGrant,
+    LeaseRevoke,
     Put,
     RangeOp,
     SortOrder,
@@ -44,4 +46,6 @@ def txns(ops: st.SearchStrategy[object]) -> st.SearchStrategy[Txn]:
 
 
 any_ops = st.recursive(puts | deletes | ranges, txns, max_leaves=6)
-any_commands = puts | deletes | txns(any_ops) | st.builds(Compact, st.integers(-1, 30))
+any_commands = (puts | deletes | txns(any_ops) | st.builds(Compact, st.integers(-1, 30))
+                | st.builds(LeaseGrant, st.integers(-1, 30), st.sampled_from([0, 5, -1]))
+                | st.builds(LeaseRevoke, st.sampled_from([0, 5, 7])))

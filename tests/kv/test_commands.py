@@ -17,6 +17,7 @@ from confer.kv import (
     ErrorResult,
     InvalidArgument,
     KVStore,
+    LeaseGrant,
     Put,
     PutResult,
     RangeOp,
@@ -56,6 +57,8 @@ def test_a_put_encodes_compactly() -> None:
     b"\x01" + msgpack.packb([3, [[b"k", b"", 3, 0, 1]], [], []]),  # VALUE vs int
     b"\x01" + msgpack.packb([3, [], [[4, 1]], []]),  # compact inside a txn
     b"\x01" + msgpack.packb([4, b"1"]),
+    b"\x01" + msgpack.packb([5, 1, 10.0]),  # float TTL
+    b"\x01" + msgpack.packb([6, True]),  # bool lease id
     b"\x01" + msgpack.packb({b"k": 1}),
     b"\x01" + msgpack.packb([]),
     b"\x01" + msgpack.packb([9]),
@@ -93,8 +96,9 @@ def state(store: KVStore) -> bytes:
 
 def seeded() -> KVStore:
     store = KVStore()
+    store.execute(LeaseGrant(10, 5))
     store.execute(Put(b"/a", b"1"))
-    store.execute(Put(b"/a/x", b"2"))
+    store.execute(Put(b"/a/x", b"2", lease=5))
     return store
 
 
@@ -115,7 +119,7 @@ junk = st.recursive(
     lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.binary(max_size=2), inner,
                                                                  max_size=2),
     max_leaves=20)
-shaped = st.tuples(st.integers(0, 5), st.lists(junk, max_size=11)).map(
+shaped = st.tuples(st.integers(0, 7), st.lists(junk, max_size=11)).map(
     lambda t: [t[0], *t[1]])
 
 

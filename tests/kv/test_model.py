@@ -2,7 +2,9 @@
 
 The model keeps every revision's whole state and events, so it is obviously right and slow;
 the store must agree with it on every read at every retained revision and on every
-``events_since`` answer, including after a snapshot is restored into another store.
+``events_since`` answer, including after a snapshot is restored into another store. Leases
+are part of it: a put with an unknown lease fails, and revoking a lease deletes its keys in
+one revision.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from confer.kv import (
     EventType,
     KeyValue,
     KVStore,
+    LeaseGrant,
+    LeaseGrantResult,
+    LeaseRevoke,
+    LeaseRevokeResult,
     Put,
     Txn,
     TxnResult,
@@ -43,6 +49,7 @@ class Model:
     events: dict[int, list[Event]] = field(default_factory=lambda: {1: []})
     rev: int = 1
     compact: int = 0
+    leases: dict[int, int] = field(default_factory=dict)
 
     def _commit(self, state: dict[bytes, KeyValue], events: list[Event]) -> None:
         if events:
@@ -83,7 +90,21 @@ class Model:
         """Apply; return False if the command must fail (and change nothing)."""
         state = dict(self.states[self.rev])
         events: list[Event] = []
+        if isinstance(cmd, LeaseGrant):
+            if cmd.id in self.leases:
+                return False
+            self.leases[cmd.id] = cmd.ttl
+            return True
+        if isinstance(cmd, LeaseRevoke):
+            if self.leases.pop(cmd.id, None) is None:
+                return False
+            for k in sorted(k for k, kv in state.items() if kv.lease == cmd.id):
+                self._delete(state, k, b"", events)
+            self._commit(state, events)
+            return True
         if isinstance(cmd, Put):
+            if cmd.lease and cmd.lease not in self.leases:
+                return False
             self._put(state, cmd.key, cmd.value, cmd.lease, events)
         elif isinstance(cmd, DeleteRange):
             self._delete(state, cmd.key, cmd.range_end, events)
@@ -104,8 +125,11 @@ class Model:
 
 
 keys = st.sampled_from(KEYS)
-puts = st.builds(Put, keys, st.binary(max_size=4), st.sampled_from([0, 0, 3]))
+LEASES = [3, 4]
+puts = st.builds(Put, keys, st.binary(max_size=4), st.sampled_from([0, 0, *LEASES]))
 deletes = st.builds(DeleteRange, keys, st.sampled_from(RANGE_ENDS))
+lease_grants = st.builds(LeaseGrant, st.integers(1, 100), st.sampled_from(LEASES))
+lease_revokes = st.builds(LeaseRevoke, st.sampled_from(LEASES))
 
 
 @st.composite
@@ -127,7 +151,8 @@ def flat_txns(draw: st.DrawFn) -> Txn:
 
 # Compaction is drawn as "how far behind the current revision", resolved when applied.
 compactions = st.integers(-1, 6).map(lambda back: ("compact", back))
-commands = st.lists(puts | puts | deletes | flat_txns() | compactions, max_size=30)
+commands = st.lists(puts | puts | deletes | flat_txns() | compactions | lease_grants
+                    | lease_revokes, max_size=30)
 
 
 def run(store: KVStore, model: Model | None, cmds: list[object], index: int) -> int:
@@ -140,7 +165,12 @@ def run(store: KVStore, model: Model | None, cmds: list[object], index: int) -> 
             assert model.apply(cmd) != isinstance(result, ErrorResult), (cmd, result)
             if isinstance(cmd, Txn):
                 assert isinstance(result, TxnResult)
+            if isinstance(result, LeaseGrantResult):
+                assert (result.id, result.ttl) == (cmd.id, cmd.ttl)  # type: ignore[union-attr]
+            if isinstance(result, LeaseRevokeResult):
+                assert result.revision == model.rev
             assert store.revision == model.rev
+            assert {info.id: info.ttl for info in store.leases()} == model.leases
             assert store.compact_revision == model.compact
     return index
 
@@ -175,7 +205,8 @@ def observe(store: KVStore) -> tuple[object, ...]:
              for r in range(max(store.compact_revision, 1), store.revision + 1)]
     return (store.revision, store.compact_revision, store.applied_index, reads,
             store.events_since(store.oldest_revision), store.children(b"/"),
-            store.children(b"/a"), [store.lease_keys(lease) for lease in (0, 3)])
+            store.children(b"/a"), [store.lease_keys(lease) for lease in (0, 3, 4)],
+            store.leases())
 
 
 @settings(max_examples=120, deadline=None)

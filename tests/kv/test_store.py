@@ -16,6 +16,7 @@ from confer.kv import (
     InvalidArgument,
     KeyValue,
     KVStore,
+    LeaseGrant,
     Put,
     PutResult,
     SortOrder,
@@ -87,8 +88,14 @@ def test_delete_range_takes_one_revision_for_all_keys() -> None:
     assert keys(store.range(b"a", b"\0")) == [b"a", b"d"]
 
 
+def grant(store: KVStore, *leases: int) -> None:
+    for lease in leases:
+        store.execute(LeaseGrant(60, lease))
+
+
 def test_put_prev_kv_and_ignore_flags() -> None:
     store = KVStore()
+    grant(store, 7, 9)
     assert put(store, b"a", b"1", lease=7).prev_kv is None
     first = store.get(b"a")
     assert put(store, b"a", b"2", prev_kv=True).prev_kv == first
@@ -119,6 +126,7 @@ def test_stateless_put_errors_are_results() -> None:
 
 def test_lease_index_follows_puts_and_deletes() -> None:
     store = KVStore()
+    grant(store, 5, 6)
     put(store, b"a", lease=5)
     put(store, b"b", lease=5)
     put(store, b"c", lease=6)

@@ -15,6 +15,7 @@ from confer.kv import (
     ErrorResult,
     KeyValue,
     KVStore,
+    LeaseGrant,
     Put,
     PutResult,
     RangeOp,
@@ -31,6 +32,7 @@ T, R = CompareTarget, CompareResult
 @pytest.fixture
 def store() -> KVStore:
     s = KVStore()
+    s.execute(LeaseGrant(60, 3))  # no revision
     s.execute(Put(b"a", b"10", lease=3))  # 2
     s.execute(Put(b"b", b"20"))  # 3
     s.execute(Put(b"b", b"21"))  # 4: b version 2, create 3, mod 4

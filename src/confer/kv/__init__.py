@@ -1,8 +1,9 @@
 """Confer's replicated key-value store: an etcd-style MVCC state machine (pure, no I/O).
 
 - :class:`KVStore`: the state machine (``apply``/``snapshot``/``restore``) and its reads;
-- commands (:class:`Put`, :class:`DeleteRange`, :class:`Txn`, :class:`Compact`) and their
-  encoding (:func:`encode_command`, :func:`decode_command`) and validation;
+- commands (:class:`Put`, :class:`DeleteRange`, :class:`Txn`, :class:`Compact`,
+  :class:`LeaseGrant`, :class:`LeaseRevoke`) and their encoding (:func:`encode_command`,
+  :func:`decode_command`) and validation;
 - :class:`WatchIndex`: which watches an event concerns;
 - :mod:`confer.kv.paths`: the native API's path rules and path-to-range helpers.
 
@@ -10,11 +11,15 @@ See docs/kv.md.
 """
 
 from confer.kv.commands import (
+    MAX_LEASE_ID,
+    MAX_LEASE_TTL,
     MAX_TXN_OPS,
     Command,
     Compact,
     Compare,
     DeleteRange,
+    LeaseGrant,
+    LeaseRevoke,
     Op,
     Put,
     RangeOp,
@@ -33,6 +38,8 @@ from confer.kv.errors import (
     InvalidArgument,
     KeyNotFound,
     KVError,
+    LeaseExists,
+    LeaseNotFound,
     TooManyOps,
 )
 from confer.kv.paths import prefix_end, subtree_range, validate_key, validate_path, validate_value
@@ -46,6 +53,9 @@ from confer.kv.types import (
     Event,
     EventType,
     KeyValue,
+    LeaseGrantResult,
+    LeaseInfo,
+    LeaseRevokeResult,
     OpResult,
     PutResult,
     RangeResult,
@@ -57,6 +67,8 @@ from confer.kv.types import (
 from confer.kv.watch import WatchIndex
 
 __all__ = [
+    "MAX_LEASE_ID",
+    "MAX_LEASE_TTL",
     "MAX_TXN_OPS",
     "BadCommand",
     "Command",
@@ -79,6 +91,13 @@ __all__ = [
     "KVStore",
     "KeyNotFound",
     "KeyValue",
+    "LeaseExists",
+    "LeaseGrant",
+    "LeaseGrantResult",
+    "LeaseInfo",
+    "LeaseNotFound",
+    "LeaseRevoke",
+    "LeaseRevokeResult",
     "Op",
     "OpResult",
     "Put",

@@ -10,9 +10,12 @@ array whose first element is the command tag::
                   min_mod, max_mod, min_create, max_create]   flags: 1 keys_only, 2 count_only
     Txn          [3, [[key, range_end, target, result, value], ...], [op...], [op...]]
     Compact      [4, revision]
+    LeaseGrant   [5, id, ttl]                        id 0: the store picks one
+    LeaseRevoke  [6, id]
 
-A RangeOp is only valid inside a Txn (a plain read is not replicated) and a Compact only at the
-top level. Decoding is strict about types, so a decoded command never makes ``apply`` raise.
+A RangeOp is only valid inside a Txn (a plain read is not replicated); Compact, LeaseGrant and
+LeaseRevoke only at the top level. Decoding is strict about types, so a decoded command never
+makes ``apply`` raise.
 """
 
 from __future__ import annotations
@@ -30,8 +33,12 @@ MAX_TXN_OPS = 128
 """etcd's default ``--max-txn-ops``: checked when a command is proposed, not when applied."""
 MAX_TXN_DEPTH = 16
 """Deepest nesting of transactions that decodes (bounds recursion in apply)."""
+MAX_LEASE_TTL = 9_000_000_000
+"""etcd's ``MaxLeaseTTL``, in seconds."""
+MAX_LEASE_ID = (1 << 63) - 1
+"""Lease ids are positive int64s (etcd's ``LeaseID``)."""
 
-_PUT, _DELETE, _RANGE, _TXN, _COMPACT = 0, 1, 2, 3, 4
+_PUT, _DELETE, _RANGE, _TXN, _COMPACT, _LEASE_GRANT, _LEASE_REVOKE = 0, 1, 2, 3, 4, 5, 6
 _SORT_ORDERS = frozenset(SortOrder)
 _SORT_TARGETS = frozenset(SortTarget)
 _COMPARE_TARGETS = frozenset(CompareTarget)
@@ -109,9 +116,28 @@ class Compact:
     revision: int
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """Create a lease of ``ttl`` seconds with id ``id``, or with an id the store picks when
+    ``id`` is 0: 1, 2, 3, ... skipping ids in use, never the same one twice. A grant changes no
+    key and takes no revision. The server raises ``ttl`` to its minimum before proposing (the
+    store has no notion of time: the TTL is only stored)."""
+
+    ttl: int
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevoke:
+    """Delete lease ``id`` and, in one revision, every key attached to it. The leader proposes
+    this when a lease expires; clients propose it to revoke."""
+
+    id: int
+
+
 Op = Put | DeleteRange | RangeOp | Txn
 """An operation inside a transaction."""
-Command = Put | DeleteRange | Txn | Compact
+Command = Put | DeleteRange | Txn | Compact | LeaseGrant | LeaseRevoke
 """What a Raft entry carries."""
 
 
@@ -123,6 +149,10 @@ def encode_command(cmd: Command) -> bytes:
         return _VERSION_PREFIX + msgpack.packb([_PUT, cmd.key, cmd.value, cmd.lease, flags])
     if type(cmd) is Compact:
         return _VERSION_PREFIX + msgpack.packb([_COMPACT, cmd.revision])
+    if type(cmd) is LeaseGrant:
+        return _VERSION_PREFIX + msgpack.packb([_LEASE_GRANT, cmd.id, cmd.ttl])
+    if type(cmd) is LeaseRevoke:
+        return _VERSION_PREFIX + msgpack.packb([_LEASE_REVOKE, cmd.id])
     if type(cmd) in (DeleteRange, Txn):
         return _VERSION_PREFIX + msgpack.packb(_encode_op(cmd))
     raise TypeError(f"not a command: {cmd!r}")
@@ -193,6 +223,10 @@ def command_from_raw(raw: list[object]) -> Command:
     try:
         if raw[0] == _COMPACT and len(raw) == 2:
             return Compact(_int(raw[1]))
+        if raw[0] == _LEASE_GRANT and len(raw) == 3:
+            return LeaseGrant(_int(raw[2]), _int(raw[1]))
+        if raw[0] == _LEASE_REVOKE and len(raw) == 2:
+            return LeaseRevoke(_int(raw[1]))
         op = _decode_op(raw, 0)
     except BadCommand:
         raise
@@ -278,6 +312,10 @@ def validate_command(cmd: Command, max_txn_ops: int = MAX_TXN_OPS) -> None:
     elif t is Compact:
         if type(cmd.revision) is not int or cmd.revision <= 0:
             raise InvalidArgument(f"compact revision must be a positive integer: {cmd.revision!r}")
+    elif t is LeaseGrant:
+        check_lease_grant(cmd)
+    elif t is LeaseRevoke:
+        check_lease_revoke(cmd)
     else:
         raise InvalidArgument(f"not a command: {type(cmd).__name__}")
 
@@ -314,6 +352,27 @@ def check_put(op: Put) -> None:
         raise InvalidArgument(f"put {op.key!r}: value is provided with ignore_value")
     if op.ignore_lease and op.lease:
         raise InvalidArgument(f"put {op.key!r}: lease is provided with ignore_lease")
+
+
+def check_lease_grant(cmd: LeaseGrant) -> None:
+    """Stateless checks of a grant: an id in 0..2^63-1 (0: the store picks) and a TTL in
+    1..``MAX_LEASE_TTL`` seconds."""
+    if type(cmd.id) is not int or not 0 <= cmd.id <= MAX_LEASE_ID:
+        raise InvalidArgument(f"lease grant: id must be an integer in 0..2^63-1 (0: let the "
+                              f"server choose), got {cmd.id!r}")
+    if type(cmd.ttl) is not int or cmd.ttl <= 0:
+        raise InvalidArgument(f"lease grant: TTL must be a positive number of seconds, "
+                              f"got {cmd.ttl!r}")
+    if cmd.ttl > MAX_LEASE_TTL:
+        raise InvalidArgument(f"etcdserver: too large lease TTL: {cmd.ttl} > {MAX_LEASE_TTL} "
+                              "seconds")
+
+
+def check_lease_revoke(cmd: LeaseRevoke) -> None:
+    """Stateless checks of a revoke: an id in 1..2^63-1."""
+    if type(cmd.id) is not int or not 0 < cmd.id <= MAX_LEASE_ID:
+        raise InvalidArgument(f"lease revoke: id must be an integer in 1..2^63-1, "
+                              f"got {cmd.id!r}")
 
 
 def check_delete(op: DeleteRange) -> None:

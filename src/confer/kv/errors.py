@@ -20,6 +20,8 @@ class ErrorCode(enum.IntEnum):
     COMPACTED = 5
     FUTURE_REVISION = 6
     BAD_COMMAND = 7
+    LEASE_NOT_FOUND = 8
+    LEASE_EXISTS = 9
 
 
 class KVError(Exception):
@@ -57,6 +59,28 @@ class KeyNotFound(KVError):
     """``ignore_value``/``ignore_lease`` was used on a key that does not exist."""
 
     code = ErrorCode.KEY_NOT_FOUND
+
+
+class LeaseNotFound(KVError):
+    """A command names a lease that does not exist (never granted, revoked or expired);
+    etcd: "etcdserver: requested lease not found"."""
+
+    code = ErrorCode.LEASE_NOT_FOUND
+
+
+class LeaseExists(KVError):
+    """A grant asks for a lease id that is already in use (etcd: "etcdserver: lease already
+    exists")."""
+
+    code = ErrorCode.LEASE_EXISTS
+
+
+def lease_not_found(lease: int, what: str = "") -> LeaseNotFound:
+    """The error for an unknown lease, with etcd's message and the lease id in decimal and
+    hex (lock and election keys name leases in hex)."""
+    context = f" ({what})" if what else ""
+    return LeaseNotFound(f"etcdserver: requested lease not found: lease {lease} "
+                         f"({lease:#x}){context}")
 
 
 class CompactedError(KVError):

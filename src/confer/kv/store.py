@@ -22,6 +22,9 @@ Data structures (n live keys, h retained versions of a key, r retained revisions
   garbage collector as much as to memory.
 - ``_dirty``: keys whose history a compaction may shrink (more than one version, or a
   tombstone), so compacting costs O(keys changed since), not O(n).
+- ``_leases``: lease id -> TTL of every granted lease, and ``_lease_keys``: lease id -> its live
+  keys, so revoking a lease deletes its keys without a scan. Only TTLs are state: deadlines
+  are kept by the leader, on its own clock, outside the state machine.
 """
 
 from __future__ import annotations
@@ -41,10 +44,14 @@ from confer.kv.commands import (
     Compact,
     Compare,
     DeleteRange,
+    LeaseGrant,
+    LeaseRevoke,
     Put,
     RangeOp,
     Txn,
     check_delete,
+    check_lease_grant,
+    check_lease_revoke,
     check_put,
     check_range,
     command_from_raw,
@@ -61,6 +68,8 @@ from confer.kv.errors import (
     InvalidArgument,
     KeyNotFound,
     KVError,
+    LeaseExists,
+    lease_not_found,
 )
 from confer.kv.types import (
     CompactResult,
@@ -71,6 +80,9 @@ from confer.kv.types import (
     Event,
     EventType,
     KeyValue,
+    LeaseGrantResult,
+    LeaseInfo,
+    LeaseRevokeResult,
     OpResult,
     PutResult,
     RangeResult,
@@ -87,7 +99,8 @@ from confer.raft.types import Entry
 
 log = logging.getLogger("confer.kv")
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+"""2 added the lease table; version 1 snapshots (no leases) are still read."""
 _MOD = attrgetter("mod_revision")
 _PUT, _DELETE = EventType.PUT, EventType.DELETE
 _SORT_KEYS = {
@@ -108,6 +121,8 @@ _ABSENT = KeyValue(b"", 0, 0, 0, b"", 0)
 """What a compare sees for a missing key: every field zero (etcd compares an empty KeyValue)."""
 
 EventListener = Callable[[tuple[Event, ...]], None]
+LeaseListener = Callable[[int, int], None]
+"""Called with ``(lease id, ttl)`` after a grant and ``(lease id, 0)`` after a revocation."""
 _Change = tuple[KeyValue, KeyValue | None]  # (new version or tombstone, previous version)
 
 
@@ -139,6 +154,7 @@ class KVStore:
     def __init__(self) -> None:
         self._listeners: list[EventListener] = []
         self._restore_listeners: list[Callable[[int], None]] = []
+        self._lease_listeners: list[LeaseListener] = []
         self._reset()
 
     def _reset(self) -> None:
@@ -152,6 +168,8 @@ class KVStore:
         self._rev = 1  # etcd: an empty store is at revision 1; the first write makes it 2
         self._compact = 0
         self._lease_keys: dict[int, set[bytes]] = {}
+        self._leases: dict[int, int] = {}  # lease id -> TTL in seconds
+        self._last_lease_id = 0  # the last id the store picked for a grant of id 0
         self.applied_index = 0
         """Index of the last Raft entry given to :meth:`apply` (kept in snapshots)."""
 
@@ -186,8 +204,16 @@ class KVStore:
         return target if target > self._compact else None
 
     def lease_keys(self, lease: int) -> list[bytes]:
-        """The live keys attached to ``lease``, sorted (for the lease manager, later)."""
+        """The live keys attached to ``lease``, sorted."""
         return sorted(self._lease_keys.get(lease, ()))
+
+    def lease_ttl(self, lease: int) -> int | None:
+        """The TTL in seconds of a granted lease, or None if there is no such lease."""
+        return self._leases.get(lease)
+
+    def leases(self) -> list[LeaseInfo]:
+        """Every granted lease, by id."""
+        return [LeaseInfo(i, self._leases[i]) for i in sorted(self._leases)]
 
     # -- the StateMachine seam --------------------------------------------------------------------
     def apply(self, entry: Entry) -> Result:
@@ -221,6 +247,10 @@ class KVStore:
             return self._apply_txn(cmd)
         if t is Compact:
             return self._apply_compact(cmd)
+        if t is LeaseGrant:
+            return self._apply_lease_grant(cmd)
+        if t is LeaseRevoke:
+            return self._apply_lease_revoke(cmd)
         return ErrorResult(ErrorCode.BAD_COMMAND, f"not a command: {t.__name__}", self._rev)
 
     # -- listeners --------------------------------------------------------------------------------
@@ -237,6 +267,20 @@ class KVStore:
         """Call ``callback(revision)`` after :meth:`restore` replaced the state: pushed events
         stopped at the old state, so watchers should catch up with :meth:`events_since`."""
         self._restore_listeners.append(callback)
+
+    def add_lease_listener(self, callback: LeaseListener) -> None:
+        """Call ``callback(lease, ttl)`` after a lease is granted, and ``callback(lease, 0)``
+        after it is revoked (its keys' DELETE events have been pushed by then). Same rules as
+        :meth:`add_listener`: quick, no writes, exceptions are logged. After :meth:`restore`
+        only the restore listeners are called: compare :meth:`leases` with what you knew."""
+        self._lease_listeners.append(callback)
+
+    def _notify_lease(self, lease: int, ttl: int) -> None:
+        for callback in self._lease_listeners:
+            try:
+                callback(lease, ttl)
+            except Exception:
+                log.exception("lease listener %r failed for lease %d", callback, lease)
 
     def _commit(self, rev: int, changes: list[_Change]) -> None:
         self._rev = rev
@@ -265,6 +309,8 @@ class KVStore:
             error = self._check_ignore_flags(key, value, lease, flags)
             if error is not None:
                 return ErrorResult.of(error, self._rev)
+        if lease and lease not in self._leases:
+            return ErrorResult.of(lease_not_found(lease, f"put {key!r}"), self._rev)
         rev = self._rev + 1
         prev, kv = self._put(key, value, lease, flags, rev)
         # _commit() for one put, inlined (hot path).
@@ -447,6 +493,8 @@ class KVStore:
                     if (op.ignore_value or op.ignore_lease) and op.key not in self._live:
                         raise KeyNotFound(f"put {op.key!r}: key not found "
                                           "(ignore_value/ignore_lease)")
+                    if op.lease and op.lease not in self._leases:
+                        raise lease_not_found(op.lease, f"put {op.key!r} in a txn")
                     mutates = True
                 elif kind is DeleteRange:
                     lo, hi = keyrange.bounds(op.key, op.range_end)
@@ -487,6 +535,46 @@ class KVStore:
             else:
                 responses.append(self._exec_txn(op, path, rev, changes))
         return TxnResult(rev, ok, responses)
+
+    # -- leases -----------------------------------------------------------------------------------
+    def _apply_lease_grant(self, cmd: LeaseGrant) -> LeaseGrantResult | ErrorResult:
+        try:
+            check_lease_grant(cmd)
+        except KVError as e:
+            return ErrorResult.of(e, self._rev)
+        lease = cmd.id
+        if lease == 0:
+            lease = self._last_lease_id + 1
+            while lease in self._leases:
+                lease += 1
+            self._last_lease_id = lease
+        elif lease in self._leases:
+            return ErrorResult.of(LeaseExists(f"etcdserver: lease already exists: lease {lease} "
+                                              f"({lease:#x})"), self._rev)
+        self._leases[lease] = cmd.ttl
+        self._notify_lease(lease, cmd.ttl)
+        return LeaseGrantResult(self._rev, lease, cmd.ttl)
+
+    def _apply_lease_revoke(self, cmd: LeaseRevoke) -> LeaseRevokeResult | ErrorResult:
+        try:
+            check_lease_revoke(cmd)
+        except KVError as e:
+            return ErrorResult.of(e, self._rev)
+        lease = cmd.id
+        if lease not in self._leases:
+            return ErrorResult.of(lease_not_found(lease, "revoke"), self._rev)
+        keys = sorted(self._lease_keys.get(lease, ()))
+        rev = self._rev
+        if keys:  # every attached key goes in one revision, in key order
+            rev += 1
+            changes: list[_Change] = []
+            for k in keys:
+                self._delete(k, rev, changes)
+            self._commit(rev, changes)
+        del self._leases[lease]
+        self._lease_keys.pop(lease, None)
+        self._notify_lease(lease, 0)
+        return LeaseRevokeResult(rev, keys)
 
     # -- compaction -------------------------------------------------------------------------------
     def _apply_compact(self, cmd: Compact) -> CompactResult | ErrorResult:
@@ -769,15 +857,18 @@ class KVStore:
 
     # -- snapshots --------------------------------------------------------------------------------
     def snapshot(self) -> bytes:
-        """Serialise the whole state: one version byte, then a msgpack array
-        ``[revision, compact_revision, applied_index, keys, histories, events]``.
+        """Serialise the whole state: one version byte (2), then a msgpack array
+        ``[revision, compact_revision, applied_index, keys, histories, events, leases,
+        last_lease_id]``.
 
         ``keys`` is the sorted list of keys with retained history; ``histories[i]`` flattens
         the versions of ``keys[i]`` as ``create, mod, version, value, lease`` quintuples
         (a tombstone has version 0); ``events[j]`` lists, for revision
         ``compact_revision + 1 + j``, the indexes into ``keys`` of the keys it changed, in
         order. An event's kv is the key's version at that revision and its prev_kv the version
-        before, so events cost no copy of any value. Equal states give equal bytes.
+        before, so events cost no copy of any value. ``leases`` flattens the lease table as
+        ``id, ttl`` pairs by id; ``last_lease_id`` is the last id the store picked. Equal
+        states give equal bytes. Version 1 (:meth:`restore` still reads it) had no leases.
         """
         keys = list(heapq.merge(self._live_keys, self._dead))
         histories = []
@@ -789,7 +880,11 @@ class KVStore:
         position = {k: i for i, k in enumerate(keys)}
         events = [[position[entry]] if type(entry) is bytes else [position[k] for k in entry]
                   for entry in self._log]
-        body = [self._rev, self._compact, self.applied_index, keys, histories, events]
+        leases: list[int] = []
+        for lease in sorted(self._leases):
+            leases += (lease, self._leases[lease])
+        body = [self._rev, self._compact, self.applied_index, keys, histories, events, leases,
+                self._last_lease_id]
         return bytes((SNAPSHOT_VERSION,)) + msgpack.packb(body)
 
     def restore(self, data: bytes) -> None:
@@ -798,14 +893,19 @@ class KVStore:
         if not data:
             self._reset()
         else:
-            if data[0] != SNAPSHOT_VERSION:
+            if data[0] not in (1, SNAPSHOT_VERSION):
                 raise ValueError(f"unknown kv snapshot version {data[0]}")
-            self._load(msgpack.unpackb(memoryview(data)[1:]))
+            self._load(msgpack.unpackb(memoryview(data)[1:]), data[0])
         for callback in self._restore_listeners:
             callback(self._rev)
 
-    def _load(self, body: list[object]) -> None:
-        rev, compact, applied, keys, histories, events = body
+    def _load(self, body: list[object], version: int) -> None:
+        if version == 1:  # before leases: keys may name leases that were never granted
+            rev, compact, applied, keys, histories, events = body
+            leases: list[int] = []
+            last_lease_id = 0
+        else:
+            rev, compact, applied, keys, histories, events, leases, last_lease_id = body
         self._reset()
         live: dict[bytes, KeyValue] = {}
         history: dict[bytes, list[KeyValue]] = {}
@@ -828,6 +928,8 @@ class KVStore:
         self._dead.update(dead)
         self._log = [keys[p[0]] if len(p) == 1 else tuple(keys[i] for i in p) for p in events]
         self._rev, self._compact, self.applied_index = rev, compact, applied
+        self._leases = dict(zip(leases[::2], leases[1::2], strict=True))
+        self._last_lease_id = last_lease_id
         if len(self._log) != rev - compact:
             raise ValueError("kv snapshot is inconsistent: event log does not match revisions")
 

@@ -19,6 +19,8 @@ from confer.kv.errors import (
     InvalidArgument,
     KeyNotFound,
     KVError,
+    LeaseExists,
+    LeaseNotFound,
     TooManyOps,
 )
 
@@ -165,12 +167,42 @@ class CompactResult:
     revision: int
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseGrantResult:
+    """A lease was granted: ``id`` (the store's choice when the grant asked for 0) and its
+    ``ttl`` in seconds. A grant changes no key, so ``revision`` is unchanged."""
+
+    revision: int
+    id: int
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevokeResult:
+    """A lease was revoked (by a client, or by the leader when it expired). ``deleted`` lists
+    the keys it deleted, in key order, all at ``revision`` (unchanged when there were none)."""
+
+    revision: int
+    deleted: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """A granted lease: its id and its time-to-live in seconds. Deadlines are not replicated
+    state: only the leader keeps them (see ``confer.server.leases``)."""
+
+    id: int
+    ttl: int
+
+
 _ERRORS: dict[ErrorCode, type[KVError]] = {
     ErrorCode.INVALID_ARGUMENT: InvalidArgument,
     ErrorCode.KEY_NOT_FOUND: KeyNotFound,
     ErrorCode.DUPLICATE_KEY: DuplicateKey,
     ErrorCode.TOO_MANY_OPS: TooManyOps,
     ErrorCode.BAD_COMMAND: BadCommand,
+    ErrorCode.LEASE_NOT_FOUND: LeaseNotFound,
+    ErrorCode.LEASE_EXISTS: LeaseExists,
 }
 
 
@@ -204,5 +236,6 @@ class ErrorResult:
 OpResult = RangeResult | PutResult | DeleteResult | TxnResult
 """The result of one operation inside a transaction."""
 
-Result = PutResult | DeleteResult | TxnResult | CompactResult | ErrorResult
+Result = (PutResult | DeleteResult | TxnResult | CompactResult | LeaseGrantResult
+          | LeaseRevokeResult | ErrorResult)
 """What :meth:`KVStore.apply` returns."""

@@ -20,6 +20,7 @@ from confer.raft.rawnode import bootstrap
 from confer.raft.types import ConfChange, ConfChangeType, ConfState, StateRole
 from confer.server.config import ServerConfig
 from confer.server.fsm import ServerStateMachine
+from confer.server.leases import Lessor
 from confer.server.members import Member, MembershipEvent, cluster_id_for, encode_publish
 from confer.server.node import NodeOptions, RaftNode
 from confer.server.peer_transport import GRPC_OPTIONS, GrpcPeerTransport, PeerServicer
@@ -58,6 +59,8 @@ class ConferServer:
         self._background: list[asyncio.Task[Any]] = []
         self._removing = False
         self.fsm.membership_listeners.append(self._on_membership)
+        self.lessor = Lessor(self)
+        """The leader's lease clock: renewals and expiry (confer.server.leases)."""
 
     # -- identity -----------------------------------------------------------------------------
     @property
@@ -105,6 +108,7 @@ class ConferServer:
         if cfg.join and fresh:
             self._background.append(asyncio.create_task(self._promote_when_caught_up()))
         self._background.append(asyncio.create_task(self._publish_attributes()))
+        self._background.append(asyncio.create_task(self.lessor.run()))
         if cfg.auto_compaction_retention:
             self._background.append(asyncio.create_task(self._auto_compact()))
         log.info("node %d (%s) serving clients on %s, peers on %s", self.node_id, cfg.name,
@@ -137,11 +141,13 @@ class ConferServer:
 
     async def _start_grpc(self) -> None:
         server = grpc.aio.server(options=GRPC_OPTIONS)
+        from confer.server.coord import add_coordination_services
         from confer.server.services import ClusterService, KVService, LegacyService
 
         confer_pb2_grpc.add_ConferServiceServicer_to_server(LegacyService(self), server)
         kv_pb2_grpc.add_KVServicer_to_server(KVService(self), server)
         kv_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self), server)
+        add_coordination_services(self, server)  # Lease, Lock, Election
         self._peer_servicer = PeerServicer(None, lambda cmd: self.propose(cmd, 10.0),
                                            self.fsm.membership.removed.__contains__)
         peer_pb2_grpc.add_PeerServicer_to_server(self._peer_servicer, server)
@@ -159,7 +165,7 @@ class ConferServer:
         if self.health is not None:
             await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self, grace: float = 2.0) -> None:
+    async def stop(self, grace: float = 1.0) -> None:
         if self.stopped.is_set():
             return
         log.info("node %d shutting down", self.node_id)

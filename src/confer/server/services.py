@@ -29,6 +29,8 @@ from confer.kv import (
     InvalidArgument,
     KeyNotFound,
     KeyValue,
+    LeaseExists,
+    LeaseNotFound,
     Put,
     RangeOp,
     Txn,
@@ -73,12 +75,16 @@ def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     if isinstance(exc, CompactedError):
         return Code.OUT_OF_RANGE, (f"{exc}; the oldest revision still available is "
                                    f"{exc.compact_revision + 1}")
-    if isinstance(exc, KeyNotFound):
+    if isinstance(exc, (KeyNotFound, LeaseNotFound)):
         return Code.NOT_FOUND, str(exc)
+    if isinstance(exc, LeaseExists):
+        return Code.ALREADY_EXISTS, str(exc)
     if isinstance(exc, FutureRevisionError):
         return Code.OUT_OF_RANGE, str(exc)
-    if isinstance(exc, (ConfChangeInProgress, LeadershipTransferInProgress)):
+    if isinstance(exc, ConfChangeInProgress):
         return Code.FAILED_PRECONDITION, str(exc)
+    if isinstance(exc, LeadershipTransferInProgress):
+        return Code.UNAVAILABLE, str(exc)  # temporary, and the write was not applied
     if isinstance(exc, (NoLeader, NotLeader, ProposalDropped, NodeStopped, WatchClosed)):
         return Code.UNAVAILABLE, str(exc)
     if isinstance(exc, OutcomeUnknown):
@@ -97,16 +103,38 @@ def rpc(fn: Callable[..., Awaitable[Resp]]) -> Callable[..., Awaitable[Resp]]:
         try:
             return await fn(self, request, context)
         except grpc.aio.AioRpcError as e:  # a forwarded call failed: pass its status on
-            await context.abort(e.code(), e.details() or "")
+            await context.abort(*forwarded_status(e))
         except Exception as e:
             status = _status_for(e)
             if status is None:
                 log.exception("%s failed", fn.__name__)
-                await context.abort(Code.INTERNAL, f"internal error: {type(e).__name__}: {e}")
-            await context.abort(*status)
+                await abort(context, Code.INTERNAL, f"internal error: {type(e).__name__}: {e}")
+            await abort(context, *status)
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+ORIGIN = "x-confer-origin"
+"""Trailing metadata on statuses a Confer server chose, as opposed to transport failures."""
+
+
+def forwarded_status(e: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
+    """The status to return for a request whose forwarding to the leader failed.
+
+    A transport failure after the request left (the leader died mid-call) leaves the outcome
+    unknown; only a refused connection proves the request never arrived.
+    """
+    details = e.details() or ""
+    from_server = any(k == ORIGIN for k, _ in (e.trailing_metadata() or ()))
+    if e.code() == Code.UNAVAILABLE and not from_server and "failed to connect" not in details:
+        return Code.UNKNOWN, f"outcome unknown: the leader failed mid-request ({details})"
+    return e.code(), details
+
+
+async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+    context.set_trailing_metadata(((ORIGIN, "server"),))
+    await context.abort(code, message)
 
 
 def stream_rpc(fn: Callable[..., AsyncIterator[Resp]]) -> Callable[..., AsyncIterator[Resp]]:
@@ -120,8 +148,8 @@ def stream_rpc(fn: Callable[..., AsyncIterator[Resp]]) -> Callable[..., AsyncIte
             status = _status_for(e)
             if status is None:
                 log.exception("%s failed", fn.__name__)
-                await context.abort(Code.INTERNAL, f"internal error: {type(e).__name__}: {e}")
-            await context.abort(*status)
+                await abort(context, Code.INTERNAL, f"internal error: {type(e).__name__}: {e}")
+            await abort(context, *status)
 
     return wrapper
 
@@ -154,9 +182,10 @@ def event_to_pb(e: Event, prev_kv: bool) -> kv_pb2.Event:
 
 
 def path_key(path: str, limits: tuple[int, int], *, allow_root: bool = False) -> bytes:
+    """Validate a path; the root ``/`` is accepted only where a subtree is meant."""
     if allow_root and path == "/":
         return b"/"
-    return validate_path(path, limits[0])
+    return validate_path(path, limits[0], allow_root=False)
 
 
 def boundary_match(path: bytes) -> Callable[[bytes], bool]:
@@ -191,14 +220,20 @@ class Base:
 
         Returns the state machine's result, or the forwarded RPC's response.
         """
-        timeout = timeout_of(context)
+        return await self.submit(command, timeout_of(context), forward, forwarded(context))
+
+    async def submit(self, command: Any, timeout: float,
+                     forward: Callable[[grpc.aio.Channel, float], Awaitable[Any]],
+                     was_forwarded: bool = False) -> Any:
+        """:meth:`write` without a request context: ``timeout`` in seconds, and whether the
+        request was already forwarded once (then it must not bounce again)."""
         deadline = time.monotonic() + timeout
         data = encode_command(command)
         while True:
             try:
                 result = await self.server.propose(data, max(0.0, deadline - time.monotonic()))
             except NotLeader:
-                if forwarded(context):
+                if was_forwarded:
                     raise NoLeader("forwarded to a node that is no longer the leader") from None
                 await self.server.wait_for_leader(max(0.0, deadline - time.monotonic()))
                 if self.server.is_leader():
@@ -382,15 +417,26 @@ class KVService(Base, kv_pb2_grpc.KVServicer):
         validate_txn(txn)
         return txn
 
-    def txn_response(self, result: Any) -> kv_pb2.TxnResponse:
+    def txn_response(self, result: Any, req: kv_pb2.TxnRequest | None = None
+                     ) -> kv_pb2.TxnResponse:
+        """``req``, when given, lets a recursive delete (a txn of two deletes inside) answer
+        as one delete, as the unary Delete does."""
         resp = kv_pb2.TxnResponse(header=self.server.header(), succeeded=result.succeeded)
         resp.header.revision = result.revision
-        for r in result.responses:
-            resp.responses.append(self.op_response(r, result.revision))
+        ops = list((req.success if result.succeeded else req.failure) if req is not None
+                   else [])
+        for i, r in enumerate(result.responses):
+            op = ops[i] if i < len(ops) else None
+            resp.responses.append(self.op_response(r, op))
         return resp
 
-    def op_response(self, r: Any, revision: int) -> kv_pb2.ResponseOp:
+    def op_response(self, r: Any, op: kv_pb2.RequestOp | None = None) -> kv_pb2.ResponseOp:
         name = type(r).__name__
+        kind = op.WhichOneof("request") if op is not None else None
+        if name == "TxnResult" and kind == "delete":
+            return kv_pb2.ResponseOp(delete=self.delete_response(r))
+        if name == "TxnResult" and kind == "txn":
+            return kv_pb2.ResponseOp(txn=self.txn_response(r, op.txn))  # type: ignore[union-attr]
         if name == "RangeResult":
             return kv_pb2.ResponseOp(range=kv_pb2.RangeResponse(
                 header=self.server.header(), kvs=[kv_to_pb(kv) for kv in r.kvs], more=r.more,
@@ -410,7 +456,7 @@ class KVService(Base, kv_pb2_grpc.KVServicer):
             req, timeout=t, metadata=((FORWARDED, "1"),)))
         if isinstance(result, kv_pb2.TxnResponse):
             return result
-        return self.txn_response(result)
+        return self.txn_response(result, req)
 
     @rpc
     async def Compact(self, req: kv_pb2.CompactRequest, context: Any
