@@ -1,0 +1,192 @@
+"""What every etcd v3 service shares: response headers, key conversions and etcd's errors.
+
+etcd's clients recognise a server error by its gRPC code and its exact message (clientv3's
+``rpctypes``), so every failure is mapped here to the status etcd itself would send.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from confer.etcdpb.etcdserverpb import rpc_pb2
+from confer.etcdpb.mvccpb import kv_pb2 as mvcc_pb2
+from confer.kv import (
+    CompactedError,
+    DuplicateKey,
+    Event,
+    EventType,
+    FutureRevisionError,
+    InvalidArgument,
+    KeyNotFound,
+    KeyValue,
+    LeaseExists,
+    LeaseNotFound,
+    TooManyOps,
+)
+from confer.raft.errors import (
+    ConfChangeInProgress,
+    LeadershipTransferInProgress,
+    NotLeader,
+    ProposalDropped,
+)
+from confer.server.app import FORWARDED, ConferServer, NoLeader
+from confer.server.node import NodeStopped, OutcomeUnknown
+from confer.server.services import ORIGIN, RpcError, forwarded_status
+from confer.server.watch import WatchClosed
+
+log = logging.getLogger("confer.etcd")
+
+Resp = TypeVar("Resp")
+Code = grpc.StatusCode
+FORWARD_METADATA = ((FORWARDED, "1"),)
+"""Metadata of an etcd request a follower forwards to the leader."""
+
+# etcd's client-visible errors (clientv3/rpctypes): code and exact message.
+ERR_KEY_NOT_PROVIDED = (Code.INVALID_ARGUMENT, "etcdserver: key is not provided")
+ERR_KEY_NOT_FOUND = (Code.INVALID_ARGUMENT, "etcdserver: key not found")
+ERR_VALUE_PROVIDED = (Code.INVALID_ARGUMENT, "etcdserver: value is provided")
+ERR_LEASE_PROVIDED = (Code.INVALID_ARGUMENT, "etcdserver: lease is provided")
+ERR_TOO_MANY_OPS = (Code.INVALID_ARGUMENT, "etcdserver: too many operations in txn request")
+ERR_DUPLICATE_KEY = (Code.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request")
+ERR_COMPACTED = (Code.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
+ERR_FUTURE_REV = (Code.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision")
+ERR_LEASE_NOT_FOUND = (Code.NOT_FOUND, "etcdserver: requested lease not found")
+ERR_LEASE_EXISTS = (Code.FAILED_PRECONDITION, "etcdserver: lease already exists")
+ERR_LEASE_TTL_TOO_LARGE = (Code.OUT_OF_RANGE, "etcdserver: too large lease TTL")
+ERR_MEMBER_NOT_FOUND = (Code.NOT_FOUND, "etcdserver: member not found")
+ERR_PEER_URL_EXIST = (Code.FAILED_PRECONDITION, "etcdserver: Peer URLs already exists")
+ERR_MEMBER_NOT_LEARNER = (Code.FAILED_PRECONDITION, "etcdserver: can only promote a learner "
+                          "member")
+ERR_LEARNER_NOT_READY = (Code.FAILED_PRECONDITION, "etcdserver: can only promote a learner "
+                         "member which is in sync with leader")
+ERR_BAD_LEADER_TRANSFEREE = (Code.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
+ERR_NOT_CAPABLE = (Code.UNAVAILABLE, "etcdserver: not capable")
+ERR_NO_LEADER = (Code.UNAVAILABLE, "etcdserver: no leader")
+ERR_NOT_LEADER = (Code.FAILED_PRECONDITION, "etcdserver: not leader")
+ERR_LEADER_CHANGED = (Code.UNAVAILABLE, "etcdserver: leader changed")
+ERR_TIMEOUT = (Code.UNAVAILABLE, "etcdserver: request timed out")
+ERR_TIMEOUT_LEADER_FAIL = (Code.UNAVAILABLE, "etcdserver: request timed out, possibly due "
+                           "to previous leader failure")
+ERR_UNHEALTHY = (Code.UNAVAILABLE, "etcdserver: unhealthy cluster")
+ERR_AUTH_NOT_ENABLED = (Code.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
+ERR_AUTH_FAILED = (Code.INVALID_ARGUMENT, "etcdserver: authentication failed, invalid user ID "
+                   "or password")
+
+
+def etcd_error(status: tuple[grpc.StatusCode, str], detail: str = "") -> RpcError:
+    """An error answered as ``status``; ``detail`` goes to the server log only (etcd's
+    clients compare the message exactly)."""
+    if detail:
+        log.debug("%s: %s", status[1], detail)
+    return RpcError(*status)
+
+
+def etcd_status(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
+    """The status etcd would send for ``exc``; None for an unexpected exception."""
+    if isinstance(exc, RpcError):
+        return exc.code, str(exc)
+    for kinds, status in _STATUSES:
+        if isinstance(exc, kinds):
+            return status
+    if isinstance(exc, InvalidArgument):
+        message = str(exc)
+        return Code.INVALID_ARGUMENT, (message if message.startswith("etcdserver: ")
+                                       else f"etcdserver: {message}")
+    return None
+
+
+_STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...],
+                      tuple[grpc.StatusCode, str]]] = [
+    (CompactedError, ERR_COMPACTED),
+    (FutureRevisionError, ERR_FUTURE_REV),
+    (DuplicateKey, ERR_DUPLICATE_KEY),
+    (TooManyOps, ERR_TOO_MANY_OPS),
+    (KeyNotFound, ERR_KEY_NOT_FOUND),
+    (LeaseNotFound, ERR_LEASE_NOT_FOUND),
+    (LeaseExists, ERR_LEASE_EXISTS),
+    (ConfChangeInProgress, (Code.FAILED_PRECONDITION,
+                            "etcdserver: unhealthy cluster: a membership change is in progress")),
+    (LeadershipTransferInProgress, ERR_LEADER_CHANGED),
+    ((NoLeader, NotLeader, ProposalDropped, NodeStopped, WatchClosed), ERR_NO_LEADER),
+    (OutcomeUnknown, ERR_TIMEOUT_LEADER_FAIL),
+    (TimeoutError, ERR_TIMEOUT),
+]
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, name: str) -> None:
+    if isinstance(exc, grpc.aio.AioRpcError):  # a forwarded call failed: pass its status on
+        code, message = forwarded_status(exc)
+        if code == Code.UNKNOWN:
+            code, message = ERR_TIMEOUT_LEADER_FAIL
+        await context.abort(code, message)
+    status = etcd_status(exc)
+    if status is None:
+        log.exception("etcd %s failed", name)
+        status = (Code.INTERNAL, f"etcdserver: internal error: {type(exc).__name__}: {exc}")
+    context.set_trailing_metadata(((ORIGIN, "server"),))
+    await context.abort(*status)
+
+
+def etcd_rpc(fn: Callable[..., Awaitable[Resp]]) -> Callable[..., Awaitable[Resp]]:
+    """A unary etcd method: exceptions become etcd's statuses."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Resp:
+        try:
+            return await fn(self, request, context)
+        except Exception as e:
+            await _abort(context, e, fn.__name__)
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def etcd_stream(fn: Callable[..., AsyncIterator[Resp]]) -> Callable[..., AsyncIterator[Resp]]:
+    """A streaming etcd method: exceptions end the stream with etcd's statuses."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except Exception as e:
+            await _abort(context, e, fn.__name__)
+
+    return wrapper
+
+
+def header(server: ConferServer, revision: int = 0) -> rpc_pb2.ResponseHeader:
+    """etcd's header: the cluster and this member's ids, the store revision (``revision`` if
+    given: a write's own revision) and the Raft term."""
+    h = server.header()
+    return rpc_pb2.ResponseHeader(cluster_id=h.cluster_id, member_id=h.member_id,
+                                  revision=revision or h.revision, raft_term=h.raft_term)
+
+
+def require_key(key: bytes) -> bytes:
+    """etcd refuses an empty key everywhere a key names what to read, write or compare."""
+    if not key:
+        raise etcd_error(ERR_KEY_NOT_PROVIDED)
+    return key
+
+
+def kv_to_etcd(kv: KeyValue | None, keys_only: bool = False) -> mvcc_pb2.KeyValue | None:
+    if kv is None:
+        return None
+    return mvcc_pb2.KeyValue(key=kv.key, create_revision=kv.create_revision,
+                             mod_revision=kv.mod_revision, version=kv.version,
+                             value=b"" if keys_only else kv.value, lease=kv.lease)
+
+
+def event_to_etcd(e: Event, prev_kv: bool) -> mvcc_pb2.Event:
+    out = mvcc_pb2.Event(type=mvcc_pb2.Event.PUT if e.type == EventType.PUT
+                         else mvcc_pb2.Event.DELETE, kv=kv_to_etcd(e.kv))
+    if prev_kv and e.prev_kv is not None:
+        out.prev_kv.CopyFrom(kv_to_etcd(e.prev_kv))
+    return out

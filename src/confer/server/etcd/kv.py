@@ -1,0 +1,346 @@
+"""etcd's ``KV`` and ``Watch`` services on Confer's MVCC store.
+
+The store already follows etcd's semantics (ranges, revisions, txn, compaction), so requests
+map one to one onto :mod:`confer.kv` commands. Keys are any non-empty bytes: the native path
+rules do not apply here (see docs/etcd.md). Writes go through the leader, as the native API's:
+a follower forwards the etcd request itself to the leader's etcd service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from confer.kv import (
+    Compact,
+    CompactedError,
+    Compare,
+    CompareResult,
+    CompareTarget,
+    DeleteRange,
+    DeleteResult,
+    EventType,
+    PutResult,
+    RangeOp,
+    RangeResult,
+    SortOrder,
+    SortTarget,
+    Txn,
+    TxnResult,
+    validate_command,
+    validate_txn,
+    validate_value,
+)
+from confer.kv import Put as PutCommand
+from confer.server.app import ConferServer
+from confer.server.etcd.common import (
+    FORWARD_METADATA,
+    etcd_rpc,
+    etcd_stream,
+    event_to_etcd,
+    header,
+    kv_to_etcd,
+    require_key,
+)
+from confer.server.services import Base, forwarded, timeout_of
+from confer.server.watch import Watcher
+
+Forward = Callable[[grpc.aio.Channel, float], Awaitable[Any]]
+
+_TARGETS: dict[int, tuple[CompareTarget, str]] = {
+    rpc_pb2.Compare.VERSION: (CompareTarget.VERSION, "version"),
+    rpc_pb2.Compare.CREATE: (CompareTarget.CREATE, "create_revision"),
+    rpc_pb2.Compare.MOD: (CompareTarget.MOD, "mod_revision"),
+    rpc_pb2.Compare.VALUE: (CompareTarget.VALUE, "value"),
+    rpc_pb2.Compare.LEASE: (CompareTarget.LEASE, "lease"),
+}
+
+
+# -- requests to commands ---------------------------------------------------------------------
+def range_op(r: rpc_pb2.RangeRequest) -> RangeOp:
+    """etcd sorts ascending by default when a sort target other than the key is named."""
+    order = SortOrder(r.sort_order)
+    if order == SortOrder.NONE and r.sort_target != rpc_pb2.RangeRequest.KEY:
+        order = SortOrder.ASCEND
+    return RangeOp(require_key(r.key), r.range_end, r.revision, r.limit, r.keys_only,
+                   r.count_only, order, SortTarget(r.sort_target), r.min_mod_revision,
+                   r.max_mod_revision, r.min_create_revision, r.max_create_revision)
+
+
+def compare(c: rpc_pb2.Compare) -> Compare:
+    target, attr = _TARGETS[c.target]
+    return Compare(require_key(c.key), c.range_end, target, CompareResult(c.result),
+                   getattr(c, attr))
+
+
+class Commands:
+    """etcd requests as store commands, checked as etcd checks them before proposing."""
+
+    def __init__(self, max_value_bytes: int) -> None:
+        self.max_value_bytes = max_value_bytes
+
+    def put(self, r: rpc_pb2.PutRequest) -> PutCommand:
+        validate_value(r.value, self.max_value_bytes)
+        return PutCommand(require_key(r.key), r.value, r.lease, r.prev_kv, r.ignore_value,
+                          r.ignore_lease)
+
+    @staticmethod
+    def delete(r: rpc_pb2.DeleteRangeRequest) -> DeleteRange:
+        return DeleteRange(require_key(r.key), r.range_end, r.prev_kv)
+
+    def op(self, op: rpc_pb2.RequestOp) -> Any:
+        kind = op.WhichOneof("request")
+        if kind == "request_range":
+            return range_op(op.request_range)
+        if kind == "request_put":
+            return self.put(op.request_put)
+        if kind == "request_delete_range":
+            return self.delete(op.request_delete_range)
+        if kind == "request_txn":
+            return self.txn(op.request_txn, top=False)
+        return RangeOp(b"")  # an empty op: refused by validation, as etcd refuses it
+
+    def txn(self, r: rpc_pb2.TxnRequest, top: bool = True) -> Txn:
+        txn = Txn([compare(c) for c in r.compare], [self.op(o) for o in r.success],
+                  [self.op(o) for o in r.failure])
+        if top:
+            validate_txn(txn)
+        return txn
+
+
+# -- results to responses ---------------------------------------------------------------------
+def range_response(server: ConferServer, r: RangeResult, keys_only: bool = False
+                   ) -> rpc_pb2.RangeResponse:
+    return rpc_pb2.RangeResponse(header=header(server, r.revision),
+                                 kvs=[kv_to_etcd(kv, keys_only) for kv in r.kvs],
+                                 more=r.more, count=int(r.count))
+
+
+def put_response(server: ConferServer, r: PutResult) -> rpc_pb2.PutResponse:
+    return rpc_pb2.PutResponse(header=header(server, r.revision), prev_kv=kv_to_etcd(r.prev_kv))
+
+
+def delete_response(server: ConferServer, r: DeleteResult) -> rpc_pb2.DeleteRangeResponse:
+    return rpc_pb2.DeleteRangeResponse(header=header(server, r.revision), deleted=r.deleted,
+                                       prev_kvs=[kv_to_etcd(kv) for kv in r.prev_kvs])
+
+
+def txn_response(server: ConferServer, r: TxnResult) -> rpc_pb2.TxnResponse:
+    resp = rpc_pb2.TxnResponse(header=header(server, r.revision), succeeded=r.succeeded)
+    for sub in r.responses:
+        if isinstance(sub, RangeResult):
+            resp.responses.add(response_range=range_response(server, sub))
+        elif isinstance(sub, PutResult):
+            resp.responses.add(response_put=put_response(server, sub))
+        elif isinstance(sub, DeleteResult):
+            resp.responses.add(response_delete_range=delete_response(server, sub))
+        else:
+            resp.responses.add(response_txn=txn_response(server, sub))
+    return resp
+
+
+# -- KV ---------------------------------------------------------------------------------------
+class EtcdKV(Base, rpc_pb2_grpc.KVServicer):
+    """``etcdserverpb.KV``."""
+
+    def __init__(self, server: ConferServer) -> None:
+        super().__init__(server)
+        self.commands = Commands(self.limits[1])
+
+    async def propose(self, command: Any, context: Any, forward: Forward) -> Any:
+        """Propose ``command`` (leader) or ``forward`` the request (follower): the store's
+        result, or the leader's etcd response."""
+        return await self.write(command, context, forward)
+
+    @staticmethod
+    def stub(ch: grpc.aio.Channel) -> rpc_pb2_grpc.KVStub:
+        return rpc_pb2_grpc.KVStub(ch)
+
+    @etcd_rpc
+    async def Range(self, req: rpc_pb2.RangeRequest, context: Any) -> rpc_pb2.RangeResponse:
+        op = range_op(req)
+        await self.read_barrier(req.serializable, context)
+        res = self.kv.range(op.key, op.range_end, op.revision, op.limit, op.keys_only,
+                            op.count_only, op.sort_order, op.sort_target, op.min_mod_revision,
+                            op.max_mod_revision, op.min_create_revision,
+                            op.max_create_revision)
+        return range_response(self.server, res, req.keys_only)
+
+    @etcd_rpc
+    async def Put(self, req: rpc_pb2.PutRequest, context: Any) -> rpc_pb2.PutResponse:
+        result = await self.propose(self.commands.put(req), context, lambda ch, t: self.stub(
+            ch).Put(req, timeout=t, metadata=FORWARD_METADATA))
+        return result if isinstance(result, rpc_pb2.PutResponse) else put_response(
+            self.server, result)
+
+    @etcd_rpc
+    async def DeleteRange(self, req: rpc_pb2.DeleteRangeRequest, context: Any
+                          ) -> rpc_pb2.DeleteRangeResponse:
+        result = await self.propose(self.commands.delete(req), context, lambda ch, t: self.stub(
+            ch).DeleteRange(req, timeout=t, metadata=FORWARD_METADATA))
+        return result if isinstance(result, rpc_pb2.DeleteRangeResponse) else delete_response(
+            self.server, result)
+
+    async def run_txn(self, req: rpc_pb2.TxnRequest, timeout: float,
+                      was_forwarded: bool = False) -> rpc_pb2.TxnResponse:
+        """A Txn through the log; Lock and Election call it without a request context."""
+        result = await self.submit(self.commands.txn(req), timeout, lambda ch, t: self.stub(
+            ch).Txn(req, timeout=t, metadata=FORWARD_METADATA), was_forwarded)
+        return result if isinstance(result, rpc_pb2.TxnResponse) else txn_response(
+            self.server, result)
+
+    @etcd_rpc
+    async def Txn(self, req: rpc_pb2.TxnRequest, context: Any) -> rpc_pb2.TxnResponse:
+        return await self.run_txn(req, timeout_of(context), forwarded(context))
+
+    @etcd_rpc
+    async def Compact(self, req: rpc_pb2.CompactionRequest, context: Any
+                      ) -> rpc_pb2.CompactionResponse:
+        cmd = Compact(req.revision)
+        validate_command(cmd)
+        result = await self.propose(cmd, context, lambda ch, t: self.stub(ch).Compact(
+            req, timeout=t, metadata=FORWARD_METADATA))
+        if isinstance(result, rpc_pb2.CompactionResponse):
+            return result
+        return rpc_pb2.CompactionResponse(header=header(self.server, result.revision))
+
+
+# -- Watch ------------------------------------------------------------------------------------
+PROGRESS_INTERVAL = float(os.environ.get("CONFER_ETCD_WATCH_PROGRESS_INTERVAL", "600"))
+"""Seconds between progress notifications of an idle watch that asked for them (etcd: 10
+minutes by default)."""
+CANCELED_WATCH_ID = -1
+"""The watch id of a refused create and of a stream-wide progress response (etcd)."""
+
+
+@dataclass(eq=False)
+class _Watch:
+    id: int
+    create: rpc_pb2.WatchCreateRequest
+    watcher: Watcher
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(eq=False)
+class WatchStream:
+    """One client's Watch stream: many watches, all feeding one queue of responses."""
+
+    server: ConferServer
+    out: asyncio.Queue[rpc_pb2.WatchResponse | None] = field(default_factory=asyncio.Queue)
+    watches: dict[int, _Watch] = field(default_factory=dict)
+    next_id: int = 0
+
+    def send(self, watch_id: int, **fields: Any) -> None:
+        self.out.put_nowait(rpc_pb2.WatchResponse(header=header(self.server),
+                                                  watch_id=watch_id, **fields))
+
+    def handle(self, req: rpc_pb2.WatchRequest) -> None:
+        kind = req.WhichOneof("request_union")
+        if kind == "create_request":
+            self.create(req.create_request)
+        elif kind == "cancel_request":
+            self.cancel(req.cancel_request.watch_id)
+        elif kind == "progress_request":
+            self.send(CANCELED_WATCH_ID)
+
+    def create(self, c: rpc_pb2.WatchCreateRequest) -> None:
+        wid = c.watch_id
+        if wid in self.watches or wid < 0:
+            self.send(CANCELED_WATCH_ID, created=True, canceled=True,
+                      cancel_reason="mvcc: duplicate watch ID provided on the WatchStream")
+            return
+        if not wid:  # 0 asks the server to choose: the lowest unused id from next_id on
+            while self.next_id in self.watches:
+                self.next_id += 1
+            wid = self.next_id
+            self.next_id += 1
+        # Registered before the "created" response goes out: no event can be missed.
+        w = _Watch(wid, c, self.server.hub.watcher(c.key, c.range_end, max(c.start_revision,
+                                                                           0)))
+        self.watches[wid] = w
+        self.send(wid, created=True)
+        w.task = asyncio.ensure_future(self.feed(w))
+
+    def cancel(self, wid: int) -> None:
+        w = self.watches.pop(wid, None)
+        if w is not None:
+            self.server.hub.cancel(w.watcher)
+            if w.task is not None:
+                w.task.cancel()
+            self.send(wid, canceled=True)
+
+    async def feed(self, w: _Watch) -> None:
+        """Send ``w``'s events, one response per batch the hub hands over, filtered."""
+        c = w.create
+        skip = {EventType.PUT if f == rpc_pb2.WatchCreateRequest.NOPUT else EventType.DELETE
+                for f in c.filters}
+        batches = self.server.hub.events(w.watcher)
+        try:
+            while True:
+                try:
+                    if c.progress_notify:
+                        batch = await asyncio.wait_for(anext(batches), PROGRESS_INTERVAL)
+                    else:
+                        batch = await anext(batches)
+                except TimeoutError:
+                    self.send(w.id)  # progress: no events, the header's revision
+                    continue
+                events = [event_to_etcd(e, c.prev_kv) for e in batch if e.type not in skip]
+                if events:
+                    self.send(w.id, events=events)
+        except StopAsyncIteration:
+            pass
+        except CompactedError as e:
+            self.watches.pop(w.id, None)
+            self.send(w.id, canceled=True, compact_revision=e.compact_revision,
+                      cancel_reason="mvcc: required revision has been compacted")
+        finally:
+            with contextlib.suppress(Exception):
+                await batches.aclose()
+
+    def close(self) -> None:
+        for w in self.watches.values():
+            self.server.hub.cancel(w.watcher)
+            if w.task is not None:
+                w.task.cancel()
+        self.watches.clear()
+
+
+class EtcdWatch(rpc_pb2_grpc.WatchServicer):
+    """``etcdserverpb.Watch``: served by any member from its applied state."""
+
+    def __init__(self, server: ConferServer) -> None:
+        self.server = server
+
+    @etcd_stream
+    async def Watch(self, requests: AsyncIterator[rpc_pb2.WatchRequest], context: Any
+                    ) -> AsyncIterator[rpc_pb2.WatchResponse]:
+        self.server.require_node()
+        stream = WatchStream(self.server)
+
+        async def read() -> None:
+            try:
+                async for req in requests:
+                    stream.handle(req)
+                # As etcd: the client closing its side does not end the watches.
+            finally:
+                stream.out.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while True:
+                resp = await stream.out.get()
+                if resp is None:  # the reader ended: the client half-closed, or it failed
+                    await reader
+                    continue
+                yield resp
+        finally:
+            reader.cancel()
+            stream.close()
