@@ -190,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-interval", type=float, default=0.01,
                     help="watch workload: pause of each writer between puts")
     ap.add_argument("--tick-ms", type=int, default=100, help="--spawn: Raft tick")
+    ap.add_argument("--target", choices=("leader", "all"), default="leader",
+                    help="--spawn: send every request to the leader (as confer.Client does "
+                         "for writes), or spread them over all members (followers forward "
+                         "writes)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     try:
@@ -205,8 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="confer-bench-"))
             cluster = stack.enter_context(ProcessCluster(args.spawn, Path(tmp),
                                                          tick_ms=args.tick_ms))
-            cluster.leader()
+            leader = cluster.leader()
             endpoints = cluster.endpoints
+            if args.target == "leader":  # as the client library does for writes
+                endpoints = [cluster.nodes[leader].client_addr]
         results = runner(run(args, endpoints))
     for r in results:
         if args.json:
