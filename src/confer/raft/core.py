@@ -106,13 +106,14 @@ class Raft:
         self.log = RaftLog(storage)
         hs, conf = storage.initial_state()
         snap_index = storage.first_index() - 1
-        if hs.commit:
-            if not snap_index <= hs.commit <= self.log.last_index():
-                raise ValueError(
-                    f"persisted commit {hs.commit} outside the log [{snap_index}, "
-                    f"{self.log.last_index()}]"
-                )
-            self.log.commit_to(hs.commit)
+        if hs.commit > self.log.last_index():
+            raise ValueError(
+                f"persisted commit {hs.commit} is past the last log index "
+                f"{self.log.last_index()}"
+            )
+        # A snapshot holds only committed entries, so its index is committed even if a crash
+        # kept the snapshot but lost the hard state written beside it.
+        self.log.commit_to(max(hs.commit, snap_index))
         self.term = hs.term
         self.vote = hs.vote
         self.lead = NONE
@@ -120,6 +121,7 @@ class Raft:
         self.conf = conf
         self.conf_history: list[tuple[int, ConfState]] = [(snap_index, conf)]
         self.conf_through = snap_index  # committed entries scanned for membership changes
+        self.conf_commit_unsynced = False
         self.prs: dict[int, Progress] = {}
         self.votes: dict[int, bool] = {}
         self.msgs: list[Message] = []
@@ -172,6 +174,9 @@ class Raft:
                 changed = True
         self.conf_through = committed
         if changed:
+            # Make the commit durable at once: a node that restarted with an older commit would
+            # run with the old membership and might wait forever for a removed voter.
+            self.conf_commit_unsynced = True
             self._on_conf_changed(before)
 
     def _on_conf_changed(self, before: ConfState) -> None:
@@ -330,13 +335,19 @@ class Raft:
     def _start_snapshot(self, to: int, pr: Progress) -> bool:
         snap = self.log.snapshot()
         pr.become_snapshot(snap.meta.index)
+        pr.snapshot = snap
         self._send_snapshot_chunk(to, pr)
         return True
 
     def _send_snapshot_chunk(self, to: int, pr: Progress) -> None:
-        snap = self.log.snapshot()
-        if snap.meta.index != pr.pending_snapshot:
-            pr.become_snapshot(snap.meta.index)  # a newer snapshot replaced it: start over
+        # Finish the snapshot this transfer started with, even if a newer one was taken since:
+        # it is still a valid committed state. Starting over on every new snapshot starves a
+        # follower whose transfer takes longer than the interval between snapshots.
+        snap = pr.snapshot
+        if snap is None or snap.meta.index != pr.pending_snapshot:
+            snap = self.log.snapshot()
+            pr.become_snapshot(snap.meta.index)
+            pr.snapshot = snap
         start = pr.snap_offset
         chunk = snap.data[start : start + self.cfg.snapshot_chunk_size]
         pr.snap_stall_ticks = 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from collections import deque
 
+from confer.raft.types import Snapshot
+
 
 class ProgressState(enum.IntEnum):
     PROBE = 0
@@ -62,6 +64,7 @@ class Progress:
         "recent_active",
         "snap_offset",
         "snap_stall_ticks",
+        "snapshot",
         "state",
     )
 
@@ -75,13 +78,16 @@ class Progress:
         self.is_learner = is_learner
         self.inflights = Inflights(max_inflight, max_inflight_bytes)
         self.pending_snapshot = 0
-        # Bytes of the pending snapshot acknowledged so far, and ticks since the last ack.
+        # The snapshot being sent (kept even if a newer one is taken meanwhile), the bytes of
+        # it acknowledged so far, and ticks since the last ack.
+        self.snapshot: Snapshot | None = None
         self.snap_offset = 0
         self.snap_stall_ticks = 0
 
     def _reset_state(self, state: ProgressState) -> None:
         self.probe_sent = False
         self.pending_snapshot = 0
+        self.snapshot = None
         self.snap_offset = 0
         self.snap_stall_ticks = 0
         self.state = state

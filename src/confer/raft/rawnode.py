@@ -156,8 +156,10 @@ class RawNode:
         rd.must_sync = bool(rd.entries) or rd.snapshot is not None or (
             rd.hard_state is not None
             and (rd.hard_state.term != self._prev_hard.term
-                 or rd.hard_state.vote != self._prev_hard.vote)
+                 or rd.hard_state.vote != self._prev_hard.vote
+                 or r.conf_commit_unsynced)
         )
+        r.conf_commit_unsynced = False
         self._outstanding = True
         return rd
 

@@ -268,7 +268,9 @@ class ConferServer:
         while True:
             await self.wait_for_leader(max(0.0, deadline - time.monotonic()))
             try:
-                await asyncio.wait_for(node.read_barrier(), max(0.0, deadline - time.monotonic()))
+                # asyncio.timeout, unlike wait_for, creates no extra task per request.
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await node.read_barrier()
                 return
             except NotLeader:
                 if time.monotonic() >= deadline:
@@ -282,7 +284,8 @@ class ConferServer:
         node = self.require_node()
         if node.role != StateRole.LEADER:
             raise NotLeader(node.leader)
-        return await asyncio.wait_for(node.propose(command), timeout)
+        async with asyncio.timeout(timeout):
+            return await node.propose(command)
 
     def leader_channel(self) -> grpc.aio.Channel:
         """A channel to the leader. Its peer port serves every service too, so it works
@@ -324,7 +327,8 @@ class ConferServer:
         node = self.require_node()
         if node.role != StateRole.LEADER:
             raise NotLeader(node.leader)
-        return await asyncio.wait_for(node.change_membership(cc), timeout)
+        async with asyncio.timeout(timeout):
+            return await node.change_membership(cc)
 
     # -- initialisation, joining, promotion ---------------------------------------------------
     async def initialize(self, founders: list[Member]) -> None:
