@@ -643,7 +643,9 @@ class Raft:
             self._apply_committed_conf_changes()
             if self.role != StateRole.LEADER:
                 return
-            self.bcast_append()
+            # Tell followers at the next flush: acks handled together, and proposals made
+            # meanwhile, then share one append per follower.
+            self.append_pending = True
         else:
             while self.send_append(m.frm, send_if_empty=False):
                 pass
