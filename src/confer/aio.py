@@ -15,9 +15,10 @@ See ``docs/client.md``.
 
 from confer.client import errors, models
 from confer.client.aio import Client, Watch
+from confer.client.coord import Election, Lease, Lock, Registration
 from confer.client.errors import *  # noqa: F403
 from confer.client.models import *  # noqa: F403
 from confer.client.txn import Compare, Condition, Op, Txn
 
-__all__ = ["Client", "Compare", "Condition", "Op", "Txn", "Watch", *errors.__all__,
-           *models.__all__]
+__all__ = ["Client", "Compare", "Condition", "Election", "Lease", "Lock", "Op", "Registration",
+           "Txn", "Watch", *errors.__all__, *models.__all__]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,34 @@ def client_options(fn: Any) -> Any:
     return click.option("--endpoints", envvar="CONFER_ENDPOINTS", default=DEFAULT_ENDPOINTS,
                         show_default=True,
                         help="Comma-separated client addresses [env CONFER_ENDPOINTS].")(wrapper)
+
+
+def show(ctx: Ctx, value: Any, line: str) -> None:
+    """One result: as JSON with ``-o json``, else the line of text."""
+    if ctx.json:
+        print_json(value)
+    else:
+        click.echo(line)
+
+
+def print_listing(ctx: Ctx, items: Sequence[Any], headers: list[str],
+                  row: Callable[[Any], list[Any]]) -> None:
+    """A list of results: as a JSON list with ``-o json``, else a table, a row per item."""
+    if ctx.json:
+        print_json(list(items))
+    else:
+        print_table(headers, [row(item) for item in items])
+
+
+def follow(watch: Any, count: int | None, show: Callable[[Any], None]) -> None:
+    """Show a watch's events until Ctrl-C (or ``count`` events), then cancel it."""
+    try:
+        for seen, event in enumerate(watch, 1):
+            show(event)
+            if count is not None and seen >= count:
+                break
+    finally:
+        watch.cancel()
 
 
 def kv_row(kv: KeyValue) -> list[Any]:
@@ -178,17 +207,9 @@ def register(cli: click.Group) -> None:
     def watch(ctx: Ctx, path: str, recursive: bool, rev: int, prev_kv: bool,
               count: int | None) -> None:
         """Print changes of PATH as they happen, until Ctrl-C (or --count events)."""
-        seen = 0
         with ctx.client() as c:
-            w = c.watch(path, recursive=recursive, start_revision=rev, prev_kv=prev_kv)
-            try:
-                for event in w:
-                    print_event(ctx, event)
-                    seen += 1
-                    if count is not None and seen >= count:
-                        break
-            finally:
-                w.cancel()
+            follow(c.watch(path, recursive=recursive, start_revision=rev, prev_kv=prev_kv),
+                   count, functools.partial(print_event, ctx))
 
     @cli.command("txn")
     @click.option("-f", "--file", "path", type=click.Path(dir_okay=False, path_type=Path),
@@ -279,12 +300,8 @@ def register(cli: click.Group) -> None:
         """List the members."""
         with ctx.client() as c:
             members = c.member_list()
-        if ctx.json:
-            print_json(list(members))
-            return
-        print_table(["ID", "NAME", "PEER", "CLIENT", "LEARNER"],
-                    [[m.id, m.name, m.peer_addr, m.client_addr, "yes" if m.is_learner else "no"]
-                     for m in members])
+        print_listing(ctx, members, ["ID", "NAME", "PEER", "CLIENT", "LEARNER"], lambda m: [
+            m.id, m.name, m.peer_addr, m.client_addr, "yes" if m.is_learner else "no"])
 
     @member.command("add")
     @click.argument("peer_addr")
@@ -345,17 +362,12 @@ def register(cli: click.Group) -> None:
     @handle_errors
     def cluster_watch(ctx: Ctx, count: int | None) -> None:
         """Follow membership and leader changes (the current state comes first)."""
-        seen = 0
         with ctx.client() as c:
-            w = c.watch_cluster()
-            try:
-                for event in w:
-                    print_cluster_event(ctx, event)
-                    seen += 1
-                    if count is not None and seen >= count:
-                        break
-            finally:
-                w.cancel()
+            follow(c.watch_cluster(), count, functools.partial(print_cluster_event, ctx))
+
+    from confer.cli.coord import register as register_coordination
+
+    register_coordination(cli)
 
 
 def print_event(ctx: Ctx, e: WatchEvent) -> None:

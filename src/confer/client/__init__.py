@@ -8,6 +8,8 @@ Layout (the two clients differ only in the I/O layer):
   calls with failover, paginated scans, resumable watches);
 * :mod:`~confer.client.policy`: the retry, failover and backoff decisions;
 * :mod:`~confer.client.protocol`: the RPCs and protobuf <-> model conversions;
+* :mod:`~confer.client.coord`: the coordination handles (leases kept alive in the
+  background, locks, elections, service registrations), one class each for both clients;
 * :mod:`~confer.client.sync` and :mod:`~confer.client.aio`: the two I/O layers;
 * :mod:`~confer.client.models`, :mod:`~confer.client.errors`, :mod:`~confer.client.txn`:
   the public types.
@@ -15,6 +17,7 @@ Layout (the two clients differ only in the I/O layer):
 See ``docs/client.md`` for the guide.
 """
 
+from confer.client.coord import Election, Lease, Lock, Registration
 from confer.client.errors import (
     AlreadyExists,
     ClientClosed,
@@ -24,6 +27,8 @@ from confer.client.errors import (
     FailedPrecondition,
     FutureRevision,
     InvalidArgument,
+    LeaseLost,
+    Lost,
     NotFound,
     OutcomeUnknown,
     RevisionUnavailable,
@@ -35,11 +40,18 @@ from confer.client.models import (
     ClusterEventType,
     DeleteResult,
     EventType,
+    Instance,
     KeyValue,
+    LeaseGrantResult,
+    LeaseRevokeResult,
+    LeaseStatus,
+    LeaseTimeToLive,
     ListResult,
     Member,
     MemberAddResult,
     PutResult,
+    ServiceEvent,
+    ServiceEventType,
     Status,
     TxnResult,
     WatchEvent,
@@ -60,19 +72,32 @@ __all__ = [
     "ConferError",
     "DeadlineExceeded",
     "DeleteResult",
+    "Election",
     "EventType",
     "FailedPrecondition",
     "FutureRevision",
+    "Instance",
     "InvalidArgument",
     "KeyValue",
+    "Lease",
+    "LeaseGrantResult",
+    "LeaseLost",
+    "LeaseRevokeResult",
+    "LeaseStatus",
+    "LeaseTimeToLive",
     "ListResult",
+    "Lock",
+    "Lost",
     "Member",
     "MemberAddResult",
     "NotFound",
     "Op",
     "OutcomeUnknown",
     "PutResult",
+    "Registration",
     "RevisionUnavailable",
+    "ServiceEvent",
+    "ServiceEventType",
     "Status",
     "Txn",
     "TxnResult",

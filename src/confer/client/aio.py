@@ -11,19 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
 
-from confer.client import plans
+from confer.client import plans, transport
 from confer.client.base import ClientBase, WatchBase
-from confer.client.models import ClusterEvent, KeyValue, TxnResult, WatchEvent
+from confer.client.models import ClusterEvent, KeyValue, ServiceEvent, TxnResult, WatchEvent
 from confer.client.plans import END, Call, Done, Emit, Feed, Open, Plan, Recv, Sleep, Unary
+from confer.client.policy import Failure
 from confer.client.transport import Connection, IOBase, StreamBase, failure_of, not_connected
 
 __all__ = ["Client", "Watch"]
+
+log = logging.getLogger("confer.client")
 
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - the item type of a watch
@@ -35,15 +39,27 @@ _FAILING = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 class _IO(IOBase):
     """Performs plan actions with ``grpc.aio``."""
 
+    asynchronous = True
+
+    def __init__(self, channel_options: tuple[tuple[str, int | str], ...]) -> None:
+        super().__init__(channel_options)
+        self._callbacks: set[asyncio.Future[Any]] = set()
+
     def _new_channel(self, endpoint: str) -> grpc.aio.Channel:
         return grpc.aio.insecure_channel(endpoint, options=self._options)
 
     async def run(self, plan: Plan[T]) -> T:
-        """Drive a plan to its value."""
+        """Drive a plan to its value. A cancellation is thrown into the plan, which may clean
+        up first."""
         perform = self._perform
         action = plans.advance(plan, None)
         while type(action) is not Done:
-            action = plans.advance(plan, await perform[type(action)](action))
+            try:
+                result = await perform[type(action)](action)
+            except BaseException as e:
+                action = plans.interrupt(plan, e)
+            else:
+                action = plans.advance(plan, result)
         return action.value  # type: ignore[no-any-return]
 
     async def iterate(self, plan: Plan[None]) -> AsyncIterator[Any]:
@@ -65,7 +81,7 @@ class _IO(IOBase):
         if a.connect_timeout is not None and not await self._connected(conn, a.connect_timeout):
             return not_connected(a)
         try:
-            return await conn.callable(a.rpc)(a.request, timeout=a.timeout)
+            return await conn.callable(a.rpc)(a.request, timeout=transport.grpc_timeout(a.timeout))
         except grpc.RpcError as e:
             return failure_of(e)
 
@@ -91,30 +107,96 @@ class _IO(IOBase):
         await asyncio.sleep(a.seconds)
 
     async def _open(self, a: Open) -> StreamBase:
-        return StreamBase(self.connection(a.endpoint).callable(a.rpc)(a.request), a.idle_timeout)
+        fn = self.connection(a.endpoint).callable(a.rpc)
+        return StreamBase(fn() if a.rpc.bidi else fn(a.request), a.idle_timeout)
+
+    async def _send(self, a: plans.Send) -> Any:
+        stream: StreamBase = a.stream  # type: ignore[assignment]
+        try:
+            await stream.call.write(a.message)
+        except asyncio.InvalidStateError:
+            return Failure("UNAVAILABLE", "the stream has ended")
+        except asyncio.CancelledError:
+            return _own_cancel(stream)
+        except grpc.RpcError as e:
+            return stream.failure(e)
+        return None
 
     async def _recv(self, a: Recv) -> Any:
         stream: StreamBase = a.stream  # type: ignore[assignment]
+        timeout = stream.idle if a.timeout is None else a.timeout
         try:
-            if stream.idle is None:
+            if timeout is None:
                 message = await stream.call.read()
             else:
-                message = await asyncio.wait_for(stream.call.read(), stream.idle)
+                message = await asyncio.wait_for(stream.call.read(), timeout)
         except TimeoutError:
+            stream.idle = timeout
             stream.expire()
             return stream.failure(None)
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not stream.cancelled or (task is not None and task.cancelling()):
-                raise
-            return stream.failure(None)  # grpc.aio reports our own cancel() this way
+            return _own_cancel(stream)
         except grpc.RpcError as e:
             return stream.failure(e)
         return END if message is grpc.aio.EOF else message
 
+    async def _spawn(self, a: plans.Spawn) -> transport.Runner:
+        task = asyncio.get_running_loop().create_task(self._background(a), name=a.name)
+        a.feed.wakeup = task.cancel
+        return transport.Runner(a.feed, task)
+
+    async def _background(self, a: plans.Spawn) -> None:
+        try:
+            async for item in self.iterate(a.plan):
+                a.deliver(item)
+        except asyncio.CancelledError:
+            if not a.feed.cancelled:
+                raise
+        except Exception as e:
+            a.deliver(e)
+
+    async def _stop(self, a: plans.Stop) -> None:
+        runner: transport.Runner = a.runner
+        runner.feed.cancel()
+        if runner.worker is not asyncio.current_task():
+            await asyncio.wait({runner.worker}, timeout=a.timeout)
+
+    def new_event(self) -> asyncio.Event:
+        return asyncio.Event()
+
+    async def wait(self, event: asyncio.Event, timeout: float | None) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        return event.is_set()
+
+    def dispatch(self, callback: Callable[[Any], Any], arg: Any) -> None:
+        try:
+            result = callback(arg)
+        except Exception:
+            log.exception("callback %r failed", callback)
+            return
+        if inspect.isawaitable(result):
+            future = asyncio.ensure_future(result)
+            self._callbacks.add(future)
+            future.add_done_callback(self._callback_done)
+
+    def _callback_done(self, future: asyncio.Future[Any]) -> None:
+        self._callbacks.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("callback failed", exc_info=future.exception())
+
     async def close(self) -> None:
         for conn in self._take_connections():
             await conn.channel.close()
+
+
+def _own_cancel(stream: StreamBase) -> Failure:
+    """grpc.aio reports our own ``cancel()`` of a stream as a CancelledError: a failure of the
+    stream, unless the task itself is being cancelled (then re-raise)."""
+    task = asyncio.current_task()
+    if not stream.cancelled or (task is not None and task.cancelling()):
+        raise  # the CancelledError the caller is handling
+    return stream.failure(None)
 
 
 async def _maybe_await(result: Any) -> None:
@@ -213,7 +295,7 @@ class Watch(WatchBase[I]):
 
 
 class Client(ClientBase[Coroutine[Any, Any, TxnResult], AsyncIterator[KeyValue],
-                        Watch[WatchEvent], Watch[ClusterEvent]]):
+                        Watch[WatchEvent], Watch[ClusterEvent], Watch[ServiceEvent]]):
     """An asyncio Confer client. Use it as an async context manager, or await
     :meth:`close`::
 

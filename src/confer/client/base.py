@@ -21,9 +21,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from types import MethodType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-from confer.client import calls, plans
-from confer.client.models import ClusterEvent, WatchEvent
-from confer.client.plans import Call, Feed, KeyFeed
+from confer.client import calls, coord, plans
+from confer.client.models import ClusterEvent, ServiceEvent, WatchEvent
+from confer.client.plans import Call, Feed, KeyFeed, ServiceFeed
 from confer.client.policy import Core, Options
 from confer.client.transport import CHANNEL_OPTIONS
 from confer.client.txn import Txn
@@ -43,6 +43,8 @@ CommitT = TypeVar("CommitT")
 ScanT = TypeVar("ScanT")
 WatchT = TypeVar("WatchT")
 ClusterWatchT = TypeVar("ClusterWatchT")
+ServiceWatchT = TypeVar("ServiceWatchT")
+HandleT = TypeVar("HandleT", bound=coord.Handle)
 
 
 class ClientMethod(Generic[P, T]):
@@ -92,7 +94,7 @@ class ClientMethod(Generic[P, T]):
         return method
 
 
-class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT]):
+class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
     """Every method of ``confer.Client`` and ``confer.aio.Client``.
 
     Args:
@@ -156,6 +158,11 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT]):
     member_remove = ClientMethod(calls.member_remove)
     member_promote = ClientMethod(calls.member_promote)
     transfer_leadership = ClientMethod(calls.transfer_leadership)
+    lease_grant = ClientMethod(calls.lease_grant)
+    lease_revoke = ClientMethod(calls.lease_revoke)
+    lease_time_to_live = ClientMethod(calls.lease_time_to_live)
+    lease_list = ClientMethod(calls.lease_list)
+    discover = ClientMethod(calls.discover)
 
     # -- builders and streams ---------------------------------------------------------------------
     def txn(self, *, timeout: float | None = None) -> Txn[CommitT]:
@@ -233,6 +240,109 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT]):
         feed = plans.ClusterFeed()
         self._feeds.add(feed)
         return self._watch(feed, None, callback, on_error)  # type: ignore[no-any-return]
+
+    # -- coordination -----------------------------------------------------------------------------
+    def lease(self, ttl: int = 10, *, id: int = 0) -> coord.Lease:
+        """Grant a lease and keep it alive in the background (a thread; with
+        ``confer.aio.Client``, a task) until it is closed or lost. See :class:`Lease`.
+
+        ``confer.Client`` grants it before returning; with ``confer.aio.Client``, ``await``
+        the Lease (or enter it with ``async with``). As a context manager, it is revoked on
+        exit::
+
+            with client.lease(10) as lease:
+                client.put("/workers/w1", b"busy", lease=lease.id)
+                lease.on_lost(lambda error: print("lost:", error))
+
+        Args:
+            ttl: the TTL in seconds (raised to the cluster's minimum).
+            id: the lease id to use (0: the cluster chooses).
+        """
+        return self._begin(coord.Lease(self, ttl, id))
+
+    def lease_keep_alive(self, id: int) -> coord.Lease:
+        """Keep an existing lease alive in the background (as :meth:`lease`); closing the
+        handle stops the keep-alive but does not revoke the lease (``revoke()`` does).
+
+        Raises:
+            NotFound: there is no such lease (raised when the handle starts).
+        """
+        return self._begin(coord.Lease(self, 0, id, owned=False))
+
+    def lock(self, name: str, ttl: int = 10, *, lease: coord.Lease | None = None,
+             timeout: float | None = None) -> coord.Lock:
+        """A distributed lock named ``name`` (a path, e.g. ``/locks/db``); acquired by
+        ``with`` (``async with``) or ``acquire()``, released on exit. See :class:`Lock`::
+
+            with client.lock("/locks/db", ttl=10) as lock:
+                client.txn().if_(lock.guard).then(Op.put("/db/x", b"1")).commit()
+
+        Args:
+            name: the lock's name.
+            ttl: the TTL of the lock's own lease, kept alive while held: if the holder dies,
+                the lock is released within about this long.
+            lease: hold the lock with this (started) Lease instead of an own one.
+            timeout: how long acquiring may wait (``None``: for ever).
+        """
+        return coord.Lock(self, name, ttl, lease, timeout)
+
+    def election(self, name: str, ttl: int = 10, *, lease: coord.Lease | None = None
+                 ) -> coord.Election:
+        """A leader election named ``name`` (a path): ``campaign(value)``,
+        ``proclaim(value)``, ``leader()``, ``observe()``, ``resign()``. See
+        :class:`Election`.
+
+        Args:
+            name: the election's name.
+            ttl: the TTL of the candidate's own lease (kept alive while campaigning and
+                leading).
+            lease: campaign with this (started) Lease instead of an own one.
+        """
+        return coord.Election(self, name, ttl, lease)
+
+    def register(self, service: str, instance_id: str, address: str,
+                 metadata: dict[str, Any] | None = None, ttl: int = 10) -> coord.Registration:
+        """Register an instance of ``service`` for discovery: put
+        ``/services/<service>/<instance_id>`` = ``{"address": ..., "metadata": {...}}`` (JSON)
+        with a lease kept alive in the background. Close the Registration (or leave its
+        ``with`` block) to deregister; if the process dies, the instance disappears within
+        ``ttl`` seconds. ``confer.Client`` registers before returning; with
+        ``confer.aio.Client``, ``await`` it (or use ``async with``).
+
+        Args:
+            service: the service name (one path segment).
+            instance_id: unique within the service (one path segment), e.g. ``host:port``.
+            address: where clients reach the instance.
+            metadata: JSON-serializable details (version, zone...).
+            ttl: the lease's TTL in seconds.
+        """
+        return self._begin(coord.Registration(self, service, instance_id, address, metadata,
+                                              ttl))
+
+    def watch_service(self, service: str, *, current: bool = True,
+                      callback: Callable[[ServiceEvent], Any] | None = None,
+                      on_error: Callable[[BaseException], Any] | None = None
+                      ) -> ServiceWatchT:
+        """Watch the instances of ``service``: a Watch of :class:`ServiceEvent` s (JOIN,
+        UPDATE, LEAVE with the :class:`Instance`), used like :meth:`watch`. With ``current``,
+        a JOIN for every live instance comes first. Like any watch, it survives member
+        failures with nothing lost or repeated."""
+        keepalive = self._core.options.watch_keepalive
+        idle = 2 * keepalive + 1.0 if keepalive > 0 else None
+        feed = ServiceFeed(service, current, max(keepalive, 0))
+        self._feeds.add(feed)
+        return self._watch(feed, idle, callback, on_error)  # type: ignore[no-any-return]
+
+    def _new_lease(self, ttl: int) -> coord.Lease:
+        """A Lease handle, not started yet."""
+        return coord.Lease(self, ttl)
+
+    def _begin(self, handle: HandleT) -> HandleT:
+        """Enter a handle now with the blocking client; the asyncio client's caller awaits
+        it (or enters it with ``async with``)."""
+        if not self._io.asynchronous:
+            self._io.run(handle._enter_plan())
+        return handle
 
     def _closing(self) -> None:
         """Refuse new calls and end the client's watches (quietly), before the channels

@@ -11,14 +11,20 @@ included (default: the client's ``timeout``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from confer.client import protocol
-from confer.client.errors import InvalidArgument
+from confer.client.errors import ConferError, InvalidArgument, LeaseLost, NotFound
 from confer.client.models import (
     ChildrenResult,
     DeleteResult,
+    Instance,
     KeyValue,
+    LeaseGrantResult,
+    LeaseRevokeResult,
+    LeaseStatus,
+    LeaseTimeToLive,
     ListResult,
     Member,
     MemberAddResult,
@@ -27,13 +33,18 @@ from confer.client.models import (
 )
 from confer.client.plans import Call
 from confer.client.policy import Retry
-from confer.v1 import kv_pb2
+from confer.v1 import coord_pb2, kv_pb2
 
 __all__ = [
     "children",
     "compact",
     "delete",
+    "discover",
     "get",
+    "lease_grant",
+    "lease_list",
+    "lease_revoke",
+    "lease_time_to_live",
     "list",
     "member_add",
     "member_list",
@@ -44,7 +55,7 @@ __all__ = [
     "transfer_leadership",
 ]
 
-_READ, _CONVERGENT, _ONCE = Retry.READ, Retry.CONVERGENT, Retry.ONCE
+_READ, _CONVERGENT, _ONCE, _WAIT = Retry.READ, Retry.CONVERGENT, Retry.ONCE, Retry.WAIT
 
 
 def get(path: str, revision: int = 0, serializable: bool = False, *,
@@ -264,3 +275,154 @@ def list_page(path: str, recursive: bool, page_size: int, revision: int, keys_on
                     serializable, timeout=timeout)
 
     return page
+
+
+# -- leases and service discovery -------------------------------------------------------------
+def lease_grant(ttl: int, id: int = 0, *, timeout: float | None = None
+                ) -> Call[LeaseGrantResult]:
+    """Create a lease (see also ``lease()``, which also keeps it alive).
+
+    A grant with ``id=0`` is retried when its outcome is unknown: a lease granted by a lost
+    attempt has no keys and simply expires after its TTL. A grant with a chosen ``id`` is
+    never retried once its outcome is unknown (OutcomeUnknown).
+
+    Args:
+        ttl: time to live in seconds (1 to 9,000,000,000); raised to the cluster's minimum
+            (1.5 election timeouts, rounded up to whole seconds).
+        id: the lease id to use (0: the cluster chooses).
+
+    Returns:
+        The lease id, the TTL granted and the revision of the grant.
+
+    Raises:
+        InvalidArgument: a TTL out of range. AlreadyExists: ``id`` is in use.
+    """
+    _check_int(ttl, "lease ttl")
+    _check_int(id, "lease id")
+    request = coord_pb2.LeaseGrantRequest(ttl=ttl, id=id)
+    return Call(f"LeaseGrant {ttl}s" + (f" {id}" if id else ""), protocol.LEASE_GRANT, request,
+                _CONVERGENT if id == 0 else _ONCE,
+                lambda resp, _: protocol.lease_grant_result(resp), timeout)
+
+
+def lease_revoke(id: int, *, timeout: float | None = None) -> Call[LeaseRevokeResult]:
+    """Revoke a lease: delete it and every key attached to it, in one revision.
+
+    Retried when its outcome is unknown; if the retry finds the lease gone (the lost attempt
+    revoked it), the result says ``revision == 0, deleted == 0``.
+
+    Raises:
+        NotFound: there is no such lease (it expired, or was revoked already).
+    """
+    _check_int(id, "lease id")
+    return Call(f"LeaseRevoke {id}", protocol.LEASE_REVOKE, coord_pb2.LeaseRevokeRequest(id=id),
+                _CONVERGENT, lambda resp, _: protocol.lease_revoke_result(resp), timeout,
+                settle=_revoked_before)
+
+
+def lease_time_to_live(id: int, keys: bool = False, *, timeout: float | None = None
+                       ) -> Call[LeaseTimeToLive | None]:
+    """A lease's remaining time, from the leader's clock.
+
+    Args:
+        id: the lease.
+        keys: also list the keys attached to it.
+
+    Returns:
+        ``LeaseTimeToLive(id, ttl, remaining, granted_ttl, keys)``, or ``None`` when there is
+        no such lease.
+    """
+    _check_int(id, "lease id")
+    return Call(f"LeaseTimeToLive {id}", protocol.LEASE_TIME_TO_LIVE,
+                coord_pb2.LeaseTimeToLiveRequest(id=id, keys=keys), _READ,
+                lambda resp, _: protocol.lease_ttl_result(resp), timeout)
+
+
+def lease_list(*, timeout: float | None = None) -> Call[tuple[LeaseStatus, ...]]:
+    """Every lease, by id: ``LeaseStatus(id, granted_ttl)`` (linearizable)."""
+    return Call("LeaseList", protocol.LEASE_LEASES, coord_pb2.LeaseLeasesRequest(), _READ,
+                lambda resp, _: protocol.leases_result(resp), timeout)
+
+
+def discover(service: str, *, timeout: float | None = None) -> Call[list[Instance]]:
+    """The live instances of a service: every instance registered (with ``register()``) at
+    ``/services/<service>/<id>`` whose lease is alive, by id.
+
+    Returns:
+        A list of ``Instance(id, address, metadata, revision)``.
+    """
+    prefix = protocol.service_prefix(service)
+    return Call(f"Discover {service}", protocol.RANGE,
+                kv_pb2.RangeRequest(path=prefix, recursive=True), _READ,
+                lambda resp, _: protocol.instances_result(resp, prefix), timeout)
+
+
+def _check_int(value: object, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"invalid {what} {value!r}: must be an int")
+
+
+def _revoked_before(error: ConferError, unknown: bool) -> LeaseRevokeResult:
+    """A revocation retried after an unknown outcome that finds the lease gone: done."""
+    if isinstance(error, NotFound) and unknown:
+        return LeaseRevokeResult(0, 0)
+    raise error
+
+
+# -- the building blocks of locks and elections (used by their handles) ------------------------
+def _wait_timeout(timeout: float | None) -> float:
+    """A waiting call's deadline: ``None`` means no deadline."""
+    return math.inf if timeout is None else timeout
+
+
+def lock(name: str, lease: int, timeout: float | None,
+         lease_lost: Callable[[], LeaseLost | None]) -> Call[coord_pb2.LockResponse]:
+    """``Lock``: wait until ``lease`` holds the lock ``name``. Retried (with the same lease
+    the server reuses the waiting key) until ``timeout`` (``None``: no deadline), unless
+    ``lease_lost()`` tells that the lease is gone."""
+    return Call(f"Lock {name}", protocol.LOCK,
+                coord_pb2.LockRequest(name=protocol.check_path(name), lease=lease), _WAIT,
+                lambda resp, _: resp, _wait_timeout(timeout), abort=lease_lost)
+
+
+def unlock(key: str, *, timeout: float | None = None) -> Call[None]:
+    """``Unlock``: delete a lock's owner key (nothing happens if it is gone)."""
+    return Call(f"Unlock {key}", protocol.UNLOCK, coord_pb2.UnlockRequest(key=key), _CONVERGENT,
+                lambda resp, _: None, timeout)
+
+
+def campaign(name: str, lease: int, value: bytes | str, timeout: float | None,
+             lease_lost: Callable[[], LeaseLost | None]) -> Call[coord_pb2.CampaignResponse]:
+    """``Campaign``: wait until elected; retried like :func:`lock`."""
+    request = coord_pb2.CampaignRequest(name=protocol.check_path(name), lease=lease,
+                                        value=protocol.as_bytes(value))
+    return Call(f"Campaign {name}", protocol.CAMPAIGN, request, _WAIT, lambda resp, _: resp,
+                _wait_timeout(timeout), abort=lease_lost)
+
+
+def proclaim(leader: coord_pb2.LeaderKey, value: bytes | str, *,
+             timeout: float | None = None) -> Call[int]:
+    """``Proclaim``: set the leader's value; returns the revision. Repeating it converges
+    (the same key, revision and lease), so it is retried."""
+    request = coord_pb2.ProclaimRequest(leader=leader, value=protocol.as_bytes(value))
+    return Call(f"Proclaim {leader.name}", protocol.PROCLAIM, request, _CONVERGENT,
+                lambda resp, _: int(resp.header.revision), timeout)
+
+
+def election_leader(name: str, *, timeout: float | None = None) -> Call[KeyValue | None]:
+    """``Leader``: the current leader's key, or None when there is none."""
+    return Call(f"Leader {name}", protocol.LEADER,
+                coord_pb2.LeaderRequest(name=protocol.check_path(name)), _READ,
+                lambda resp, _: protocol.key_value(resp.kv), timeout, settle=_no_leader)
+
+
+def resign(leader: coord_pb2.LeaderKey, *, timeout: float | None = None) -> Call[None]:
+    """``Resign``: delete the leader key if it still leads (repeating it converges)."""
+    return Call(f"Resign {leader.name}", protocol.RESIGN, coord_pb2.ResignRequest(leader=leader),
+                _CONVERGENT, lambda resp, _: None, timeout)
+
+
+def _no_leader(error: ConferError, unknown: bool) -> None:
+    if isinstance(error, NotFound):
+        return None
+    raise error

@@ -15,8 +15,10 @@ transport's message)::
     │   └── FutureRevision    ... it is newer than the store's current revision
     ├── Unavailable           no endpoint could serve the call in time: definitely not applied
     ├── OutcomeUnknown        a write may or may not have been applied
-    ├── DeadlineExceeded      a read ran out of time
-    └── ClientClosed          the client was closed
+    ├── DeadlineExceeded      a read, or waiting for a lock or an election, ran out of time
+    ├── ClientClosed          the client was closed
+    └── Lost                  a lock, leadership or registration ended while held
+        └── LeaseLost         ... because its lease ended or could not be renewed in time
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ __all__ = [
     "FailedPrecondition",
     "FutureRevision",
     "InvalidArgument",
+    "LeaseLost",
+    "Lost",
     "NotFound",
     "OutcomeUnknown",
     "RevisionUnavailable",
@@ -107,11 +111,32 @@ class OutcomeUnknown(ConferError):
 
 
 class DeadlineExceeded(ConferError):
-    """A read (or another call with no side effect) did not complete before its deadline."""
+    """A read (or another call with no side effect) did not complete before its deadline; or
+    a lock or an election was not won within its timeout (its lease was then given up)."""
 
 
 class ClientClosed(ConferError):
     """The client was closed; no call can be made with it any more."""
+
+
+class Lost(ConferError):
+    """Something held (a lease, a lock, a leadership, a service registration) is gone: its key
+    was deleted, or (:class:`LeaseLost`) its lease ended. Whoever relied on it must stop acting
+    on it."""
+
+
+class LeaseLost(Lost):
+    """A lease ended: it was revoked or expired, or no renewal was acknowledged within its TTL
+    (counted from when the last acknowledged renewal was sent), so it may have expired.
+
+    Attributes:
+        lease_id: the lease.
+    """
+
+    def __init__(self, lease_id: int, message: str, *, code: str | None = None,
+                 details: str = "") -> None:
+        super().__init__(message, code=code, details=details)
+        self.lease_id = lease_id
 
 
 _COMPACT_REVISION = re.compile(r"compact(?:ed)? revision[ :=]*(\d+)", re.IGNORECASE)

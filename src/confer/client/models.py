@@ -4,7 +4,8 @@ asyncio client. They are plain values built from the protobuf responses."""
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "ChildrenResult",
@@ -12,11 +13,18 @@ __all__ = [
     "ClusterEventType",
     "DeleteResult",
     "EventType",
+    "Instance",
     "KeyValue",
+    "LeaseGrantResult",
+    "LeaseRevokeResult",
+    "LeaseStatus",
+    "LeaseTimeToLive",
     "ListResult",
     "Member",
     "MemberAddResult",
     "PutResult",
+    "ServiceEvent",
+    "ServiceEventType",
     "Status",
     "TxnResult",
     "WatchEvent",
@@ -237,3 +245,107 @@ class Status:
     version: str
     is_learner: bool
     role: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrantResult:
+    """The outcome of :meth:`lease_grant`.
+
+    Attributes:
+        id: the lease id (chosen by the cluster when 0 was asked for).
+        ttl: the TTL granted, in seconds: the one asked for, or the cluster's minimum if that
+            is larger.
+        revision: the store revision when the grant was applied.
+    """
+
+    id: int
+    ttl: int
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevokeResult:
+    """The outcome of :meth:`lease_revoke`.
+
+    Attributes:
+        revision: the revision that deleted the lease's keys (the store revision when it had
+            none; 0 when a retried revocation found the lease already gone).
+        deleted: how many keys the revocation deleted.
+    """
+
+    revision: int
+    deleted: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTimeToLive:
+    """A lease's remaining life, from :meth:`lease_time_to_live` (the leader's clock).
+
+    Attributes:
+        id: the lease id.
+        ttl: remaining whole seconds, rounded down.
+        remaining: remaining seconds, with millisecond precision.
+        granted_ttl: the TTL the lease was granted with.
+        keys: the keys attached to it, sorted (only when asked for with ``keys=True``).
+    """
+
+    id: int
+    ttl: int
+    remaining: float
+    granted_ttl: int
+    keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseStatus:
+    """One lease of :meth:`lease_list`: its id and granted TTL (seconds)."""
+
+    id: int
+    granted_ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """A live instance of a service (service discovery).
+
+    Registered at ``/services/<service>/<id>`` with the JSON value
+    ``{"address": ..., "metadata": {...}}``, attached to the instance's lease.
+
+    Attributes:
+        id: the instance id, unique within its service (one path segment).
+        address: where to reach it, e.g. ``"10.0.0.7:8080"``.
+        metadata: free-form JSON-compatible details (version, zone...).
+        revision: the revision of its registration (the key's ``mod_revision``).
+    """
+
+    id: str
+    address: str
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
+    revision: int = 0
+
+
+class ServiceEventType(enum.Enum):
+    """What happened to an instance of a watched service."""
+
+    JOIN = "JOIN"
+    """The instance registered (or was live when the watch started)."""
+    UPDATE = "UPDATE"
+    """A live instance registered again with another address or metadata."""
+    LEAVE = "LEAVE"
+    """The instance deregistered, or its lease ended (its process died)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEvent:
+    """A change of a service's instances, from :meth:`watch_service`.
+
+    Attributes:
+        type: JOIN, UPDATE or LEAVE.
+        instance: the instance; for LEAVE, as it was last seen.
+        revision: the store revision of the change; for the JOINs of the instances that were
+            live when the watch started, the revision they were read at.
+    """
+
+    type: ServiceEventType
+    instance: Instance
+    revision: int

@@ -16,9 +16,12 @@ The rules:
   the attempt timed out, UNKNOWN). Reads retry both kinds; ``put`` and ``delete`` too, since
   repeating them converges to the same key state; a transaction, a compaction or a membership
   change retries only *not applied* failures and raises :class:`OutcomeUnknown` at once on an
-  unknown one.
+  unknown one. Calls that wait on the server (``Lock``, ``Campaign``) converge too when
+  repeated with the same lease, and each attempt gets all the remaining time.
 * **When.** Exponential backoff with jitter between attempts, all within the call's deadline;
   when the next attempt could not start before the deadline, the call gives up.
+* **Keeping a lease alive** (:class:`Renewal`): renew every TTL/3, counted from when the last
+  acknowledged renewal was sent; presume the lease lost once TTL has passed since then.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ __all__ = [
     "Failure",
     "Options",
     "Outcome",
+    "Renewal",
     "Retry",
     "Router",
     "classify",
@@ -61,6 +65,10 @@ class Retry(enum.Enum):
     """``put``/``delete``: retry even when the outcome is unknown; repeating converges."""
     ONCE = "once"
     """Txn, compact, member changes: retry only when the failure proves nothing was applied."""
+    WAIT = "wait"
+    """``Lock``, ``Campaign``: the server holds the call until its turn comes. Retried like
+    CONVERGENT (the same lease reuses its key), but each attempt gets all the remaining time:
+    giving up an attempt early would give up the caller's place in the queue."""
 
 
 class Outcome(enum.Enum):
@@ -313,7 +321,8 @@ class Attempts:
         """The timeout of the next attempt: the remaining time, or for calls that may be
         retried after a timeout, half of it (at least ``min_attempt_timeout``)."""
         remaining = self.deadline - self.core.clock()
-        if self.retry is Retry.ONCE or len(self.core.router.endpoints) == 1 or self.pinned:
+        if (self.retry in (Retry.ONCE, Retry.WAIT) or len(self.core.router.endpoints) == 1
+                or self.pinned):
             return max(remaining, 0.001)
         return max(min(remaining, max(self.core.options.min_attempt_timeout, remaining / 2)),
                    0.001)
@@ -366,3 +375,54 @@ class Attempts:
             return DeadlineExceeded(message, code=last.code, details=last.details)
         return Unavailable(message, code=last.code, details=last.details)
 
+
+
+class Renewal:
+    """When to renew one lease, how long to wait for each answer, and when to presume the lease
+    lost. Times are the client's monotonic clock.
+
+    The cluster guarantees that a lease lives at least TTL seconds after the leader received
+    the last renewal it acknowledged, so at least TTL after the client *sent* it: that is the
+    :attr:`deadline` until which the client knows the lease lives. Renewals go out every TTL/3
+    after that send time; a renewal that fails is retried (another endpoint, backoff) until
+    the deadline, when the lease is presumed lost.
+
+    Attributes:
+        ttl: the granted TTL, in seconds.
+        last_sent: when the last acknowledged renewal (or the grant) was sent.
+        deadline: until when the lease surely lives (``last_sent + ttl`` after a renewal).
+        renewals: how many renewals were acknowledged.
+    """
+
+    __slots__ = ("deadline", "last_sent", "renewals", "ttl")
+
+    def __init__(self, ttl: float, sent: float, deadline: float | None = None) -> None:
+        self.ttl = ttl
+        self.last_sent = sent
+        self.deadline = sent + ttl if deadline is None else deadline
+        self.renewals = 0
+
+    def due(self) -> float:
+        """When the next renewal should be sent."""
+        return min(self.last_sent + self.ttl / 3, self.deadline)
+
+    def acknowledged(self, sent: float, ttl: float) -> None:
+        """A renewal sent at ``sent`` was acknowledged with ``ttl``."""
+        self.ttl = ttl
+        if sent >= self.last_sent:
+            self.last_sent = sent
+            self.deadline = max(self.deadline, sent + ttl)
+        self.renewals += 1
+
+    def expired(self, now: float) -> bool:
+        """Whether the lease may have expired: the deadline passed with no renewal."""
+        return now >= self.deadline
+
+    def answer_timeout(self, now: float, min_timeout: float) -> float:
+        """How long to wait for the answer to a renewal sent now before trying another
+        endpoint: TTL/3 (at least ``min_timeout``), but never past the deadline."""
+        return max(0.001, min(max(min_timeout, self.ttl / 3), self.deadline - now))
+
+    def budget(self, now: float) -> float:
+        """The time left to renew (for the retry :class:`Attempts` of a broken stream)."""
+        return max(self.deadline - now, 0.001)

@@ -3,6 +3,7 @@ responses to the client's models. Only the generated ``confer.v1`` modules are u
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,12 @@ from confer.client.models import (
     ClusterEventType,
     DeleteResult,
     EventType,
+    Instance,
     KeyValue,
+    LeaseGrantResult,
+    LeaseRevokeResult,
+    LeaseStatus,
+    LeaseTimeToLive,
     ListResult,
     Member,
     MemberAddResult,
@@ -23,7 +29,7 @@ from confer.client.models import (
     TxnResult,
     WatchEvent,
 )
-from confer.v1 import confer_pb2, kv_pb2
+from confer.v1 import confer_pb2, coord_pb2, kv_pb2
 
 __all__ = ["RPCS", "Rpc"]
 
@@ -33,6 +39,11 @@ class Rpc:
     """One gRPC method: its full path and how to (de)serialize its messages.
 
     The I/O layers turn an ``Rpc`` into a cached multi-callable per channel.
+
+    Attributes:
+        streaming: the server streams its responses.
+        bidi: the client streams its requests too (a :class:`~confer.client.plans.Send` per
+            request); implies ``streaming``.
     """
 
     name: str
@@ -40,12 +51,14 @@ class Rpc:
     serialize: Callable[[Any], bytes]
     deserialize: Callable[[bytes], Any]
     streaming: bool = False
+    bidi: bool = False
 
 
-def _rpc(service: str, method: str, request: Any, response: Any, streaming: bool = False) -> Rpc:
+def _rpc(service: str, method: str, request: Any, response: Any, streaming: bool = False,
+         bidi: bool = False) -> Rpc:
     """An :class:`Rpc` of the ``confer.v1`` package."""
     return Rpc(method, f"/confer.v1.{service}/{method}", request.SerializeToString,
-               response.FromString, streaming)
+               response.FromString, streaming or bidi, bidi)
 
 
 RANGE = _rpc("KV", "Range", kv_pb2.RangeRequest, kv_pb2.RangeResponse)
@@ -67,10 +80,29 @@ TRANSFER_LEADERSHIP = _rpc("Cluster", "TransferLeadership", kv_pb2.TransferLeade
                            kv_pb2.StatusResponse)
 WATCH_CLUSTER = _rpc("ConferService", "WatchCluster", confer_pb2.Empty,
                      confer_pb2.ClusterUpdate, streaming=True)
+LEASE_GRANT = _rpc("Lease", "Grant", coord_pb2.LeaseGrantRequest, coord_pb2.LeaseGrantResponse)
+LEASE_REVOKE = _rpc("Lease", "Revoke", coord_pb2.LeaseRevokeRequest,
+                    coord_pb2.LeaseRevokeResponse)
+LEASE_KEEP_ALIVE = _rpc("Lease", "KeepAlive", coord_pb2.LeaseKeepAliveRequest,
+                        coord_pb2.LeaseKeepAliveResponse, bidi=True)
+LEASE_TIME_TO_LIVE = _rpc("Lease", "TimeToLive", coord_pb2.LeaseTimeToLiveRequest,
+                          coord_pb2.LeaseTimeToLiveResponse)
+LEASE_LEASES = _rpc("Lease", "Leases", coord_pb2.LeaseLeasesRequest,
+                    coord_pb2.LeaseLeasesResponse)
+LOCK = _rpc("Lock", "Lock", coord_pb2.LockRequest, coord_pb2.LockResponse)
+UNLOCK = _rpc("Lock", "Unlock", coord_pb2.UnlockRequest, coord_pb2.UnlockResponse)
+CAMPAIGN = _rpc("Election", "Campaign", coord_pb2.CampaignRequest, coord_pb2.CampaignResponse)
+PROCLAIM = _rpc("Election", "Proclaim", coord_pb2.ProclaimRequest, coord_pb2.ProclaimResponse)
+LEADER = _rpc("Election", "Leader", coord_pb2.LeaderRequest, coord_pb2.LeaderResponse)
+OBSERVE = _rpc("Election", "Observe", coord_pb2.LeaderRequest, coord_pb2.LeaderResponse,
+               streaming=True)
+RESIGN = _rpc("Election", "Resign", coord_pb2.ResignRequest, coord_pb2.ResignResponse)
 
 RPCS: tuple[Rpc, ...] = (RANGE, CHILDREN, PUT, DELETE, TXN, COMPACT, WATCH, STATUS, MEMBER_LIST,
                          MEMBER_ADD, MEMBER_REMOVE, MEMBER_PROMOTE, TRANSFER_LEADERSHIP,
-                         WATCH_CLUSTER)
+                         WATCH_CLUSTER, LEASE_GRANT, LEASE_REVOKE, LEASE_KEEP_ALIVE,
+                         LEASE_TIME_TO_LIVE, LEASE_LEASES, LOCK, UNLOCK, CAMPAIGN, PROCLAIM,
+                         LEADER, OBSERVE, RESIGN)
 """Every RPC the client calls."""
 
 
@@ -210,3 +242,81 @@ def cluster_event(u: confer_pb2.ClusterUpdate) -> ClusterEvent | None:
     if kind == "member_promoted":
         return ClusterEvent(ClusterEventType.MEMBER_PROMOTED, u.member_promoted)
     return None
+
+
+# -- coordination -----------------------------------------------------------------------------
+def lease_grant_result(resp: coord_pb2.LeaseGrantResponse) -> LeaseGrantResult:
+    """The answer of ``lease_grant``."""
+    return LeaseGrantResult(resp.id, resp.ttl, resp.header.revision)
+
+
+def lease_revoke_result(resp: coord_pb2.LeaseRevokeResponse) -> LeaseRevokeResult:
+    """The answer of ``lease_revoke``."""
+    return LeaseRevokeResult(resp.header.revision, resp.deleted)
+
+
+def lease_ttl_result(resp: coord_pb2.LeaseTimeToLiveResponse) -> LeaseTimeToLive | None:
+    """The answer of ``lease_time_to_live``: None when there is no such lease (TTL -1)."""
+    if resp.ttl < 0:
+        return None
+    return LeaseTimeToLive(resp.id, resp.ttl, resp.remaining_ms / 1000, resp.granted_ttl,
+                           tuple(resp.keys))
+
+
+def leases_result(resp: coord_pb2.LeaseLeasesResponse) -> tuple[LeaseStatus, ...]:
+    """The answer of ``lease_list``."""
+    return tuple(LeaseStatus(s.id, s.granted_ttl) for s in resp.leases)
+
+
+def check_segment(value: object, what: str) -> str:
+    """A service name or instance id: a non-empty string that is one path segment."""
+    if not isinstance(value, str) or not value or "/" in value or value in (".", ".."):
+        raise InvalidArgument(f"invalid {what} {value!r}: must be a non-empty string without "
+                              "'/' (one path segment)")
+    return value
+
+
+SERVICES = "/services"
+"""Where service discovery registers instances: ``/services/<service>/<instance id>``."""
+
+
+def service_prefix(service: str) -> str:
+    """``/services/<service>``."""
+    return f"{SERVICES}/{check_segment(service, 'service name')}"
+
+
+def instance_value(address: str, metadata: dict[str, Any] | None) -> bytes:
+    """The registration value: ``{"address": ..., "metadata": {...}}`` as JSON."""
+    if not isinstance(address, str) or not address:
+        raise InvalidArgument(f"invalid address {address!r}: must be a non-empty string")
+    try:
+        return json.dumps({"address": address, "metadata": dict(metadata or {})},
+                          sort_keys=True, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as e:
+        raise InvalidArgument(f"metadata of {address}: not JSON-serializable: {e}") from None
+
+
+def instance(kv: KeyValue, prefix: str) -> Instance | None:
+    """The instance a key under ``prefix`` registers, or None if the key is not an instance
+    (deeper below the prefix, or the prefix itself). A value that is not the JSON object of a
+    registration is taken as the address itself (e.g. written by ``confer put``)."""
+    if not kv.path.startswith(prefix + "/"):
+        return None
+    instance_id = kv.path[len(prefix) + 1:]
+    if not instance_id or "/" in instance_id:
+        return None
+    address, metadata = kv.value.decode("utf-8", "replace"), {}
+    try:
+        doc = json.loads(kv.value)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("address"), str):
+        address = doc["address"]
+        metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    return Instance(instance_id, address, metadata, kv.mod_revision)
+
+
+def instances_result(resp: kv_pb2.RangeResponse, prefix: str) -> list[Instance]:
+    """The answer of ``discover``: the instances registered under ``prefix``, by id."""
+    found = (instance(key_value(kv), prefix) for kv in resp.kvs)
+    return [i for i in found if i is not None]

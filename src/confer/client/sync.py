@@ -7,6 +7,9 @@ performs the plans' actions with blocking gRPC. See ``docs/client.md``.
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
+import queue
 import threading
 import time
 import weakref
@@ -16,24 +19,29 @@ from typing import Any, TypeVar
 
 import grpc
 
-from confer.client import plans
+from confer.client import plans, transport
 from confer.client.base import ClientBase, WatchBase
-from confer.client.models import ClusterEvent, KeyValue, TxnResult, WatchEvent
+from confer.client.models import ClusterEvent, KeyValue, ServiceEvent, TxnResult, WatchEvent
 from confer.client.plans import END, Call, Done, Emit, Feed, Open, Plan, Recv, Sleep, Unary
 from confer.client.transport import Connection, IOBase, StreamBase, failure_of, not_connected
 
 __all__ = ["Client", "Watch"]
+
+log = logging.getLogger("confer.client")
 
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - the item type of a watch
 
 
 class _Watchdog:
-    """One thread per client that expires streams idle beyond their idle timeout."""
+    """One thread per client that expires streams idle beyond their idle timeout (or not
+    answering in time: a :class:`Recv` timeout). It wakes at the earliest deadline (at least
+    every 0.2 s), and when a stream's deadline is set (:meth:`add`)."""
 
     def __init__(self) -> None:
         self.streams: weakref.WeakSet[StreamBase] = weakref.WeakSet()
         self.stopped = threading.Event()
+        self.changed = threading.Event()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
 
@@ -44,19 +52,49 @@ class _Watchdog:
                 self.thread = threading.Thread(target=self._run, name="confer-watchdog",
                                                daemon=True)
                 self.thread.start()
+        self.changed.set()
 
     def _run(self) -> None:
-        while not self.stopped.wait(0.2):
+        while not self.stopped.is_set():
             now = time.monotonic()
             with self.lock:
-                idle = [s for s in self.streams if s.deadline < now]
-            for s in idle:
-                if not (s.cancelled or s.expired):
+                deadlines = [(s.deadline, s) for s in self.streams
+                             if not (s.cancelled or s.expired)]
+            for deadline, s in deadlines:
+                if deadline < now:
                     s.expire()
+            pending = [d for d, _ in deadlines if d >= now]
+            self.changed.wait(min([0.2, *(d - now + 0.001 for d in pending)]))
+            self.changed.clear()
 
 
 _READY = grpc.ChannelConnectivity.READY
 _FAILING = grpc.ChannelConnectivity.TRANSIENT_FAILURE
+_CLOSED = object()
+
+
+class _Requests:
+    """The requests of a blocking bidirectional stream: :class:`Send` queues them, gRPC's
+    sending thread takes them, until the stream is cancelled."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def __iter__(self) -> Iterator[Any]:
+        while (message := self.queue.get()) is not _CLOSED:
+            yield message
+
+
+class _BidiStream(StreamBase):
+    __slots__ = ("requests",)
+
+    def __init__(self, call: Any, idle: float | None, requests: _Requests) -> None:
+        super().__init__(call, idle)
+        self.requests = requests
+
+    def cancel(self) -> None:
+        super().cancel()
+        self.requests.queue.put(_CLOSED)
 
 
 class _Connection(Connection):
@@ -106,15 +144,24 @@ class _IO(IOBase):
         return grpc.insecure_channel(endpoint, options=self._options)
 
     def run(self, plan: Plan[T]) -> T:
-        """Drive a plan to its value."""
+        """Drive a plan to its value. An interruption (``KeyboardInterrupt``...) is thrown
+        into the plan, which may clean up first."""
         perform = self._perform
         action = plans.advance(plan, None)
         while type(action) is not Done:
-            action = plans.advance(plan, perform[type(action)](action))
+            try:
+                result = perform[type(action)](action)
+            except BaseException as e:
+                action = plans.interrupt(plan, e)
+            else:
+                action = plans.advance(plan, result)
         return action.value  # type: ignore[no-any-return]
 
-    def iterate(self, plan: Plan[None]) -> Iterator[Any]:
-        """Drive a plan, yielding what it emits."""
+    def iterate(self, plan: Plan[None], stop: threading.Event | None = None) -> Iterator[Any]:
+        """Drive a plan, yielding what it emits. ``stop``: its sleeps end when it is set."""
+        perform = self._perform
+        if stop is not None:
+            perform = {**perform, Sleep: lambda a: stop.wait(a.seconds)}
         with contextlib.closing(plan):
             result = None
             while type(action := plans.advance(plan, result)) is not Done:
@@ -122,14 +169,14 @@ class _IO(IOBase):
                     yield from action.items
                     result = None
                 else:
-                    result = self._perform[type(action)](action)
+                    result = perform[type(action)](action)
 
     def _unary(self, a: Unary) -> Any:
         conn: _Connection = self.connection(a.endpoint)  # type: ignore[assignment]
         if a.connect_timeout is not None and not conn.connected(a.connect_timeout):
             return not_connected(a)
         try:
-            return conn.callable(a.rpc)(a.request, timeout=a.timeout)
+            return conn.callable(a.rpc)(a.request, timeout=transport.grpc_timeout(a.timeout))
         except grpc.RpcError as e:
             return failure_of(e)
 
@@ -137,27 +184,74 @@ class _IO(IOBase):
         time.sleep(a.seconds)
 
     def _open(self, a: Open) -> StreamBase:
-        stream = StreamBase(self.connection(a.endpoint).callable(a.rpc)(a.request),
-                            a.idle_timeout)
+        fn = self.connection(a.endpoint).callable(a.rpc)
+        if a.rpc.bidi:
+            requests = _Requests()
+            stream: StreamBase = _BidiStream(fn(iter(requests)), a.idle_timeout, requests)
+        else:
+            stream = StreamBase(fn(a.request), a.idle_timeout)
         if a.idle_timeout is not None:
             stream.deadline = time.monotonic() + a.idle_timeout
             self._watchdog.add(stream)
         return stream
 
+    def _send(self, a: plans.Send) -> None:
+        a.stream.requests.queue.put(a.message)  # type: ignore[attr-defined]
+
     def _recv(self, a: Recv) -> Any:
         stream: StreamBase = a.stream  # type: ignore[assignment]
+        if a.timeout is not None:  # this answer is due within the timeout
+            stream.idle = a.timeout
+            stream.deadline = time.monotonic() + a.timeout
+            self._watchdog.add(stream)
         try:
             message = next(stream.call)
         except StopIteration:
             return END
         except grpc.RpcError as e:
             return stream.failure(e)
-        if stream.idle is not None:
+        if a.timeout is not None:
+            stream.deadline = math.inf
+        elif stream.idle is not None:
             stream.deadline = time.monotonic() + stream.idle
         return message
 
+    def _spawn(self, a: plans.Spawn) -> transport.Runner:
+        stop = threading.Event()
+        a.feed.wakeup = stop.set
+        thread = threading.Thread(target=self._background, args=(a, stop), name=a.name,
+                                  daemon=True)
+        thread.start()
+        return transport.Runner(a.feed, thread)
+
+    def _background(self, a: plans.Spawn, stop: threading.Event) -> None:
+        try:
+            for item in self.iterate(a.plan, stop):
+                a.deliver(item)
+        except Exception as e:
+            a.deliver(e)
+
+    def _stop(self, a: plans.Stop) -> None:
+        runner: transport.Runner = a.runner
+        runner.feed.cancel()
+        if runner.worker is not threading.current_thread():
+            runner.worker.join(a.timeout)
+
+    def new_event(self) -> threading.Event:
+        return threading.Event()
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        return event.wait(timeout)
+
+    def dispatch(self, callback: Callable[[Any], Any], arg: Any) -> None:
+        try:
+            callback(arg)
+        except Exception:
+            log.exception("callback %r failed", callback)
+
     def close(self) -> None:
         self._watchdog.stopped.set()
+        self._watchdog.changed.set()
         for conn in self._take_connections():
             conn.channel.close()
 
@@ -217,7 +311,7 @@ class Watch(WatchBase[I]):
 
 
 class Client(ClientBase[TxnResult, Iterator[KeyValue], Watch[WatchEvent],
-                        Watch[ClusterEvent]]):
+                        Watch[ClusterEvent], Watch[ServiceEvent]]):
     """A blocking Confer client. Use it as a context manager, or call :meth:`close`::
 
         with confer.Client(["127.0.0.1:7379", "127.0.0.1:7479"]) as client:

@@ -4,17 +4,20 @@ same multi-callable API): connections cached per endpoint, open streams, and gRP
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
-from confer.client.plans import Open, Recv, Sleep, Unary
+from confer.client.plans import Feed, Open, Recv, Send, Sleep, Spawn, Stop, Unary
 from confer.client.policy import NOT_CONNECTED, Failure
 from confer.client.protocol import Rpc
 
-__all__ = ["CHANNEL_OPTIONS", "Connection", "IOBase", "StreamBase", "failure_of"]
+__all__ = ["CHANNEL_OPTIONS", "Connection", "IOBase", "Runner", "StreamBase", "failure_of",
+           "grpc_timeout"]
 
 CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
     ("grpc.max_send_message_length", 64 << 20),
@@ -31,6 +34,11 @@ def failure_of(error: grpc.RpcError) -> Failure:
     code = error.code()
     details = error.details()
     return Failure(code.name if code is not None else "UNKNOWN", details or "")
+
+
+def grpc_timeout(timeout: float) -> float | None:
+    """A plan's timeout as gRPC takes it: ``inf`` (a call that may wait for ever) is None."""
+    return None if math.isinf(timeout) else timeout
 
 
 def not_connected(a: Unary) -> Failure:
@@ -53,7 +61,8 @@ class Connection:
         """The channel's multi-callable for ``rpc`` (made once)."""
         fn = self._callables.get(rpc.path)
         if fn is None:
-            make = self.channel.unary_stream if rpc.streaming else self.channel.unary_unary
+            make = (self.channel.stream_stream if rpc.bidi else
+                    self.channel.unary_stream if rpc.streaming else self.channel.unary_unary)
             fn = self._callables[rpc.path] = make(rpc.path, request_serializer=rpc.serialize,
                                                   response_deserializer=rpc.deserialize)
         return fn
@@ -91,21 +100,36 @@ class StreamBase:
         return failure_of(error)
 
 
+@dataclass(slots=True)
+class Runner:
+    """A plan running in the background (:class:`~confer.client.plans.Spawn`): its feed, to
+    cancel it, and the thread or task that runs it."""
+
+    feed: Feed[Any]
+    worker: Any
+
+
 class IOBase:
     """What both I/O layers share: the connection cache and the action dispatch table.
 
-    Subclasses give ``_new_channel`` and the four performers ``_unary``, ``_sleep``,
-    ``_open`` and ``_recv`` (blocking functions or coroutine functions).
+    Subclasses give ``_new_channel`` and the performers ``_unary``, ``_sleep``, ``_open``,
+    ``_send``, ``_recv``, ``_spawn`` and ``_stop`` (blocking functions or coroutine
+    functions), and for the coordination handles ``new_event``, ``wait`` and ``dispatch``.
+
+    Attributes:
+        asynchronous: whether the performers (and so ``run``) are coroutine functions.
     """
 
     connection_class: type[Connection] = Connection
+    asynchronous = False
 
     def __init__(self, channel_options: tuple[tuple[str, int | str], ...]) -> None:
         self._options = channel_options
         self._connections: dict[str, Connection] = {}
         self._lock = threading.Lock()
         self._perform: dict[type, Callable[[Any], Any]] = {
-            Unary: self._unary, Sleep: self._sleep, Open: self._open, Recv: self._recv}
+            Unary: self._unary, Sleep: self._sleep, Open: self._open, Send: self._send,
+            Recv: self._recv, Spawn: self._spawn, Stop: self._stop}
 
     def _new_channel(self, endpoint: str) -> Any:
         raise NotImplementedError
@@ -119,7 +143,34 @@ class IOBase:
     def _open(self, a: Open) -> Any:
         raise NotImplementedError
 
+    def _send(self, a: Send) -> Any:
+        raise NotImplementedError
+
     def _recv(self, a: Recv) -> Any:
+        raise NotImplementedError
+
+    def _spawn(self, a: Spawn) -> Any:
+        raise NotImplementedError
+
+    def _stop(self, a: Stop) -> Any:
+        raise NotImplementedError
+
+    def run(self, plan: Any) -> Any:
+        """Drive a plan to its value (blocking, or as a coroutine)."""
+        raise NotImplementedError
+
+    def new_event(self) -> Any:
+        """A ``threading.Event``, or an ``asyncio.Event``."""
+        raise NotImplementedError
+
+    def wait(self, event: Any, timeout: float | None) -> Any:
+        """Wait until ``event`` is set or ``timeout`` passed; whether it is set (blocking, or
+        as a coroutine)."""
+        raise NotImplementedError
+
+    def dispatch(self, callback: Callable[[Any], Any], arg: Any) -> None:
+        """Call an application callback, never letting its error escape (logged); with
+        asyncio, a coroutine it returns runs as a task."""
         raise NotImplementedError
 
     def connection(self, endpoint: str) -> Connection:

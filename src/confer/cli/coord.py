@@ -1,0 +1,385 @@
+"""Coordination commands of the `confer` CLI: leases, locks, elections, service discovery.
+
+The long-running ones (``lease keep-alive``, ``lock``, ``elect``, ``service register``) run
+until Ctrl-C or SIGTERM, then clean up (revoke, release, resign, deregister) and exit 0; if
+what they hold is lost meanwhile, they print one line on stderr and exit 3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from confer.cli.commands import Ctx, client_options, follow, print_listing, show
+from confer.cli.output import (
+    EXIT_NOT_FOUND,
+    EXIT_UNAVAILABLE,
+    fail,
+    handle_errors,
+    print_json,
+    text,
+    to_jsonable,
+)
+from confer.client import Election, Instance, KeyValue, Lock, ServiceEvent
+from confer.client.coord import Handle
+
+EXIT_LOST = EXIT_UNAVAILABLE
+"""What a command exits with when its lease, lock, leadership or registration is lost."""
+TERMINATE_GRACE = 5.0
+"""Seconds a command run under a lost lock gets between SIGTERM and SIGKILL."""
+
+
+def lease_id(value: str) -> int:
+    """A lease id in decimal or, with 0x, in hex (as lock and election keys name them)."""
+    try:
+        parsed = int(value, 0)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a lease id (decimal, or hex with 0x)"
+                                 ) from None
+    if parsed <= 0:
+        raise click.BadParameter(f"{value!r}: lease ids are positive")
+    return parsed
+
+
+class _Interrupted:
+    """Which signal ended a long-running command (SIGINT or SIGTERM)."""
+
+    signum = signal.SIGINT
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[_Interrupted]:
+    """Make SIGTERM end the command like Ctrl-C does (``KeyboardInterrupt``), so that it
+    cleans up; tell which signal it was."""
+    got = _Interrupted()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        got.signum = signal.Signals(signum)
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield got
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def until_lost(handle: Handle) -> None:
+    """Block until ``handle`` is lost (then fail with exit code 3) or interrupted."""
+    while not handle.wait_lost(0.5):
+        pass
+    fail(f"lost: {handle.error}", EXIT_LOST)
+
+
+class Printer:
+    """Prints from several threads (a watch callback and the main thread), one line at a
+    time, flushed."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.lock = threading.Lock()
+
+    def emit(self, line: str, record: dict[str, Any]) -> None:
+        with self.lock:
+            click.echo(json.dumps(to_jsonable(record)) if self.ctx.json else line)
+            sys.stdout.flush()
+
+
+def register(cli: click.Group) -> None:
+    """Attach the coordination commands to the top-level group."""
+    _lease_commands(cli)
+    _lock_command(cli)
+    _elect_command(cli)
+    _service_commands(cli)
+
+
+def _lease_commands(cli: click.Group) -> None:
+    @cli.group("lease")
+    def lease() -> None:
+        """Grant, revoke, inspect and keep alive leases."""
+
+    @lease.command("grant")
+    @click.argument("ttl", type=click.IntRange(1))
+    @click.option("--id", "id_", type=lease_id, default=None,
+                  help="Use this lease id (decimal, or hex with 0x).")
+    @client_options
+    @handle_errors
+    def lease_grant(ctx: Ctx, ttl: int, id_: int | None) -> None:
+        """Grant a lease of TTL seconds; print its id. Attach keys with `put --lease ID`."""
+        with ctx.client() as c:
+            res = c.lease_grant(ttl, id=id_ or 0)
+        show(ctx, res, f"lease {res.id} ({res.id:#x}) granted with TTL {res.ttl}s")
+
+    @lease.command("revoke")
+    @click.argument("lease", type=lease_id)
+    @client_options
+    @handle_errors
+    def lease_revoke(ctx: Ctx, lease: int) -> None:
+        """Revoke LEASE: delete it and every key attached to it."""
+        with ctx.client() as c:
+            res = c.lease_revoke(lease)
+        show(ctx, res, f"lease {lease} revoked ({res.deleted} keys deleted)")
+
+    @lease.command("ttl")
+    @click.argument("lease", type=lease_id)
+    @click.option("--keys", is_flag=True, help="Also list the keys attached to it.")
+    @client_options
+    @handle_errors
+    def lease_ttl(ctx: Ctx, lease: int, keys: bool) -> None:
+        """Show the remaining and granted TTL of LEASE (from the leader's clock)."""
+        with ctx.client() as c:
+            res = c.lease_time_to_live(lease, keys=keys)
+        if res is None:
+            fail(f"lease {lease} not found (expired, revoked or never granted)",
+                 EXIT_NOT_FOUND)
+            return
+        if ctx.json:
+            print_json(res)
+            return
+        click.echo(f"lease {res.id} ({res.id:#x}): {res.remaining:.1f}s remaining of "
+                   f"{res.granted_ttl}s")
+        for key in res.keys:
+            click.echo(key)
+
+    @lease.command("list")
+    @client_options
+    @handle_errors
+    def lease_list(ctx: Ctx) -> None:
+        """List every lease with its granted TTL."""
+        with ctx.client() as c:
+            leases = c.lease_list()
+        print_listing(ctx, leases, ["ID", "HEX", "GRANTED_TTL"],
+                      lambda s: [s.id, f"{s.id:#x}", s.granted_ttl])
+
+    @lease.command("keep-alive")
+    @click.argument("lease", type=lease_id)
+    @client_options
+    @handle_errors
+    def lease_keep_alive(ctx: Ctx, lease: int) -> None:
+        """Keep LEASE alive until Ctrl-C (the lease is not revoked then: it expires after
+        its TTL). Exits with code 3 if the lease is lost."""
+        printer = Printer(ctx)
+        with ctx.client() as c, interruptible():
+            try:
+                with c.lease_keep_alive(lease) as handle:
+                    printer.emit(f"keeping lease {lease} ({lease:#x}) alive, TTL "
+                                 f"{handle.ttl}s; Ctrl-C to stop",
+                                 {"event": "keep-alive", "id": lease, "ttl": handle.ttl})
+                    until_lost(handle)
+            except KeyboardInterrupt:
+                pass
+
+
+def _lock_command(cli: click.Group) -> None:
+    @cli.command("lock", context_settings={"ignore_unknown_options": True})
+    @click.argument("name")
+    @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+    @click.option("--ttl", type=click.IntRange(1), default=10, show_default=True,
+                  help="TTL of the lock's lease: if this process dies, the lock is released "
+                       "within about this long.")
+    @click.option("--wait", type=click.FloatRange(0), default=0,
+                  help="Give up after waiting this many seconds for the lock (0: for ever).")
+    @client_options
+    @handle_errors
+    def lock(ctx: Ctx, name: str, command: tuple[str, ...], ttl: int, wait: float) -> None:
+        """Run COMMAND while holding the lock NAME: confer lock NAME -- COMMAND [ARGS...].
+
+        COMMAND gets CONFER_LOCK_KEY, CONFER_FENCING_TOKEN and CONFER_LEASE_ID in its
+        environment: pass the token along with every write it guards. Exits with COMMAND's
+        exit code after releasing the lock. If the lock is lost meanwhile, COMMAND gets
+        SIGTERM (SIGKILL 5 s later) and confer exits with code 3.
+        """
+        with ctx.client() as c, interruptible() as got:
+            held = c.lock(name, ttl=ttl, timeout=wait or None)
+            try:
+                with held:
+                    code = run_holding(held, list(command), got)
+            except KeyboardInterrupt:
+                sys.exit(130)
+        if held.lost:
+            fail(f"lock {name} was lost while {command[0]} ran: {held.error}", EXIT_LOST)
+        sys.exit(code)
+
+
+def run_holding(lock: Lock, command: list[str], got: _Interrupted) -> int:
+    """Run ``command`` with the lock's key, token and lease in its environment; forward
+    SIGINT/SIGTERM to it; terminate it if the lock is lost. Returns its exit code (128 + the
+    signal that ended it)."""
+    env = {**os.environ, "CONFER_LOCK_KEY": lock.key,
+           "CONFER_FENCING_TOKEN": str(lock.fencing_token),
+           "CONFER_LEASE_ID": str(lock.lease.id)}
+    try:
+        proc = subprocess.Popen(command, env=env)
+    except OSError as e:
+        fail(f"cannot run {command[0]}: {e.strerror or e}", 127)
+        raise  # not reached: fail() exits
+    lost_at: list[float] = []
+
+    def on_lost(error: object) -> None:
+        lost_at.append(time.monotonic())
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+
+    lock.on_lost(on_lost)
+    while True:
+        try:
+            code = proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            if lost_at and time.monotonic() - lost_at[0] > TERMINATE_GRACE:
+                proc.kill()
+            continue
+        except KeyboardInterrupt:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(got.signum)
+            continue
+        return code if code >= 0 else 128 - code
+
+
+def _elect_command(cli: click.Group) -> None:
+    @cli.command("elect")
+    @click.argument("name")
+    @click.argument("value", required=False)
+    @click.option("--ttl", type=click.IntRange(1), default=10, show_default=True,
+                  help="TTL of the candidate's lease.")
+    @click.option("--listen", is_flag=True, help="Only print the leaders; do not campaign.")
+    @client_options
+    @handle_errors
+    def elect(ctx: Ctx, name: str, value: str | None, ttl: int, listen: bool) -> None:
+        """Campaign in the election NAME with VALUE and print leadership changes until
+        Ctrl-C (then resign). With --listen, only print the leaders.
+
+        \b
+        Lines: "leader VALUE (key KEY, rev N)" for each leader (and each new value),
+        "elected KEY (rev N)" when this process is elected. Exits with code 3 if its
+        leadership is lost.
+        """
+        if (value is None) != listen:
+            raise click.UsageError("give a VALUE to campaign with, or --listen (not both)")
+        printer = Printer(ctx)
+
+        def on_leader(kv: KeyValue) -> None:
+            printer.emit(f"leader {text(kv.value)} (key {kv.path}, rev {kv.create_revision})",
+                         {"event": "leader", "key": kv.path, "value": kv.value,
+                          "rev": kv.create_revision})
+
+        def on_error(error: BaseException) -> None:
+            click.echo(f"Error: observe {name}: {error}", err=True)
+
+        with ctx.client() as c, interruptible():
+            election = c.election(name, ttl=ttl)
+            watch = election.observe(callback=on_leader, on_error=on_error)
+            try:
+                if listen:
+                    while not watch.wait(0.5):
+                        pass
+                else:
+                    with election:
+                        campaign(election, value or "", printer)
+            except KeyboardInterrupt:
+                return
+            finally:
+                watch.cancel()
+        if watch.error is not None:
+            sys.exit(EXIT_UNAVAILABLE)
+
+
+def campaign(election: Election, value: str, printer: Printer) -> None:
+    """Campaign, report the election, and lead until lost (exit 3) or interrupted."""
+    election.campaign(value)
+    printer.emit(f"elected {election.key} (rev {election.rev})",
+                 {"event": "elected", "key": election.key, "value": value,
+                  "rev": election.rev})
+    until_lost(election)
+
+
+def _service_commands(cli: click.Group) -> None:
+    @cli.group("service")
+    def service() -> None:
+        """Register, list and watch the instances of services (/services/<service>/<id>)."""
+
+    @service.command("register")
+    @click.argument("service_name", metavar="SERVICE")
+    @click.argument("instance")
+    @click.argument("address")
+    @click.option("--meta", multiple=True, metavar="KEY=VALUE",
+                  help="Metadata, repeatable: --meta zone=eu --meta version=2.")
+    @click.option("--ttl", type=click.IntRange(1), default=10, show_default=True,
+                  help="TTL of the registration's lease.")
+    @client_options
+    @handle_errors
+    def service_register(ctx: Ctx, service_name: str, instance: str, address: str,
+                         meta: tuple[str, ...], ttl: int) -> None:
+        """Register INSTANCE of SERVICE at ADDRESS until Ctrl-C (then deregister). If this
+        process dies, the instance disappears within TTL seconds."""
+        metadata = {}
+        for item in meta:
+            key, sep, val = item.partition("=")
+            if not sep or not key:
+                raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--meta")
+            metadata[key] = val
+        printer = Printer(ctx)
+        with ctx.client() as c, interruptible():
+            try:
+                with c.register(service_name, instance, address, metadata, ttl=ttl) as reg:
+                    printer.emit(f"registered {reg.path} at {address} (lease {reg.lease.id}, "
+                                 f"TTL {reg.lease.ttl}s); Ctrl-C to deregister",
+                                 {"event": "registered", "key": reg.path,
+                                  "instance": reg.instance, "lease": reg.lease.id})
+                    until_lost(reg)
+            except KeyboardInterrupt:
+                pass
+
+    @service.command("list")
+    @click.argument("service_name", metavar="SERVICE")
+    @client_options
+    @handle_errors
+    def service_list(ctx: Ctx, service_name: str) -> None:
+        """List the live instances of SERVICE."""
+        with ctx.client() as c:
+            instances = c.discover(service_name)
+        print_listing(ctx, instances, ["INSTANCE", "ADDRESS", "METADATA", "REVISION"],
+                      instance_row)
+
+    @service.command("watch")
+    @click.argument("service_name", metavar="SERVICE")
+    @click.option("--no-current", is_flag=True,
+                  help="Do not start with a JOIN for each live instance.")
+    @click.option("--count", type=click.IntRange(1), default=None,
+                  help="Exit after this many events.")
+    @client_options
+    @handle_errors
+    def service_watch(ctx: Ctx, service_name: str, no_current: bool,
+                      count: int | None) -> None:
+        """Print instances of SERVICE joining, changing and leaving, until Ctrl-C."""
+        with ctx.client() as c:
+            follow(c.watch_service(service_name, current=not no_current), count,
+                   functools.partial(print_service_event, ctx))
+
+
+def instance_row(i: Instance) -> list[Any]:
+    meta = ",".join(f"{k}={v}" for k, v in sorted(i.metadata.items()))
+    return [i.id, i.address, meta, i.revision]
+
+
+def print_service_event(ctx: Ctx, e: ServiceEvent) -> None:
+    if ctx.json:
+        print_json(e)
+    else:
+        click.echo(f"{e.type.value:<6} " + "  ".join(str(c) for c in instance_row(e.instance)
+                                                     if c != ""))
+    sys.stdout.flush()
+
+
+__all__ = ["EXIT_LOST", "register"]
