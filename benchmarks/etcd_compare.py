@@ -3,11 +3,18 @@
 Starts a local 3-node Confer cluster and a local 3-node etcd cluster (Debian's etcd-server,
 `apt-get install etcd-server`), both on loopback with fsync on, and drives each through the etcd
 v3 gRPC API with the same closed-loop load: N concurrent clients doing put or get (linearizable
-and serializable) of VALUE_SIZE bytes for DURATION seconds. Prints ops/s and latency
-percentiles side by side. Every process is started here and killed by PID at the end.
+and serializable) of VALUE_SIZE bytes for DURATION seconds. Then runs etcd's own benchmark,
+`etcdctl check perf --load=X` (X in s, m, l, xl: 150, 1000, 8000, 15000 puts/s of 1 KiB from 50,
+200, 500, 1000 clients for 60 s; PASS needs >90% of that rate, slowest request <= 0.5 s and
+stddev <= 0.1 s) against each. The systems run one after the other, each on a fresh cluster
+with nothing else running, and the prefix `/etcdctl-check-perf/` is emptied between check-perf
+runs. Prints both systems side by side with the Confer/etcd ratio of every figure (throughput
+ratio > 1: Confer faster; latency ratio > 1: Confer slower). Every process is started here,
+bounded in time, and killed by PID at the end.
 
     .venv/bin/python benchmarks/etcd_compare.py --clients 200 --duration 10
-    .venv/bin/python benchmarks/etcd_compare.py --workload put --json
+    .venv/bin/python benchmarks/etcd_compare.py --workload put --check-perf s,m,l,xl
+    .venv/bin/python benchmarks/etcd_compare.py --workload none --check-perf s --json
 """
 
 from __future__ import annotations
@@ -15,14 +22,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -132,43 +143,176 @@ async def closed_loop(endpoints: list[str], workload: str, clients: int, duratio
             "max_ms": round(latencies[-1] * 1000, 2) if latencies else float("nan")}
 
 
+CHECK_PERF_PREFIX = "/etcdctl-check-perf/"
+CHECK_PERF_TIMEOUT = 240.0  # 60 s of load, then delete, compact, defrag: generous but bounded
+
+
+def run_etcdctl(endpoints: list[str], *args: str, timeout: float) -> tuple[int, str]:
+    """One bounded etcdctl run; (exit status, stdout+stderr). Killed by PID on timeout."""
+    proc = subprocess.Popen(["etcdctl", f"--endpoints={','.join(endpoints)}",
+                             "--command-timeout=30s", *args],
+                            env={**os.environ, "ETCDCTL_API": "3"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=10)
+        return -1, out.decode(errors="replace") + f"\n(killed after {timeout:.0f}s)"
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    return proc.returncode, out.decode(errors="replace")
+
+
+def parse_check_perf(out: str) -> dict[str, Any]:
+    """The verdict lines of `etcdctl check perf` (PASS or FAIL wording) as numbers."""
+    def num(pattern: str) -> float | None:
+        m = re.search(pattern, out)
+        return float(m.group(1)) if m else None
+
+    lines = [ln.strip() for ln in re.split(r"[\r\n]", out) if ln.strip()]
+    verdict = lines[-1] if lines and lines[-1] in ("PASS", "FAIL") else "ERROR"
+    slowest = num(r"Slowest request took(?: too long:)? ([\d.]+)s")
+    stddev = num(r"Stddev(?: is| too high:) ([\d.]+)s")
+    return {
+        "verdict": verdict,
+        "writes_per_sec": num(r"Throughput (?:is|too low:) (\d+) writes/s"),
+        "slowest_ms": None if slowest is None else round(slowest * 1000, 1),
+        "stddev_ms": None if stddev is None else round(stddev * 1000, 1),
+        "errors": "too many errors" in out,
+        "lines": [ln for ln in lines if "PASS" in ln or "FAIL" in ln or "Throughput" in ln
+                  or "Slowest" in ln or "Stddev" in ln or "error" in ln.lower()][-8:],
+    }
+
+
+def check_perf(endpoints: list[str], load: str) -> dict[str, Any]:
+    rc, out = run_etcdctl(endpoints, "del", "--prefix", CHECK_PERF_PREFIX, timeout=60)
+    if rc != 0:
+        return {"verdict": "ERROR", "lines": [f"del --prefix failed: {out[-300:]}"]}
+    t0 = time.monotonic()
+    rc, out = run_etcdctl(endpoints, "check", "perf", f"--load={load}", "--auto-compact",
+                          "--auto-defrag", timeout=CHECK_PERF_TIMEOUT)
+    r = parse_check_perf(out)
+    r["exit"] = rc
+    r["seconds"] = round(time.monotonic() - t0, 1)
+    if r["verdict"] == "ERROR":
+        r["lines"].append(out[-300:])
+    return r
+
+
+def ratio(confer: object, etcd: object) -> str:
+    if not isinstance(confer, int | float) or not isinstance(etcd, int | float) or not etcd:
+        return "n/a"
+    return f"{confer / etcd:.2f}x"
+
+
+def fmt(v: object, unit: str = "") -> str:
+    return "n/a" if v is None else f"{v}{unit}"
+
+
+def run_system(name: str, tmp: Path, args: argparse.Namespace, workloads: list[str],
+               loads: list[str], runner: Any) -> dict[str, dict[str, Any]]:
+    """Start a fresh 3-node cluster of ``name``, run everything on it, stop it."""
+    results: dict[str, dict[str, Any]] = {}
+    with ExitStack() as stack:
+        if name == "confer":
+            (tmp / "confer").mkdir()
+            cluster: Any = stack.enter_context(ProcessCluster(3, tmp / "confer", tick_ms=100))
+            for n in cluster.nodes.values():
+                n.wait_ready()
+            cluster.leader()
+        else:
+            (tmp / "etcd").mkdir()
+            cluster = stack.enter_context(EtcdCluster(tmp / "etcd"))
+        for workload in workloads:
+            r = runner(closed_loop(cluster.endpoints, workload, args.clients, args.duration,
+                                   args.value_size, args.keys))
+            results[f"grpc:{workload}"] = r
+            line = (f"{name:<7} {workload:<17} {r['ops_per_sec']:>9} ops/s  "
+                    f"p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  max {r['max_ms']} ms  "
+                    f"({r['ops']} ops, {r['errors']} errors)")
+            print(json.dumps({"system": name, **r}) if args.json else line, flush=True)
+        for load in loads:
+            r = check_perf(cluster.endpoints, load)
+            results[f"check-perf:{load}"] = r
+            if args.json:
+                print(json.dumps({"system": name, "check_perf": load, **r}), flush=True)
+            else:
+                print(f"{name:<7} check perf --load={load}: {r['verdict']}  "
+                      f"{fmt(r.get('writes_per_sec'))} writes/s  "
+                      f"slowest {fmt(r.get('slowest_ms'), ' ms')}  "
+                      f"stddev {fmt(r.get('stddev_ms'), ' ms')}  "
+                      f"({r.get('seconds')} s)", flush=True)
+    return results
+
+
+def print_comparison(res: dict[str, dict[str, dict[str, Any]]], workloads: list[str],
+                     loads: list[str]) -> None:
+    c, e = res["confer"], res["etcd"]
+    print("\nConfer vs etcd (ratio = Confer / etcd; throughput > 1x and latency < 1x favour "
+          "Confer)")
+    if workloads:
+        print(f"{'grpc load':<20}{'figure':<10}{'confer':>12}{'etcd':>12}{'ratio':>10}")
+        for w in workloads:
+            for key, label in (("ops_per_sec", "ops/s"), ("p50_ms", "p50 ms"),
+                               ("p99_ms", "p99 ms"), ("max_ms", "max ms")):
+                cv, ev = c[f"grpc:{w}"][key], e[f"grpc:{w}"][key]
+                print(f"{w:<20}{label:<10}{cv:>12}{ev:>12}{ratio(cv, ev):>10}")
+    if loads:
+        print(f"{'check perf':<20}{'figure':<10}{'confer':>12}{'etcd':>12}{'ratio':>10}")
+        for load in loads:
+            cr, er = c[f"check-perf:{load}"], e[f"check-perf:{load}"]
+            print(f"{'--load=' + load:<20}{'verdict':<10}{cr['verdict']:>12}"
+                  f"{er['verdict']:>12}{'':>10}")
+            for key, label in (("writes_per_sec", "writes/s"), ("slowest_ms", "slowest ms"),
+                               ("stddev_ms", "stddev ms")):
+                cv, ev = cr.get(key), er.get(key)
+                print(f"{'':<20}{label:<10}{fmt(cv):>12}{fmt(ev):>12}{ratio(cv, ev):>10}")
+        for system, r in (("confer", c), ("etcd", e)):
+            for load in loads:
+                for line in r[f"check-perf:{load}"]["lines"]:
+                    print(f"  {system} --load={load}: {line}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workload", default="put,get,get-serializable")
+    ap.add_argument("--workload", default="put,get,get-serializable",
+                    help="grpc load workloads, comma-separated; 'none' to skip")
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--value-size", type=int, default=1024)
     ap.add_argument("--keys", type=int, default=10_000)
+    ap.add_argument("--check-perf", default="s,m",
+                    help="etcdctl check perf loads (s,m,l,xl), comma-separated; 'none' to skip")
+    ap.add_argument("--order", default="etcd,confer", choices=["etcd,confer", "confer,etcd"],
+                    help="which system runs first")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    if shutil.which("etcd") is None:
-        print("etcd not found: apt-get install etcd-server", file=sys.stderr)
-        return 2
+    workloads = [w for w in args.workload.split(",") if w and w != "none"]
+    loads = [x for x in args.check_perf.split(",") if x and x != "none"]
+    if bad := [x for x in loads if x not in ("s", "m", "l", "xl")]:
+        ap.error(f"unknown check perf load(s): {bad}")
+    for tool, pkg in (("etcd", "etcd-server"), ("etcdctl", "etcd-client")):
+        if shutil.which(tool) is None:
+            print(f"{tool} not found: apt-get install {pkg}", file=sys.stderr)
+            return 2
     try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    rows = []
-    with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="confer-vs-etcd-")))
-        (tmp / "confer").mkdir()
-        confer = stack.enter_context(ProcessCluster(3, tmp / "confer", tick_ms=100))
-        confer.leader()
-        etcd = stack.enter_context(EtcdCluster(tmp))
-        for workload in args.workload.split(","):
-            for name, endpoints in (("confer", confer.endpoints), ("etcd", etcd.endpoints)):
-                r = runner(closed_loop(endpoints, workload, args.clients, args.duration,
-                                       args.value_size, args.keys))
-                rows.append({"system": name, **r})
-                if args.json:
-                    print(json.dumps(rows[-1]))
-                else:
-                    print(f"{name:<7} {workload:<17} {r['ops_per_sec']:>9} ops/s  "
-                          f"p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  max {r['max_ms']} ms  "
-                          f"({r['ops']} ops, {r['errors']} errors)", flush=True)
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="confer-vs-etcd-") as d:
+        for name in args.order.split(","):
+            results[name] = run_system(name, Path(d), args, workloads, loads, runner)
+    if args.json:
+        print(json.dumps({"confer": results["confer"], "etcd": results["etcd"]}))
+    else:
+        print_comparison(results, workloads, loads)
     return 0
 
 

@@ -1,6 +1,6 @@
 """The etcd v3 gRPC API on Confer's client port: ``etcdctl`` and etcd's client libraries work
 against a Confer cluster. One store underneath: etcd and native requests see the same keys
-(docs/etcd.md).
+(docs/etcd-compatibility.md).
 
 Modules: ``common`` (headers, etcd's errors), ``kv`` (KV, Watch), ``lease``, ``cluster``
 (Cluster, Maintenance), ``coord`` (v3lock, v3election), ``auth``.

@@ -2,7 +2,7 @@
 
 Addresses: Confer names members by ``host:port``; etcd by URLs. A member's address is shown
 as ``http://host:port``, and a URL given to MemberAdd/MemberUpdate is taken as its
-``host:port`` (``http://`` or no scheme; one URL per member). See docs/etcd.md.
+``host:port`` (``http://`` or no scheme; one URL per member). See docs/etcd-compatibility.md.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ class EtcdMaintenance(Base, rpc_pb2_grpc.MaintenanceServicer):
     @etcd_rpc
     async def Defragment(self, req: rpc_pb2.DefragmentRequest, context: Any
                          ) -> rpc_pb2.DefragmentResponse:
-        """A no-op: Confer's storage has no free pages to reclaim (docs/etcd.md)."""
+        """A no-op: Confer's storage has no free pages to reclaim (docs/etcd-compatibility.md)."""
         return rpc_pb2.DefragmentResponse(header=header(self.server))
 
     @etcd_rpc
@@ -217,7 +217,7 @@ class EtcdMaintenance(Base, rpc_pb2_grpc.MaintenanceServicer):
     async def Snapshot(self, req: rpc_pb2.SnapshotRequest, context: Any
                        ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         """This member's store, in Confer's snapshot format (``etcdutl snapshot restore``
-        cannot read it; see docs/etcd.md)."""
+        cannot read it; see docs/etcd-compatibility.md)."""
         self.server.require_node()
         blob = snapshot_blob(self.kv.snapshot())
         for start in range(0, len(blob), SNAPSHOT_CHUNK):

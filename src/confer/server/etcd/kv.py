@@ -2,8 +2,8 @@
 
 The store already follows etcd's semantics (ranges, revisions, txn, compaction), so requests
 map one to one onto :mod:`confer.kv` commands. Keys are any non-empty bytes: the native path
-rules do not apply here (see docs/etcd.md). Writes go through the leader, as the native API's:
-a follower forwards the etcd request itself to the leader's etcd service.
+rules do not apply here (see docs/etcd-compatibility.md). Writes go through the leader, as the
+native API's: a follower forwards the etcd request itself to the leader's etcd service.
 """
 
 from __future__ import annotations
