@@ -150,7 +150,8 @@ class ConferServer:
         add_coordination_services(self, server)  # Lease, Lock, Election
         from confer.server.etcd import add_etcd_services
 
-        add_etcd_services(self, server)  # etcd's v3 API on the same port (docs/etcd-compatibility.md)
+        # etcd's v3 API on the same port (docs/etcd-compatibility.md).
+        add_etcd_services(self, server)
         self._peer_servicer = PeerServicer(None, lambda cmd: self.propose(cmd, 10.0),
                                            self.fsm.membership.removed.__contains__)
         peer_pb2_grpc.add_PeerServicer_to_server(self._peer_servicer, server)
