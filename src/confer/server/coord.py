@@ -41,9 +41,10 @@ from confer.kv import (
 )
 from confer.kv.paths import subtree_range, validate_path, validate_value
 from confer.raft.errors import NotLeader
-from confer.server.app import FORWARDED, ConferServer, NoLeader
+from confer.server.app import ConferServer, NoLeader
 from confer.server.services import (
     DEFAULT_TIMEOUT,
+    FORWARD_METADATA,
     Base,
     Code,
     KVService,
@@ -54,13 +55,13 @@ from confer.server.services import (
     rpc,
     stream_rpc,
     timeout_of,
+    to_leader,
 )
 from confer.v1 import coord_pb2, coord_pb2_grpc, kv_pb2, kv_pb2_grpc
 
 log = logging.getLogger("confer.coord")
 
 T = TypeVar("T")
-_FORWARD = ((FORWARDED, "1"),)
 CLEANUP_TIMEOUT = 10.0
 """How long deleting an abandoned waiter's key may take."""
 
@@ -194,8 +195,7 @@ class Coordinator:
         it as it maps every forwarded write's."""
         cmd = self.kv_service.txn_command(req)
         result = await self.kv_service.submit(
-            cmd, timeout, lambda ch, t: kv_pb2_grpc.KVStub(ch).Txn(req, timeout=t,
-                                                                    metadata=_FORWARD))
+            cmd, timeout, to_leader(kv_pb2_grpc.KVStub, "Txn", req))
         if isinstance(result, kv_pb2.TxnResponse):
             return result
         return self.kv_service.txn_response(result)
@@ -340,7 +340,7 @@ class _Upstream:
         if self.call is None or leader != self.leader:
             self.close()
             stub = coord_pb2_grpc.LeaseStub(self.server.leader_channel())
-            self.call = stub.KeepAlive(metadata=_FORWARD)
+            self.call = stub.KeepAlive(metadata=FORWARD_METADATA)
             self.leader = leader
         await self.call.write(req)
         resp = await self.call.read()
@@ -368,8 +368,7 @@ class LeaseService(Base, coord_pb2_grpc.LeaseServicer):
                     ) -> coord_pb2.LeaseGrantResponse:
         validate_command(LeaseGrant(req.ttl, req.id))
         cmd = LeaseGrant(max(req.ttl, self.lessor.min_ttl), req.id)
-        result = await self.write(cmd, context, lambda ch, t: coord_pb2_grpc.LeaseStub(
-            ch).Grant(req, timeout=t, metadata=_FORWARD))
+        result = await self.write(cmd, context, to_leader(coord_pb2_grpc.LeaseStub, "Grant", req))
         if isinstance(result, coord_pb2.LeaseGrantResponse):
             return result
         resp = coord_pb2.LeaseGrantResponse(header=self.server.header(), id=result.id,
@@ -382,8 +381,7 @@ class LeaseService(Base, coord_pb2_grpc.LeaseServicer):
                      ) -> coord_pb2.LeaseRevokeResponse:
         cmd = LeaseRevoke(req.id)
         validate_command(cmd)
-        result = await self.write(cmd, context, lambda ch, t: coord_pb2_grpc.LeaseStub(
-            ch).Revoke(req, timeout=t, metadata=_FORWARD))
+        result = await self.write(cmd, context, to_leader(coord_pb2_grpc.LeaseStub, "Revoke", req))
         if isinstance(result, coord_pb2.LeaseRevokeResponse):
             return result
         resp = coord_pb2.LeaseRevokeResponse(header=self.server.header(),
@@ -434,8 +432,8 @@ class LeaseService(Base, coord_pb2_grpc.LeaseServicer):
                                  for k in self.kv.lease_keys(req.id))
             return resp
 
-        return await self.at_leader(context, local, lambda ch, t: coord_pb2_grpc.LeaseStub(
-            ch).TimeToLive(req, timeout=t, metadata=_FORWARD))
+        return await self.at_leader(context, local,
+                                    to_leader(coord_pb2_grpc.LeaseStub, "TimeToLive", req))
 
     @rpc
     async def Leases(self, req: coord_pb2.LeaseLeasesRequest, context: Any

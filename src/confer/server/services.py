@@ -154,6 +154,19 @@ def stream_rpc(fn: Callable[..., AsyncIterator[Resp]]) -> Callable[..., AsyncIte
     return wrapper
 
 
+Forward = Callable[[grpc.aio.Channel, float], Awaitable[Any]]
+"""Re-issues a request on the leader's channel, within a timeout."""
+
+
+FORWARD_METADATA = ((FORWARDED, "1"),)
+"""Marks a request a follower forwarded to the leader: it must not bounce again."""
+
+
+def to_leader(stub: Callable[[grpc.aio.Channel], Any], method: str, req: Any) -> Forward:
+    """Forward ``req`` to the leader as ``stub.method``, marked so it never bounces again."""
+    return lambda ch, t: getattr(stub(ch), method)(req, timeout=t, metadata=FORWARD_METADATA)
+
+
 def timeout_of(context: grpc.aio.ServicerContext) -> float:
     remaining = context.time_remaining()
     return DEFAULT_TIMEOUT if remaining is None else max(0.0, min(remaining, 60.0))
@@ -215,7 +228,7 @@ class Base:
             await self.server.read_barrier(timeout_of(context))
 
     async def write(self, command: Any, context: grpc.aio.ServicerContext,
-                    forward: Callable[[grpc.aio.Channel, float], Awaitable[Any]]) -> Any:
+                    forward: Forward) -> Any:
         """Propose on the leader; on a follower, call ``forward`` on the leader's channel.
 
         Returns the state machine's result, or the forwarded RPC's response.
@@ -223,7 +236,7 @@ class Base:
         return await self.submit(command, timeout_of(context), forward, forwarded(context))
 
     async def submit(self, command: Any, timeout: float,
-                     forward: Callable[[grpc.aio.Channel, float], Awaitable[Any]],
+                     forward: Forward,
                      was_forwarded: bool = False) -> Any:
         """:meth:`write` without a request context: ``timeout`` in seconds, and whether the
         request was already forwarded once (then it must not bounce again)."""
@@ -326,8 +339,7 @@ class KVService(Base, kv_pb2_grpc.KVServicer):
     @rpc
     async def Put(self, req: kv_pb2.PutRequest, context: Any) -> kv_pb2.PutResponse:
         cmd = self.put_command(req)
-        result = await self.write(cmd, context, lambda ch, t: kv_pb2_grpc.KVStub(ch).Put(
-            req, timeout=t, metadata=((FORWARDED, "1"),)))
+        result = await self.write(cmd, context, to_leader(kv_pb2_grpc.KVStub, "Put", req))
         if isinstance(result, kv_pb2.PutResponse):
             return result
         return self.put_response(result)
@@ -342,8 +354,7 @@ class KVService(Base, kv_pb2_grpc.KVServicer):
     @rpc
     async def Delete(self, req: kv_pb2.DeleteRequest, context: Any) -> kv_pb2.DeleteResponse:
         cmd = self.delete_command(req)
-        result = await self.write(cmd, context, lambda ch, t: kv_pb2_grpc.KVStub(ch).Delete(
-            req, timeout=t, metadata=((FORWARDED, "1"),)))
+        result = await self.write(cmd, context, to_leader(kv_pb2_grpc.KVStub, "Delete", req))
         if isinstance(result, kv_pb2.DeleteResponse):
             return result
         return self.delete_response(result)
@@ -452,8 +463,7 @@ class KVService(Base, kv_pb2_grpc.KVServicer):
     @rpc
     async def Txn(self, req: kv_pb2.TxnRequest, context: Any) -> kv_pb2.TxnResponse:
         cmd = self.txn_command(req)
-        result = await self.write(cmd, context, lambda ch, t: kv_pb2_grpc.KVStub(ch).Txn(
-            req, timeout=t, metadata=((FORWARDED, "1"),)))
+        result = await self.write(cmd, context, to_leader(kv_pb2_grpc.KVStub, "Txn", req))
         if isinstance(result, kv_pb2.TxnResponse):
             return result
         return self.txn_response(result, req)
@@ -464,8 +474,7 @@ class KVService(Base, kv_pb2_grpc.KVServicer):
         if req.revision <= 0:
             raise InvalidArgument("compact revision must be positive")
         result = await self.write(Compact(req.revision), context,
-                                  lambda ch, t: kv_pb2_grpc.KVStub(ch).Compact(
-                                      req, timeout=t, metadata=((FORWARDED, "1"),)))
+                                  to_leader(kv_pb2_grpc.KVStub, "Compact", req))
         if isinstance(result, kv_pb2.CompactResponse):
             return result
         return kv_pb2.CompactResponse(header=self.server.header())
@@ -565,7 +574,7 @@ class ClusterService(Base, kv_pb2_grpc.ClusterServicer):
         return kv_pb2.MemberListResponse(header=self.server.header(), members=self.members())
 
     async def change(self, kind: ConfChangeType, member: Member, context: Any,
-                     forward: Callable[[grpc.aio.Channel, float], Awaitable[Any]]) -> Any:
+                     forward: Forward) -> Any:
         server = self.server
         timeout = timeout_of(context)
         cc = member_change(kind, member, server.fsm.membership.cluster_id)
@@ -600,8 +609,7 @@ class ClusterService(Base, kv_pb2_grpc.ClusterServicer):
                         req.client_addr or req.peer_addr, req.is_learner)
         kind = ConfChangeType.ADD_LEARNER if req.is_learner else ConfChangeType.ADD_VOTER
         result = await self.change(kind, member, context,
-                                   lambda ch, t: kv_pb2_grpc.ClusterStub(ch).MemberAdd(
-                                       req, timeout=t, metadata=((FORWARDED, "1"),)))
+                                   to_leader(kv_pb2_grpc.ClusterStub, "MemberAdd", req))
         if isinstance(result, kv_pb2.MemberAddResponse):
             return result
         return kv_pb2.MemberAddResponse(header=self.server.header(),
@@ -622,8 +630,7 @@ class ClusterService(Base, kv_pb2_grpc.ClusterServicer):
                             ) -> kv_pb2.MemberListResponse:
         member = self.existing(req.id)
         result = await self.change(ConfChangeType.REMOVE, member, context,
-                                   lambda ch, t: kv_pb2_grpc.ClusterStub(ch).MemberRemove(
-                                       req, timeout=t, metadata=((FORWARDED, "1"),)))
+                                   to_leader(kv_pb2_grpc.ClusterStub, "MemberRemove", req))
         if isinstance(result, kv_pb2.MemberListResponse):
             return result
         return kv_pb2.MemberListResponse(header=self.server.header(), members=self.members())
@@ -642,8 +649,7 @@ class ClusterService(Base, kv_pb2_grpc.ClusterServicer):
             raise RpcError(Code.FAILED_PRECONDITION,
                            f"learner {req.id} is not yet in sync with the leader")
         result = await self.change(ConfChangeType.ADD_VOTER, member, context,
-                                   lambda ch, t: kv_pb2_grpc.ClusterStub(ch).MemberPromote(
-                                       req, timeout=t, metadata=((FORWARDED, "1"),)))
+                                   to_leader(kv_pb2_grpc.ClusterStub, "MemberPromote", req))
         if isinstance(result, kv_pb2.MemberListResponse):
             return result
         return kv_pb2.MemberListResponse(header=self.server.header(), members=self.members())
@@ -661,7 +667,7 @@ class ClusterService(Base, kv_pb2_grpc.ClusterServicer):
             if forwarded(context):
                 raise NoLeader("forwarded to a node that is no longer the leader")
             return await kv_pb2_grpc.ClusterStub(server.leader_channel()).TransferLeadership(
-                req, timeout=timeout, metadata=((FORWARDED, "1"),))
+                req, timeout=timeout, metadata=FORWARD_METADATA)
         node = server.require_node()
         if req.target_id != server.node_id:
             node.transfer_leadership(req.target_id)
@@ -697,16 +703,14 @@ class LegacyService(Base, confer_pb2_grpc.ConferServiceServicer):
     async def Set(self, req: confer_pb2.SetConfigRequest, context: Any) -> confer_pb2.Empty:
         put = kv_pb2.PutRequest(path=req.path.path, value=req.value.value)
         await self.kv_service.write(self.kv_service.put_command(put), context,
-                                    lambda ch, t: confer_pb2_grpc.ConferServiceStub(ch).Set(
-                                        req, timeout=t, metadata=((FORWARDED, "1"),)))
+                                    to_leader(confer_pb2_grpc.ConferServiceStub, "Set", req))
         return confer_pb2.Empty()
 
     @rpc
     async def Remove(self, req: confer_pb2.ConfigPath, context: Any) -> confer_pb2.Empty:
         key = path_key(req.path, self.limits)
         await self.kv_service.write(DeleteRange(key), context,
-                                    lambda ch, t: confer_pb2_grpc.ConferServiceStub(ch).Remove(
-                                        req, timeout=t, metadata=((FORWARDED, "1"),)))
+                                    to_leader(confer_pb2_grpc.ConferServiceStub, "Remove", req))
         return confer_pb2.Empty()
 
     @rpc
@@ -841,9 +845,8 @@ class LegacyService(Base, confer_pb2_grpc.ConferServiceServicer):
 
     @staticmethod
     def _forward_change(req: confer_pb2.ChangeMembershipRequest
-                        ) -> Callable[[grpc.aio.Channel, float], Awaitable[Any]]:
-        return lambda ch, t: confer_pb2_grpc.ConferServiceStub(ch).ChangeMembership(
-            req, timeout=t, metadata=((FORWARDED, "1"),))
+                        ) -> Forward:
+        return to_leader(confer_pb2_grpc.ConferServiceStub, "ChangeMembership", req)
 
 
 def cluster_update(kind: str, member: Member | None, leader: int) -> confer_pb2.ClusterUpdate:

@@ -25,14 +25,13 @@ from confer.server.etcd.common import (
     ERR_MEMBER_NOT_FOUND,
     ERR_MEMBER_NOT_LEARNER,
     ERR_PEER_URL_EXIST,
-    FORWARD_METADATA,
     etcd_error,
     etcd_rpc,
     etcd_stream,
     header,
 )
 from confer.server.members import Member
-from confer.server.services import Base, ClusterService
+from confer.server.services import Base, ClusterService, to_leader
 from confer.v1 import kv_pb2
 
 ETCD_VERSION = "3.5.0"
@@ -140,8 +139,8 @@ class EtcdCluster(Base, rpc_pb2_grpc.ClusterServicer):
         if peer != old.peer_addr:
             new = Member(old.id, old.name, peer, old.client_addr, old.is_learner)
             kind = ConfChangeType.ADD_LEARNER if old.is_learner else ConfChangeType.ADD_VOTER
-            await self.native.change(kind, new, context, lambda ch, t: rpc_pb2_grpc.ClusterStub(
-                ch).MemberUpdate(req, timeout=t, metadata=FORWARD_METADATA))
+            await self.native.change(kind, new, context,
+                                     to_leader(rpc_pb2_grpc.ClusterStub, "MemberUpdate", req))
         return rpc_pb2.MemberUpdateResponse(header=header(self.server), members=self.members())
 
 

@@ -34,7 +34,7 @@ from confer.raft.errors import (
     NotLeader,
     ProposalDropped,
 )
-from confer.server.app import FORWARDED, ConferServer, NoLeader
+from confer.server.app import ConferServer, NoLeader
 from confer.server.node import NodeStopped, OutcomeUnknown
 from confer.server.services import ORIGIN, RpcError, forwarded_status
 from confer.server.watch import WatchClosed
@@ -43,8 +43,6 @@ log = logging.getLogger("confer.etcd")
 
 Resp = TypeVar("Resp")
 Code = grpc.StatusCode
-FORWARD_METADATA = ((FORWARDED, "1"),)
-"""Metadata of an etcd request a follower forwards to the leader."""
 
 # etcd's client-visible errors (clientv3/rpctypes): code and exact message.
 ERR_KEY_NOT_PROVIDED = (Code.INVALID_ARGUMENT, "etcdserver: key is not provided")

@@ -41,7 +41,6 @@ from confer.kv import (
 from confer.kv import Put as PutCommand
 from confer.server.app import ConferServer
 from confer.server.etcd.common import (
-    FORWARD_METADATA,
     etcd_rpc,
     etcd_stream,
     event_to_etcd,
@@ -49,7 +48,7 @@ from confer.server.etcd.common import (
     kv_to_etcd,
     require_key,
 )
-from confer.server.services import Base, forwarded, timeout_of
+from confer.server.services import Base, forwarded, timeout_of, to_leader
 from confer.server.watch import Watcher
 
 Forward = Callable[[grpc.aio.Channel, float], Awaitable[Any]]
@@ -175,24 +174,24 @@ class EtcdKV(Base, rpc_pb2_grpc.KVServicer):
 
     @etcd_rpc
     async def Put(self, req: rpc_pb2.PutRequest, context: Any) -> rpc_pb2.PutResponse:
-        result = await self.propose(self.commands.put(req), context, lambda ch, t: self.stub(
-            ch).Put(req, timeout=t, metadata=FORWARD_METADATA))
+        result = await self.propose(self.commands.put(req), context,
+                                    to_leader(self.stub, "Put", req))
         return result if isinstance(result, rpc_pb2.PutResponse) else put_response(
             self.server, result)
 
     @etcd_rpc
     async def DeleteRange(self, req: rpc_pb2.DeleteRangeRequest, context: Any
                           ) -> rpc_pb2.DeleteRangeResponse:
-        result = await self.propose(self.commands.delete(req), context, lambda ch, t: self.stub(
-            ch).DeleteRange(req, timeout=t, metadata=FORWARD_METADATA))
+        result = await self.propose(self.commands.delete(req), context,
+                                    to_leader(self.stub, "DeleteRange", req))
         return result if isinstance(result, rpc_pb2.DeleteRangeResponse) else delete_response(
             self.server, result)
 
     async def run_txn(self, req: rpc_pb2.TxnRequest, timeout: float,
                       was_forwarded: bool = False) -> rpc_pb2.TxnResponse:
         """A Txn through the log; Lock and Election call it without a request context."""
-        result = await self.submit(self.commands.txn(req), timeout, lambda ch, t: self.stub(
-            ch).Txn(req, timeout=t, metadata=FORWARD_METADATA), was_forwarded)
+        result = await self.submit(self.commands.txn(req), timeout,
+                                   to_leader(self.stub, "Txn", req), was_forwarded)
         return result if isinstance(result, rpc_pb2.TxnResponse) else txn_response(
             self.server, result)
 
@@ -205,8 +204,7 @@ class EtcdKV(Base, rpc_pb2_grpc.KVServicer):
                       ) -> rpc_pb2.CompactionResponse:
         cmd = Compact(req.revision)
         validate_command(cmd)
-        result = await self.propose(cmd, context, lambda ch, t: self.stub(ch).Compact(
-            req, timeout=t, metadata=FORWARD_METADATA))
+        result = await self.propose(cmd, context, to_leader(self.stub, "Compact", req))
         if isinstance(result, rpc_pb2.CompactionResponse):
             return result
         return rpc_pb2.CompactionResponse(header=header(self.server, result.revision))

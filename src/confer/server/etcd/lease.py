@@ -16,13 +16,12 @@ from confer.server.app import ConferServer
 from confer.server.coord import LeaseService, _Upstream
 from confer.server.etcd.common import (
     ERR_LEASE_TTL_TOO_LARGE,
-    FORWARD_METADATA,
     etcd_error,
     etcd_rpc,
     etcd_stream,
     header,
 )
-from confer.server.services import Base
+from confer.server.services import Base, to_leader
 from confer.v1 import coord_pb2
 
 
@@ -45,8 +44,7 @@ class EtcdLease(Base, rpc_pb2_grpc.LeaseServicer):
             raise etcd_error(ERR_LEASE_TTL_TOO_LARGE)
         validate_command(LeaseGrant(req.TTL, req.ID))
         cmd = LeaseGrant(max(req.TTL, self.lessor.min_ttl), req.ID)  # etcd's minimum TTL rule
-        result = await self.write(cmd, context, lambda ch, t: self.stub(ch).LeaseGrant(
-            req, timeout=t, metadata=FORWARD_METADATA))
+        result = await self.write(cmd, context, to_leader(self.stub, "LeaseGrant", req))
         if isinstance(result, rpc_pb2.LeaseGrantResponse):
             return result
         return rpc_pb2.LeaseGrantResponse(header=header(self.server, result.revision),
@@ -57,8 +55,7 @@ class EtcdLease(Base, rpc_pb2_grpc.LeaseServicer):
                           ) -> rpc_pb2.LeaseRevokeResponse:
         cmd = LeaseRevoke(req.ID)
         validate_command(cmd)
-        result = await self.write(cmd, context, lambda ch, t: self.stub(ch).LeaseRevoke(
-            req, timeout=t, metadata=FORWARD_METADATA))
+        result = await self.write(cmd, context, to_leader(self.stub, "LeaseRevoke", req))
         if isinstance(result, rpc_pb2.LeaseRevokeResponse):
             return result
         return rpc_pb2.LeaseRevokeResponse(header=header(self.server, result.revision))
@@ -78,8 +75,8 @@ class EtcdLease(Base, rpc_pb2_grpc.LeaseServicer):
                 resp.keys.extend(self.kv.lease_keys(req.ID))
             return resp
 
-        return await self.native.at_leader(context, local, lambda ch, t: self.stub(
-            ch).LeaseTimeToLive(req, timeout=t, metadata=FORWARD_METADATA))
+        return await self.native.at_leader(context, local,
+                                           to_leader(self.stub, "LeaseTimeToLive", req))
 
     @etcd_rpc
     async def LeaseLeases(self, req: rpc_pb2.LeaseLeasesRequest, context: Any
