@@ -222,6 +222,15 @@ def test_cancelled_waiter_withdraws_and_bad_requests_are_refused(
         ]:
             err = rpc_error(lambda r=request: cl.lock.Lock(r, timeout=10))
             assert err.code() == code, (request, err.details())
-        unlock(cl, held.key)
+        # Unlocking a key you don't hold is refused and changes nothing.
+        err = rpc_error(lambda: cl.lock.Unlock(
+            coord_pb2.UnlockRequest(key=held.key, lease=quitter), timeout=10))
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err.details()
+        assert f"held by lease {holder:x}" in (err.details() or "")
+        err = rpc_error(lambda: cl.lock.Unlock(
+            coord_pb2.UnlockRequest(key=name + "/nobody"), timeout=10))
+        assert err.code() == grpc.StatusCode.NOT_FOUND, err.details()
+        assert cl.paths(name) == [held.key]
+        cl.lock.Unlock(coord_pb2.UnlockRequest(key=held.key, lease=holder), timeout=10)
         assert cl.paths(name) == []
         revoke(cl, holder, quitter)

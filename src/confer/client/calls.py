@@ -385,10 +385,11 @@ def lock(name: str, lease: int, timeout: float | None,
                 lambda resp, _: resp, _wait_timeout(timeout), abort=lease_lost)
 
 
-def unlock(key: str, *, timeout: float | None = None) -> Call[None]:
-    """``Unlock``: delete a lock's owner key (nothing happens if it is gone)."""
-    return Call(f"Unlock {key}", protocol.UNLOCK, coord_pb2.UnlockRequest(key=key), _CONVERGENT,
-                lambda resp, _: None, timeout)
+def unlock(key: str, lease: int = 0, *, timeout: float | None = None) -> Call[None]:
+    """``Unlock``: delete a lock's owner key, held by ``lease`` when given (NotFound if the key
+    is gone, FailedPrecondition if another lease holds it)."""
+    return Call(f"Unlock {key}", protocol.UNLOCK, coord_pb2.UnlockRequest(key=key, lease=lease),
+                _CONVERGENT, lambda resp, _: None, timeout)
 
 
 def campaign(name: str, lease: int, value: bytes | str, timeout: float | None,

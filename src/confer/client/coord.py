@@ -508,7 +508,8 @@ class Lock(Holder):
         if self._own_lease:  # revoking the lease deletes the key: one round trip
             yield from self.lease._exit_plan()
         elif key:
-            yield from _quietly(unary(self._core, calls.unlock(key)), f"unlocking {key}")
+            yield from _quietly(unary(self._core, calls.unlock(key, self.lease.id)),
+                                f"unlocking {key}")
 
     def __repr__(self) -> str:
         state = f"held by {self.key} (token {self.fencing_token})" if self.key else "not held"

@@ -509,9 +509,23 @@ class LockService(Base, coord_pb2_grpc.LockServicer):
     async def Unlock(self, req: coord_pb2.UnlockRequest, context: Any
                      ) -> coord_pb2.UnlockResponse:
         path = path_key(req.key, self.limits).decode("utf-8", "surrogateescape")
+        held = [kv_pb2.Compare(path=path, target=kv_pb2.Compare.EXISTS, exists=True)]
+        if req.lease:
+            held.append(kv_pb2.Compare(path=path, target=kv_pb2.Compare.LEASE,
+                                       result=kv_pb2.Compare.EQUAL, lease=req.lease))
         resp = await self.coord.txn(kv_pb2.TxnRequest(
-            success=[kv_pb2.RequestOp(delete=kv_pb2.DeleteRequest(path=path))]),
+            compare=held,
+            success=[kv_pb2.RequestOp(delete=kv_pb2.DeleteRequest(path=path))],
+            failure=[kv_pb2.RequestOp(range=kv_pb2.RangeRequest(path=path))]),
             timeout_of(context))
+        if not resp.succeeded:
+            kvs = resp.responses[0].range.kvs
+            if not kvs:
+                raise RpcError(Code.NOT_FOUND, f"unlock {req.key}: the lock is not held "
+                                               "(no such key)")
+            raise RpcError(Code.FAILED_PRECONDITION,
+                           f"unlock {req.key}: held by lease {kvs[0].lease:x}, "
+                           f"not by lease {req.lease:x}")
         return coord_pb2.UnlockResponse(header=resp.header)
 
 

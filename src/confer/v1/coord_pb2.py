@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from confer.v1 import kv_pb2 as confer_dot_v1_dot_kv__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63onfer/v1/coord.proto\x12\tconfer.v1\x1a\x12\x63onfer/v1/kv.proto\",\n\x11LeaseGrantRequest\x12\x0b\n\x03ttl\x18\x01 \x01(\x03\x12\n\n\x02id\x18\x02 \x01(\x03\"X\n\x12LeaseGrantResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\x12\n\n\x02id\x18\x02 \x01(\x03\x12\x0b\n\x03ttl\x18\x03 \x01(\x03\" \n\x12LeaseRevokeRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"Q\n\x13LeaseRevokeResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x03\"#\n\x15LeaseKeepAliveRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\\\n\x16LeaseKeepAliveResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\x12\n\n\x02id\x18\x02 \x01(\x03\x12\x0b\n\x03ttl\x18\x03 \x01(\x03\"2\n\x16LeaseTimeToLiveRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04keys\x18\x02 \x01(\x08\"\x96\x01\n\x17LeaseTimeToLiveResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\x12\n\n\x02id\x18\x02 \x01(\x03\x12\x0b\n\x03ttl\x18\x03 \x01(\x03\x12\x13\n\x0bgranted_ttl\x18\x04 \x01(\x03\x12\x0c\n\x04keys\x18\x05 \x03(\t\x12\x14\n\x0cremaining_ms\x18\x06 \x01(\x03\"\x14\n\x12LeaseLeasesRequest\".\n\x0bLeaseStatus\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x13\n\x0bgranted_ttl\x18\x02 \x01(\x03\"h\n\x13LeaseLeasesResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\x12&\n\x06leases\x18\x02 \x03(\x0b\x32\x16.confer.v1.LeaseStatus\"*\n\x0bLockRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\"]\n\x0cLockResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\"\x1c\n\rUnlockRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\";\n\x0eUnlockResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\"B\n\tLeaderKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0b\n\x03rev\x18\x03 \x01(\x03\x12\r\n\x05lease\x18\x04 \x01(\x03\"=\n\x0f\x43\x61mpaignRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\x12\r\n\x05value\x18\x03 \x01(\x0c\"c\n\x10\x43\x61mpaignResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\x12$\n\x06leader\x18\x02 \x01(\x0b\x32\x14.confer.v1.LeaderKey\"F\n\x0fProclaimRequest\x12$\n\x06leader\x18\x01 \x01(\x0b\x32\x14.confer.v1.LeaderKey\x12\r\n\x05value\x18\x02 \x01(\x0c\"=\n\x10ProclaimResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\"\x1d\n\rLeaderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\\\n\x0eLeaderResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\x12\x1f\n\x02kv\x18\x02 \x01(\x0b\x32\x13.confer.v1.KeyValue\"5\n\rResignRequest\x12$\n\x06leader\x18\x01 \x01(\x0b\x32\x14.confer.v1.LeaderKey\";\n\x0eResignResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader2\x8a\x03\n\x05Lease\x12\x44\n\x05Grant\x12\x1c.confer.v1.LeaseGrantRequest\x1a\x1d.confer.v1.LeaseGrantResponse\x12G\n\x06Revoke\x12\x1d.confer.v1.LeaseRevokeRequest\x1a\x1e.confer.v1.LeaseRevokeResponse\x12T\n\tKeepAlive\x12 .confer.v1.LeaseKeepAliveRequest\x1a!.confer.v1.LeaseKeepAliveResponse(\x01\x30\x01\x12S\n\nTimeToLive\x12!.confer.v1.LeaseTimeToLiveRequest\x1a\".confer.v1.LeaseTimeToLiveResponse\x12G\n\x06Leases\x12\x1d.confer.v1.LeaseLeasesRequest\x1a\x1e.confer.v1.LeaseLeasesResponse2~\n\x04Lock\x12\x37\n\x04Lock\x12\x16.confer.v1.LockRequest\x1a\x17.confer.v1.LockResponse\x12=\n\x06Unlock\x12\x18.confer.v1.UnlockRequest\x1a\x19.confer.v1.UnlockResponse2\xd4\x02\n\x08\x45lection\x12\x43\n\x08\x43\x61mpaign\x12\x1a.confer.v1.CampaignRequest\x1a\x1b.confer.v1.CampaignResponse\x12\x43\n\x08Proclaim\x12\x1a.confer.v1.ProclaimRequest\x1a\x1b.confer.v1.ProclaimResponse\x12=\n\x06Leader\x12\x18.confer.v1.LeaderRequest\x1a\x19.confer.v1.LeaderResponse\x12@\n\x07Observe\x12\x18.confer.v1.LeaderRequest\x1a\x19.confer.v1.LeaderResponse0\x01\x12=\n\x06Resign\x12\x18.confer.v1.ResignRequest\x1a\x19.confer.v1.ResignResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63onfer/v1/coord.proto\x12\tconfer.v1\x1a\x12\x63onfer/v1/kv.proto\",\n\x11LeaseGrantRequest\x12\x0b\n\x03ttl\x18\x01 \x01(\x03\x12\n\n\x02id\x18\x02 \x01(\x03\"X\n\x12LeaseGrantResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\x12\n\n\x02id\x18\x02 \x01(\x03\x12\x0b\n\x03ttl\x18\x03 \x01(\x03\" \n\x12LeaseRevokeRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"Q\n\x13LeaseRevokeResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x03\"#\n\x15LeaseKeepAliveRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\\\n\x16LeaseKeepAliveResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\x12\n\n\x02id\x18\x02 \x01(\x03\x12\x0b\n\x03ttl\x18\x03 \x01(\x03\"2\n\x16LeaseTimeToLiveRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04keys\x18\x02 \x01(\x08\"\x96\x01\n\x17LeaseTimeToLiveResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\x12\n\n\x02id\x18\x02 \x01(\x03\x12\x0b\n\x03ttl\x18\x03 \x01(\x03\x12\x13\n\x0bgranted_ttl\x18\x04 \x01(\x03\x12\x0c\n\x04keys\x18\x05 \x03(\t\x12\x14\n\x0cremaining_ms\x18\x06 \x01(\x03\"\x14\n\x12LeaseLeasesRequest\".\n\x0bLeaseStatus\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x13\n\x0bgranted_ttl\x18\x02 \x01(\x03\"h\n\x13LeaseLeasesResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\x12&\n\x06leases\x18\x02 \x03(\x0b\x32\x16.confer.v1.LeaseStatus\"*\n\x0bLockRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\"]\n\x0cLockResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\"+\n\rUnlockRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\";\n\x0eUnlockResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\"B\n\tLeaderKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0b\n\x03rev\x18\x03 \x01(\x03\x12\r\n\x05lease\x18\x04 \x01(\x03\"=\n\x0f\x43\x61mpaignRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\x12\r\n\x05value\x18\x03 \x01(\x0c\"c\n\x10\x43\x61mpaignResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\x12$\n\x06leader\x18\x02 \x01(\x0b\x32\x14.confer.v1.LeaderKey\"F\n\x0fProclaimRequest\x12$\n\x06leader\x18\x01 \x01(\x0b\x32\x14.confer.v1.LeaderKey\x12\r\n\x05value\x18\x02 \x01(\x0c\"=\n\x10ProclaimResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\"\x1d\n\rLeaderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\\\n\x0eLeaderResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader\x12\x1f\n\x02kv\x18\x02 \x01(\x0b\x32\x13.confer.v1.KeyValue\"5\n\rResignRequest\x12$\n\x06leader\x18\x01 \x01(\x0b\x32\x14.confer.v1.LeaderKey\";\n\x0eResignResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.confer.v1.ResponseHeader2\x8a\x03\n\x05Lease\x12\x44\n\x05Grant\x12\x1c.confer.v1.LeaseGrantRequest\x1a\x1d.confer.v1.LeaseGrantResponse\x12G\n\x06Revoke\x12\x1d.confer.v1.LeaseRevokeRequest\x1a\x1e.confer.v1.LeaseRevokeResponse\x12T\n\tKeepAlive\x12 .confer.v1.LeaseKeepAliveRequest\x1a!.confer.v1.LeaseKeepAliveResponse(\x01\x30\x01\x12S\n\nTimeToLive\x12!.confer.v1.LeaseTimeToLiveRequest\x1a\".confer.v1.LeaseTimeToLiveResponse\x12G\n\x06Leases\x12\x1d.confer.v1.LeaseLeasesRequest\x1a\x1e.confer.v1.LeaseLeasesResponse2~\n\x04Lock\x12\x37\n\x04Lock\x12\x16.confer.v1.LockRequest\x1a\x17.confer.v1.LockResponse\x12=\n\x06Unlock\x12\x18.confer.v1.UnlockRequest\x1a\x19.confer.v1.UnlockResponse2\xd4\x02\n\x08\x45lection\x12\x43\n\x08\x43\x61mpaign\x12\x1a.confer.v1.CampaignRequest\x1a\x1b.confer.v1.CampaignResponse\x12\x43\n\x08Proclaim\x12\x1a.confer.v1.ProclaimRequest\x1a\x1b.confer.v1.ProclaimResponse\x12=\n\x06Leader\x12\x18.confer.v1.LeaderRequest\x1a\x19.confer.v1.LeaderResponse\x12@\n\x07Observe\x12\x18.confer.v1.LeaderRequest\x1a\x19.confer.v1.LeaderResponse0\x01\x12=\n\x06Resign\x12\x18.confer.v1.ResignRequest\x1a\x19.confer.v1.ResignResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -59,31 +59,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOCKRESPONSE']._serialized_start=865
   _globals['_LOCKRESPONSE']._serialized_end=958
   _globals['_UNLOCKREQUEST']._serialized_start=960
-  _globals['_UNLOCKREQUEST']._serialized_end=988
-  _globals['_UNLOCKRESPONSE']._serialized_start=990
-  _globals['_UNLOCKRESPONSE']._serialized_end=1049
-  _globals['_LEADERKEY']._serialized_start=1051
-  _globals['_LEADERKEY']._serialized_end=1117
-  _globals['_CAMPAIGNREQUEST']._serialized_start=1119
-  _globals['_CAMPAIGNREQUEST']._serialized_end=1180
-  _globals['_CAMPAIGNRESPONSE']._serialized_start=1182
-  _globals['_CAMPAIGNRESPONSE']._serialized_end=1281
-  _globals['_PROCLAIMREQUEST']._serialized_start=1283
-  _globals['_PROCLAIMREQUEST']._serialized_end=1353
-  _globals['_PROCLAIMRESPONSE']._serialized_start=1355
-  _globals['_PROCLAIMRESPONSE']._serialized_end=1416
-  _globals['_LEADERREQUEST']._serialized_start=1418
-  _globals['_LEADERREQUEST']._serialized_end=1447
-  _globals['_LEADERRESPONSE']._serialized_start=1449
-  _globals['_LEADERRESPONSE']._serialized_end=1541
-  _globals['_RESIGNREQUEST']._serialized_start=1543
-  _globals['_RESIGNREQUEST']._serialized_end=1596
-  _globals['_RESIGNRESPONSE']._serialized_start=1598
-  _globals['_RESIGNRESPONSE']._serialized_end=1657
-  _globals['_LEASE']._serialized_start=1660
-  _globals['_LEASE']._serialized_end=2054
-  _globals['_LOCK']._serialized_start=2056
-  _globals['_LOCK']._serialized_end=2182
-  _globals['_ELECTION']._serialized_start=2185
-  _globals['_ELECTION']._serialized_end=2525
+  _globals['_UNLOCKREQUEST']._serialized_end=1003
+  _globals['_UNLOCKRESPONSE']._serialized_start=1005
+  _globals['_UNLOCKRESPONSE']._serialized_end=1064
+  _globals['_LEADERKEY']._serialized_start=1066
+  _globals['_LEADERKEY']._serialized_end=1132
+  _globals['_CAMPAIGNREQUEST']._serialized_start=1134
+  _globals['_CAMPAIGNREQUEST']._serialized_end=1195
+  _globals['_CAMPAIGNRESPONSE']._serialized_start=1197
+  _globals['_CAMPAIGNRESPONSE']._serialized_end=1296
+  _globals['_PROCLAIMREQUEST']._serialized_start=1298
+  _globals['_PROCLAIMREQUEST']._serialized_end=1368
+  _globals['_PROCLAIMRESPONSE']._serialized_start=1370
+  _globals['_PROCLAIMRESPONSE']._serialized_end=1431
+  _globals['_LEADERREQUEST']._serialized_start=1433
+  _globals['_LEADERREQUEST']._serialized_end=1462
+  _globals['_LEADERRESPONSE']._serialized_start=1464
+  _globals['_LEADERRESPONSE']._serialized_end=1556
+  _globals['_RESIGNREQUEST']._serialized_start=1558
+  _globals['_RESIGNREQUEST']._serialized_end=1611
+  _globals['_RESIGNRESPONSE']._serialized_start=1613
+  _globals['_RESIGNRESPONSE']._serialized_end=1672
+  _globals['_LEASE']._serialized_start=1675
+  _globals['_LEASE']._serialized_end=2069
+  _globals['_LOCK']._serialized_start=2071
+  _globals['_LOCK']._serialized_end=2197
+  _globals['_ELECTION']._serialized_start=2200
+  _globals['_ELECTION']._serialized_end=2540
 # @@protoc_insertion_point(module_scope)

@@ -118,10 +118,12 @@ class LockResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[_kv_pb2.ResponseHeader, _Mapping]] = ..., key: _Optional[str] = ..., fencing_token: _Optional[int] = ...) -> None: ...
 
 class UnlockRequest(_message.Message):
-    __slots__ = ("key",)
+    __slots__ = ("key", "lease")
     KEY_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
     key: str
-    def __init__(self, key: _Optional[str] = ...) -> None: ...
+    lease: int
+    def __init__(self, key: _Optional[str] = ..., lease: _Optional[int] = ...) -> None: ...
 
 class UnlockResponse(_message.Message):
     __slots__ = ("header",)
