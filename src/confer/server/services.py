@@ -95,26 +95,6 @@ def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     return None
 
 
-def rpc(fn: Callable[..., Awaitable[Resp]]) -> Callable[..., Awaitable[Resp]]:
-    """Map exceptions to gRPC statuses; log the unexpected ones."""
-
-    @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Resp:
-        try:
-            return await fn(self, request, context)
-        except grpc.aio.AioRpcError as e:  # a forwarded call failed: pass its status on
-            await context.abort(*forwarded_status(e))
-        except Exception as e:
-            status = _status_for(e)
-            if status is None:
-                log.exception("%s failed", fn.__name__)
-                await abort(context, Code.INTERNAL, f"internal error: {type(e).__name__}: {e}")
-            await abort(context, *status)
-        raise AssertionError("unreachable")
-
-    return wrapper
-
-
 ORIGIN = "x-confer-origin"
 """Trailing metadata on statuses a Confer server chose, as opposed to transport failures."""
 
@@ -137,21 +117,54 @@ async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, messag
     await context.abort(code, message)
 
 
-def stream_rpc(fn: Callable[..., AsyncIterator[Resp]]) -> Callable[..., AsyncIterator[Resp]]:
-    @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any,
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
-        try:
-            async for item in fn(self, request, context):
-                yield item
-        except Exception as e:
-            status = _status_for(e)
-            if status is None:
-                log.exception("%s failed", fn.__name__)
-                await abort(context, Code.INTERNAL, f"internal error: {type(e).__name__}: {e}")
-            await abort(context, *status)
+AbortWith = Callable[[grpc.aio.ServicerContext, Exception, str], Awaitable[None]]
+"""Ends an RPC with the status an exception maps to (never returns)."""
 
-    return wrapper
+
+def error_mapping(abort_with: AbortWith) -> tuple[
+        Callable[[Callable[..., Awaitable[Resp]]], Callable[..., Awaitable[Resp]]],
+        Callable[[Callable[..., AsyncIterator[Resp]]], Callable[..., AsyncIterator[Resp]]]]:
+    """Decorators for unary and streaming handlers that turn exceptions into statuses with
+    ``abort_with`` (the native and the etcd API differ only in that mapping)."""
+
+    def unary(fn: Callable[..., Awaitable[Resp]]) -> Callable[..., Awaitable[Resp]]:
+        @functools.wraps(fn)
+        async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Resp:
+            try:
+                return await fn(self, request, context)
+            except Exception as e:
+                await abort_with(context, e, fn.__name__)
+            raise AssertionError("unreachable")
+
+        return wrapper
+
+    def stream(fn: Callable[..., AsyncIterator[Resp]]) -> Callable[..., AsyncIterator[Resp]]:
+        @functools.wraps(fn)
+        async def wrapper(self: Any, request: Any,
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
+            try:
+                async for item in fn(self, request, context):
+                    yield item
+            except Exception as e:
+                await abort_with(context, e, fn.__name__)
+
+        return wrapper
+
+    return unary, stream
+
+
+async def _abort_native(context: grpc.aio.ServicerContext, exc: Exception, name: str) -> None:
+    if isinstance(exc, grpc.aio.AioRpcError):  # a forwarded call failed: pass its status on
+        await context.abort(*forwarded_status(exc))
+    status = _status_for(exc)
+    if status is None:
+        log.exception("%s failed", name)
+        status = (Code.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+    await abort(context, *status)
+
+
+rpc, stream_rpc = error_mapping(_abort_native)
+"""Decorators for the native API's handlers: exceptions become gRPC statuses."""
 
 
 Forward = Callable[[grpc.aio.Channel, float], Awaitable[Any]]

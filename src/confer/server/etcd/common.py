@@ -6,10 +6,8 @@ etcd's clients recognise a server error by its gRPC code and its exact message (
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 
@@ -36,7 +34,7 @@ from confer.raft.errors import (
 )
 from confer.server.app import ConferServer, NoLeader
 from confer.server.node import NodeStopped, OutcomeUnknown
-from confer.server.services import ORIGIN, RpcError, forwarded_status
+from confer.server.services import ORIGIN, RpcError, error_mapping, forwarded_status
 from confer.server.watch import WatchClosed
 
 log = logging.getLogger("confer.etcd")
@@ -130,33 +128,8 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, name: st
     await context.abort(*status)
 
 
-def etcd_rpc(fn: Callable[..., Awaitable[Resp]]) -> Callable[..., Awaitable[Resp]]:
-    """A unary etcd method: exceptions become etcd's statuses."""
-
-    @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Resp:
-        try:
-            return await fn(self, request, context)
-        except Exception as e:
-            await _abort(context, e, fn.__name__)
-        raise AssertionError("unreachable")
-
-    return wrapper
-
-
-def etcd_stream(fn: Callable[..., AsyncIterator[Resp]]) -> Callable[..., AsyncIterator[Resp]]:
-    """A streaming etcd method: exceptions end the stream with etcd's statuses."""
-
-    @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any,
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
-        try:
-            async for item in fn(self, request, context):
-                yield item
-        except Exception as e:
-            await _abort(context, e, fn.__name__)
-
-    return wrapper
+etcd_rpc, etcd_stream = error_mapping(_abort)
+"""Decorators for the etcd API's handlers: exceptions become etcd's statuses."""
 
 
 def header(server: ConferServer, revision: int = 0) -> rpc_pb2.ResponseHeader:
