@@ -78,6 +78,7 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--join", {"help": "Client address of a running member: join its cluster."}),
     ("--wait-init", {"is_flag": True, "default": None,
                      "help": "Start empty and wait for the Init RPC."}),
+    ("--peer-routes", {"help": "Dial peers here instead: ID=HOST:PORT,... (e.g. via proxies)."}),
     ("--tick-ms", {"type": int, "help": "Raft tick in milliseconds [100]."}),
     ("--election-ticks", {"type": int, "help": "Election timeout in ticks [10]."}),
     ("--snapshot-every", {"type": int, "help": "Snapshot after this many entries [10000]."}),

@@ -55,6 +55,7 @@ class ConferServer:
         self.cluster_listeners: list[Callable[[str, Member | None, int], None]] = []
         """Called with (kind, member, leader id) on membership and leader changes."""
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._routes = cfg.routes()
         self._transport: GrpcPeerTransport | None = None
         self._background: list[asyncio.Task[Any]] = []
         self._removing = False
@@ -192,6 +193,8 @@ class ConferServer:
 
     # -- Raft plumbing ------------------------------------------------------------------------
     def _peer_addr(self, node_id: int) -> str | None:
+        if node_id in self._routes:
+            return self._routes[node_id]
         m = self.fsm.membership.members.get(node_id)
         return m.peer_addr if m else None
 

@@ -35,6 +35,9 @@ class ServerConfig:
     """Founding members, ``id=peer_addr,...`` (or ``id=name@peer_addr``). Same on every founder."""
     cluster_token: str = "confer"
     join: str = ""
+    peer_routes: str = ""
+    """``id=HOST:PORT,...``: dial these peers here instead of at their advertised peer address
+    (a proxy in front of each link, as the fault-injection harness uses)."""
     """Client address of a running member: ask it to add this node, then catch up."""
     wait_init: bool = False
     """Start empty and wait for the ``Init`` RPC instead of bootstrapping."""
@@ -76,6 +79,17 @@ class ServerConfig:
             raise ConfigError("initial-cluster: node ids must be distinct")
         return out
 
+    def routes(self) -> dict[int, str]:
+        """Parse ``peer_routes`` into {peer id: address to dial}."""
+        out: dict[int, str] = {}
+        for part in filter(None, (p.strip() for p in self.peer_routes.split(","))):
+            ident, sep, addr = part.partition("=")
+            if not sep or not ident.strip().isdigit() or int(ident) <= 0:
+                raise ConfigError(f"peer-routes entry {part!r}: expected ID=HOST:PORT")
+            check_addr("peer-routes", addr)
+            out[int(ident)] = addr
+        return out
+
     def validate(self) -> None:
         for key in ("listen_client", "listen_peer"):
             check_addr(key.replace("_", "-"), getattr(self, key))
@@ -94,6 +108,7 @@ class ServerConfig:
             raise ConfigError("use only one of initial-cluster, join and wait-init")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log-format must be text or json")
+        self.routes()
         founders = self.founders()
         if founders and self.node_id and self.node_id not in {i for i, _, _ in founders}:
             raise ConfigError(f"id {self.node_id} is not in initial-cluster")

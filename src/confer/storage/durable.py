@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import os
 
+from confer import failpoints
 from confer.raft.errors import UnavailableError
 from confer.raft.storage import MemoryStorage
 from confer.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMeta
@@ -141,6 +142,7 @@ class DurableStorage:
         if snap.meta.index <= self._snap_index:
             return
         self._snaps.save(snap.meta, snap.data)
+        failpoints.hit("snapshot-install")
         self._mem.apply_snapshot(snap)
         self._wal.save_snapshot(snap.meta, reset=True)
         self._snap_index = snap.meta.index
@@ -157,6 +159,7 @@ class DurableStorage:
         if index > mem.last_index():
             raise UnavailableError(f"snapshot index {index} > last index {mem.last_index()}")
         self._snaps.save(SnapshotMeta(index, mem.term(index), conf_state), data)
+        failpoints.hit("snapshot-create")
         snap = mem.create_snapshot(index, conf_state, data)
         self._wal.save_snapshot(snap.meta, reset=False)
         self._snap_index = index
@@ -181,6 +184,7 @@ class DurableStorage:
         mem.compact(index)
         self._wal.save_compact(index, mem.term(index))
         self._gc_pending = True
+        failpoints.hit("log-compaction")
         self.sync()
 
     def sync(self) -> None:

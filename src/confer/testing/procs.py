@@ -60,7 +60,8 @@ class NodeProcess:
     def peer_addr(self) -> str:
         return f"127.0.0.1:{self.peer_port}"
 
-    def start(self, extra: list[str] | None = None) -> None:
+    def start(self, extra: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        """Launch ``confer serve``; ``env`` adds variables (e.g. CONFER_FAILPOINTS)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir.parent / f"node{self.node_id}.log"
@@ -70,7 +71,8 @@ class NodeProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL,
+                                         env={**os.environ, **env} if env else None)
         finally:
             log.close()
 
