@@ -108,3 +108,18 @@ def test_serve_rejects_bad_settings_without_a_traceback(tmp_path: Path) -> None:
     config.write_text('tick-ms = "soon"\n')
     r = confer("serve", "--config", str(config))
     assert r.returncode == 2 and "tick-ms" in r.stderr and "Traceback" not in r.stderr
+    r = confer("serve", "--data-dir", str(tmp_path), "--peer-routes", "2=nowhere")
+    assert r.returncode == 2 and "peer-routes" in r.stderr and "Traceback" not in r.stderr
+    r = confer("serve", "--data-dir", str(tmp_path), "--peer-routes", f"@{tmp_path}/missing")
+    assert r.returncode == 2 and "cannot read" in r.stderr
+
+
+def test_peer_routes_come_from_flags_or_a_file(tmp_path: Path) -> None:
+    from confer.server.config import ServerConfig
+
+    assert ServerConfig(peer_routes="2=127.0.0.1:2001, 3=127.0.0.1:2002").routes() == {
+        2: "127.0.0.1:2001", 3: "127.0.0.1:2002"}
+    routes = tmp_path / "routes"
+    routes.write_text("2=127.0.0.1:2001\n3=127.0.0.1:2002\n")
+    assert ServerConfig(peer_routes=f"@{routes}").routes() == {
+        2: "127.0.0.1:2001", 3: "127.0.0.1:2002"}

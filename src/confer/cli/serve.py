@@ -82,6 +82,8 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--tick-ms", {"type": int, "help": "Raft tick in milliseconds [100]."}),
     ("--election-ticks", {"type": int, "help": "Election timeout in ticks [10]."}),
     ("--snapshot-every", {"type": int, "help": "Snapshot after this many entries [10000]."}),
+    ("--snapshot-catchup-entries", {"type": int,
+                                    "help": "Log entries kept after a snapshot [5000]."}),
     ("--auto-compaction-retention", {"type": int,
                                      "help": "Keep this many revisions of history [0 = off]."}),
     ("--max-key-bytes", {"type": int, "help": "Longest key path in bytes [4096]."}),

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from confer.raft.core import Config
 from confer.raft.errors import NotLeader
 from confer.raft.rawnode import bootstrap
 from confer.raft.types import ConfChange, ConfChangeType, ConfState, StateRole
-from confer.server.config import ServerConfig
+from confer.server.config import ConfigError, ServerConfig
 from confer.server.fsm import ServerStateMachine
 from confer.server.leases import Lessor
 from confer.server.members import Member, MembershipEvent, cluster_id_for, encode_publish
@@ -56,6 +57,7 @@ class ConferServer:
         """Called with (kind, member, leader id) on membership and leader changes."""
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._routes = cfg.routes()
+        self._routes_mtime = self._routes_file_mtime()
         self._transport: GrpcPeerTransport | None = None
         self._background: list[asyncio.Task[Any]] = []
         self._removing = False
@@ -132,7 +134,8 @@ class ConferServer:
         node = RaftNode(
             Config(id=self.node_id, election_tick=cfg.election_ticks, heartbeat_tick=1),
             self.storage, self._transport, self.fsm,
-            NodeOptions(tick_interval=cfg.tick_ms / 1000, snapshot_every=cfg.snapshot_every),
+            NodeOptions(tick_interval=cfg.tick_ms / 1000, snapshot_every=cfg.snapshot_every,
+                        keep_entries=cfg.snapshot_catchup_entries),
         )
         node.leader_listeners.append(self._on_leader)
         self.node = node
@@ -193,10 +196,29 @@ class ConferServer:
 
     # -- Raft plumbing ------------------------------------------------------------------------
     def _peer_addr(self, node_id: int) -> str | None:
-        if node_id in self._routes:
-            return self._routes[node_id]
+        routes = self._current_routes()
+        if node_id in routes:
+            return routes[node_id]
         m = self.fsm.membership.members.get(node_id)
         return m.peer_addr if m else None
+
+    def _routes_file_mtime(self) -> int:
+        spec = self.cfg.peer_routes
+        try:
+            return os.stat(spec[1:]).st_mtime_ns if spec.startswith("@") else 0
+        except OSError:
+            return 0
+
+    def _current_routes(self) -> dict[int, str]:
+        """The peer routes, re-read when their file changed (peers are redialled rarely)."""
+        mtime = self._routes_file_mtime()
+        if mtime != self._routes_mtime:
+            self._routes_mtime = mtime
+            try:
+                self._routes = self.cfg.routes()
+            except ConfigError as e:
+                log.warning("keeping the previous peer routes: %s", e)
+        return self._routes
 
     def _report_unreachable(self, node_id: int) -> None:
         if self.node is not None:

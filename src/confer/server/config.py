@@ -44,6 +44,8 @@ class ServerConfig:
     tick_ms: int = 100
     election_ticks: int = 10
     snapshot_every: int = 10_000
+    snapshot_catchup_entries: int = 5_000
+    """Entries kept in the log after a snapshot, so that slow followers catch up from the log."""
     auto_compaction_retention: int = 0
     """Keep this many revisions of history; 0 = compact only by hand."""
     max_key_bytes: int = 4096
@@ -80,9 +82,15 @@ class ServerConfig:
         return out
 
     def routes(self) -> dict[int, str]:
-        """Parse ``peer_routes`` into {peer id: address to dial}."""
+        """Parse ``peer_routes`` into {peer id: address to dial}; ``@PATH`` reads a file."""
+        spec = self.peer_routes
+        if spec.startswith("@"):
+            try:
+                spec = Path(spec[1:]).read_text()
+            except OSError as e:
+                raise ConfigError(f"peer-routes: cannot read {spec[1:]}: {e.strerror}") from None
         out: dict[int, str] = {}
-        for part in filter(None, (p.strip() for p in self.peer_routes.split(","))):
+        for part in filter(None, (p.strip() for p in spec.replace("\n", ",").split(","))):
             ident, sep, addr = part.partition("=")
             if not sep or not ident.strip().isdigit() or int(ident) <= 0:
                 raise ConfigError(f"peer-routes entry {part!r}: expected ID=HOST:PORT")
@@ -100,6 +108,8 @@ class ServerConfig:
             raise ConfigError("id must be a positive integer")
         if self.tick_ms <= 0 or self.election_ticks < 2:
             raise ConfigError("tick-ms must be positive and election-ticks at least 2")
+        if self.snapshot_every <= 0 or self.snapshot_catchup_entries < 0:
+            raise ConfigError("snapshot-every must be positive, snapshot-catchup-entries >= 0")
         if self.max_key_bytes <= 0 or self.max_value_bytes <= 0:
             raise ConfigError("max-key-bytes and max-value-bytes must be positive")
         if self.auto_compaction_retention < 0:

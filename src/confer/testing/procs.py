@@ -141,7 +141,7 @@ class ProcessCluster:
         self.extra_args = extra_args or []
         self.nodes: dict[int, NodeProcess] = {}
         for i in range(1, size + 1):
-            self.nodes[i] = self._new_node(i)
+            self.nodes[i] = self.new_node(i)
         initial = ",".join(f"{n.node_id}={n.peer_addr}" for n in self.nodes.values())
         for n in self.nodes.values():
             n.args = ["--initial-cluster", initial, *self._common_args()]
@@ -149,7 +149,8 @@ class ProcessCluster:
     def _common_args(self) -> list[str]:
         return ["--tick-ms", str(self.tick_ms), *self.extra_args]
 
-    def _new_node(self, node_id: int) -> NodeProcess:
+    def new_node(self, node_id: int) -> NodeProcess:
+        """A node process with fresh ports and data dir, not started and not a member yet."""
         return NodeProcess(node_id, self.base_dir / f"node{node_id}", free_port(self.rng),
                            free_port(self.rng))
 
@@ -164,7 +165,7 @@ class ProcessCluster:
 
     def add_node(self, node_id: int, join: str | None = None) -> NodeProcess:
         """A new process that joins through ``join`` (a member's client address)."""
-        node = self._new_node(node_id)
+        node = self.new_node(node_id)
         node.args = ["--join", join or self.endpoints[0], *self._common_args()]
         self.nodes[node_id] = node
         node.start()
