@@ -91,7 +91,8 @@ def test_a_read_of_a_value_never_written_is_rejected() -> None:
     window = the_window(register(ops))
     assert window.op == ops[2]
     assert window.concurrent == (ops[1],)  # the info write may still be in flight
-    # b may not have happened yet, or happened (after a: before a, it is overwritten unseen)
+    # b may not have happened yet, or happened after a (b before a is left out: a overwrote
+    # it unseen, which the state without b already covers)
     assert sorted((p.state, [o.index for o in p.applied]) for p in window.states) == [
         ("'a'", []), ("'b'", [1])]
 

@@ -218,8 +218,9 @@ def _check_partition(
     prepared = model.prepare(group)
     ops = prepared.ops
     if prepared.problems:
-        problem = prepared.problems[0]
-        window = Window(key, problem.reason, problem.op, total=len(ops))
+        problem, *more = prepared.problems
+        reason = problem.reason + (f" (and {len(more)} more such problems)" if more else "")
+        window = Window(key, reason, problem.op, total=len(ops))
         return PartitionResult(key, VIOLATION, len(ops), 0, time.monotonic() - start,
                                window=window)
     found = _search(ops, model, prepared.interchangeable, max_steps, deadline)
@@ -242,7 +243,8 @@ def _shrink(
     All the searches this takes share one budget of ``max_steps``.
     """
     ops, twins = prepared.ops, prepared.interchangeable
-    finite = sorted((op for op in ops if op.ret is not None), key=lambda op: (op.ret, op.index))
+    finite = sorted((op for op in ops if op.ret is not None),
+                    key=lambda op: (op.ret, op.call, op.index))
     # linearizability is prefix-closed, so "the cut after k returns fails" is monotone in k:
     # binary search, knowing that the whole history (k = len(finite)) fails. The full search
     # never got past `blocked`'s return, so the cuts either side of it are tried first.
@@ -277,8 +279,8 @@ def _shrink(
                     max(max_steps - steps, 0), deadline, collect=True)
     steps += found.steps
     described = sorted({(model.describe(state), tuple(
-        op.index for i, op in enumerate(found.ops) if linearized >> i & 1 and op.ret is None))
-        for state, linearized in found.configs})
+        op.index for i, op in enumerate(found.optional) if used >> i & 1))
+        for state, used in found.configs})
     states = tuple(Possibility(text, tuple(original[i] for i in applied))
                    for text, applied in described[:MAX_STATES_SHOWN])
     window = Window(
@@ -320,27 +322,31 @@ def _cut_after_returns(
 class _Found:
     outcome: str
     steps: int
-    ops: list[Operation]
-    """The searched ops, in bit order (bit i of a linearized set is ops[i])."""
+    optional: list[Operation]
+    """The optional ops searched (bit i of a set of them is ``optional[i]``)."""
     detail: str = ""
     """Why the outcome is unknown."""
     blocked: Operation | None = None
     """The op with the latest return the search was ever stuck at."""
     configs: set[tuple[Any, int]] = field(default_factory=set)
-    """With ``collect``: every (state, linearized set) in which the search can finish."""
+    """With ``collect``: every (state, optional ops used) in which the search can finish."""
 
 
 class _Entry:
     """A call or return event; those of ops that must be linearized form a linked list."""
 
-    __slots__ = ("bit", "blind", "match", "next", "op", "pos", "prev", "pure", "twin", "used")
+    __slots__ = ("bit", "blind", "fid", "match", "next", "op", "pos", "prev", "pure", "twin",
+                 "used")
 
-    def __init__(self, op: Operation | None = None, bit: int = 0, *, pure: bool = False,
+    def __init__(self, op: Operation | None = None, *, pure: bool = False,
                  blind: bool = False) -> None:
         self.op = op
-        self.bit = bit
         self.pure = pure
         self.blind = blind
+        self.fid = 0
+        """An op that must be linearized: its rank in return order."""
+        self.bit = 0
+        """An optional op: its bit in the set of those used."""
         self.pos = -1
         """Rank in time order (calls before returns at the same instant)."""
         self.match: _Entry | None = None
@@ -361,26 +367,28 @@ def _search(
     deadline: float | None, *, collect: bool = False,
 ) -> _Found:
     """Is there a linearization of ``ops``? With ``collect``, find every way to finish."""
-    # bits in return order keep the low bits of a linearized set dense (all ones)
-    ops = sorted(ops, key=lambda op: (op.ret is None, op.ret or 0, op.call, op.index))
+    finite = sorted((op for op in ops if op.ret is not None),
+                    key=lambda op: (op.ret, op.call, op.index))
+    optional_ops = sorted((op for op in ops if op.ret is None), key=lambda op: (op.call, op.index))
     events: list[tuple[int, int, int, _Entry]] = []
     optional: list[_Entry] = []
-    for i, op in enumerate(ops):
+    for i, op in enumerate(finite + optional_ops):
         # fail ops that reach the search are observations: they never change the state
         pure = op.status == FAIL or not model.may_change(op)
-        call = _Entry(op, 1 << i, pure=pure, blind=not pure and model.blind(op))
+        call = _Entry(op, pure=pure, blind=not pure and model.blind(op))
         events.append((op.call, 0, i, call))
         if op.ret is None:
+            call.bit = 1 << len(optional)
             optional.append(call)
         else:
-            call.match = _Entry()
+            call.fid, call.match = i, _Entry(op)
             # calls sort before returns at the same instant: such ops count as concurrent
             events.append((op.ret, 1, i, call.match))
     events.sort(key=lambda e: e[:3])
     head = tail = _Entry()
     for pos, (_, _, i, entry) in enumerate(events):
         entry.pos = pos
-        if ops[i].ret is not None:
+        if i < len(finite):
             tail.next, entry.prev, tail = entry, tail, entry
     # optional calls, in time order: interchangeable ones (used in that order), other blind
     # ones, others that can be legal anywhere, and the rest by the states they can be legal in
@@ -388,7 +396,7 @@ def _search(
     blind: list[_Entry] = []
     anywhere: list[_Entry] = []
     guarded: dict[Any, list[_Entry]] = {}
-    for entry in sorted(optional, key=lambda e: e.pos):
+    for entry in optional:
         op = entry.op
         assert op is not None
         entry.twin = op.index in interchangeable
@@ -406,10 +414,14 @@ def _search(
 
     step = model.step
     state = model.init()
-    linearized = 0
-    seen: set[tuple[int, Any]] = set()
-    # per choice: the entry, the state and linearized set before it, and where the walk was
-    undo: list[tuple[_Entry, Any, int, tuple[list[_Entry], ...] | None, int, int, float]] = []
+    # the ops linearized: those that must be are the first `done` in return order and those
+    # in the bitset `ahead` (bit i: the op ranked done + i), which stays small however long
+    # the history; the optional ones are in the bitset `used`
+    done = ahead = used = 0
+    seen: set[tuple[int, int, int, Any]] = set()
+    # per choice: the entry, the search's state before it, and where the walk was
+    undo: list[tuple[_Entry, Any, int, int, int, tuple[list[_Entry], ...] | None, int, int,
+                     float]] = []
     configs: set[tuple[Any, int]] = set()
     steps = 0
     blocked = -1
@@ -432,10 +444,10 @@ def _search(
                 candidate = entry
             elif entry is None and not collect:
                 # every op that must be linearized is
-                return _Found(LINEARIZABLE, steps, ops)
+                return _Found(LINEARIZABLE, steps, optional_ops)
             else:
                 if entry is None:
-                    configs.add((state, linearized))
+                    configs.add((state, used))
                     bound = float("inf")
                 else:
                     # a return we cannot pass: optional ops invoked before it may still help
@@ -462,18 +474,27 @@ def _search(
         if candidate is not None:
             steps += 1
             if steps > max_steps:
-                return _Found(UNKNOWN, steps, ops, f"step budget of {max_steps} exhausted",
-                              configs=configs)
+                return _Found(UNKNOWN, steps, optional_ops,
+                              f"step budget of {max_steps} exhausted", configs=configs)
             if not steps & 1023 and deadline is not None and time.monotonic() > deadline:
-                return _Found(UNKNOWN, steps, ops, "time budget exhausted", configs=configs)
+                return _Found(UNKNOWN, steps, optional_ops, "time budget exhausted",
+                              configs=configs)
             legal, after = step(state, candidate.op)
             if legal:
-                key = (linearized | candidate.bit, after)
+                if candidate.match is None:
+                    key = (done, ahead, used | candidate.bit, after)
+                elif candidate.fid > done:
+                    key = (done, ahead | 1 << (candidate.fid - done), used, after)
+                else:
+                    # the first op pending is done: so are any run of ops ahead of it
+                    run = ahead | 1
+                    skip = (~run & (run + 1)).bit_length() - 1
+                    key = (done + skip, run >> skip, used, after)
                 if key not in seen:
                     seen.add(key)
-                    undo.append((candidate, state, linearized, lists, which, at, bound))
-                    linearized, state = key
-                    after_optional = lists is not None
+                    undo.append((candidate, state, done, ahead, used, lists, which, at, bound))
+                    done, ahead, used, state = key
+                    after_optional = candidate.match is None
                     twins_used += candidate.twin
                     _lift(candidate)
                     entry, lists = head.next, None
@@ -487,7 +508,7 @@ def _search(
                 continue
         # every choice from this state was tried: undo the last one
         while undo:
-            candidate, state, linearized, lists, which, at, bound = undo.pop()
+            candidate, state, done, ahead, used, lists, which, at, bound = undo.pop()
             twins_used -= candidate.twin
             _unlift(candidate)
             # a pure op (one that leaves the state as it is) can always be linearized as soon
@@ -495,10 +516,10 @@ def _search(
             if not candidate.pure:
                 break
         else:
-            blocked_op = ops[events[blocked][2]] if blocked >= 0 else None
-            return _Found(LINEARIZABLE if configs else VIOLATION, steps, ops,
-                          blocked=blocked_op, configs=configs)
-        after_optional = bool(undo) and undo[-1][3] is not None
+            return _Found(LINEARIZABLE if configs else VIOLATION, steps, optional_ops,
+                          blocked=events[blocked][3].op if blocked >= 0 else None,
+                          configs=configs)
+        after_optional = bool(undo) and undo[-1][0].match is None
         if lists is None:
             entry = candidate.next
         else:
