@@ -15,13 +15,26 @@ from confer.server.members import Membership, MembershipEvent, decode_publish, i
 SNAPSHOT_FORMAT = 1
 
 
+class AppliedTwice(RuntimeError):
+    """An entry at or below the applied index reached the state machine: applying it would
+    make this node's state diverge from the others', so the node must stop instead."""
+
+
 class ServerStateMachine:
     def __init__(self) -> None:
         self.kv = KVStore()
         self.membership = Membership()
         self.membership_listeners: list[Callable[[MembershipEvent], None]] = []
+        self.applied_index = 0
+        """The last entry applied (normal or membership); restored with the KV store's."""
+
+    def _advance(self, index: int) -> None:
+        if index <= self.applied_index:
+            raise AppliedTwice(f"entry {index} applied again (applied index {self.applied_index})")
+        self.applied_index = index
 
     def apply(self, entry: Entry) -> Any:
+        self._advance(entry.index)
         if is_publish(entry.data):
             # Malformed: applying must never fail, and nothing changes.
             with contextlib.suppress(ValueError, TypeError):
@@ -30,6 +43,7 @@ class ServerStateMachine:
         return self.kv.apply(entry)
 
     def apply_conf_change(self, index: int, cc: ConfChange, conf: ConfState) -> None:
+        self._advance(index)
         event = self.membership.apply(cc, conf)
         if event is not None:
             for listener in self.membership_listeners:
@@ -46,3 +60,4 @@ class ServerStateMachine:
             raise ValueError(f"unsupported snapshot format {fmt}")
         self.kv.restore(kv)
         self.membership.restore(members)
+        self.applied_index = self.kv.applied_index
