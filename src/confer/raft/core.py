@@ -105,7 +105,10 @@ class Raft:
         self.rng = rng
         self.log = RaftLog(storage)
         hs, conf = storage.initial_state()
-        snap_index = storage.first_index() - 1
+        # The driver restores the state machine from this snapshot, so it is applied. The log
+        # may keep entries before it (catch-up entries for slow followers): never apply those
+        # again, and read membership changes only after it.
+        snap_index = storage.snapshot().meta.index
         if hs.commit > self.log.last_index():
             raise ValueError(
                 f"persisted commit {hs.commit} is past the last log index "
@@ -114,6 +117,7 @@ class Raft:
         # A snapshot holds only committed entries, so its index is committed even if a crash
         # kept the snapshot but lost the hard state written beside it.
         self.log.commit_to(max(hs.commit, snap_index))
+        self.log.applied_to(snap_index)
         self.term = hs.term
         self.vote = hs.vote
         self.lead = NONE
