@@ -130,3 +130,21 @@ def test_leadership_transfer(tmp_path: Path) -> None:
                                          timeout=15)
         assert st.leader_id == target
         assert c.leader() == target
+
+
+def test_a_joining_node_retries_until_the_cluster_can_add_it(tmp_path: Path) -> None:
+    """--join keeps asking through refusals that pass (here: nobody answers yet)."""
+    c = ProcessCluster(1, tmp_path)
+    try:
+        joiner = c.add_node(2, join=c.nodes[1].client_addr)  # the cluster is not up yet
+        time.sleep(2.5)
+        assert joiner.alive(), joiner.log_text()
+        c.nodes[1].start()
+        c.leader()
+        deadline = time.monotonic() + 30
+        while members(c.nodes[1].client_addr).get(2) is not False:  # False: a voter
+            assert time.monotonic() < deadline, "node 2 never became a voter"
+            time.sleep(0.2)
+        assert "retrying" in joiner.log_text()
+    finally:
+        c.stop()

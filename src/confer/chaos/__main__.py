@@ -42,17 +42,20 @@ def _clients(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[
 @click.option("--watchers", type=click.IntRange(0, 50), default=2, show_default=True)
 @click.option("--keys", type=click.IntRange(1, 1000), default=4, show_default=True,
               help="Register keys.")
+@click.option("--groups", type=click.IntRange(0, 1000), default=0, show_default=True,
+              help="Transaction key groups [0: one per 150 s of run, at least 2].")
 @click.option("--stale-reads", is_flag=True,
               help="Read serializably (stale under partitions): shows the checker catches it.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("chaos-runs"), show_default=True, help="Report directories go here.")
 def main(seed: int, nodes: int, duration: float, nemeses: list[str],
-         clients: tuple[int, int, int], watchers: int, keys: int, stale_reads: bool,
+         clients: tuple[int, int, int], watchers: int, keys: int, groups: int,
+         stale_reads: bool,
          out: Path) -> None:
     """Run real Confer nodes under faults, record a history, check it, write a report."""
     cfg = RunConfig(seed=seed, nodes=nodes, duration=duration, nemeses=nemeses,
                     register_clients=clients[0], txn_clients=clients[1],
-                    lock_clients=clients[2], watchers=watchers, keys=keys,
+                    lock_clients=clients[2], watchers=watchers, keys=keys, groups=groups,
                     stale_reads=stale_reads, out=out)
     result = run(cfg)
     click.echo(result.summary)

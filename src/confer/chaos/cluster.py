@@ -153,6 +153,10 @@ class ChaosCluster:
         node.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if not node.alive():  # its join was refused: it never became a member
+                self.members.discard(node_id)
+                self._write_routes()
+                raise RuntimeError(f"node {node_id} exited: {node.log_text()[-300:]}")
             with contextlib.suppress(Exception):
                 resp = self._cluster_call("MemberList", rpc_pb2.MemberListRequest(), 2.0)
                 if any(node_id == m.ID and not m.isLearner

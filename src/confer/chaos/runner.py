@@ -58,7 +58,9 @@ class RunConfig:
     lock_clients: int = 3
     watchers: int = 2
     keys: int = 4
-    groups: int = 2
+    groups: int = 0
+    """Transaction key groups; 0 = one per 150 s of run (at least 2), so that no group's
+    history grows past what the linearizability search decides quickly."""
     stale_reads: bool = False
     """Serializable (local, possibly stale) reads: a deliberate bug the checker must catch."""
     timeout: float = 2.0
@@ -76,6 +78,7 @@ class RunConfig:
                 "--nemesis", ",".join(self.nemeses) or "none",
                 "--clients", f"{self.register_clients},{self.txn_clients},{self.lock_clients}",
                 "--watchers", str(self.watchers), "--keys", str(self.keys),
+                "--groups", str(self.groups),
                 "--out", str(self.out)]
         if self.stale_reads:
             args.append("--stale-reads")
@@ -129,7 +132,8 @@ async def _load(cfg: RunConfig, cluster: ChaosCluster, run_dir: Path, t0: int,
     rec = Recorder(history, t0)
     deadline = time.monotonic() + cfg.duration
     keys = [f"{DATA_PREFIX}reg/{i}" for i in range(cfg.keys)]
-    groups = {f"g{g}": [f"{DATA_PREFIX}txn/g{g}/{k}" for k in "abc"] for g in range(cfg.groups)}
+    groups = {f"g{g}": [f"{DATA_PREFIX}txn/g{g}/{k}" for k in "abc"]
+              for g in range(cfg.groups or max(2, int(cfg.duration // 150)))}
     common = {"endpoints": cluster.endpoints, "timeout": cfg.timeout}
     clients: list[Client] = []
     index = 0

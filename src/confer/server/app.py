@@ -373,15 +373,28 @@ class ConferServer:
         self.node.campaign()
 
     async def _join(self, addr: str) -> None:
-        """Ask a running member to add this node as a learner."""
+        """Ask a running member to add this node as a learner.
+
+        Refusals that pass (no leader, a timeout, another membership change still in
+        progress) are retried for up to ``JOIN_RETRY_SECONDS``; anything else is final.
+        """
         ch = grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
+        request = kv_pb2.MemberAddRequest(
+            id=self.cfg.node_id, name=self.cfg.name, peer_addr=self.cfg.peer_url,
+            client_addr=self.cfg.client_url, is_learner=True)
+        deadline = time.monotonic() + JOIN_RETRY_SECONDS
         try:
             stub = kv_pb2_grpc.ClusterStub(ch)
-            resp = await stub.MemberAdd(kv_pb2.MemberAddRequest(
-                id=self.cfg.node_id, name=self.cfg.name, peer_addr=self.cfg.peer_url,
-                client_addr=self.cfg.client_url, is_learner=True), timeout=30)
-        except grpc.aio.AioRpcError as e:
-            raise SystemExit(f"join {addr}: {e.code().name}: {e.details()}") from None
+            while True:
+                try:
+                    resp = await stub.MemberAdd(request, timeout=30)
+                    break
+                except grpc.aio.AioRpcError as e:
+                    if not _join_may_succeed_later(e) or time.monotonic() > deadline:
+                        raise SystemExit(
+                            f"join {addr}: {e.code().name}: {e.details()}") from None
+                    log.info("join %s: %s; retrying", addr, e.details())
+                    await asyncio.sleep(1.0)
         finally:
             await ch.close()
         self.node_id = resp.member.id
@@ -424,6 +437,15 @@ class ConferServer:
             if self.is_leader() and target > kv.compact_revision:
                 with contextlib.suppress(Exception):
                     await self.propose(encode_command(Compact(target)), 5.0)
+
+
+JOIN_RETRY_SECONDS = 60.0
+
+
+def _join_may_succeed_later(e: grpc.aio.AioRpcError) -> bool:
+    code = e.code()
+    return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or (
+        code == grpc.StatusCode.FAILED_PRECONDITION and "in progress" in (e.details() or ""))
 
 
 def member_change(kind: ConfChangeType, member: Member, cluster_id: int) -> ConfChange:
