@@ -210,7 +210,16 @@ class ProcessCluster:
                 n.kill()
 
     def __enter__(self) -> ProcessCluster:
-        return self.start()
+        """Start every node and wait until each answers (a test's first call must not race a
+        node that is still starting); on failure, stop them all."""
+        self.start()
+        try:
+            for n in self.nodes.values():
+                n.wait_ready(30)
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
