@@ -15,6 +15,7 @@ bounded in time, and killed by PID at the end.
     .venv/bin/python benchmarks/etcd_compare.py --clients 200 --duration 10
     .venv/bin/python benchmarks/etcd_compare.py --workload put --check-perf s,m,l,xl
     .venv/bin/python benchmarks/etcd_compare.py --workload none --check-perf s --json
+    .venv/bin/python benchmarks/etcd_compare.py --only confer --workload none --check-perf m
 """
 
 from __future__ import annotations
@@ -289,13 +290,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="etcdctl check perf loads (s,m,l,xl), comma-separated; 'none' to skip")
     ap.add_argument("--order", default="etcd,confer", choices=["etcd,confer", "confer,etcd"],
                     help="which system runs first")
+    ap.add_argument("--only", choices=["confer", "etcd"],
+                    help="run just this system (no comparison; etcd need not be installed "
+                         "for --only confer)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     workloads = [w for w in args.workload.split(",") if w and w != "none"]
     loads = [x for x in args.check_perf.split(",") if x and x != "none"]
     if bad := [x for x in loads if x not in ("s", "m", "l", "xl")]:
         ap.error(f"unknown check perf load(s): {bad}")
+    systems = [args.only] if args.only else args.order.split(",")
     for tool, pkg in (("etcd", "etcd-server"), ("etcdctl", "etcd-client")):
+        if tool == "etcd" and "etcd" not in systems:
+            continue
         if shutil.which(tool) is None:
             print(f"{tool} not found: apt-get install {pkg}", file=sys.stderr)
             return 2
@@ -307,11 +314,11 @@ def main(argv: list[str] | None = None) -> int:
         runner = asyncio.run
     results: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="confer-vs-etcd-") as d:
-        for name in args.order.split(","):
+        for name in systems:
             results[name] = run_system(name, Path(d), args, workloads, loads, runner)
     if args.json:
-        print(json.dumps({"confer": results["confer"], "etcd": results["etcd"]}))
-    else:
+        print(json.dumps(results))
+    elif not args.only:  # a single system's figures were printed as they came
         print_comparison(results, workloads, loads)
     return 0
 

@@ -37,6 +37,7 @@ from confer.kv import (
     encode_command,
 )
 from confer.kv.keyrange import contains
+from confer.kv.store import SnapshotAborted
 from confer.raft.types import Entry
 
 KEYS = [b"/a", b"/a/x", b"/a/y", b"/ab", b"/b", b"/c"]
@@ -232,6 +233,39 @@ def test_snapshot_round_trip_is_exact(before: list[object], after: list[object])
     assert observe(b) == observe(a)
     assert b.snapshot() == a.snapshot()
     check_against_model(b, model)
+
+
+@settings(max_examples=80, deadline=None)
+@given(before=commands, during=commands, step=st.integers(1, 4))
+def test_an_incremental_snapshot_is_the_state_it_started_from(
+        before: list[object], during: list[object], step: int) -> None:
+    """snapshot_steps() captures the state at creation and yields snapshot()'s bytes of it,
+    although writes go on between its steps; a compaction meanwhile aborts it."""
+    a = KVStore()
+    index = run(a, None, before, 0)
+    expected = a.snapshot()
+    steps = a.snapshot_steps(step)
+    assert next(steps) is None  # captured
+    compacted = False
+    out = None
+    for cmd in during:  # one write between two steps
+        rev = a.compact_revision
+        index = run(a, None, [cmd], index)
+        compacted = compacted or a.compact_revision != rev
+        try:
+            out = next(steps, None)
+        except SnapshotAborted:
+            assert compacted
+            return
+        if out is not None:
+            break
+    if out is None:
+        try:
+            out = next(data for data in steps if data is not None)
+        except SnapshotAborted:
+            assert compacted
+            return
+    assert out == expected
 
 
 def test_restore_of_nothing_is_the_empty_store() -> None:

@@ -9,8 +9,10 @@ from confer.raft import (
     ConfChangeInProgress,
     ConfChangeType,
     Entry,
+    EntryType,
     LeadershipTransferInProgress,
     MemoryStorage,
+    Message,
     MessageType,
     NotLeader,
     StateRole,
@@ -180,7 +182,7 @@ def test_a_follower_gets_a_read_index_from_the_leader() -> None:
 
 
 def test_proposals_to_a_non_leader_name_the_known_leader() -> None:
-    net = Net(3)
+    net = Net(3, disable_proposal_forwarding=True)
     with pytest.raises(NotLeader) as exc:
         net.node(2).propose(b"x")
     assert exc.value.leader == 0
@@ -193,6 +195,83 @@ def test_proposals_to_a_non_leader_name_the_known_leader() -> None:
     with pytest.raises(NotLeader) as exc:
         net.node(2).read_index(b"r")
     assert exc.value.leader == 0
+
+
+def test_a_follower_forwards_its_proposals_to_the_leader_in_one_message() -> None:
+    net = Net(3)
+    net.elect(1)
+    assert net.node(2).propose(b"f1", b"f2") == (0, 0)  # index decided by the leader
+    rd = net.node(2).ready()
+    props = [m for m in rd.messages if m.type == MT.PROP]
+    assert len(props) == 1 and props[0].to == 1 and props[0].term == 0
+    assert [e.data for e in props[0].entries] == [b"f1", b"f2"]
+    assert net.node(2).raft.log.last_index() == net.node(1).raft.log.last_index()  # not here
+    net.node(2).advance(rd)
+    net.deliver(rd.messages)
+    net.node(1).propose(b"l1")
+    net.stabilize()
+    for i in (1, 2, 3):
+        assert [e.data for e in net.peers[i].applied] == [b"f1", b"f2", b"l1"]
+
+
+def test_proposals_without_a_leader_to_forward_to_are_refused() -> None:
+    net = Net(3)
+    with pytest.raises(NotLeader) as exc:  # no leader known yet
+        net.node(2).propose(b"x")
+    assert exc.value.leader == 0
+    net.elect(1)
+    net.isolate(1)
+    net.node(2).campaign()  # a candidate forwards nothing
+    assert net.role(2) != StateRole.FOLLOWER
+    with pytest.raises(NotLeader) as exc:
+        net.node(2).propose(b"x")
+    assert exc.value.leader == 0
+    with pytest.raises(ValueError):
+        net.node(3).propose(b"")
+
+
+def test_a_leader_drops_forwarded_proposals_during_a_transfer() -> None:
+    net = Net(3)
+    net.elect(1)
+    net.drop(1, 3)  # node 3 lags, so the transfer takes a while
+    net.node(1).propose(b"x")
+    net.stabilize()
+    net.node(1).transfer_leader(3)
+    net.node(2).propose(b"during")  # forwarded, arrives during the transfer: dropped
+    net.stabilize()
+    net.heal()
+    net.tick_all(2)
+    assert net.leaders() == [3]
+    net.node(2).propose(b"after")  # forwarded to the new leader
+    net.stabilize()
+    assert [e.data for e in net.peers[2].applied] == [b"x", b"after"]
+
+
+def test_a_forwarded_proposal_reaching_a_deposed_leader_is_passed_on() -> None:
+    net = Net(3)
+    net.elect(1)
+    net.node(2).propose(b"p")
+    msgs = net.process(2)  # the PROP, still in flight to node 1 ...
+    net.node(1).transfer_leader(3)  # ... when node 3 takes over
+    net.stabilize()
+    assert net.leaders() == [3] and net.node(1).raft.lead == 3
+    net.deliver(msgs)
+    net.stabilize()
+    assert [e.data for e in net.peers[1].applied] == [b"p"]
+    assert net.count_sent(MT.PROP) == 2
+
+
+def test_forwarded_membership_changes_and_empty_entries_are_ignored() -> None:
+    net = Net(3)
+    net.elect(1)
+    last = net.node(1).raft.log.last_index()
+    cc = ConfChange(ConfChangeType.REMOVE, 3).encode()
+    net.node(1).step(Message(MT.PROP, to=1, frm=2, entries=[
+        Entry(0, 0, cc, EntryType.CONF_CHANGE), Entry(0, 0, b""), Entry(0, 0, b"ok")]))
+    net.stabilize()
+    assert net.node(1).raft.log.last_index() == last + 1
+    assert net.node(1).raft.conf.voters == {1, 2, 3}
+    assert [e.data for e in net.peers[3].applied] == [b"ok"]
 
 
 def test_membership_changes_go_one_at_a_time() -> None:

@@ -140,8 +140,8 @@ def test_read_index_from_a_follower() -> None:
     assert b"x=1" in c.node(f).commands
 
 
-def test_a_proposal_to_a_follower_raises_not_leader_with_the_leaders_id() -> None:
-    c = Cluster(ClusterConfig(nodes=3), seed=6)
+def test_a_proposal_to_a_follower_raises_not_leader_when_forwarding_is_off() -> None:
+    c = Cluster(ClusterConfig(nodes=3, forward_proposals=False), seed=6)
     lead = c.wait_for_leader()
     c.run_ticks(2)  # let every follower hear from the leader
 
@@ -149,6 +149,48 @@ def test_a_proposal_to_a_follower_raises_not_leader_with_the_leaders_id() -> Non
         with pytest.raises(NotLeader) as err:
             c.propose(f, b"x")
         assert err.value.leader == lead
+
+
+def test_proposals_to_followers_are_forwarded_committed_once_and_acked_there() -> None:
+    c = Cluster(ClusterConfig(nodes=3, link=LinkConditions(min_delay=1, max_delay=8)), seed=6)
+    lead = c.wait_for_leader()
+    c.run_ticks(2)
+    f1, f2 = followers(c, lead)
+    ps = [c.propose(f1 if i % 2 else f2, b"f%d" % i) for i in range(20)]
+    assert all(p.forwarded and p.index == 0 for p in ps)
+    mine = c.propose(lead, b"leader's")
+    for p in [*ps, mine]:
+        c.wait_for(p)
+        assert p.acked
+    # Each is applied exactly once, at the index its follower reported.
+    for n in c.nodes.values():
+        assert sorted(n.commands) == sorted([b"f%d" % i for i in range(20)] + [b"leader's"])
+    log = c.node(lead).fsm.commands
+    assert {p.payload: p.index for p in ps} == {cmd: i for i, cmd in log if cmd != b"leader's"}
+
+
+def test_a_forwarded_proposal_lost_with_its_leader_settles_as_unknown() -> None:
+    c = Cluster(ClusterConfig(nodes=3), seed=8)
+    lead = c.wait_for_leader()
+    c.run_ticks(2)
+    f = followers(c, lead)[0]
+    c.one_way([f], [lead])  # the PROP never arrives
+    p = c.propose(f, b"dropped")
+    assert p.forwarded
+    c.run_ticks(4 * c.cfg.election_tick)
+    assert p.outcome is Outcome.UNKNOWN
+    assert all(b"dropped" not in n.commands for n in c.nodes.values())
+
+
+def test_a_follower_without_a_leader_refuses_proposals() -> None:
+    c = Cluster(ClusterConfig(nodes=3), seed=9)
+    lead = c.wait_for_leader()
+    f = followers(c, lead)[0]
+    c.isolate(f)
+    assert c.run_until(lambda: c.node(f).leader_id == 0, max_ticks=100)
+    with pytest.raises(NotLeader) as err:
+        c.propose(f, b"x")
+    assert err.value.leader == 0
 
 
 def test_a_crash_between_write_and_sync_loses_only_unsynced_writes() -> None:

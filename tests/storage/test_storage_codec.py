@@ -135,3 +135,16 @@ def test_remove_except_keeps_only_the_current_snapshot(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "0000000000000007-000000000000002a.snap", "README",
     ]
+
+
+def test_remove_except_can_spare_snapshots_being_written(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path), FaultyDisk())
+    store.save(SnapshotMeta(10, 1), b"old")
+    store.save(META, b"current")
+    (tmp_path / "0000000000000007-0000000000000063.snap.tmp").write_bytes(b"being written")
+    store.save(SnapshotMeta(80, 7), b"written, not yet recorded")
+    store.remove_except(META, keep_newer=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "0000000000000007-000000000000002a.snap", "0000000000000007-0000000000000050.snap",
+        "0000000000000007-0000000000000063.snap.tmp",
+    ]

@@ -188,6 +188,54 @@ def test_snapshot_and_compaction_round_trip(open_storage: Opener, data_dir: Path
     assert [p.name for p in snapshot_files(data_dir)] == ["0000000000000001-000000000000000c.snap"]
 
 
+def test_a_snapshot_file_written_ahead_is_recorded_without_rewriting_it(
+        open_storage: Opener, data_dir: Path) -> None:
+    st = open_storage()
+    st.append(ents(1, 20, 1))
+    st.set_hard_state(HardState(1, 1, 20))
+    st.create_snapshot(5, CONF, b"at 5")
+    st.sync()
+    meta = SnapshotMeta(12, 1, CONF)
+    st.save_snapshot_file(meta, b"app state at 12")  # e.g. in a worker thread ...
+    st.append(ents(21, 22, 1))  # ... while the driver goes on, and syncs
+    st.sync()
+    assert len(snapshot_files(data_dir)) == 2  # the newer file survives the tidying
+    written = snapshot_files(data_dir)[-1].stat().st_mtime_ns
+    st.create_snapshot(12, CONF, b"app state at 12", saved=meta)
+    st.compact(10)
+    assert [p.name for p in snapshot_files(data_dir)] == ["0000000000000001-000000000000000c.snap"]
+    assert snapshot_files(data_dir)[0].stat().st_mtime_ns == written
+    st = reopen(st, open_storage)
+    assert st.snapshot().meta == meta and st.snapshot().data == b"app state at 12"
+    assert st.last_index() == 22
+
+
+def test_a_compaction_without_sync_waits_for_the_next_sync(open_storage: Opener,
+                                                          data_dir: Path) -> None:
+    st = open_storage()
+    st.append(ents(1, 20, 1))
+    st.create_snapshot(5, CONF, b"at 5")
+    st.sync()
+    st.create_snapshot(12, CONF, b"at 12")
+    st.compact(10, sync=False)
+    assert st.first_index() == 11
+    assert len(snapshot_files(data_dir)) == 2  # nothing deleted before the records are durable
+    st.sync()
+    assert [p.name for p in snapshot_files(data_dir)] == ["0000000000000001-000000000000000c.snap"]
+    st = reopen(st, open_storage)
+    assert st.first_index() == 11 and st.snapshot().data == b"at 12"
+
+
+def test_an_unrecorded_snapshot_file_is_removed_on_reopen(open_storage: Opener,
+                                                          data_dir: Path) -> None:
+    st = open_storage()
+    st.append(ents(1, 20, 1))
+    st.save_snapshot_file(SnapshotMeta(12, 1, CONF), b"never recorded")
+    st = reopen(st, open_storage)
+    assert snapshot_files(data_dir) == []
+    assert st.snapshot().meta.index == 0
+
+
 def test_create_snapshot_is_idempotent_and_bounded(open_storage: Opener) -> None:
     st = open_storage()
     st.append(ents(1, 5, 1))

@@ -86,6 +86,8 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
                                     "help": "Log entries kept after a snapshot [5000]."}),
     ("--auto-compaction-retention", {"type": int,
                                      "help": "Keep this many revisions of history [0 = off]."}),
+    ("--batch-window-ms", {"type": int,
+                           "help": "Under load, batch writes over this many ms [20; 0 = off]."}),
     ("--max-key-bytes", {"type": int, "help": "Longest key path in bytes [4096]."}),
     ("--max-value-bytes", {"type": int, "help": "Largest value in bytes [1048576]."}),
     ("--log-level", {"help": "debug, info, warning or error [info]."}),

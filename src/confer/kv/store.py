@@ -120,6 +120,14 @@ _COMPARE_FIELDS = {
 _ABSENT = KeyValue(b"", 0, 0, 0, b"", 0)
 """What a compare sees for a missing key: every field zero (etcd compares an empty KeyValue)."""
 
+class SnapshotAborted(Exception):
+    """An incremental snapshot (:meth:`KVStore.snapshot_steps`) was overtaken by a compaction
+    or a restore, which rewrite the history it was reading."""
+
+
+SNAPSHOT_STEP_KEYS = 2000
+"""Keys serialised per step of :meth:`KVStore.snapshot_steps` (a few milliseconds' work)."""
+
 EventListener = Callable[[tuple[Event, ...]], None]
 LeaseListener = Callable[[int, int], None]
 """Called with ``(lease id, ttl)`` after a grant and ``(lease id, 0)`` after a revocation."""
@@ -155,9 +163,11 @@ class KVStore:
         self._listeners: list[EventListener] = []
         self._restore_listeners: list[Callable[[int], None]] = []
         self._lease_listeners: list[LeaseListener] = []
+        self._generation = 0  # bumped when retained history is rewritten (compaction, restore)
         self._reset()
 
     def _reset(self) -> None:
+        self._generation += 1
         self._live: SortedDict = SortedDict()
         self._live_keys = self._live.keys()
         self._live_values = self._live.values()
@@ -612,6 +622,7 @@ class KVStore:
         self._dirty.difference_update(settled)
         del self._log[: rev - self._compact]
         self._compact = rev
+        self._generation += 1
 
     # -- reads ------------------------------------------------------------------------------------
     def _check_revision(self, rev: int) -> None:
@@ -870,22 +881,69 @@ class KVStore:
         ``id, ttl`` pairs by id; ``last_lease_id`` is the last id the store picked. Equal
         states give equal bytes. Version 1 (:meth:`restore` still reads it) had no leases.
         """
-        keys = list(heapq.merge(self._live_keys, self._dead))
-        histories = []
-        for k in keys:
-            flat: list[object] = []
-            for kv in self._history[k]:
-                flat += (kv.create_revision, kv.mod_revision, kv.version, kv.value, kv.lease)
-            histories.append(flat)
-        position = {k: i for i, k in enumerate(keys)}
-        events = [[position[entry]] if type(entry) is bytes else [position[k] for k in entry]
-                  for entry in self._log]
+        for data in self.snapshot_steps(step=1 << 62):
+            if data is not None:
+                return data
+        raise AssertionError("unreachable")
+
+    def snapshot_steps(self, step: int = SNAPSHOT_STEP_KEYS) -> Iterator[bytes | None]:
+        """:meth:`snapshot`, a slice at a time, while the store goes on applying writes.
+
+        The state is captured when the generator is created: the first ``next()`` returns at
+        once. Each later ``next()`` serialises ``step`` more keys and yields None; the last
+        yields the snapshot, byte for byte what :meth:`snapshot` would have returned at
+        creation. It reads the retained history up to the captured revision (MVCC), so
+        writes applied meanwhile do not show; a compaction or restore meanwhile rewrites that
+        history, and the next step raises :class:`SnapshotAborted`.
+        """
+        return self._snapshot_steps(step)
+
+    def _snapshot_steps(self, step: int) -> Iterator[bytes | None]:
+        generation = self._generation
+        rev, compact, applied = self._rev, self._compact, self.applied_index
+        keys = sorted([*self._live_keys, *self._dead])  # two sorted runs: a linear merge
+        events = self._log[:]  # revisions compact+1 .. rev
         leases: list[int] = []
         for lease in sorted(self._leases):
             leases += (lease, self._leases[lease])
-        body = [self._rev, self._compact, self.applied_index, keys, histories, events, leases,
-                self._last_lease_id]
-        return bytes((SNAPSHOT_VERSION,)) + msgpack.packb(body)
+        last_lease_id = self._last_lease_id
+        yield None  # captured: the state as of now
+
+        def check() -> None:
+            if self._generation != generation:
+                raise SnapshotAborted(f"the store was compacted or restored while a snapshot "
+                                      f"at revision {rev} was being written")
+
+        # msgpack.packb(body) with body built lazily: the same bytes, packed element-wise.
+        packer = msgpack.Packer(autoreset=False)
+        packer.pack_array_header(8)
+        for x in (rev, compact, applied, keys):
+            packer.pack(x)
+        packer.pack_array_header(len(keys))
+        history = self._history
+        for lo in range(0, len(keys), step):
+            check()
+            for k in keys[lo : lo + step]:
+                hist = history[k]
+                if hist[-1].mod_revision > rev:  # changed since: only what was there at rev
+                    hist = hist[: bisect_right(hist, rev, key=_MOD)]
+                flat: list[object] = []
+                for kv in hist:
+                    flat += (kv.create_revision, kv.mod_revision, kv.version, kv.value,
+                             kv.lease)
+                packer.pack(flat)
+            yield None
+        position = {k: i for i, k in enumerate(keys)}
+        packer.pack_array_header(len(events))
+        for lo in range(0, len(events), step * 4):
+            for entry in events[lo : lo + step * 4]:
+                packer.pack([position[entry]] if type(entry) is bytes
+                            else [position[k] for k in entry])
+            yield None
+        packer.pack(leases)
+        packer.pack(last_lease_id)
+        check()
+        yield bytes((SNAPSHOT_VERSION,)) + packer.getbuffer()  # one copy of the buffer
 
     def restore(self, data: bytes) -> None:
         """Replace the state with a snapshot's (``b""``: the empty store). Listeners stay

@@ -60,6 +60,8 @@ class Config:
     max_inflight_bytes: int = 32 << 20
     max_committed_size_per_ready: int = 64 << 20
     snapshot_chunk_size: int = 1 << 20
+    disable_proposal_forwarding: bool = False
+    """A follower refuses proposals (NotLeader) instead of forwarding them to the leader."""
 
     def validate(self) -> None:
         if self.id <= 0:
@@ -306,7 +308,9 @@ class Raft:
     # Sending
     # ------------------------------------------------------------------------------------------
     def send(self, m: Message) -> None:
-        if m.type not in (MT.VOTE, MT.PRE_VOTE, MT.VOTE_RESP, MT.PRE_VOTE_RESP):
+        # Votes carry their own term. A forwarded proposal carries none: like a local
+        # proposal, it is appended by whichever node leads when it arrives (etcd-raft).
+        if m.type not in (MT.VOTE, MT.PRE_VOTE, MT.VOTE_RESP, MT.PRE_VOTE_RESP, MT.PROP):
             m.term = self.term
         m.frm = self.id
         self.msgs.append(m)
@@ -378,14 +382,28 @@ class Raft:
     # Local requests
     # ------------------------------------------------------------------------------------------
     def propose(self, payloads: list[bytes]) -> tuple[int, int]:
-        """Append ``payloads`` as NORMAL entries. Returns (last index, term)."""
-        self._check_can_propose()
+        """Append ``payloads`` as NORMAL entries. Returns (last index, term).
+
+        A follower that knows the leader forwards them in one PROP message instead and
+        returns ``(0, 0)``: the leader decides their index, or drops them (during a leadership
+        transfer, or if it no longer leads), so the proposer must recognise its entries by
+        their contents when they are applied. Without a known leader (and on a candidate, or
+        with ``disable_proposal_forwarding``) this raises NotLeader.
+        """
         for p in payloads:
             if not p:
                 raise ValueError("empty proposals are reserved for the leader's no-op entry")
+        if self.role != StateRole.LEADER and self._can_forward():
+            self.send(Message(MT.PROP, to=self.lead, entries=[Entry(0, 0, p) for p in payloads]))
+            return 0, 0
+        self._check_can_propose()
         last = self._append_entries([Entry(0, 0, p) for p in payloads])
         self.append_pending = True
         return last, self.term
+
+    def _can_forward(self) -> bool:
+        return (self.role == StateRole.FOLLOWER and self.lead != NONE
+                and not self.cfg.disable_proposal_forwarding)
 
     def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]:
         self._check_can_propose()
@@ -599,6 +617,9 @@ class Raft:
         if t == MT.TRANSFER_LEADER:
             self._handle_transfer(m.frm)
             return
+        if t == MT.PROP:
+            self._append_forwarded(m)
+            return
         pr = self.prs.get(m.frm)
         if pr is None:
             return  # not a member (any more)
@@ -619,6 +640,18 @@ class Raft:
                 return
             pr.snap_offset = m.snap_offset  # next offset the follower expects
             self._send_snapshot_chunk(m.frm, pr)
+
+    def _append_forwarded(self, m: Message) -> None:
+        """Proposals a follower forwarded: appended like local ones, or dropped (not refused:
+        the proposer learns their fate only by applying them) while a transfer is under way.
+        Only non-empty NORMAL entries are taken: membership changes are never forwarded."""
+        if self.lead_transferee:
+            return
+        ents = [Entry(0, 0, e.data) for e in m.entries
+                if e.data and e.type == EntryType.NORMAL]
+        if ents:
+            self._append_entries(ents)
+            self.append_pending = True
 
     def _handle_append_response(self, m: Message, pr: Progress) -> None:
         if m.reject:
@@ -718,6 +751,10 @@ class Raft:
                 self.campaign(CampaignKind.TRANSFER)
         elif t == MT.READ_INDEX_RESP:
             self.read_states.append(ReadState(m.index, m.context))
+        elif t == MT.PROP and self._can_forward() and m.entries:
+            # Forwarded to us by a node that took us for the leader: pass it on (etcd-raft).
+            # With no leader known it is dropped, and the proposer's wait times out.
+            self.send(Message(MT.PROP, to=self.lead, entries=m.entries))
 
     def _handle_append(self, m: Message) -> None:
         log = self.log

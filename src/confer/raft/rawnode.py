@@ -40,8 +40,7 @@ from confer.raft.types import (
     StateRole,
 )
 
-_LOCAL_TYPES = frozenset({MessageType.HUP, MessageType.BEAT, MessageType.PROP,
-                          MessageType.CHECK_QUORUM})
+_LOCAL_TYPES = frozenset({MessageType.HUP, MessageType.BEAT, MessageType.CHECK_QUORUM})
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +88,10 @@ class RawNode:
         Raises :class:`~confer.raft.errors.ProposalDropped` (with the known leader) when this
         node cannot accept proposals. The command is committed if the entry applied at that
         index carries that term; a different term there means it was lost to a leader change.
+
+        A follower that knows the leader forwards the commands to it and returns ``(0, 0)``:
+        their index is unknown here, so the driver must tag them (e.g. with a request id) to
+        recognise them when applied; if the leader drops them they are never applied.
         """
         return self.raft.propose(list(payloads))
 

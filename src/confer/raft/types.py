@@ -113,10 +113,10 @@ class Snapshot:
 
 
 class MessageType(enum.IntEnum):
-    # Local inputs (never sent over the network).
+    # Local inputs (never sent over the network), but PROP.
     HUP = 0  # start an election
     BEAT = 1  # leader: send heartbeats
-    PROP = 2  # local proposal
+    PROP = 2  # proposals a follower forwards to the leader (no term: like a local proposal)
     CHECK_QUORUM = 3
     # Peer messages.
     APP = 10
@@ -147,6 +147,7 @@ class Message:
       carry one chunk of the snapshot bytes.
     - HEARTBEAT/HEARTBEAT_RESP/READ_INDEX/READ_INDEX_RESP: ``context`` identifies a read round
       or a read request.
+    - PROP: ``entries`` are proposals (index and term 0) a follower forwards to the leader.
     """
 
     type: MessageType

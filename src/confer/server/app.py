@@ -27,7 +27,7 @@ from confer.server.node import NodeOptions, RaftNode
 from confer.server.peer_transport import GRPC_OPTIONS, GrpcPeerTransport, PeerServicer
 from confer.server.watch import WatchHub
 from confer.storage import DurableStorage
-from confer.v1 import confer_pb2_grpc, kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
+from confer.v1 import confer_pb2_grpc, kv_pb2, kv_pb2_grpc, peer_pb2_grpc
 
 log = logging.getLogger("confer.server")
 
@@ -135,7 +135,8 @@ class ConferServer:
             Config(id=self.node_id, election_tick=cfg.election_ticks, heartbeat_tick=1),
             self.storage, self._transport, self.fsm,
             NodeOptions(tick_interval=cfg.tick_ms / 1000, snapshot_every=cfg.snapshot_every,
-                        keep_entries=cfg.snapshot_catchup_entries),
+                        keep_entries=cfg.snapshot_catchup_entries,
+                        batch_window=cfg.batch_window_ms / 1000),
         )
         node.leader_listeners.append(self._on_leader)
         self.node = node
@@ -305,13 +306,16 @@ class ConferServer:
             except TimeoutError:
                 raise NoLeader("no leader confirmed the read in time") from None
 
-    async def propose(self, command: bytes, timeout: float) -> Any:
-        """Replicate a command through this node, which must lead. Raises NotLeader."""
+    async def propose(self, command: bytes, timeout: float, *, forward: bool = False) -> Any:
+        """Replicate a command and return its result once applied on this node.
+
+        Only on the leader (else NotLeader), unless ``forward``: then a follower forwards it
+        to the leader through Raft, batched with the other writes it receives (NotLeader only
+        when it knows no leader; OutcomeUnknown if the leader dropped it)."""
         node = self.require_node()
-        if node.role != StateRole.LEADER:
+        if not forward and node.role != StateRole.LEADER:
             raise NotLeader(node.leader)
-        async with asyncio.timeout(timeout):
-            return await node.propose(command)
+        return await node.propose(command, forward, timeout)
 
     def leader_channel(self) -> grpc.aio.Channel:
         """A channel to the leader. Its peer port serves every service too, so it works
@@ -341,11 +345,7 @@ class ConferServer:
                 continue
             command = encode_publish(self.member())
             try:
-                if self.is_leader():
-                    await self.propose(command, 5.0)
-                else:
-                    await peer_pb2_grpc.PeerStub(self.leader_channel()).Propose(
-                        peer_pb2.ProposeRequest(command=command), timeout=5)
+                await self.propose(command, 5.0, forward=True)
             except Exception as e:
                 log.debug("publishing member attributes failed (will retry): %s", e)
 

@@ -48,6 +48,9 @@ class ServerConfig:
     """Entries kept in the log after a snapshot, so that slow followers catch up from the log."""
     auto_compaction_retention: int = 0
     """Keep this many revisions of history; 0 = compact only by hand."""
+    batch_window_ms: int = 20
+    """Under load, rounds of the Raft loop at least this far apart (at most a quarter tick),
+    so that each carries many writes; 0 = off. See NodeOptions.batch_window."""
     max_key_bytes: int = 4096
     max_value_bytes: int = 1 << 20
     log_level: str = "info"
@@ -108,6 +111,8 @@ class ServerConfig:
             raise ConfigError("id must be a positive integer")
         if self.tick_ms <= 0 or self.election_ticks < 2:
             raise ConfigError("tick-ms must be positive and election-ticks at least 2")
+        if self.batch_window_ms < 0:
+            raise ConfigError("batch-window-ms must be >= 0")
         if self.snapshot_every <= 0 or self.snapshot_catchup_entries < 0:
             raise ConfigError("snapshot-every must be positive, snapshot-catchup-entries >= 0")
         if self.max_key_bytes <= 0 or self.max_value_bytes <= 0:

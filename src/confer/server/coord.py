@@ -1,9 +1,9 @@
 """gRPC services of coord.proto: ``Lease``, ``Lock`` and ``Election``.
 
-- ``Lease``: Grant and Revoke are log writes (proposed on the leader, forwarded from a
-  follower). KeepAlive and TimeToLive need the leader's clock (:mod:`confer.server.leases`): a
-  follower forwards TimeToLive, and proxies a KeepAlive stream, request by request, to
-  whichever node leads, following leader changes.
+- ``Lease``: Grant and Revoke are log writes (a follower forwards them to the leader through
+  Raft, as every write). KeepAlive and TimeToLive need the leader's clock
+  (:mod:`confer.server.leases`): a follower forwards TimeToLive, and proxies a KeepAlive
+  stream, request by request, to whichever node leads, following leader changes.
 - ``Lock`` and ``Election`` (etcd's v3lock and v3election, server side) run on any member. A
   caller's key ``<name>/<lease hex>`` is created through the log (a Txn: create it if missing,
   else reuse it); then the caller waits, on this member's applied state, until its key has the
@@ -57,7 +57,7 @@ from confer.server.services import (
     timeout_of,
     to_leader,
 )
-from confer.v1 import coord_pb2, coord_pb2_grpc, kv_pb2, kv_pb2_grpc
+from confer.v1 import coord_pb2, coord_pb2_grpc, kv_pb2
 
 log = logging.getLogger("confer.coord")
 
@@ -190,15 +190,10 @@ class Coordinator:
 
     # -- writes -----------------------------------------------------------------------------------
     async def txn(self, req: kv_pb2.TxnRequest, timeout: float) -> kv_pb2.TxnResponse:
-        """Run a Txn through the log (forwarded to the leader from a follower). A forwarded
-        call's failure is raised as is (``grpc.aio.AioRpcError``): the ``rpc`` wrapper maps
-        it as it maps every forwarded write's."""
+        """Run a Txn through the log (forwarded to the leader through Raft from a
+        follower)."""
         cmd = self.kv_service.txn_command(req)
-        result = await self.kv_service.submit(
-            cmd, timeout, to_leader(kv_pb2_grpc.KVStub, "Txn", req))
-        if isinstance(result, kv_pb2.TxnResponse):
-            return result
-        return self.kv_service.txn_response(result)
+        return self.kv_service.txn_response(await self.kv_service.submit(cmd, timeout))
 
     async def create_or_reuse(self, key: bytes, value: bytes, lease: int, timeout: float
                               ) -> Candidate:
@@ -368,9 +363,7 @@ class LeaseService(Base, coord_pb2_grpc.LeaseServicer):
                     ) -> coord_pb2.LeaseGrantResponse:
         validate_command(LeaseGrant(req.ttl, req.id))
         cmd = LeaseGrant(max(req.ttl, self.lessor.min_ttl), req.id)
-        result = await self.write(cmd, context, to_leader(coord_pb2_grpc.LeaseStub, "Grant", req))
-        if isinstance(result, coord_pb2.LeaseGrantResponse):
-            return result
+        result = await self.write(cmd, context)
         resp = coord_pb2.LeaseGrantResponse(header=self.server.header(), id=result.id,
                                             ttl=result.ttl)
         resp.header.revision = result.revision
@@ -381,9 +374,7 @@ class LeaseService(Base, coord_pb2_grpc.LeaseServicer):
                      ) -> coord_pb2.LeaseRevokeResponse:
         cmd = LeaseRevoke(req.id)
         validate_command(cmd)
-        result = await self.write(cmd, context, to_leader(coord_pb2_grpc.LeaseStub, "Revoke", req))
-        if isinstance(result, coord_pb2.LeaseRevokeResponse):
-            return result
+        result = await self.write(cmd, context)
         resp = coord_pb2.LeaseRevokeResponse(header=self.server.header(),
                                              deleted=len(result.deleted))
         resp.header.revision = result.revision

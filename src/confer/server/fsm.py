@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -52,6 +52,29 @@ class ServerStateMachine:
     def snapshot(self) -> bytes:
         return msgpack.packb([SNAPSHOT_FORMAT, self.kv.snapshot(), self.membership.snapshot()])
 
+    def snapshot_steps(self) -> Iterator[bytes | None]:
+        """:meth:`snapshot` a slice at a time (see :meth:`KVStore.snapshot_steps`): the state
+        is captured at creation, each ``next()`` does a few milliseconds' work and yields
+        None, the last yields the snapshot. Raises ``SnapshotAborted`` if a compaction or a
+        restore overtakes it."""
+        kv_steps = self.kv.snapshot_steps()
+        next(kv_steps)  # captured now, with the member table
+        members = msgpack.packb(self.membership.snapshot())
+        return self._wrap(kv_steps, members)
+
+    @staticmethod
+    def _wrap(kv_steps: Iterator[bytes | None], members: bytes) -> Iterator[bytes | None]:
+        yield None
+        for kv in kv_steps:
+            if kv is None:
+                yield None
+                continue
+            # msgpack.packb([SNAPSHOT_FORMAT, kv, members]), without packing kv twice.
+            head = msgpack.Packer()
+            yield b"".join((head.pack_array_header(3), head.pack(SNAPSHOT_FORMAT),
+                            _bin_header(len(kv)), kv, members))
+            return
+
     def restore(self, data: bytes) -> None:
         if not data:
             return
@@ -61,3 +84,12 @@ class ServerStateMachine:
         self.kv.restore(kv)
         self.membership.restore(members)
         self.applied_index = self.kv.applied_index
+
+
+def _bin_header(n: int) -> bytes:
+    """msgpack's header of a ``bin`` of ``n`` bytes (what packb writes before bytes)."""
+    if n < 1 << 8:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 1 << 16:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")

@@ -3,16 +3,26 @@
 All Raft work happens in one task (``_run``), so the pure core is never entered concurrently.
 Each wake-up drains everything queued since the last one, which is what turns many concurrent
 proposals into one append, one fsync and one message per follower.
+
+A follower may propose too (``propose(data, forward=True)``): the core forwards the commands
+to the leader in one PROP message, and the leader appends them like its own. Their index is
+unknown to the follower, so each is tagged with a request id (:data:`FORWARD_TAG`, 8 bytes of
+id, then the command); every node applies the command without the tag, and the node waiting
+on that id resolves its request with the result it computed itself. A forwarded proposal the
+leader dropped (leader change, leadership transfer) is never applied: after
+``forward_timeout`` it fails with :class:`OutcomeUnknown`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
 import random
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,14 +34,22 @@ from confer.raft.storage import WritableLogStorage
 from confer.raft.types import (
     ConfChange,
     ConfState,
+    Entry,
     EntryType,
     Message,
     Ready,
+    SnapshotMeta,
     StateRole,
 )
 from confer.server.transport import Transport
 
 log = logging.getLogger("confer.node")
+
+FORWARD_TAG = 0xFE
+"""First byte of an entry a follower proposed: then an 8-byte request id, then the command.
+(KV commands start with their format version, a small number; member publications with
+0xFF.) The tag never reaches the state machine."""
+_FORWARD_PREFIX = bytes((FORWARD_TAG,))
 
 
 class OutcomeUnknown(RaftError):
@@ -53,6 +71,23 @@ class NodeOptions:
     snapshot transfer."""
     sync_in_thread: bool = True
     """Run fsync off the event loop (off for in-memory storage, where it costs nothing)."""
+    background_snapshots: bool = True
+    """Build snapshots a slice at a time between other work, and write them in a thread,
+    when the state machine offers ``snapshot_steps()`` (else, or when off, the loop stops
+    while it snapshots)."""
+    batch_window: float = 0.02
+    """Under full load, the shortest time between two rounds of the Raft loop (seconds, at
+    most a quarter tick), so that each round's Ready, fsync and peer messages carry many
+    requests: a fifth less CPU per write and more, on a busy cluster. 0 turns it off."""
+    batch_min_inflight: int = 8
+    """Load is measured as writes in flight on this node (waiting to be applied here, or, on
+    the leader, appended and not yet committed). Below this many, every round runs at once,
+    so a lone client's (or a few clients') requests are never held back; from there the
+    spacing grows with the load, to the full window at twice as many."""
+    forward_timeout: float | None = None
+    """Seconds a follower waits for a proposal it forwarded to the leader to be applied
+    before reporting OutcomeUnknown (the leader may have dropped it). Default: three
+    election timeouts."""
 
 
 class RaftNode:
@@ -71,8 +106,26 @@ class RaftNode:
         self.node = RawNode(config, storage, rng)
         self.applied_index = snap.meta.index
         self._snapshot_index = snap.meta.index
+        self._snapshot_job: asyncio.Task[None] | None = None
+        self._snapshot_built: tuple[SnapshotMeta, bytes] | None = None
         self._inbox: list[Message] = []
-        self._proposals: list[tuple[bytes, asyncio.Future[Any]]] = []
+        self._proposals: list[tuple[bytes, bool, asyncio.Future[Any]]] = []  # data, forward
+        self._forwarded: dict[bytes, asyncio.Future[Any]] = {}  # request id -> waiting request
+        self._forward_expiry: deque[tuple[int, bytes]] = deque()  # (deadline tick, request id)
+        timeout = self.options.forward_timeout
+        if timeout is None:
+            timeout = 3 * config.election_tick * self.options.tick_interval
+        self._forward_ticks = max(1, round(timeout / self.options.tick_interval))
+        # Unique to this process: an entry proposed by an earlier incarnation of this node
+        # (still in the log when it restarts) never answers a new request.
+        self._request_ids = itertools.count(random.SystemRandom().getrandbits(62))
+        self._tick_count = 0
+        # (deadline on the loop's clock, sequence, request): proposals given a timeout, which
+        # fail with TimeoutError at the first tick after it (cheaper than a timer each).
+        self._deadlines: list[tuple[float, int, asyncio.Future[Any]]] = []
+        self._deadline_seq = itertools.count()
+        self._batch_window = min(self.options.batch_window, self.options.tick_interval / 4)
+        self._last_round = 0.0
         self._conf_changes: list[tuple[ConfChange, asyncio.Future[Any]]] = []
         self._reads: list[tuple[bytes, asyncio.Future[int]]] = []
         self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}  # index -> (term, fut)
@@ -104,6 +157,8 @@ class RaftNode:
             return
         self._stopped = True
         self._wake.set()
+        if self._snapshot_job is not None:
+            self._tasks.append(self._snapshot_job)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -113,10 +168,21 @@ class RaftNode:
         self._fail_all(NodeStopped(f"node {self.id} stopped"))
 
     # -- requests ---------------------------------------------------------------------------------
-    async def propose(self, data: bytes) -> Any:
-        """Replicate ``data`` and return the state machine's result for it once applied."""
+    async def propose(self, data: bytes, forward: bool = False,
+                      timeout: float | None = None) -> Any:
+        """Replicate ``data`` and return the state machine's result for it once applied here.
+
+        Only the leader proposes, unless ``forward``: then a follower forwards ``data`` to the
+        leader through Raft, and fails with OutcomeUnknown if it is not applied within
+        ``forward_timeout``. NotLeader when this node does not lead (``forward``: when it
+        knows no leader). With ``timeout`` (seconds), TimeoutError at the first tick after it
+        (the write may still be applied).
+        """
         fut = self._new_future()
-        self._proposals.append((data, fut))
+        self._proposals.append((data, forward, fut))
+        if timeout is not None:
+            heapq.heappush(self._deadlines, (fut.get_loop().time() + timeout,
+                                             next(self._deadline_seq), fut))
         self._wake.set()
         return await fut
 
@@ -163,13 +229,27 @@ class RaftNode:
 
     async def _run(self) -> None:
         node = self.node
+        loop = asyncio.get_running_loop()
         while not self._stopped:
             await self._wake.wait()
+            if self._batch_window:
+                # Let requests, proposals and acks pile up into one round: one Ready, one
+                # fsync and one message per peer for all of them.
+                wait = self._last_round + self._round_spacing() - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            self._last_round = loop.time()
             self._wake.clear()
             try:
                 while self._ticks:
                     self._ticks -= 1
+                    self._tick_count += 1
                     node.tick()
+                expiry = self._forward_expiry
+                if expiry and expiry[0][0] <= self._tick_count:
+                    self._expire_forwarded()
+                if self._deadlines and self._deadlines[0][0] <= loop.time():
+                    self._expire_deadlines(loop.time())
                 if self._inbox:
                     inbox, self._inbox = self._inbox, []
                     for m in inbox:
@@ -182,15 +262,32 @@ class RaftNode:
                     self._submit_reads()
                 while node.has_ready():
                     await self._handle_ready(node.ready())
+                if self._snapshot_built is not None:
+                    self._record_snapshot()
             except Exception:
                 log.exception("node %d: fatal error in the Raft loop; stopping", self.id)
                 self._stopped = True
                 self._fail_all(NodeStopped(f"node {self.id} failed"))
                 raise
 
+    def _round_spacing(self) -> float:
+        """The batching window for the load now: none when lightly loaded."""
+        inflight = len(self._proposals) + len(self._pending) + len(self._forwarded)
+        if self.role == StateRole.LEADER:
+            log_ = self.node.raft.log
+            inflight = max(inflight, log_.last_index() - log_.committed)
+        low = self.options.batch_min_inflight
+        if inflight < low:
+            return 0.0
+        return self._batch_window * min(1.0, inflight / (2 * low))
+
     def _submit_proposals(self) -> None:
         batch, self._proposals = self._proposals, []
-        live = [(d, f) for d, f in batch if not f.done()]
+        raft = self.node.raft
+        if raft.role != StateRole.LEADER:
+            self._forward_proposals(batch, raft.lead)
+            return
+        live = [(d, f) for d, _, f in batch if not f.done()]
         if not live:
             return
         try:
@@ -202,6 +299,55 @@ class RaftNode:
         first = last - len(live) + 1
         for i, (_, f) in enumerate(live):
             self._pending[first + i] = (term, f)
+
+    def _forward_proposals(self, batch: list[tuple[bytes, bool, asyncio.Future[Any]]],
+                           leader: int) -> None:
+        """Not leading: forward the proposals that may be (tagged with request ids, in one
+        PROP message), refuse the others."""
+        ids: list[bytes] = []
+        tagged: list[bytes] = []
+        futures: list[asyncio.Future[Any]] = []
+        for data, forward, f in batch:
+            if f.done():
+                continue
+            if not forward:
+                f.set_exception(NotLeader(leader))
+                continue
+            rid = (next(self._request_ids) & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "big")
+            ids.append(rid)
+            tagged.append(_FORWARD_PREFIX + rid + data)
+            futures.append(f)
+        if not futures:
+            return
+        try:
+            self.node.propose(*tagged)
+        except (ProposalDropped, ValueError) as e:
+            for f in futures:
+                f.set_exception(e)
+            return
+        deadline = self._tick_count + self._forward_ticks
+        waiting = self._forwarded
+        expiry = self._forward_expiry
+        for rid, f in zip(ids, futures, strict=True):
+            waiting[rid] = f
+            expiry.append((deadline, rid))
+
+    def _expire_deadlines(self, now: float) -> None:
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            f = heapq.heappop(deadlines)[2]
+            if not f.done():
+                f.set_exception(TimeoutError("the write was not applied in time"))
+
+    def _expire_forwarded(self) -> None:
+        expiry = self._forward_expiry
+        now = self._tick_count
+        while expiry and expiry[0][0] <= now:
+            f = self._forwarded.pop(expiry.popleft()[1], None)
+            if f is not None and not f.done():
+                f.set_exception(OutcomeUnknown(
+                    "a write forwarded to the leader was not applied in time: the leader may "
+                    "have dropped it (leader change or transfer), or may yet apply it"))
 
     def _submit_conf_changes(self) -> None:
         batch, self._conf_changes = self._conf_changes, []
@@ -285,13 +431,29 @@ class RaftNode:
             _, f = self._pending.pop(i)
             if not f.done():
                 f.set_exception(OutcomeUnknown(f"entry {i} was replaced by a snapshot"))
+        # A forwarded proposal may be in the snapshot, or may still be applied after it.
+        forwarded, self._forwarded = self._forwarded, {}
+        for f in forwarded.values():
+            if not f.done():
+                f.set_exception(OutcomeUnknown("a snapshot replaced the log while a forwarded "
+                                               "write was pending"))
 
     def _apply(self, rd: Ready) -> None:
         fsm = self.fsm
         pending = self._pending
+        forwarded = self._forwarded
         for e in rd.committed_entries:
             if e.type == EntryType.NORMAL:
-                result = fsm.apply(e) if e.data else None
+                data = e.data
+                if data and data[0] == FORWARD_TAG:  # proposed by a follower: untag it
+                    command = data[9:]
+                    result = fsm.apply(Entry(e.index, e.term, command)) if command else None
+                    if forwarded:
+                        f = forwarded.pop(data[1:9], None)
+                        if f is not None and not f.done():
+                            f.set_result(result)
+                else:
+                    result = fsm.apply(e) if data else None
             else:
                 result = self.node.conf_state_at(e.index)
                 fsm.apply_conf_change(e.index, ConfChange.decode(e.data), result)
@@ -319,15 +481,70 @@ class RaftNode:
 
     def _maybe_snapshot(self) -> None:
         applied = self.applied_index
-        if applied - self._snapshot_index < self.options.snapshot_every:
+        if (applied - self._snapshot_index < self.options.snapshot_every
+                or self._snapshot_job is not None):
             return
         conf = self.node.conf_state_at(applied)
-        self.storage.create_snapshot(applied, conf, self.fsm.snapshot())
-        self._snapshot_index = applied
-        compact_to = applied - self.options.keep_entries
+        steps = getattr(self.fsm, "snapshot_steps", None)
+        if steps is None or not self.options.background_snapshots:
+            self.storage.create_snapshot(applied, conf, self.fsm.snapshot())
+            self._compact_after_snapshot(applied)
+            return
+        # The state as of now is captured at once; the rest runs beside the Raft loop.
+        meta = SnapshotMeta(applied, self.storage.term(applied), conf)
+        self._snapshot_job = asyncio.create_task(self._build_snapshot(meta, steps()),
+                                                 name=f"snapshot-{self.id}")
+
+    async def _build_snapshot(self, meta: SnapshotMeta, steps: Iterator[bytes | None]) -> None:
+        """Serialise the state machine a slice per loop turn, then write the file in a
+        thread; the Raft loop records it (:meth:`_record_snapshot`)."""
+        loop = asyncio.get_running_loop()
+        try:
+            data = None
+            for data in steps:
+                if data is not None:
+                    break
+                await asyncio.sleep(0)
+            assert data is not None
+            save = getattr(self.storage, "save_snapshot_file", None)
+            if save is not None:  # durable storage: write the file off the loop
+                await loop.run_in_executor(None, save, meta, data)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # aborted by a compaction or restore, or a disk error
+            log.info("node %d: snapshot at %d abandoned (%s); will retry", self.id,
+                     meta.index, e)
+            self._snapshot_job = None
+            return
+        self._snapshot_built = (meta, data)
+        self._wake.set()
+
+    def _record_snapshot(self) -> None:
+        assert self._snapshot_built is not None
+        meta, data = self._snapshot_built
+        self._snapshot_built = None
+        self._snapshot_job = None
+        if meta.index <= self._snapshot_index:
+            return  # a newer snapshot was installed meanwhile
+        if hasattr(self.storage, "save_snapshot_file"):
+            create: Any = self.storage.create_snapshot
+            create(meta.index, meta.conf_state, data, saved=meta)
+        else:
+            self.storage.create_snapshot(meta.index, meta.conf_state, data)
+        self._compact_after_snapshot(meta.index)
+
+    def _compact_after_snapshot(self, index: int) -> None:
+        self._snapshot_index = index
+        compact_to = index - self.options.keep_entries
         if compact_to >= self.storage.first_index():
-            self.storage.compact(compact_to)
-        self.node.compacted(applied)
+            if self.options.sync_in_thread and hasattr(self.storage, "save_snapshot_file"):
+                # Durable storage: the next Ready's sync, in the worker thread, makes the
+                # compaction durable and deletes the obsolete files; no fsync on the loop.
+                compact: Any = self.storage.compact
+                compact(compact_to, sync=False)
+            else:
+                self.storage.compact(compact_to)
+        self.node.compacted(index)
 
     def _fail_reads(self, exc: Exception) -> None:
         for f in self._read_wait.values():
@@ -337,12 +554,15 @@ class RaftNode:
 
     def _fail_all(self, exc: Exception) -> None:
         self._fail_reads(exc)
-        futures = [f for _, f in self._proposals] + [f for _, f in self._conf_changes]
+        futures = [f for _, _, f in self._proposals] + [f for _, f in self._conf_changes]
         futures += [f for _, f in self._reads] + [f for _, f in self._pending.values()]
-        futures += [f for _, f in self._read_ready]
+        futures += [f for _, f in self._read_ready] + list(self._forwarded.values())
         for f in futures:
             if not f.done():
                 f.set_exception(exc)
         self._proposals, self._conf_changes, self._reads = [], [], []
         self._pending.clear()
+        self._forwarded.clear()
+        self._forward_expiry.clear()
+        self._deadlines.clear()
         self._read_ready = []

@@ -1,8 +1,10 @@
 """gRPC services: the original ``ConferService``, the extended ``KV`` and ``Cluster`` APIs.
 
 Reads are linearizable by default (ReadIndex through the local node), or serializable on
-request. Writes are proposed on the leader; a follower forwards them to the leader's client
-address. Every user error becomes a gRPC status whose message names the rule.
+request. Writes are proposed through the local node: a follower forwards them to the leader
+through Raft (batched with the other writes it receives) and answers once it has applied them
+itself. Membership changes and lease clock queries are forwarded to the leader as gRPC calls.
+Every user error becomes a gRPC status whose message names the rule.
 """
 
 from __future__ import annotations
@@ -240,32 +242,26 @@ class Base:
         else:
             await self.server.read_barrier(timeout_of(context))
 
-    async def write(self, command: Any, context: grpc.aio.ServicerContext,
-                    forward: Forward) -> Any:
-        """Propose on the leader; on a follower, call ``forward`` on the leader's channel.
+    async def write(self, command: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Replicate a write command; returns the state machine's result (an error result is
+        raised). On a follower the command is forwarded to the leader through Raft, and the
+        result is the one this node computes when it applies the entry."""
+        return await self.submit(command, timeout_of(context))
 
-        Returns the state machine's result, or the forwarded RPC's response.
-        """
-        return await self.submit(command, timeout_of(context), forward, forwarded(context))
-
-    async def submit(self, command: Any, timeout: float,
-                     forward: Forward,
-                     was_forwarded: bool = False) -> Any:
-        """:meth:`write` without a request context: ``timeout`` in seconds, and whether the
-        request was already forwarded once (then it must not bounce again)."""
+    async def submit(self, command: Any, timeout: float) -> Any:
+        """:meth:`write` without a request context: ``timeout`` in seconds."""
         deadline = time.monotonic() + timeout
         data = encode_command(command)
+        server = self.server
         while True:
             try:
-                result = await self.server.propose(data, max(0.0, deadline - time.monotonic()))
+                result = await server.propose(data, max(0.0, deadline - time.monotonic()),
+                                              forward=True)
             except NotLeader:
-                if was_forwarded:
-                    raise NoLeader("forwarded to a node that is no longer the leader") from None
-                await self.server.wait_for_leader(max(0.0, deadline - time.monotonic()))
-                if self.server.is_leader():
-                    continue
-                return await forward(self.server.leader_channel(),
-                                     max(0.0, deadline - time.monotonic()))
+                # No leader known (an election is under way): wait for one, then again.
+                await asyncio.sleep(server.cfg.tick_ms / 1000)
+                await server.wait_for_leader(max(0.0, deadline - time.monotonic()))
+                continue
             if isinstance(result, ErrorResult):
                 raise result.to_exception()
             return result
@@ -351,11 +347,7 @@ class KVService(Base, kv_pb2_grpc.KVServicer):
 
     @rpc
     async def Put(self, req: kv_pb2.PutRequest, context: Any) -> kv_pb2.PutResponse:
-        cmd = self.put_command(req)
-        result = await self.write(cmd, context, to_leader(kv_pb2_grpc.KVStub, "Put", req))
-        if isinstance(result, kv_pb2.PutResponse):
-            return result
-        return self.put_response(result)
+        return self.put_response(await self.write(self.put_command(req), context))
 
     def put_response(self, result: Any) -> kv_pb2.PutResponse:
         resp = kv_pb2.PutResponse(header=self.server.header())
@@ -366,11 +358,7 @@ class KVService(Base, kv_pb2_grpc.KVServicer):
 
     @rpc
     async def Delete(self, req: kv_pb2.DeleteRequest, context: Any) -> kv_pb2.DeleteResponse:
-        cmd = self.delete_command(req)
-        result = await self.write(cmd, context, to_leader(kv_pb2_grpc.KVStub, "Delete", req))
-        if isinstance(result, kv_pb2.DeleteResponse):
-            return result
-        return self.delete_response(result)
+        return self.delete_response(await self.write(self.delete_command(req), context))
 
     def delete_response(self, result: Any) -> kv_pb2.DeleteResponse:
         if hasattr(result, "succeeded"):  # a recursive delete is a txn of two deletes
@@ -475,21 +463,14 @@ class KVService(Base, kv_pb2_grpc.KVServicer):
 
     @rpc
     async def Txn(self, req: kv_pb2.TxnRequest, context: Any) -> kv_pb2.TxnResponse:
-        cmd = self.txn_command(req)
-        result = await self.write(cmd, context, to_leader(kv_pb2_grpc.KVStub, "Txn", req))
-        if isinstance(result, kv_pb2.TxnResponse):
-            return result
-        return self.txn_response(result, req)
+        return self.txn_response(await self.write(self.txn_command(req), context), req)
 
     @rpc
     async def Compact(self, req: kv_pb2.CompactRequest, context: Any
                       ) -> kv_pb2.CompactResponse:
         if req.revision <= 0:
             raise InvalidArgument("compact revision must be positive")
-        result = await self.write(Compact(req.revision), context,
-                                  to_leader(kv_pb2_grpc.KVStub, "Compact", req))
-        if isinstance(result, kv_pb2.CompactResponse):
-            return result
+        await self.write(Compact(req.revision), context)
         return kv_pb2.CompactResponse(header=self.server.header())
 
     # -- watch --------------------------------------------------------------------------------
@@ -715,15 +696,13 @@ class LegacyService(Base, confer_pb2_grpc.ConferServiceServicer):
     @rpc
     async def Set(self, req: confer_pb2.SetConfigRequest, context: Any) -> confer_pb2.Empty:
         put = kv_pb2.PutRequest(path=req.path.path, value=req.value.value)
-        await self.kv_service.write(self.kv_service.put_command(put), context,
-                                    to_leader(confer_pb2_grpc.ConferServiceStub, "Set", req))
+        await self.kv_service.write(self.kv_service.put_command(put), context)
         return confer_pb2.Empty()
 
     @rpc
     async def Remove(self, req: confer_pb2.ConfigPath, context: Any) -> confer_pb2.Empty:
         key = path_key(req.path, self.limits)
-        await self.kv_service.write(DeleteRange(key), context,
-                                    to_leader(confer_pb2_grpc.ConferServiceStub, "Remove", req))
+        await self.kv_service.write(DeleteRange(key), context)
         return confer_pb2.Empty()
 
     @rpc

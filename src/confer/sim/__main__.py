@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ok seed={res.seed} nodes={res.nodes} ({res.flavour.name.lower()}): "
                   f"{res.ticks} ticks, "
                   f"{s.messages} messages, {s.leaders} leaders, commit {s.commit}, "
-                  f"{s.acked} writes acked, {s.reads_checked} reads checked, "
+                  f"{s.acked} writes acked ({s.forwarded_acked} of {s.forwarded} forwarded "
+                  f"by followers), {s.reads_checked} reads checked, "
                   f"{s.crashes} crashes, {s.snapshots_installed} snapshots installed, "
                   f"liveness in {s.liveness_ticks} ticks, trace hash {res.trace_hash:#x}")
         now = time.perf_counter()

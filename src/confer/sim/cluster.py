@@ -33,6 +33,7 @@ from confer.sim.checker import Checker, InvariantViolation, Rule
 from confer.sim.events import TICK_UNITS, EventKind, EventQueue
 from confer.sim.network import LinkConditions, Network
 from confer.sim.node import (
+    FORWARD_TIMEOUT_ELECTIONS,
     CrashPoint,
     CrashTrigger,
     NodeState,
@@ -59,6 +60,8 @@ class ClusterConfig:
     snapshot_chunk_size: int = 1 << 20
     snapshot_every: int = 0
     """Snapshot the application and compact the log every this many applied entries (0: never)."""
+    forward_proposals: bool = True
+    """Followers forward proposals to the leader (else they refuse them with NotLeader)."""
     link: LinkConditions = field(default_factory=LinkConditions)
 
     def raft_config(self, node_id: int) -> Config:
@@ -71,6 +74,7 @@ class ClusterConfig:
             max_size_per_msg=self.max_size_per_msg,
             max_inflight_msgs=self.max_inflight_msgs,
             snapshot_chunk_size=self.snapshot_chunk_size,
+            disable_proposal_forwarding=not self.forward_proposals,
         )
 
 
@@ -214,9 +218,13 @@ class Cluster:
             self.on_tick(self)
         if self.checker.removed:
             self._retire_removed()
+        timeout = FORWARD_TIMEOUT_ELECTIONS * self.cfg.election_tick * TICK_UNITS
         for node in self.nodes.values():
             if node.raw is None or node.paused:
                 continue
+            if node.forwarded:
+                node.now = self.now
+                node.expire_forwarded(self.now, timeout)
             try:
                 node.raw.tick()
             except InvariantViolation:
@@ -301,15 +309,21 @@ class Cluster:
         return node
 
     def propose(self, nid: int, payload: bytes) -> Proposal:
-        """Propose ``payload`` at node ``nid``; raises NotLeader (etc.) like the core does."""
+        """Propose ``payload`` at node ``nid``; raises NotLeader (etc.) like the core does.
+
+        A follower that knows the leader forwards the proposal: it is tracked by its payload
+        (which must be unique) until the follower applies it, or gives up on it."""
         node = self._running(nid)
         assert node.raw is not None
         try:
             index, term = node.raw.propose(payload)
         finally:
             self._touch(node)
-        p = Proposal(nid, index, term, payload, self.now)
-        node.track(p)
+        p = Proposal(nid, index, term, payload, self.now, forwarded=index == 0)
+        if p.forwarded:
+            node.track_forwarded(p)
+        else:
+            node.track(p)
         return p
 
     def change_membership(self, cc: ConfChange, via: int | None = None) -> Proposal:

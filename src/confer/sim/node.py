@@ -65,23 +65,32 @@ class CrashTrigger(enum.Enum):
 class Outcome(enum.Enum):
     PENDING = "pending"
     ACKED = "acked"
-    """Applied by the proposing node at the proposal's (index, term): the client hears success."""
+    """Applied by the proposing node at the proposal's (index, term): the client hears success.
+    A forwarded proposal: applied by the proposing node, at whatever index."""
     LOST = "lost"
     """Another entry was applied at that index: the proposal did not commit."""
     UNKNOWN = "unknown"
-    """The proposing node crashed (or skipped the index by a snapshot) first."""
+    """The proposing node crashed (or skipped the index by a snapshot) first; or a forwarded
+    proposal was not applied within :data:`FORWARD_TIMEOUT_ELECTIONS` election timeouts."""
+
+
+FORWARD_TIMEOUT_ELECTIONS = 3
+"""A follower gives up waiting for a forwarded proposal (outcome unknown) after this many
+election timeouts: the leader may have dropped it, or lost it to a leader change."""
 
 
 @dataclass(eq=False, slots=True)
 class Proposal:
     node: int
     index: int
+    """0 for a proposal forwarded to the leader, until it is applied."""
     term: int
     payload: bytes
     issued_at: int
     kind: EntryType = EntryType.NORMAL
     outcome: Outcome = Outcome.PENDING
     settled_at: int = -1
+    forwarded: bool = False
 
     @property
     def acked(self) -> bool:
@@ -127,6 +136,9 @@ class SimNode:
         self.crash_on = CrashTrigger.ANY
         self.keep_on_crash = 0
         self.proposals: dict[int, Proposal] = {}
+        self.forwarded: dict[bytes, Proposal] = {}
+        """Proposals forwarded to the leader, by payload (the workload's payloads are unique),
+        as a server tracks them by request id."""
         self.reads: dict[bytes, Read] = {}
         self._waiting_reads: list[ReadState] = []
         self.commit_seen = 0
@@ -158,9 +170,10 @@ class SimNode:
         self.paused = False
         self.held.clear()
         self.crash_at = None
-        for p in self.proposals.values():
+        for p in [*self.proposals.values(), *self.forwarded.values()]:
             self._settle(p, Outcome.UNKNOWN)
         self.proposals.clear()
+        self.forwarded.clear()
         self.reads.clear()
         self._waiting_reads.clear()
 
@@ -204,6 +217,14 @@ class SimNode:
         if old is not None:
             self._settle(old, Outcome.LOST)  # our own log replaced that index
         self.proposals[p.index] = p
+
+    def track_forwarded(self, p: Proposal) -> None:
+        self.forwarded[p.payload] = p
+
+    def expire_forwarded(self, now: int, timeout: int) -> None:
+        """Give up on forwarded proposals older than ``timeout`` time units."""
+        for payload in [k for k, p in self.forwarded.items() if now - p.issued_at >= timeout]:
+            self._settle(self.forwarded.pop(payload), Outcome.UNKNOWN)
 
     def _settle(self, p: Proposal, outcome: Outcome) -> None:
         p.outcome = outcome
@@ -282,6 +303,12 @@ class SimNode:
             )
         fsm.apply(e)
         self.checker.on_apply(self.id, e, fsm.digest)
+        if self.forwarded and e.type == EntryType.NORMAL:
+            fp = self.forwarded.pop(e.data, None)
+            if fp is not None:  # ours, appended by the leader wherever it chose
+                fp.index, fp.term = e.index, e.term
+                self._settle(fp, Outcome.ACKED)
+                self.checker.on_ack(e.index)
         p = self.proposals.pop(e.index, None)
         if p is not None:
             if e.term != p.term:
@@ -331,6 +358,10 @@ class SimNode:
         self.snapshots_installed += 1
         for index in [i for i in self.proposals if i <= snap.meta.index]:
             self._settle(self.proposals.pop(index), Outcome.UNKNOWN)
+        # A forwarded proposal may be inside the snapshot, or still to come: unknown.
+        for p in self.forwarded.values():
+            self._settle(p, Outcome.UNKNOWN)
+        self.forwarded.clear()
 
     def _maybe_snapshot(self) -> None:
         index = self.fsm.index

@@ -70,6 +70,10 @@ def _shipping_ticks(sc: Scenario, c: Cluster) -> int:
 class RunStats:
     proposals: int = 0
     acked: int = 0
+    forwarded: int = 0
+    """Proposals made at followers (forwarded to the leader) ..."""
+    forwarded_acked: int = 0
+    """... and how many of those their follower saw applied."""
     reads_checked: int = 0
     leaders: int = 0
     max_term: int = 0
@@ -212,6 +216,8 @@ def _fill_stats(stats: RunStats, c: Cluster, chaos: Chaos) -> None:
     chk = c.checker
     stats.proposals = chaos.stats.proposals
     stats.acked = len(chk.acked)
+    stats.forwarded = len(chaos.stats.forwarded)
+    stats.forwarded_acked = sum(p.acked for p in chaos.stats.forwarded)
     stats.reads_checked = chk.reads_checked
     stats.leaders = len(chk.leaders)
     stats.max_term = max(chk.leaders, default=0)

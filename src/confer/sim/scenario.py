@@ -26,7 +26,7 @@ from confer.raft import ProposalDropped, StateRole
 from confer.sim.cluster import Cluster, ClusterConfig, NodeUnavailable
 from confer.sim.events import TICK_UNITS
 from confer.sim.network import LinkConditions
-from confer.sim.node import CrashPoint, CrashTrigger, NodeState
+from confer.sim.node import CrashPoint, CrashTrigger, NodeState, Proposal
 
 DEFAULT_STEPS = 200
 """Ticks of chaos per scenario (the CLI's ``--steps``)."""
@@ -57,7 +57,8 @@ class Workload:
     conf_change_rate: float = 0.03
     transfer_rate: float = 0.02
     to_leader: float = 0.8
-    """Share of client requests sent to the current leader (the rest go to a random node)."""
+    """Share of client requests sent to the current leader (the rest go to a random node: a
+    follower forwards a proposal to the leader it knows, and a read's ReadIndex)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,8 @@ def _draw_churn(rng: random.Random, n: int) -> tuple[ClusterConfig, Workload, Fa
 @dataclass(slots=True)
 class ChaosStats:
     proposals: int = 0
+    forwarded: list[Proposal] = field(default_factory=list)
+    """Proposals made at a follower, which forwarded them to the leader."""
     rejected: int = 0
     reads: int = 0
     conf_changes: int = 0
@@ -269,8 +272,10 @@ class Chaos:
             return
         self._payloads += 1
         try:
-            self.c.propose(nid, b"w%d" % self._payloads)
+            p = self.c.propose(nid, b"w%d" % self._payloads)
             self.stats.proposals += 1
+            if p.forwarded:
+                self.stats.forwarded.append(p)
         except (ProposalDropped, NodeUnavailable):
             self.stats.rejected += 1
 

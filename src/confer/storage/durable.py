@@ -31,7 +31,9 @@ class DurableStorage:
 
     Everything written before a completed :meth:`sync` survives a crash; later writes may
     or may not, but recovery always yields the state as of some point in the write order.
-    Not thread-safe: one driver owns it.
+    Not thread-safe: one driver owns it. (The exceptions: :meth:`sync` and
+    :meth:`save_snapshot_file` may each run in a worker thread while the driver waits for
+    it, or goes on with anything but the other of the two and :meth:`create_snapshot`.)
 
     Two checks go beyond :class:`MemoryStorage`, because breaking them would make the disk
     state unrecoverable: :meth:`append` may not overwrite entries covered by the snapshot,
@@ -148,9 +150,17 @@ class DurableStorage:
         self._snap_index = snap.meta.index
         self._gc_pending = True
 
-    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
+    def save_snapshot_file(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Write (and fsync) the file of a snapshot that :meth:`create_snapshot` will record
+        with ``saved=meta``: the slow part, which may run in a worker thread meanwhile. Until
+        it is recorded, the file is an orphan that only the next open removes."""
+        self._snaps.save(meta, data)
+
+    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes, *,
+                        saved: SnapshotMeta | None = None) -> Snapshot:
         """Record a snapshot of the state machine as of ``index`` (the log is kept).
 
+        ``saved``: :meth:`save_snapshot_file` already wrote the file under that meta.
         As with :meth:`apply_snapshot`, it becomes the recovered snapshot after :meth:`sync`.
         """
         mem = self._mem
@@ -158,7 +168,9 @@ class DurableStorage:
             return mem.snapshot()
         if index > mem.last_index():
             raise UnavailableError(f"snapshot index {index} > last index {mem.last_index()}")
-        self._snaps.save(SnapshotMeta(index, mem.term(index), conf_state), data)
+        meta = SnapshotMeta(index, mem.term(index), conf_state)
+        if saved != meta:
+            self._snaps.save(meta, data)
         failpoints.hit("snapshot-create")
         snap = mem.create_snapshot(index, conf_state, data)
         self._wal.save_snapshot(snap.meta, reset=False)
@@ -166,12 +178,14 @@ class DurableStorage:
         self._gc_pending = True
         return snap
 
-    def compact(self, index: int) -> None:
+    def compact(self, index: int, *, sync: bool = True) -> None:
         """Drop entries up to ``index`` (at most the snapshot index) and obsolete files.
 
         Syncs first, so that the files are deleted only once the records that make them
         obsolete are durable. Removes WAL segments holding only entries up to ``index`` (never
-        the active one) and every snapshot file but the current one.
+        the active one) and every snapshot file but the current one. With ``sync=False`` both
+        wait for the next :meth:`sync` (which a driver may run off its event loop); until
+        then a crash merely recovers the longer log.
         """
         mem = self._mem
         if index < mem.first_index():
@@ -185,7 +199,8 @@ class DurableStorage:
         self._wal.save_compact(index, mem.term(index))
         self._gc_pending = True
         failpoints.hit("log-compaction")
-        self.sync()
+        if sync:
+            self.sync()
 
     def sync(self) -> None:
         """Make every earlier write durable (one write, one fdatasync), then tidy up files."""
@@ -193,7 +208,8 @@ class DurableStorage:
         if self._gc_pending:
             self._gc_pending = False
             self._wal.remove_obsolete()
-            self._snaps.remove_except(self._mem.snapshot().meta)
+            # Newer files are snapshots being written (save_snapshot_file), not leftovers.
+            self._snaps.remove_except(self._mem.snapshot().meta, keep_newer=True)
 
     # -- lifecycle and sizing ------------------------------------------------------------------
     @property

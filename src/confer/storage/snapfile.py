@@ -95,12 +95,16 @@ class SnapshotStore:
             raise SnapshotCorruptionError(path, f"holds {got}, the WAL expects {meta}")
         return Snapshot(got, buf[pos:])
 
-    def remove_except(self, keep: SnapshotMeta) -> list[str]:
-        """Delete every snapshot file (and leftover temporary file) but ``keep``'s."""
+    def remove_except(self, keep: SnapshotMeta, *, keep_newer: bool = False) -> list[str]:
+        """Delete every snapshot file (and leftover temporary file) but ``keep``'s, and
+        (``keep_newer``) but those of snapshots after ``keep``'s index."""
         keep_name = snapshot_name(keep) if keep.index else None
         removed = []
         for name in os.listdir(self._dir):
-            if name != keep_name and (_NAME.match(name) or name.endswith(".snap.tmp")):
+            m = _NAME.match(name.removesuffix(".tmp"))
+            if name != keep_name and m:
+                if keep_newer and int(m.group(2), 16) > keep.index:
+                    continue
                 path = os.path.join(self._dir, name)
                 os.remove(path)
                 removed.append(path)

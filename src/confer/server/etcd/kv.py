@@ -2,8 +2,9 @@
 
 The store already follows etcd's semantics (ranges, revisions, txn, compaction), so requests
 map one to one onto :mod:`confer.kv` commands. Keys are any non-empty bytes: the native path
-rules do not apply here (see docs/etcd-compatibility.md). Writes go through the leader, as the
-native API's: a follower forwards the etcd request itself to the leader's etcd service.
+rules do not apply here (see docs/etcd-compatibility.md). Writes go through the log as the
+native API's do: a follower forwards the command to the leader through Raft (as etcd does)
+and answers from its own application of the entry.
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
-
-import grpc
 
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.kv import (
@@ -48,10 +47,8 @@ from confer.server.etcd.common import (
     kv_to_etcd,
     require_key,
 )
-from confer.server.services import Base, forwarded, timeout_of, to_leader
+from confer.server.services import Base, timeout_of
 from confer.server.watch import Watcher
-
-Forward = Callable[[grpc.aio.Channel, float], Awaitable[Any]]
 
 _TARGETS: dict[int, tuple[CompareTarget, str]] = {
     rpc_pb2.Compare.VERSION: (CompareTarget.VERSION, "version"),
@@ -153,15 +150,6 @@ class EtcdKV(Base, rpc_pb2_grpc.KVServicer):
         super().__init__(server)
         self.commands = Commands(self.limits[1])
 
-    async def propose(self, command: Any, context: Any, forward: Forward) -> Any:
-        """Propose ``command`` (leader) or ``forward`` the request (follower): the store's
-        result, or the leader's etcd response."""
-        return await self.write(command, context, forward)
-
-    @staticmethod
-    def stub(ch: grpc.aio.Channel) -> rpc_pb2_grpc.KVStub:
-        return rpc_pb2_grpc.KVStub(ch)
-
     @etcd_rpc
     async def Range(self, req: rpc_pb2.RangeRequest, context: Any) -> rpc_pb2.RangeResponse:
         op = range_op(req)
@@ -174,39 +162,28 @@ class EtcdKV(Base, rpc_pb2_grpc.KVServicer):
 
     @etcd_rpc
     async def Put(self, req: rpc_pb2.PutRequest, context: Any) -> rpc_pb2.PutResponse:
-        result = await self.propose(self.commands.put(req), context,
-                                    to_leader(self.stub, "Put", req))
-        return result if isinstance(result, rpc_pb2.PutResponse) else put_response(
-            self.server, result)
+        return put_response(self.server, await self.write(self.commands.put(req), context))
 
     @etcd_rpc
     async def DeleteRange(self, req: rpc_pb2.DeleteRangeRequest, context: Any
                           ) -> rpc_pb2.DeleteRangeResponse:
-        result = await self.propose(self.commands.delete(req), context,
-                                    to_leader(self.stub, "DeleteRange", req))
-        return result if isinstance(result, rpc_pb2.DeleteRangeResponse) else delete_response(
-            self.server, result)
+        return delete_response(self.server,
+                               await self.write(self.commands.delete(req), context))
 
-    async def run_txn(self, req: rpc_pb2.TxnRequest, timeout: float,
-                      was_forwarded: bool = False) -> rpc_pb2.TxnResponse:
+    async def run_txn(self, req: rpc_pb2.TxnRequest, timeout: float) -> rpc_pb2.TxnResponse:
         """A Txn through the log; Lock and Election call it without a request context."""
-        result = await self.submit(self.commands.txn(req), timeout,
-                                   to_leader(self.stub, "Txn", req), was_forwarded)
-        return result if isinstance(result, rpc_pb2.TxnResponse) else txn_response(
-            self.server, result)
+        return txn_response(self.server, await self.submit(self.commands.txn(req), timeout))
 
     @etcd_rpc
     async def Txn(self, req: rpc_pb2.TxnRequest, context: Any) -> rpc_pb2.TxnResponse:
-        return await self.run_txn(req, timeout_of(context), forwarded(context))
+        return await self.run_txn(req, timeout_of(context))
 
     @etcd_rpc
     async def Compact(self, req: rpc_pb2.CompactionRequest, context: Any
                       ) -> rpc_pb2.CompactionResponse:
         cmd = Compact(req.revision)
         validate_command(cmd)
-        result = await self.propose(cmd, context, to_leader(self.stub, "Compact", req))
-        if isinstance(result, rpc_pb2.CompactionResponse):
-            return result
+        result = await self.write(cmd, context)
         return rpc_pb2.CompactionResponse(header=header(self.server, result.revision))
 
 

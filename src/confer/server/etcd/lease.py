@@ -44,9 +44,7 @@ class EtcdLease(Base, rpc_pb2_grpc.LeaseServicer):
             raise etcd_error(ERR_LEASE_TTL_TOO_LARGE)
         validate_command(LeaseGrant(req.TTL, req.ID))
         cmd = LeaseGrant(max(req.TTL, self.lessor.min_ttl), req.ID)  # etcd's minimum TTL rule
-        result = await self.write(cmd, context, to_leader(self.stub, "LeaseGrant", req))
-        if isinstance(result, rpc_pb2.LeaseGrantResponse):
-            return result
+        result = await self.write(cmd, context)
         return rpc_pb2.LeaseGrantResponse(header=header(self.server, result.revision),
                                           ID=result.id, TTL=result.ttl)
 
@@ -55,9 +53,7 @@ class EtcdLease(Base, rpc_pb2_grpc.LeaseServicer):
                           ) -> rpc_pb2.LeaseRevokeResponse:
         cmd = LeaseRevoke(req.ID)
         validate_command(cmd)
-        result = await self.write(cmd, context, to_leader(self.stub, "LeaseRevoke", req))
-        if isinstance(result, rpc_pb2.LeaseRevokeResponse):
-            return result
+        result = await self.write(cmd, context)
         return rpc_pb2.LeaseRevokeResponse(header=header(self.server, result.revision))
 
     @etcd_rpc
