@@ -25,6 +25,7 @@ from confer.server.leases import Lessor
 from confer.server.members import Member, MembershipEvent, cluster_id_for, encode_publish
 from confer.server.node import NodeOptions, RaftNode
 from confer.server.peer_transport import GRPC_OPTIONS, GrpcPeerTransport, PeerServicer
+from confer.server.registry import GenericHandlersOnly
 from confer.server.watch import WatchHub
 from confer.storage import DurableStorage
 from confer.v1 import confer_pb2_grpc, kv_pb2, kv_pb2_grpc, peer_pb2_grpc
@@ -147,21 +148,22 @@ class ConferServer:
     async def _start_grpc(self) -> None:
         server = grpc.aio.server(options=GRPC_OPTIONS)
         from confer.server.coord import add_coordination_services
+        from confer.server.etcd import add_etcd_services
         from confer.server.services import ClusterService, KVService, LegacyService
 
-        confer_pb2_grpc.add_ConferServiceServicer_to_server(LegacyService(self), server)
-        kv_pb2_grpc.add_KVServicer_to_server(KVService(self), server)
-        kv_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self), server)
-        add_coordination_services(self, server)  # Lease, Lock, Election
-        from confer.server.etcd import add_etcd_services
-
-        # etcd's v3 API on the same port (docs/etcd-compatibility.md).
-        add_etcd_services(self, server)
+        services = GenericHandlersOnly(server)
+        # The busiest first: a call's method is looked up in one service after another.
+        # etcd's v3 API is on the same port (docs/etcd-compatibility.md).
+        add_etcd_services(self, services)
+        kv_pb2_grpc.add_KVServicer_to_server(KVService(self), services)
+        confer_pb2_grpc.add_ConferServiceServicer_to_server(LegacyService(self), services)
+        kv_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self), services)
+        add_coordination_services(self, services)  # Lease, Lock, Election
         self._peer_servicer = PeerServicer(None, lambda cmd: self.propose(cmd, 10.0),
                                            self.fsm.membership.removed.__contains__)
-        peer_pb2_grpc.add_PeerServicer_to_server(self._peer_servicer, server)
+        peer_pb2_grpc.add_PeerServicer_to_server(self._peer_servicer, services)
         if self.health is not None:
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, services)
         self.client_port = server.add_insecure_port(self.cfg.listen_client)
         if self.cfg.listen_peer != self.cfg.listen_client:
             self.peer_port = server.add_insecure_port(self.cfg.listen_peer)

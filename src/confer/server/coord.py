@@ -42,6 +42,7 @@ from confer.kv import (
 from confer.kv.paths import subtree_range, validate_path, validate_value
 from confer.raft.errors import NotLeader
 from confer.server.app import ConferServer, NoLeader
+from confer.server.registry import GenericHandlersOnly
 from confer.server.services import (
     DEFAULT_TIMEOUT,
     FORWARD_METADATA,
@@ -627,7 +628,8 @@ class ElectionService(Base, coord_pb2_grpc.ElectionServicer):
         return coord_pb2.ResignResponse(header=resp.header)
 
 
-def add_coordination_services(server: ConferServer, grpc_server: grpc.aio.Server) -> None:
+def add_coordination_services(server: ConferServer,
+                              grpc_server: grpc.aio.Server | GenericHandlersOnly) -> None:
     """Register ``Lease``, ``Lock`` and ``Election`` on ``grpc_server``."""
     coordinator = Coordinator(server)
     coord_pb2_grpc.add_LeaseServicer_to_server(LeaseService(server), grpc_server)

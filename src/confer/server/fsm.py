@@ -52,27 +52,28 @@ class ServerStateMachine:
     def snapshot(self) -> bytes:
         return msgpack.packb([SNAPSHOT_FORMAT, self.kv.snapshot(), self.membership.snapshot()])
 
-    def snapshot_steps(self) -> Iterator[bytes | None]:
+    def snapshot_steps(self) -> Iterator[list[bytes] | None]:
         """:meth:`snapshot` a slice at a time (see :meth:`KVStore.snapshot_steps`): the state
         is captured at creation, each ``next()`` does a few milliseconds' work and yields
-        None, the last yields the snapshot. Raises ``SnapshotAborted`` if a compaction or a
-        restore overtakes it."""
+        None, the last yields the snapshot as parts to concatenate. Raises
+        ``SnapshotAborted`` if a compaction or a restore overtakes it."""
         kv_steps = self.kv.snapshot_steps()
         next(kv_steps)  # captured now, with the member table
         members = msgpack.packb(self.membership.snapshot())
         return self._wrap(kv_steps, members)
 
     @staticmethod
-    def _wrap(kv_steps: Iterator[bytes | None], members: bytes) -> Iterator[bytes | None]:
+    def _wrap(kv_steps: Iterator[list[bytes] | None], members: bytes
+              ) -> Iterator[list[bytes] | None]:
         yield None
         for kv in kv_steps:
             if kv is None:
                 yield None
                 continue
-            # msgpack.packb([SNAPSHOT_FORMAT, kv, members]), without packing kv twice.
+            # msgpack.packb([SNAPSHOT_FORMAT, kv, members]), without joining kv's parts.
             head = msgpack.Packer()
-            yield b"".join((head.pack_array_header(3), head.pack(SNAPSHOT_FORMAT),
-                            _bin_header(len(kv)), kv, members))
+            yield [head.pack_array_header(3), head.pack(SNAPSHOT_FORMAT),
+                   _bin_header(sum(map(len, kv))), *kv, members]
             return
 
     def restore(self, data: bytes) -> None:

@@ -495,20 +495,29 @@ class RaftNode:
         self._snapshot_job = asyncio.create_task(self._build_snapshot(meta, steps()),
                                                  name=f"snapshot-{self.id}")
 
-    async def _build_snapshot(self, meta: SnapshotMeta, steps: Iterator[bytes | None]) -> None:
-        """Serialise the state machine a slice per loop turn, then write the file in a
-        thread; the Raft loop records it (:meth:`_record_snapshot`)."""
+    async def _build_snapshot(self, meta: SnapshotMeta,
+                              steps: Iterator[list[bytes] | None]) -> None:
+        """Serialise the state machine a slice per loop turn, then join the parts and write
+        the file in a thread (``bytes.join`` and file writes release the GIL: a snapshot
+        of tens of megabytes would otherwise stop the loop for a large fraction of a
+        second); the Raft loop records it (:meth:`_record_snapshot`)."""
         loop = asyncio.get_running_loop()
+        save = getattr(self.storage, "save_snapshot_file", None)
+
+        def finish(parts: list[bytes]) -> bytes:
+            data = b"".join(parts)
+            if save is not None:  # durable storage: the file too
+                save(meta, data)
+            return data
+
         try:
-            data = None
-            for data in steps:
-                if data is not None:
+            parts = None
+            for parts in steps:
+                if parts is not None:
                     break
                 await asyncio.sleep(0)
-            assert data is not None
-            save = getattr(self.storage, "save_snapshot_file", None)
-            if save is not None:  # durable storage: write the file off the loop
-                await loop.run_in_executor(None, save, meta, data)
+            assert parts is not None
+            data = await loop.run_in_executor(None, finish, parts)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # aborted by a compaction or restore, or a disk error

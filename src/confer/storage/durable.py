@@ -31,9 +31,10 @@ class DurableStorage:
 
     Everything written before a completed :meth:`sync` survives a crash; later writes may
     or may not, but recovery always yields the state as of some point in the write order.
-    Not thread-safe: one driver owns it. (The exceptions: :meth:`sync` and
-    :meth:`save_snapshot_file` may each run in a worker thread while the driver waits for
-    it, or goes on with anything but the other of the two and :meth:`create_snapshot`.)
+    Not thread-safe: one driver owns it. (The exceptions: :meth:`sync` may run in a worker
+    thread while the driver waits for it; :meth:`save_snapshot_file`, which touches only the
+    new snapshot's own file, may run in a worker thread beside anything, a sync included,
+    until :meth:`create_snapshot` records it.)
 
     Two checks go beyond :class:`MemoryStorage`, because breaking them would make the disk
     state unrecoverable: :meth:`append` may not overwrite entries covered by the snapshot,

@@ -14,9 +14,11 @@ from confer.etcdpb.etcdserverpb import rpc_pb2_grpc
 from confer.etcdpb.v3electionpb import v3election_pb2_grpc
 from confer.etcdpb.v3lockpb import v3lock_pb2_grpc
 from confer.server.app import ConferServer
+from confer.server.registry import GenericHandlersOnly
 
 
-def add_etcd_services(server: ConferServer, grpc_server: grpc.aio.Server) -> None:
+def add_etcd_services(server: ConferServer,
+                      grpc_server: grpc.aio.Server | GenericHandlersOnly) -> None:
     """Register etcd's KV, Watch, Lease, Cluster, Maintenance, Auth, Lock and Election."""
     from confer.server.etcd.auth import EtcdAuth
     from confer.server.etcd.cluster import EtcdCluster, EtcdMaintenance
