@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +20,14 @@ import pytest
 
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.raft.errors import NotLeader
+from confer.raft.storage import MemoryStorage
 from confer.raft.types import MessageType, StateRole
 from confer.server.local import LocalCluster
 from confer.server.node import NodeOptions, OutcomeUnknown, RaftNode
 from confer.testing import ProcessCluster
 from confer.v1 import kv_pb2, kv_pb2_grpc
 
-OPTIONS = NodeOptions(tick_interval=0.02, sync_in_thread=False, forward_timeout=0.5)
+OPTIONS = NodeOptions(tick_interval=0.02, forward_timeout=0.5)
 
 
 def run(coro_fn):  # type: ignore[no-untyped-def]
@@ -235,7 +237,7 @@ def test_a_put_to_a_follower_whose_leader_froze_ends_as_unknown_not_hanging(
 async def rounds_for(waves: int, concurrent: int, window: float) -> tuple[int, float]:
     """(Raft loop rounds of the leader that handled a Ready, seconds) for ``concurrent``
     clients each writing ``waves`` times in a row through a follower."""
-    options = NodeOptions(tick_interval=1.0, sync_in_thread=False, batch_window=window)
+    options = NodeOptions(tick_interval=1.0, batch_window=window)
     c = LocalCluster(3, options=options, seed=3)
     await c.start()
     try:
@@ -274,3 +276,37 @@ def test_under_load_rounds_are_spaced_to_carry_more_writes() -> None:
     eager, _ = asyncio.run(rounds_for(10, 60, window=0.0))
     batched, _ = asyncio.run(rounds_for(10, 60, window=0.05))
     assert batched < eager, (batched, eager)
+
+
+class _TimedSyncStorage(MemoryStorage):
+    """MemoryStorage whose sync takes ``delay`` seconds and records the thread it ran on."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.sync_threads: list[str] = []
+
+    def sync(self) -> None:
+        self.sync_threads.append(threading.current_thread().name)
+        time.sleep(self.delay)
+
+
+@pytest.mark.parametrize(("delay", "slow"), [(0.0, False), (0.005, True)])
+def test_fsync_runs_on_the_loop_while_fast_and_in_a_thread_once_slow(delay: float,
+                                                                     slow: bool) -> None:
+    async def main() -> None:
+        storage = _TimedSyncStorage(delay)
+        c = LocalCluster(1, storage_factory=lambda _id: storage, options=OPTIONS, seed=3)
+        await c.start()
+        try:
+            lead = await c.wait_leader()
+            for i in range(20):
+                await lead.propose(b"w%d" % i)
+        finally:
+            await c.stop()
+        on_loop = [name == "MainThread" for name in storage.sync_threads]
+        assert on_loop[0]  # no fsync measured yet: tried inline first
+        # Fast: every fsync on the loop. Slow: moved to a thread after the first ones.
+        assert on_loop[-10:] == [not slow] * 10
+
+    run(main)

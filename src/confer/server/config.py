@@ -43,7 +43,7 @@ class ServerConfig:
     """Start empty and wait for the ``Init`` RPC instead of bootstrapping."""
     tick_ms: int = 100
     election_ticks: int = 10
-    snapshot_every: int = 10_000
+    snapshot_every: int = 100_000
     snapshot_catchup_entries: int = 5_000
     """Entries kept in the log after a snapshot, so that slow followers catch up from the log."""
     auto_compaction_retention: int = 0

@@ -21,6 +21,7 @@ import heapq
 import itertools
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -64,13 +65,17 @@ class NodeStopped(RaftError):
 class NodeOptions:
     tick_interval: float = 0.1
     """Seconds per Raft tick. Election timeout = election_tick x tick_interval."""
-    snapshot_every: int = 10_000
+    snapshot_every: int = 100_000
     """Take a snapshot after this many applied entries."""
     keep_entries: int = 5_000
     """Entries kept in the log behind a snapshot, so slightly lagging followers need no
     snapshot transfer."""
-    sync_in_thread: bool = True
-    """Run fsync off the event loop (off for in-memory storage, where it costs nothing)."""
+    inline_sync_limit: float = 0.001
+    """fsync runs on the event loop while it takes less than this (seconds, a moving
+    average): handing a fast fsync (~0.1 ms) to a thread and back costs more CPU than the
+    fsync, and a busy node does one per round. Above it, fsync runs in a worker thread, so
+    that a slow disk does not stall the loop (requests arriving meanwhile join the next
+    batch). 0: always in a thread."""
     background_snapshots: bool = True
     """Build snapshots a slice at a time between other work, and write them in a thread,
     when the state machine offers ``snapshot_steps()`` (else, or when off, the loop stops
@@ -106,6 +111,7 @@ class RaftNode:
         self.node = RawNode(config, storage, rng)
         self.applied_index = snap.meta.index
         self._snapshot_index = snap.meta.index
+        self._sync_cost = 0.0  # moving average of an fsync's duration, in seconds
         self._snapshot_job: asyncio.Task[None] | None = None
         self._snapshot_built: tuple[SnapshotMeta, bytes] | None = None
         self._inbox: list[Message] = []
@@ -374,9 +380,9 @@ class RaftNode:
                 self._read_wait[ctx] = f
 
     async def _handle_ready(self, rd: Ready) -> None:
-        # 1. Persist, and make it durable before anything that depends on it leaves. The
+        # 1. Persist, and make it durable before anything that depends on it leaves. A slow
         #    fsync runs in a thread: meanwhile the event loop keeps taking requests, which
-        #    then share the next batch (pipelined group commit).
+        #    then share the next batch (pipelined group commit); see inline_sync_limit.
         storage = self.storage
         if rd.snapshot is not None:
             storage.apply_snapshot(rd.snapshot)
@@ -385,10 +391,12 @@ class RaftNode:
         if rd.hard_state is not None:
             storage.set_hard_state(rd.hard_state)
         if rd.must_sync:
-            if self.options.sync_in_thread:
-                await asyncio.get_running_loop().run_in_executor(None, storage.sync)
+            if self._sync_cost < self.options.inline_sync_limit:
+                cost = _timed(storage.sync)
             else:
-                storage.sync()
+                cost = await asyncio.get_running_loop().run_in_executor(None, _timed,
+                                                                        storage.sync)
+            self._sync_cost += (cost - self._sync_cost) / 8
         # 2. Send.
         if rd.messages:
             self.transport.send(rd.messages)
@@ -546,9 +554,9 @@ class RaftNode:
         self._snapshot_index = index
         compact_to = index - self.options.keep_entries
         if compact_to >= self.storage.first_index():
-            if self.options.sync_in_thread and hasattr(self.storage, "save_snapshot_file"):
-                # Durable storage: the next Ready's sync, in the worker thread, makes the
-                # compaction durable and deletes the obsolete files; no fsync on the loop.
+            if hasattr(self.storage, "save_snapshot_file"):
+                # Durable storage: the next Ready's sync (in a worker thread if the disk is
+                # slow) makes the compaction durable and deletes the obsolete files.
                 compact: Any = self.storage.compact
                 compact(compact_to, sync=False)
             else:
@@ -575,3 +583,10 @@ class RaftNode:
         self._forward_expiry.clear()
         self._deadlines.clear()
         self._read_ready = []
+
+
+def _timed(call: Callable[[], object]) -> float:
+    """Seconds ``call()`` took."""
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
