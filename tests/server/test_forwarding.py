@@ -8,12 +8,15 @@ after the forward timeout instead of hanging.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -30,118 +33,109 @@ from confer.v1 import kv_pb2, kv_pb2_grpc
 OPTIONS = NodeOptions(tick_interval=0.02, forward_timeout=0.5)
 
 
-def run(coro_fn):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro_fn())
+def run(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Run an async test function to completion."""
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return wrapper
 
 
-async def started(size: int = 3) -> tuple[LocalCluster, RaftNode, list[RaftNode]]:
+@contextlib.asynccontextmanager
+async def started(size: int = 3
+                  ) -> AsyncIterator[tuple[LocalCluster, RaftNode, list[RaftNode]]]:
+    """A running cluster whose followers all know the leader; stopped on the way out."""
     c = LocalCluster(size, options=OPTIONS, seed=3)
     await c.start()
-    lead = await c.wait_leader()
-    # Let every follower hear from the leader.
-    deadline = time.monotonic() + 5
-    while any(n.leader != lead.id for n in c.nodes.values()):
-        assert time.monotonic() < deadline, "followers did not learn the leader"
-        await asyncio.sleep(0.01)
-    return c, lead, [n for n in c.nodes.values() if n is not lead]
+    try:
+        lead = await c.wait_leader()
+        # Let every follower hear from the leader.
+        deadline = time.monotonic() + 5
+        while any(n.leader != lead.id for n in c.nodes.values()):
+            assert time.monotonic() < deadline, "followers did not learn the leader"
+            await asyncio.sleep(0.01)
+        yield c, lead, [n for n in c.nodes.values() if n is not lead]
+    finally:
+        await c.stop()
 
 
 def applied(node: RaftNode) -> list[bytes]:
     return node.fsm.applied  # type: ignore[attr-defined,no-any-return]
 
 
-def test_a_forwarded_write_is_applied_once_and_answered_with_the_followers_result() -> None:
-    async def main() -> None:
-        c, lead, (f1, f2) = await started()
-        try:
-            sent: list[object] = []
-            real_send = f1.transport.send
+@run
+async def test_a_forwarded_write_is_applied_once_and_answered_with_the_followers_result() -> None:
+    async with started() as (c, lead, (f1, f2)):
+        sent: list[object] = []
+        real_send = f1.transport.send
 
-            def spy(messages: list[object]) -> None:
-                sent.extend(messages)
-                real_send(messages)  # type: ignore[arg-type]
+        def spy(messages: list[object]) -> None:
+            sent.extend(messages)
+            real_send(messages)  # type: ignore[arg-type]
 
-            f1.transport.send = spy  # type: ignore[method-assign]
-            # Many concurrent writes to a follower travel in one PROP message.
-            results = await asyncio.gather(*(f1.propose(b"w%d" % i, forward=True)
-                                             for i in range(20)))
-            props = [m for m in sent if m.type == MessageType.PROP]  # type: ignore[attr-defined]
-            assert len(props) == 1 and len(props[0].entries) == 20  # type: ignore[attr-defined]
-            mine = await lead.propose(b"leader", forward=True)
-            theirs = await f2.propose(b"other", forward=True)
-            await asyncio.sleep(0.1)
-            for node in c.nodes.values():
-                # Untagged, once each, in the same order everywhere.
-                assert applied(node) == applied(lead)
-                assert sorted(applied(node)) == sorted([b"w%d" % i for i in range(20)]
-                                                       + [b"leader", b"other"])
-            # ListStateMachine answers the payload's position: the follower computed the
-            # same result the leader did for the same entry.
-            for i, r in enumerate(results):
-                assert applied(lead)[r - 1] == b"w%d" % i
-            assert applied(lead)[mine - 1] == b"leader"
-            assert applied(lead)[theirs - 1] == b"other"
-        finally:
-            await c.stop()
-
-    run(main)
+        f1.transport.send = spy  # type: ignore[method-assign]
+        # Many concurrent writes to a follower travel in one PROP message.
+        results = await asyncio.gather(*(f1.propose(b"w%d" % i, forward=True)
+                                         for i in range(20)))
+        props = [m for m in sent if m.type == MessageType.PROP]  # type: ignore[attr-defined]
+        assert len(props) == 1 and len(props[0].entries) == 20  # type: ignore[attr-defined]
+        mine = await lead.propose(b"leader", forward=True)
+        theirs = await f2.propose(b"other", forward=True)
+        await asyncio.sleep(0.1)
+        for node in c.nodes.values():
+            # Untagged, once each, in the same order everywhere.
+            assert applied(node) == applied(lead)
+            assert sorted(applied(node)) == sorted([b"w%d" % i for i in range(20)]
+                                                   + [b"leader", b"other"])
+        # ListStateMachine answers the payload's position: the follower computed the
+        # same result the leader did for the same entry.
+        for i, r in enumerate(results):
+            assert applied(lead)[r - 1] == b"w%d" % i
+        assert applied(lead)[mine - 1] == b"leader"
+        assert applied(lead)[theirs - 1] == b"other"
 
 
-def test_a_follower_refuses_a_write_it_may_not_forward() -> None:
-    async def main() -> None:
-        c, lead, (f1, _) = await started()
-        try:
-            with pytest.raises(NotLeader) as err:
-                await f1.propose(b"x")
-            assert err.value.leader == lead.id
-        finally:
-            await c.stop()
-
-    run(main)
+@run
+async def test_a_follower_refuses_a_write_it_may_not_forward() -> None:
+    async with started() as (_, lead, (f1, _)):
+        with pytest.raises(NotLeader) as err:
+            await f1.propose(b"x")
+        assert err.value.leader == lead.id
 
 
-def test_a_write_forwarded_to_a_lost_leader_fails_as_outcome_unknown_in_time() -> None:
-    async def main() -> None:
-        c, lead, (f1, _) = await started()
-        try:
-            c.network.isolate(lead.id)  # the follower's PROP never arrives
-            t0 = time.monotonic()
-            with pytest.raises(OutcomeUnknown):
-                await asyncio.wait_for(f1.propose(b"lost", forward=True), 5)
-            assert time.monotonic() - t0 < 2 * OPTIONS.forward_timeout  # type: ignore[operator]
-            c.network.heal()
-            await asyncio.sleep(0.2)
-            assert all(b"lost" not in applied(n) for n in c.nodes.values())
-        finally:
-            await c.stop()
-
-    run(main)
+@run
+async def test_a_write_forwarded_to_a_lost_leader_fails_as_outcome_unknown_in_time() -> None:
+    async with started() as (c, lead, (f1, _)):
+        c.network.isolate(lead.id)  # the follower's PROP never arrives
+        t0 = time.monotonic()
+        with pytest.raises(OutcomeUnknown):
+            await asyncio.wait_for(f1.propose(b"lost", forward=True), 5)
+        assert time.monotonic() - t0 < 2 * OPTIONS.forward_timeout  # type: ignore[operator]
+        c.network.heal()
+        await asyncio.sleep(0.2)
+        assert all(b"lost" not in applied(n) for n in c.nodes.values())
 
 
-def test_writes_forwarded_during_a_leadership_transfer_are_dropped_or_applied() -> None:
-    async def main() -> None:
-        c, lead, (f1, f2) = await started()
-        try:
-            lead.transfer_leadership(f2.id)
-            outcomes = await asyncio.gather(
-                *(f1.propose(b"t%d" % i, forward=True) for i in range(10)),
-                return_exceptions=True)
-            new = await c.wait_leader(exclude=lead.id)
-            assert new.id == f2.id and lead.role == StateRole.FOLLOWER
-            await asyncio.sleep(0.1)
-            for i, out in enumerate(outcomes):
-                cmd = b"t%d" % i
-                if isinstance(out, BaseException):
-                    # Never a silent loss of an acknowledged write, never a duplicate.
-                    assert isinstance(out, OutcomeUnknown | NotLeader), out
-                else:
-                    assert applied(f1)[out - 1] == cmd
-                assert applied(new).count(cmd) <= 1
-            assert await f1.propose(b"after", forward=True) == len(applied(f1))
-        finally:
-            await c.stop()
-
-    run(main)
+@run
+async def test_writes_forwarded_during_a_leadership_transfer_are_dropped_or_applied() -> None:
+    async with started() as (c, lead, (f1, f2)):
+        lead.transfer_leadership(f2.id)
+        outcomes = await asyncio.gather(
+            *(f1.propose(b"t%d" % i, forward=True) for i in range(10)),
+            return_exceptions=True)
+        new = await c.wait_leader(exclude=lead.id)
+        assert new.id == f2.id and lead.role == StateRole.FOLLOWER
+        await asyncio.sleep(0.1)
+        for i, out in enumerate(outcomes):
+            cmd = b"t%d" % i
+            if isinstance(out, BaseException):
+                # Never a silent loss of an acknowledged write, never a duplicate.
+                assert isinstance(out, OutcomeUnknown | NotLeader), out
+            else:
+                assert applied(f1)[out - 1] == cmd
+            assert applied(new).count(cmd) <= 1
+        assert await f1.propose(b"after", forward=True) == len(applied(f1))
 
 
 # -- through the gRPC APIs of a process cluster ------------------------------------------------
@@ -292,21 +286,19 @@ class _TimedSyncStorage(MemoryStorage):
 
 
 @pytest.mark.parametrize(("delay", "slow"), [(0.0, False), (0.005, True)])
-def test_fsync_runs_on_the_loop_while_fast_and_in_a_thread_once_slow(delay: float,
-                                                                     slow: bool) -> None:
-    async def main() -> None:
-        storage = _TimedSyncStorage(delay)
-        c = LocalCluster(1, storage_factory=lambda _id: storage, options=OPTIONS, seed=3)
-        await c.start()
-        try:
-            lead = await c.wait_leader()
-            for i in range(20):
-                await lead.propose(b"w%d" % i)
-        finally:
-            await c.stop()
-        on_loop = [name == "MainThread" for name in storage.sync_threads]
-        assert on_loop[0]  # no fsync measured yet: tried inline first
-        # Fast: every fsync on the loop. Slow: moved to a thread after the first ones.
-        assert on_loop[-10:] == [not slow] * 10
-
-    run(main)
+@run
+async def test_fsync_runs_on_the_loop_while_fast_and_in_a_thread_once_slow(delay: float,
+                                                                           slow: bool) -> None:
+    storage = _TimedSyncStorage(delay)
+    c = LocalCluster(1, storage_factory=lambda _id: storage, options=OPTIONS, seed=3)
+    await c.start()
+    try:
+        lead = await c.wait_leader()
+        for i in range(20):
+            await lead.propose(b"w%d" % i)
+    finally:
+        await c.stop()
+    on_loop = [name == "MainThread" for name in storage.sync_threads]
+    assert on_loop[0]  # no fsync measured yet: tried inline first
+    # Fast: every fsync on the loop. Slow: moved to a thread after the first ones.
+    assert on_loop[-10:] == [not slow] * 10
