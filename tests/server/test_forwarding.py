@@ -194,7 +194,8 @@ def test_a_put_to_a_follower_is_applied_once_with_the_revision_it_answers(
 
 def test_a_put_to_a_follower_whose_leader_froze_ends_as_unknown_not_hanging(
         tmp_path: Path) -> None:
-    # Ticks of 50 ms, election timeout 0.5 s: a forwarded write gives up after 1.5 s.
+    # Ticks of 50 ms, election timeout 0.5 s: once the others elect a new leader (~1 s), a
+    # write forwarded to the frozen one gives up one election timeout later.
     with ProcessCluster(3, tmp_path) as c:
         for n in c.nodes.values():
             n.wait_ready()
