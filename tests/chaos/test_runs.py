@@ -63,9 +63,12 @@ def test_membership_changes_and_crashes_in_snapshot_install_and_compaction(
 
 
 def test_the_checker_catches_stale_reads(tmp_path: Path) -> None:
-    """Serializable reads are allowed to be stale; the suite must notice that they are."""
-    result = chaos(tmp_path, seed=14, duration=10, nemeses=["partition-leader"],
-                   stale_reads=True)
+    """Serializable reads are allowed to be stale; the suite must notice that they are.
+    (A stale read needs a client reading a cut-off node while the others commit a newer
+    write to the same key. Cutting off followers makes that likely at once; cutting off only
+    the leader, whose reads turn stale only after a new leader commits, missed it in about
+    one run of three.)"""
+    result = chaos(tmp_path, seed=14, nemeses=["partition"], stale_reads=True)
     assert not result.valid
     verdicts = json.loads((result.report_dir / "verdicts.json").read_text())["checks"]
     assert not verdicts["linearizable-registers"]["ok"]
