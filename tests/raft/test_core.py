@@ -52,6 +52,20 @@ def test_prevote_keeps_a_partitioned_node_from_inflating_its_term() -> None:
     assert net.node(1).raft.term == term
 
 
+def test_a_stale_vote_request_is_rejected_with_the_newer_term() -> None:
+    """A candidate behind our term learns it from our rejection (else it may never hear of
+    it, and lose every election to a node that only ever campaigns against others)."""
+    net = Net(3)
+    net.elect(1)
+    term = net.node(1).raft.term
+    last = net.node(2).raft.log.last_index()
+    net.node(2).step(Message(MT.VOTE, to=2, frm=3, term=term - 1, index=last,
+                             log_term=term))
+    replies = [m for m in net.node(2).ready().messages if m.to == 3]
+    assert [(m.type, m.term, m.reject) for m in replies] == [(MT.VOTE_RESP, term, True)]
+    assert net.node(2).raft.vote != 3
+
+
 def test_check_quorum_makes_an_isolated_leader_step_down() -> None:
     net = Net(3)
     net.elect(1)

@@ -548,8 +548,14 @@ class Raft:
                 # A stale leader may be cut off by PreVote/CheckQuorum from ever learning the
                 # new term; answering lets it step down.
                 self.send(Message(MT.APP_RESP, to=m.frm))
-            elif m.type == MT.PRE_VOTE:
-                self.send(Message(MT.PRE_VOTE_RESP, to=m.frm, term=self.term, reject=True))
+            elif m.type in (MT.PRE_VOTE, MT.VOTE):
+                # Reject with our term (the Raft paper's reply; etcd-raft ignores a stale VOTE).
+                # Else a candidate that never hears from us otherwise (we are not in its
+                # config's view of who campaigns) stays behind our term for good: found by
+                # the simulator with pre-vote off, a stale-config node out-campaigning the
+                # only candidate it could vote for.
+                resp = MT.PRE_VOTE_RESP if m.type == MT.PRE_VOTE else MT.VOTE_RESP
+                self.send(Message(resp, to=m.frm, term=self.term, reject=True))
             return False
         return True
 
