@@ -43,6 +43,7 @@ from confer.raft.types import (
     StateRole,
 )
 from confer.server.transport import Transport
+from confer.storage import DurableStorage
 
 log = logging.getLogger("confer.node")
 
@@ -520,7 +521,8 @@ class RaftNode:
         of tens of megabytes would otherwise stop the loop for a large fraction of a
         second); the Raft loop records it (:meth:`_record_snapshot`)."""
         loop = asyncio.get_running_loop()
-        save = getattr(self.storage, "save_snapshot_file", None)
+        storage = self.storage
+        save = storage.save_snapshot_file if isinstance(storage, DurableStorage) else None
 
         def finish(parts: list[bytes]) -> bytes:
             data = b"".join(parts)
@@ -553,24 +555,24 @@ class RaftNode:
         self._snapshot_job = None
         if meta.index <= self._snapshot_index:
             return  # a newer snapshot was installed meanwhile
-        if hasattr(self.storage, "save_snapshot_file"):
-            create: Any = self.storage.create_snapshot
-            create(meta.index, meta.conf_state, data, saved=meta)
+        storage = self.storage
+        if isinstance(storage, DurableStorage):  # the file is written already
+            storage.create_snapshot(meta.index, meta.conf_state, data, saved=meta)
         else:
-            self.storage.create_snapshot(meta.index, meta.conf_state, data)
+            storage.create_snapshot(meta.index, meta.conf_state, data)
         self._compact_after_snapshot(meta.index)
 
     def _compact_after_snapshot(self, index: int) -> None:
         self._snapshot_index = index
         compact_to = index - self.options.keep_entries
-        if compact_to >= self.storage.first_index():
-            if hasattr(self.storage, "save_snapshot_file"):
-                # Durable storage: the next Ready's sync (in a worker thread if the disk is
-                # slow) makes the compaction durable and deletes the obsolete files.
-                compact: Any = self.storage.compact
-                compact(compact_to, sync=False)
+        storage = self.storage
+        if compact_to >= storage.first_index():
+            if isinstance(storage, DurableStorage):
+                # The next Ready's sync (in a worker thread if the disk is slow) makes the
+                # compaction durable and deletes the obsolete files.
+                storage.compact(compact_to, sync=False)
             else:
-                self.storage.compact(compact_to)
+                storage.compact(compact_to)
         self.node.compacted(index)
 
     def _fail_reads(self, exc: Exception) -> None:
