@@ -26,9 +26,9 @@ from pathlib import Path
 
 from confer.raft import (
     NONE,
-    Config,
     ConfChange,
     ConfChangeType,
+    Config,
     ConfState,
     Entry,
     EntryType,
