@@ -299,10 +299,10 @@ class Args:
             raise ScriptError(f"expected <id> <word>, got {self.positional}")
         return int(self.positional[0]), self.positional[1]
 
-    def int(self, key: str, default: int) -> int:
+    def int_opt(self, key: str, default: int) -> int:
         return int(self.options.pop(key, default))
 
-    def bool(self, key: str, default: bool) -> bool:
+    def bool_opt(self, key: str, default: bool) -> bool:
         value = self.options.pop(key, str(default).lower())
         if value not in ("true", "false"):
             raise ScriptError(f"{key}= must be true or false, got {value!r}")
@@ -340,6 +340,11 @@ class _Observed:
     conf: ConfState
 
 
+def _observe(raw: RawNode) -> _Observed:
+    st = raw.status()
+    return _Observed(st.role, st.term, st.conf_state)
+
+
 @dataclass
 class Node:
     """One Raft node: the core, its storage, and a toy state machine (the applied payloads)."""
@@ -354,8 +359,7 @@ class Node:
     applied: int = 0
 
     def observe(self) -> _Observed:
-        st = self.raw.status()
-        return _Observed(st.role, st.term, st.conf_state)
+        return _observe(self.raw)
 
     def restore(self, snap: Snapshot) -> None:
         self.state_machine = [(snap.meta.index, p) for p in snap.data.decode().split()]
@@ -367,9 +371,7 @@ def _start_node(node_id: int, config: Config, storage: MemoryStorage, incarnatio
     # deterministic, and differ between nodes as in a real cluster.
     rng = random.Random(1000 * incarnation + node_id)
     raw = RawNode(config, storage, rng)
-    node = Node(node_id, config, storage, raw, _Observed(StateRole.FOLLOWER, 0, ConfState()),
-                incarnation)
-    node.seen = node.observe()
+    node = Node(node_id, config, storage, raw, _observe(raw), incarnation)
     node.restore(storage.snapshot())
     return node
 
@@ -471,17 +473,17 @@ class InteractionEnv:
         [election=] [heartbeat=] [inflight=] [max-msg-size=] [snapshot-chunk=]"""
         (count,) = args.ids()
         voters, learners = args.id_list("voters"), args.id_list("learners")
-        index = args.int("index", 0)
+        index = args.int_opt("index", 0)
         d = Config(id=1)  # the core's defaults
         template = Config(
             id=1,
-            pre_vote=args.bool("prevote", d.pre_vote),
-            check_quorum=args.bool("checkquorum", d.check_quorum),
-            election_tick=args.int("election", d.election_tick),
-            heartbeat_tick=args.int("heartbeat", d.heartbeat_tick),
-            max_inflight_msgs=args.int("inflight", d.max_inflight_msgs),
-            max_size_per_msg=args.int("max-msg-size", d.max_size_per_msg),
-            snapshot_chunk_size=args.int("snapshot-chunk", d.snapshot_chunk_size),
+            pre_vote=args.bool_opt("prevote", d.pre_vote),
+            check_quorum=args.bool_opt("checkquorum", d.check_quorum),
+            election_tick=args.int_opt("election", d.election_tick),
+            heartbeat_tick=args.int_opt("heartbeat", d.heartbeat_tick),
+            max_inflight_msgs=args.int_opt("inflight", d.max_inflight_msgs),
+            max_size_per_msg=args.int_opt("max-msg-size", d.max_size_per_msg),
+            snapshot_chunk_size=args.int_opt("snapshot-chunk", d.snapshot_chunk_size),
         )
         if learners and not index:
             raise ScriptError("learners= needs index= (bootstrap() founds voters only)")
@@ -554,8 +556,8 @@ class InteractionEnv:
             self._print(f"error: {e}")
 
     def _transfer_leadership(self, args: Args) -> None:
-        node = self._node(args.int("from", 0))
-        node.raw.transfer_leader(args.int("to", 0))
+        node = self._node(args.int_opt("from", 0))
+        node.raw.transfer_leader(args.int_opt("to", 0))
         self._events(node)
 
     def _report_unreachable(self, args: Args) -> None:
