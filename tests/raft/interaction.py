@@ -462,7 +462,7 @@ class InteractionEnv:
 
     def _describe(self, node: Node) -> str:
         st = node.raw.status()
-        hs = node.storage.hard_state
+        hs, _ = node.storage.initial_state()  # what is persisted
         return (f"{node.id}: Term:{hs.term} Vote:{hs.vote} Commit:{hs.commit} "
                 f"Log:[{st.first_index},{st.last_index}] Applied:{st.applied} "
                 f"{fmt_conf(st.conf_state)}")
@@ -504,7 +504,7 @@ class InteractionEnv:
 
     def _restart(self, args: Args) -> None:
         """restart <id>: the node crashes and comes back from its storage; what it had not
-        persisted (unstable entries, the state of its elections) is gone."""
+        persisted (unstable entries) and its volatile state (role, leader, progress) are gone."""
         old = self._node(args.one_id())
         node = _start_node(old.id, old.config, old.storage, old.incarnation + 1)
         self.nodes[old.id] = node
