@@ -7,7 +7,6 @@ etcd's clients recognise a server error by its gRPC code and its exact message (
 from __future__ import annotations
 
 import logging
-from typing import TypeVar
 
 import grpc
 
@@ -32,14 +31,15 @@ from confer.raft.errors import (
     NotLeader,
     ProposalDropped,
 )
-from confer.server.app import ConferServer, NoLeader
+from confer.server.api import Header, RequestLayer
+from confer.server.api import errors as api
+from confer.server.consensus import NoLeader
 from confer.server.node import NodeStopped, OutcomeUnknown
-from confer.server.services import ORIGIN, RpcError, error_mapping, forwarded_status
+from confer.server.rpc import RpcError, Status, handlers
 from confer.server.watch import WatchClosed
 
 log = logging.getLogger("confer.etcd")
 
-Resp = TypeVar("Resp")
 Code = grpc.StatusCode
 
 # etcd's client-visible errors (clientv3/rpctypes): code and exact message.
@@ -74,7 +74,12 @@ ERR_AUTH_FAILED = (Code.INVALID_ARGUMENT, "etcdserver: authentication failed, in
                    "or password")
 
 
-def etcd_error(status: tuple[grpc.StatusCode, str], detail: str = "") -> RpcError:
+ERR_LOCK_SESSION_EXPIRED = (Code.NOT_FOUND, "etcdserver: requested lease not found")
+ERR_ELECTION_NOT_LEADER = (Code.FAILED_PRECONDITION, "election: not leader")
+ERR_ELECTION_NO_LEADER = (Code.NOT_FOUND, "election: no leader")
+
+
+def etcd_error(status: Status, detail: str = "") -> RpcError:
     """An error answered as ``status``; ``detail`` goes to the server log only (etcd's
     clients compare the message exactly)."""
     if detail:
@@ -82,12 +87,11 @@ def etcd_error(status: tuple[grpc.StatusCode, str], detail: str = "") -> RpcErro
     return RpcError(*status)
 
 
-def etcd_status(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
+def etcd_status(exc: BaseException) -> Status | None:
     """The status etcd would send for ``exc``; None for an unexpected exception."""
-    if isinstance(exc, RpcError):
-        return exc.code, str(exc)
     for kinds, status in _STATUSES:
         if isinstance(exc, kinds):
+            log.debug("%s: %s", status[1], exc)  # etcd's message hides the detail
             return status
     if isinstance(exc, InvalidArgument):
         message = str(exc)
@@ -96,8 +100,7 @@ def etcd_status(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     return None
 
 
-_STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...],
-                      tuple[grpc.StatusCode, str]]] = [
+_STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Status]] = [
     (CompactedError, ERR_COMPACTED),
     (FutureRevisionError, ERR_FUTURE_REV),
     (DuplicateKey, ERR_DUPLICATE_KEY),
@@ -105,6 +108,14 @@ _STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...],
     (KeyNotFound, ERR_KEY_NOT_FOUND),
     (LeaseNotFound, ERR_LEASE_NOT_FOUND),
     (LeaseExists, ERR_LEASE_EXISTS),
+    (api.MemberNotFound, ERR_MEMBER_NOT_FOUND),
+    ((api.MemberExists, api.PeerAddressInUse), ERR_PEER_URL_EXIST),
+    (api.NotALearner, ERR_MEMBER_NOT_LEARNER),
+    (api.LearnerNotReady, ERR_LEARNER_NOT_READY),
+    (api.TransfereeIsLearner, ERR_BAD_LEADER_TRANSFEREE),
+    ((api.WaiterLost, api.CandidateVanished), ERR_LOCK_SESSION_EXPIRED),
+    (api.NotElectionLeader, ERR_ELECTION_NOT_LEADER),
+    (api.NoElectionLeader, ERR_ELECTION_NO_LEADER),
     (ConfChangeInProgress, (Code.FAILED_PRECONDITION,
                             "etcdserver: unhealthy cluster: a membership change is in progress")),
     (LeadershipTransferInProgress, ERR_LEADER_CHANGED),
@@ -114,30 +125,20 @@ _STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...],
 ]
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, name: str) -> None:
-    if isinstance(exc, grpc.aio.AioRpcError):  # a forwarded call failed: pass its status on
-        code, message = forwarded_status(exc)
-        if code == Code.UNKNOWN:
-            code, message = ERR_TIMEOUT_LEADER_FAIL
-        await context.abort(code, message)
-    status = etcd_status(exc)
-    if status is None:
-        log.exception("etcd %s failed", name)
-        status = (Code.INTERNAL, f"etcdserver: internal error: {type(exc).__name__}: {exc}")
-    context.set_trailing_metadata(((ORIGIN, "server"),))
-    await context.abort(*status)
-
-
-etcd_rpc, etcd_stream = error_mapping(_abort)
+etcd_rpc, etcd_stream = handlers(
+    "etcd", etcd_status, lambda e: f"etcdserver: internal error: {type(e).__name__}: {e}")
 """Decorators for the etcd API's handlers: exceptions become etcd's statuses."""
 
 
-def header(server: ConferServer, revision: int = 0) -> rpc_pb2.ResponseHeader:
+def header(layer: RequestLayer, revision: int = 0) -> rpc_pb2.ResponseHeader:
     """etcd's header: the cluster and this member's ids, the store revision (``revision`` if
     given: a write's own revision) and the Raft term."""
-    h = server.header()
+    return header_pb(layer.header(revision))
+
+
+def header_pb(h: Header) -> rpc_pb2.ResponseHeader:
     return rpc_pb2.ResponseHeader(cluster_id=h.cluster_id, member_id=h.member_id,
-                                  revision=revision or h.revision, raft_term=h.raft_term)
+                                  revision=h.revision, raft_term=h.raft_term)
 
 
 def require_key(key: bytes) -> bytes:
