@@ -12,6 +12,11 @@ class RequestError(Exception):
     """Base class of the request layer's errors."""
 
 
+class PermissionDenied(RequestError):
+    """A guard refused the request (authorization, quota or rate limit: the message says
+    which rule)."""
+
+
 # -- cluster ----------------------------------------------------------------------------------
 class MemberNotFound(RequestError):
     def __init__(self, member_id: int) -> None:

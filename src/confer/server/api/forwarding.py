@@ -42,16 +42,19 @@ class LeaderError(api_errors.RequestError):
     """The leader failed with an error this member does not know."""
 
 
+def error_name(cls: type[BaseException]) -> str:
+    """An error type's name across members: module and class (two modules have a
+    CompactedError)."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _error_types() -> dict[str, type[BaseException]]:
-    types: dict[str, type[BaseException]] = {
-        "NoLeader": NoLeader, "OutcomeUnknown": OutcomeUnknown, "NodeStopped": NodeStopped,
-        "TimeoutError": TimeoutError}
+    types: list[type[BaseException]] = [NoLeader, OutcomeUnknown, NodeStopped, TimeoutError]
     for module, base in ((api_errors, api_errors.RequestError), (kv_errors, kv_errors.KVError),
                          (raft_errors, raft_errors.RaftError)):
-        for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, base):
-                types[value.__name__] = value
-    return types
+        types.extend(value for value in vars(module).values()
+                     if isinstance(value, type) and issubclass(value, base))
+    return {error_name(cls): cls for cls in types}
 
 
 ERROR_TYPES = _error_types()
@@ -61,7 +64,7 @@ ERROR_TYPES = _error_types()
 def encode_error(exc: BaseException) -> bytes:
     fields = {k: v for k, v in vars(exc).items()
               if isinstance(v, str | int | bool | bytes | float | None)}
-    return msgpack.packb([1, type(exc).__name__, str(exc), fields])
+    return msgpack.packb([1, error_name(type(exc)), str(exc), fields])
 
 
 def decode_error(name: str, message: str, fields: dict[str, Any]) -> BaseException:

@@ -74,6 +74,7 @@ ERR_AUTH_FAILED = (Code.INVALID_ARGUMENT, "etcdserver: authentication failed, in
                    "or password")
 
 
+ERR_PERMISSION_DENIED = (Code.PERMISSION_DENIED, "etcdserver: permission denied")
 ERR_LOCK_SESSION_EXPIRED = (Code.NOT_FOUND, "etcdserver: requested lease not found")
 ERR_ELECTION_NOT_LEADER = (Code.FAILED_PRECONDITION, "election: not leader")
 ERR_ELECTION_NO_LEADER = (Code.NOT_FOUND, "election: no leader")
@@ -108,6 +109,7 @@ _STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Sta
     (KeyNotFound, ERR_KEY_NOT_FOUND),
     (LeaseNotFound, ERR_LEASE_NOT_FOUND),
     (LeaseExists, ERR_LEASE_EXISTS),
+    (api.PermissionDenied, ERR_PERMISSION_DENIED),
     (api.MemberNotFound, ERR_MEMBER_NOT_FOUND),
     ((api.MemberExists, api.PeerAddressInUse), ERR_PEER_URL_EXIST),
     (api.NotALearner, ERR_MEMBER_NOT_LEARNER),

@@ -52,6 +52,7 @@ _STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Cod
     ((LeadershipTransferInProgress, NoLeader, NotLeader, ProposalDropped, NodeStopped,
       WatchClosed), Code.UNAVAILABLE),
     (api.Unsupported, Code.UNIMPLEMENTED),
+    (api.PermissionDenied, Code.PERMISSION_DENIED),
     ((api.CandidateVanished, LeaderError), Code.INTERNAL),
 ]
 
