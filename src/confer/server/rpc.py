@@ -10,7 +10,27 @@ from typing import Any, TypeVar
 
 import grpc
 
-from confer.server.api.context import RequestContext
+from confer.kv import CompareTarget
+from confer.server.api import RequestContext, RequestLayer
+
+COMPARE_VALUE_FIELDS: dict[int, str] = {
+    CompareTarget.VERSION: "version",
+    CompareTarget.CREATE: "create_revision",
+    CompareTarget.MOD: "mod_revision",
+    CompareTarget.VALUE: "value",
+    CompareTarget.LEASE: "lease",
+}
+"""For each compare target (numbered alike in both APIs' protos and in confer.kv), the field
+of the Compare message that holds the value to compare against."""
+
+Registration = tuple[Callable[[Any, Any], None], Callable[[RequestLayer], Any]]
+"""A generated ``add_*Servicer_to_server`` function and the servicer class it takes."""
+
+
+def register(layer: RequestLayer, grpc_server: Any, services: list[Registration]) -> None:
+    """Register each servicer, built on ``layer``, with ``grpc_server``."""
+    for add, servicer in services:
+        add(servicer(layer), grpc_server)
 
 log = logging.getLogger("confer.api")
 

@@ -20,19 +20,22 @@ from confer.server.etcd.coord import EtcdElection, EtcdLock
 from confer.server.etcd.kv import EtcdKV, EtcdWatch
 from confer.server.etcd.lease import EtcdLease
 from confer.server.registry import GenericHandlersOnly
+from confer.server.rpc import register
 
 
 def add_etcd_services(layer: RequestLayer,
                       grpc_server: grpc.aio.Server | GenericHandlersOnly) -> None:
     """Register etcd's KV, Watch, Lease, Cluster, Maintenance, Auth, Lock and Election."""
-    rpc_pb2_grpc.add_KVServicer_to_server(EtcdKV(layer), grpc_server)
-    rpc_pb2_grpc.add_WatchServicer_to_server(EtcdWatch(layer), grpc_server)
-    rpc_pb2_grpc.add_LeaseServicer_to_server(EtcdLease(layer), grpc_server)
-    rpc_pb2_grpc.add_ClusterServicer_to_server(EtcdCluster(layer), grpc_server)
-    rpc_pb2_grpc.add_MaintenanceServicer_to_server(EtcdMaintenance(layer), grpc_server)
-    rpc_pb2_grpc.add_AuthServicer_to_server(EtcdAuth(layer), grpc_server)
-    v3lock_pb2_grpc.add_LockServicer_to_server(EtcdLock(layer), grpc_server)
-    v3election_pb2_grpc.add_ElectionServicer_to_server(EtcdElection(layer), grpc_server)
+    register(layer, grpc_server, [
+        (rpc_pb2_grpc.add_KVServicer_to_server, EtcdKV),
+        (rpc_pb2_grpc.add_WatchServicer_to_server, EtcdWatch),
+        (rpc_pb2_grpc.add_LeaseServicer_to_server, EtcdLease),
+        (rpc_pb2_grpc.add_ClusterServicer_to_server, EtcdCluster),
+        (rpc_pb2_grpc.add_MaintenanceServicer_to_server, EtcdMaintenance),
+        (rpc_pb2_grpc.add_AuthServicer_to_server, EtcdAuth),
+        (v3lock_pb2_grpc.add_LockServicer_to_server, EtcdLock),
+        (v3election_pb2_grpc.add_ElectionServicer_to_server, EtcdElection),
+    ])
 
 
 __all__ = ["add_etcd_services"]

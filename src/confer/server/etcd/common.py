@@ -10,21 +10,9 @@ import logging
 
 import grpc
 
+from confer import kv as store
 from confer.etcdpb.etcdserverpb import rpc_pb2
 from confer.etcdpb.mvccpb import kv_pb2 as mvcc_pb2
-from confer.kv import (
-    CompactedError,
-    DuplicateKey,
-    Event,
-    EventType,
-    FutureRevisionError,
-    InvalidArgument,
-    KeyNotFound,
-    KeyValue,
-    LeaseExists,
-    LeaseNotFound,
-    TooManyOps,
-)
 from confer.raft.errors import (
     ConfChangeInProgress,
     LeadershipTransferInProgress,
@@ -94,7 +82,7 @@ def etcd_status(exc: BaseException) -> Status | None:
         if isinstance(exc, kinds):
             log.debug("%s: %s", status[1], exc)  # etcd's message hides the detail
             return status
-    if isinstance(exc, InvalidArgument):
+    if isinstance(exc, store.InvalidArgument):
         message = str(exc)
         return Code.INVALID_ARGUMENT, (message if message.startswith("etcdserver: ")
                                        else f"etcdserver: {message}")
@@ -102,13 +90,13 @@ def etcd_status(exc: BaseException) -> Status | None:
 
 
 _STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Status]] = [
-    (CompactedError, ERR_COMPACTED),
-    (FutureRevisionError, ERR_FUTURE_REV),
-    (DuplicateKey, ERR_DUPLICATE_KEY),
-    (TooManyOps, ERR_TOO_MANY_OPS),
-    (KeyNotFound, ERR_KEY_NOT_FOUND),
-    (LeaseNotFound, ERR_LEASE_NOT_FOUND),
-    (LeaseExists, ERR_LEASE_EXISTS),
+    (store.CompactedError, ERR_COMPACTED),
+    (store.FutureRevisionError, ERR_FUTURE_REV),
+    (store.DuplicateKey, ERR_DUPLICATE_KEY),
+    (store.TooManyOps, ERR_TOO_MANY_OPS),
+    (store.KeyNotFound, ERR_KEY_NOT_FOUND),
+    (store.LeaseNotFound, ERR_LEASE_NOT_FOUND),
+    (store.LeaseExists, ERR_LEASE_EXISTS),
     (api.PermissionDenied, ERR_PERMISSION_DENIED),
     (api.MemberNotFound, ERR_MEMBER_NOT_FOUND),
     ((api.MemberExists, api.PeerAddressInUse), ERR_PEER_URL_EXIST),
@@ -150,7 +138,7 @@ def require_key(key: bytes) -> bytes:
     return key
 
 
-def kv_to_etcd(kv: KeyValue | None, keys_only: bool = False) -> mvcc_pb2.KeyValue | None:
+def kv_to_etcd(kv: store.KeyValue | None, keys_only: bool = False) -> mvcc_pb2.KeyValue | None:
     if kv is None:
         return None
     return mvcc_pb2.KeyValue(key=kv.key, create_revision=kv.create_revision,
@@ -158,9 +146,7 @@ def kv_to_etcd(kv: KeyValue | None, keys_only: bool = False) -> mvcc_pb2.KeyValu
                              value=b"" if keys_only else kv.value, lease=kv.lease)
 
 
-def event_to_etcd(e: Event, prev_kv: bool) -> mvcc_pb2.Event:
-    out = mvcc_pb2.Event(type=mvcc_pb2.Event.PUT if e.type == EventType.PUT
-                         else mvcc_pb2.Event.DELETE, kv=kv_to_etcd(e.kv))
-    if prev_kv and e.prev_kv is not None:
-        out.prev_kv.CopyFrom(kv_to_etcd(e.prev_kv))
-    return out
+def event_to_etcd(e: store.Event, prev_kv: bool) -> mvcc_pb2.Event:
+    # mvccpb numbers PUT and DELETE as confer.kv.EventType does.
+    return mvcc_pb2.Event(type=e.type, kv=kv_to_etcd(e.kv),
+                          prev_kv=kv_to_etcd(e.prev_kv) if prev_kv else None)

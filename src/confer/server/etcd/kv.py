@@ -16,24 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from confer import kv as store
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from confer.kv import (
-    CompactedError,
-    Compare,
-    CompareResult,
-    CompareTarget,
-    DeleteRange,
-    DeleteResult,
-    EventType,
-    PutResult,
-    RangeOp,
-    RangeResult,
-    SortOrder,
-    SortTarget,
-    Txn,
-    TxnResult,
-    validate_value,
-)
 from confer.kv import Put as PutCommand
 from confer.server.api import RequestContext, RequestLayer
 from confer.server.api.watches import with_progress
@@ -45,32 +29,24 @@ from confer.server.etcd.common import (
     kv_to_etcd,
     require_key,
 )
+from confer.server.rpc import COMPARE_VALUE_FIELDS
 from confer.server.watch import Watcher
-
-_TARGETS: dict[int, tuple[CompareTarget, str]] = {
-    rpc_pb2.Compare.VERSION: (CompareTarget.VERSION, "version"),
-    rpc_pb2.Compare.CREATE: (CompareTarget.CREATE, "create_revision"),
-    rpc_pb2.Compare.MOD: (CompareTarget.MOD, "mod_revision"),
-    rpc_pb2.Compare.VALUE: (CompareTarget.VALUE, "value"),
-    rpc_pb2.Compare.LEASE: (CompareTarget.LEASE, "lease"),
-}
 
 
 # -- requests to commands ---------------------------------------------------------------------
-def range_op(r: rpc_pb2.RangeRequest) -> RangeOp:
+def range_op(r: rpc_pb2.RangeRequest) -> store.RangeOp:
     """etcd sorts ascending by default when a sort target other than the key is named."""
-    order = SortOrder(r.sort_order)
-    if order == SortOrder.NONE and r.sort_target != rpc_pb2.RangeRequest.KEY:
-        order = SortOrder.ASCEND
-    return RangeOp(require_key(r.key), r.range_end, r.revision, r.limit, r.keys_only,
-                   r.count_only, order, SortTarget(r.sort_target), r.min_mod_revision,
+    order = store.SortOrder(r.sort_order)
+    if order == store.SortOrder.NONE and r.sort_target != rpc_pb2.RangeRequest.KEY:
+        order = store.SortOrder.ASCEND
+    return store.RangeOp(require_key(r.key), r.range_end, r.revision, r.limit, r.keys_only,
+                   r.count_only, order, store.SortTarget(r.sort_target), r.min_mod_revision,
                    r.max_mod_revision, r.min_create_revision, r.max_create_revision)
 
 
-def compare(c: rpc_pb2.Compare) -> Compare:
-    target, attr = _TARGETS[c.target]
-    return Compare(require_key(c.key), c.range_end, target, CompareResult(c.result),
-                   getattr(c, attr))
+def compare(c: rpc_pb2.Compare) -> store.Compare:
+    return store.Compare(require_key(c.key), c.range_end, store.CompareTarget(c.target),
+                   store.CompareResult(c.result), getattr(c, COMPARE_VALUE_FIELDS[c.target]))
 
 
 class Commands:
@@ -80,13 +56,13 @@ class Commands:
         self.max_value_bytes = max_value_bytes
 
     def put(self, r: rpc_pb2.PutRequest) -> PutCommand:
-        validate_value(r.value, self.max_value_bytes)
+        store.validate_value(r.value, self.max_value_bytes)
         return PutCommand(require_key(r.key), r.value, r.lease, r.prev_kv, r.ignore_value,
                           r.ignore_lease)
 
     @staticmethod
-    def delete(r: rpc_pb2.DeleteRangeRequest) -> DeleteRange:
-        return DeleteRange(require_key(r.key), r.range_end, r.prev_kv)
+    def delete(r: rpc_pb2.DeleteRangeRequest) -> store.DeleteRange:
+        return store.DeleteRange(require_key(r.key), r.range_end, r.prev_kv)
 
     def op(self, op: rpc_pb2.RequestOp) -> Any:
         kind = op.WhichOneof("request")
@@ -98,39 +74,39 @@ class Commands:
             return self.delete(op.request_delete_range)
         if kind == "request_txn":
             return self.txn(op.request_txn)
-        return RangeOp(b"")  # an empty op: refused by validation, as etcd refuses it
+        return store.RangeOp(b"")  # an empty op: refused by validation, as etcd refuses it
 
-    def txn(self, r: rpc_pb2.TxnRequest) -> Txn:
+    def txn(self, r: rpc_pb2.TxnRequest) -> store.Txn:
         """A txn, checked by the request layer with every other write."""
-        return Txn([compare(c) for c in r.compare], [self.op(o) for o in r.success],
+        return store.Txn([compare(c) for c in r.compare], [self.op(o) for o in r.success],
                    [self.op(o) for o in r.failure])
 
 
 # -- results to responses ---------------------------------------------------------------------
-def range_response(layer: RequestLayer, r: RangeResult, keys_only: bool = False
+def range_response(layer: RequestLayer, r: store.RangeResult, keys_only: bool = False
                    ) -> rpc_pb2.RangeResponse:
     return rpc_pb2.RangeResponse(header=header(layer, r.revision),
                                  kvs=[kv_to_etcd(kv, keys_only) for kv in r.kvs],
                                  more=r.more, count=int(r.count))
 
 
-def put_response(layer: RequestLayer, r: PutResult) -> rpc_pb2.PutResponse:
+def put_response(layer: RequestLayer, r: store.PutResult) -> rpc_pb2.PutResponse:
     return rpc_pb2.PutResponse(header=header(layer, r.revision), prev_kv=kv_to_etcd(r.prev_kv))
 
 
-def delete_response(layer: RequestLayer, r: DeleteResult) -> rpc_pb2.DeleteRangeResponse:
+def delete_response(layer: RequestLayer, r: store.DeleteResult) -> rpc_pb2.DeleteRangeResponse:
     return rpc_pb2.DeleteRangeResponse(header=header(layer, r.revision), deleted=r.deleted,
                                        prev_kvs=[kv_to_etcd(kv) for kv in r.prev_kvs])
 
 
-def txn_response(layer: RequestLayer, r: TxnResult) -> rpc_pb2.TxnResponse:
+def txn_response(layer: RequestLayer, r: store.TxnResult) -> rpc_pb2.TxnResponse:
     resp = rpc_pb2.TxnResponse(header=header(layer, r.revision), succeeded=r.succeeded)
     for sub in r.responses:
-        if isinstance(sub, RangeResult):
+        if isinstance(sub, store.RangeResult):
             resp.responses.add(response_range=range_response(layer, sub))
-        elif isinstance(sub, PutResult):
+        elif isinstance(sub, store.PutResult):
             resp.responses.add(response_put=put_response(layer, sub))
-        elif isinstance(sub, DeleteResult):
+        elif isinstance(sub, store.DeleteResult):
             resp.responses.add(response_delete_range=delete_response(layer, sub))
         else:
             resp.responses.add(response_txn=txn_response(layer, sub))
@@ -240,8 +216,8 @@ class WatchStream:
     async def feed(self, w: _Watch) -> None:
         """Send ``w``'s events, one response per batch the hub hands over, filtered."""
         c = w.create
-        skip = {EventType.PUT if f == rpc_pb2.WatchCreateRequest.NOPUT else EventType.DELETE
-                for f in c.filters}
+        skip = {store.EventType.PUT if f == rpc_pb2.WatchCreateRequest.NOPUT
+                else store.EventType.DELETE for f in c.filters}
         batches = self.layer.watches.events(w.watcher)
         try:
             async for batch in with_progress(batches,
@@ -252,7 +228,7 @@ class WatchStream:
                 events = [event_to_etcd(e, c.prev_kv) for e in batch if e.type not in skip]
                 if events:
                     self.send(w.id, events=events)
-        except CompactedError as e:
+        except store.CompactedError as e:
             self.watches.pop(w.id, None)
             self.send(w.id, canceled=True, compact_revision=e.compact_revision,
                       cancel_reason="mvcc: required revision has been compacted")

@@ -7,17 +7,7 @@ from __future__ import annotations
 
 import grpc
 
-from confer.kv import (
-    CompactedError,
-    Event,
-    EventType,
-    FutureRevisionError,
-    InvalidArgument,
-    KeyNotFound,
-    KeyValue,
-    LeaseExists,
-    LeaseNotFound,
-)
+from confer import kv as store
 from confer.kv.paths import validate_path
 from confer.raft.errors import (
     ConfChangeInProgress,
@@ -39,11 +29,11 @@ Code = grpc.StatusCode
 
 
 _STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Code]] = [
-    (InvalidArgument, Code.INVALID_ARGUMENT),
-    (FutureRevisionError, Code.OUT_OF_RANGE),
-    ((KeyNotFound, LeaseNotFound, api.MemberNotFound, api.LockNotHeld, api.NoElectionLeader),
-     Code.NOT_FOUND),
-    ((LeaseExists, api.MemberExists, api.PeerAddressInUse), Code.ALREADY_EXISTS),
+    (store.InvalidArgument, Code.INVALID_ARGUMENT),
+    (store.FutureRevisionError, Code.OUT_OF_RANGE),
+    ((store.KeyNotFound, store.LeaseNotFound, api.MemberNotFound, api.LockNotHeld,
+      api.NoElectionLeader), Code.NOT_FOUND),
+    ((store.LeaseExists, api.MemberExists, api.PeerAddressInUse), Code.ALREADY_EXISTS),
     ((ConfChangeInProgress, api.NotALearner, api.LearnerNotReady, api.TransfereeIsLearner,
       api.AlreadyInitialized, api.UnknownMembers, api.LockHeldByOther,
       api.NotElectionLeader), Code.FAILED_PRECONDITION),
@@ -59,7 +49,7 @@ _STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Cod
 
 def native_status(exc: BaseException) -> Status | None:
     """The confer.v1 status for ``exc``; None for an unexpected exception."""
-    if isinstance(exc, CompactedError):
+    if isinstance(exc, store.CompactedError):
         return Code.OUT_OF_RANGE, (f"{exc}; the oldest revision still available is "
                                    f"{exc.compact_revision + 1}")
     if isinstance(exc, api.WaiterLost):
@@ -87,7 +77,7 @@ def header_pb(h: Header) -> kv_pb2.ResponseHeader:
                                  leader_id=h.leader_id)
 
 
-def kv_to_pb(kv: KeyValue | None, keys_only: bool = False) -> kv_pb2.KeyValue | None:
+def kv_to_pb(kv: store.KeyValue | None, keys_only: bool = False) -> kv_pb2.KeyValue | None:
     if kv is None:
         return None
     return kv_pb2.KeyValue(path=kv.key.decode("utf-8", "surrogateescape"),
@@ -96,12 +86,10 @@ def kv_to_pb(kv: KeyValue | None, keys_only: bool = False) -> kv_pb2.KeyValue | 
                            lease=kv.lease)
 
 
-def event_to_pb(e: Event, prev_kv: bool) -> kv_pb2.Event:
-    out = kv_pb2.Event(type=kv_pb2.Event.PUT if e.type == EventType.PUT else kv_pb2.Event.DELETE,
-                       kv=kv_to_pb(e.kv))
-    if prev_kv and e.prev_kv is not None:
-        out.prev_kv.CopyFrom(kv_to_pb(e.prev_kv))
-    return out
+def event_to_pb(e: store.Event, prev_kv: bool) -> kv_pb2.Event:
+    # The proto numbers PUT and DELETE as confer.kv.EventType does.
+    return kv_pb2.Event(type=e.type, kv=kv_to_pb(e.kv),
+                        prev_kv=kv_to_pb(e.prev_kv) if prev_kv else None)
 
 
 def member_to_pb(m: Member) -> kv_pb2.Member:

@@ -10,43 +10,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from confer.kv import (
-    CompactedError,
-    Compare,
-    CompareResult,
-    CompareTarget,
-    DeleteRange,
-    DeleteResult,
-    EventType,
-    InvalidArgument,
-    KeyValue,
-    Put,
-    PutResult,
-    RangeOp,
-    RangeResult,
-    Txn,
-    TxnResult,
-)
+from confer import kv as store
 from confer.kv.paths import validate_value
 from confer.server.api import RequestContext, RequestLayer
 from confer.server.api.kv import tree_delete
 from confer.server.api.watches import with_progress
 from confer.server.native.common import event_to_pb, header_pb, kv_to_pb, path_key, rpc, stream_rpc
+from confer.server.rpc import COMPARE_VALUE_FIELDS
 from confer.v1 import kv_pb2, kv_pb2_grpc
 
-_TARGETS: dict[int, tuple[CompareTarget, str]] = {
-    kv_pb2.Compare.VERSION: (CompareTarget.VERSION, "version"),
-    kv_pb2.Compare.CREATE: (CompareTarget.CREATE, "create_revision"),
-    kv_pb2.Compare.MOD: (CompareTarget.MOD, "mod_revision"),
-    kv_pb2.Compare.VALUE: (CompareTarget.VALUE, "value"),
-    kv_pb2.Compare.LEASE: (CompareTarget.LEASE, "lease"),
-}
-_RESULTS: dict[int, CompareResult] = {
-    kv_pb2.Compare.EQUAL: CompareResult.EQUAL,
-    kv_pb2.Compare.NOT_EQUAL: CompareResult.NOT_EQUAL,
-    kv_pb2.Compare.GREATER: CompareResult.GREATER,
-    kv_pb2.Compare.LESS: CompareResult.LESS,
-}
+_RESULTS = frozenset(store.CompareResult)
 
 
 class Commands:
@@ -59,35 +32,36 @@ class Commands:
     def path(self, path: str, *, allow_root: bool = False) -> bytes:
         return path_key(path, self.max_key_bytes, allow_root=allow_root)
 
-    def put(self, req: kv_pb2.PutRequest) -> Put:
+    def put(self, req: kv_pb2.PutRequest) -> store.Put:
         key = self.path(req.path)
         validate_value(req.value, self.max_value_bytes)
-        return Put(key, req.value, lease=req.lease, prev_kv=req.prev_kv)
+        return store.Put(key, req.value, lease=req.lease, prev_kv=req.prev_kv)
 
-    def delete(self, req: kv_pb2.DeleteRequest) -> DeleteRange | Txn:
+    def delete(self, req: kv_pb2.DeleteRequest) -> store.DeleteRange | store.Txn:
         """One key, or (recursive) the key and its subtree in one txn of two deletes."""
         key = self.path(req.path, allow_root=req.recursive)
         if not req.recursive:
-            return DeleteRange(key, prev_kv=req.prev_kv)
+            return store.DeleteRange(key, prev_kv=req.prev_kv)
         return tree_delete(key, req.prev_kv)
 
-    def compare(self, c: kv_pb2.Compare) -> Compare:
+    def compare(self, c: kv_pb2.Compare) -> store.Compare:
         key = self.path(c.path)
         if c.result not in _RESULTS:
-            raise InvalidArgument(f"compare on {c.path}: unknown result {c.result}")
+            raise store.InvalidArgument(f"compare on {c.path}: unknown result {c.result}")
         if c.target == kv_pb2.Compare.EXISTS:
             # exists == true  <=>  version > 0
             want = c.exists if c.WhichOneof("target_union") == "exists" else True
             if c.result not in (kv_pb2.Compare.EQUAL, kv_pb2.Compare.NOT_EQUAL):
-                raise InvalidArgument(f"compare on {c.path}: EXISTS takes EQUAL or NOT_EQUAL")
+                raise store.InvalidArgument(f"compare on {c.path}: EXISTS takes EQUAL or NOT_EQUAL")
             if c.result == kv_pb2.Compare.NOT_EQUAL:
                 want = not want
-            result = CompareResult.GREATER if want else CompareResult.EQUAL
-            return Compare(key, target=CompareTarget.VERSION, result=result, value=0)
-        if c.target not in _TARGETS:
-            raise InvalidArgument(f"compare on {c.path}: unknown target {c.target}")
-        target, field = _TARGETS[c.target]
-        return Compare(key, target=target, result=_RESULTS[c.result], value=getattr(c, field))
+            result = store.CompareResult.GREATER if want else store.CompareResult.EQUAL
+            return store.Compare(key, target=store.CompareTarget.VERSION, result=result, value=0)
+        field = COMPARE_VALUE_FIELDS.get(c.target)
+        if field is None:
+            raise store.InvalidArgument(f"compare on {c.path}: unknown target {c.target}")
+        return store.Compare(key, target=store.CompareTarget(c.target),
+                             result=store.CompareResult(c.result), value=getattr(c, field))
 
     def op(self, op: kv_pb2.RequestOp) -> Any:
         kind = op.WhichOneof("request")
@@ -99,16 +73,16 @@ class Commands:
             r = op.range
             key = self.path(r.path, allow_root=r.recursive)
             if r.recursive:
-                raise InvalidArgument("recursive ranges are not supported inside a txn; "
+                raise store.InvalidArgument("recursive ranges are not supported inside a txn; "
                                       "read the subtree before or after")
-            return RangeOp(key, b"", revision=r.revision, limit=r.limit,
+            return store.RangeOp(key, b"", revision=r.revision, limit=r.limit,
                            keys_only=r.keys_only, count_only=r.count_only)
         if kind == "txn":
             return self.txn(op.txn)
-        raise InvalidArgument("a txn operation must set one of range, put, delete, txn")
+        raise store.InvalidArgument("a txn operation must set one of range, put, delete, txn")
 
-    def txn(self, req: kv_pb2.TxnRequest) -> Txn:
-        return Txn([self.compare(c) for c in req.compare], [self.op(o) for o in req.success],
+    def txn(self, req: kv_pb2.TxnRequest) -> store.Txn:
+        return store.Txn([self.compare(c) for c in req.compare], [self.op(o) for o in req.success],
                    [self.op(o) for o in req.failure])
 
 
@@ -121,26 +95,26 @@ class Responses:
     def header(self, revision: int = 0) -> kv_pb2.ResponseHeader:
         return header_pb(self.layer.header(revision))
 
-    def put(self, result: PutResult) -> kv_pb2.PutResponse:
+    def put(self, result: store.PutResult) -> kv_pb2.PutResponse:
         resp = kv_pb2.PutResponse(header=self.header(result.revision))
         if result.prev_kv is not None:
             resp.prev_kv.CopyFrom(kv_to_pb(result.prev_kv))
         return resp
 
-    def delete(self, deleted: int, prev: list[KeyValue], revision: int
+    def delete(self, deleted: int, prev: list[store.KeyValue], revision: int
                ) -> kv_pb2.DeleteResponse:
         return kv_pb2.DeleteResponse(header=self.header(revision), deleted=deleted,
                                      prev_kvs=[kv_to_pb(kv) for kv in prev])
 
-    def delete_result(self, result: DeleteResult | TxnResult) -> kv_pb2.DeleteResponse:
+    def delete_result(self, result: store.DeleteResult | store.TxnResult) -> kv_pb2.DeleteResponse:
         """A delete's result; a recursive delete's is a txn of two deletes."""
-        if isinstance(result, TxnResult):
+        if isinstance(result, store.TxnResult):
             return self.delete(sum(r.deleted for r in result.responses),
                                [kv for r in result.responses for kv in r.prev_kvs],
                                result.revision)
         return self.delete(result.deleted, list(result.prev_kvs), result.revision)
 
-    def txn(self, result: TxnResult, req: kv_pb2.TxnRequest | None = None
+    def txn(self, result: store.TxnResult, req: kv_pb2.TxnRequest | None = None
             ) -> kv_pb2.TxnResponse:
         """``req``, when given, lets a recursive delete (a txn of two deletes inside) answer
         as one delete, as the unary Delete does."""
@@ -155,18 +129,18 @@ class Responses:
 
     def op(self, r: Any, op: kv_pb2.RequestOp | None = None) -> kv_pb2.ResponseOp:
         kind = op.WhichOneof("request") if op is not None else None
-        if isinstance(r, TxnResult):
+        if isinstance(r, store.TxnResult):
             if kind == "delete":
                 return kv_pb2.ResponseOp(delete=self.delete_result(r))
             return kv_pb2.ResponseOp(txn=self.txn(r, op.txn if op is not None and kind == "txn"
                                                   else None))
-        if isinstance(r, RangeResult):
+        if isinstance(r, store.RangeResult):
             return kv_pb2.ResponseOp(range=kv_pb2.RangeResponse(
                 header=self.header(), kvs=[kv_to_pb(kv) for kv in r.kvs], more=r.more,
                 count=r.count))
-        if isinstance(r, PutResult):
+        if isinstance(r, store.PutResult):
             return kv_pb2.ResponseOp(put=self.put(r))
-        if isinstance(r, DeleteResult):
+        if isinstance(r, store.DeleteResult):
             return kv_pb2.ResponseOp(delete=self.delete_result(r))
         raise TypeError(f"unexpected txn response {type(r).__name__}")
 
@@ -182,7 +156,7 @@ class KVService(kv_pb2_grpc.KVServicer):
                     ) -> kv_pb2.RangeResponse:
         path = self.commands.path(req.path, allow_root=req.recursive)
         if req.limit < 0 or req.revision < 0:
-            raise InvalidArgument("limit and revision must be >= 0")
+            raise store.InvalidArgument("limit and revision must be >= 0")
         kvs, count, more, _ = await self.layer.kv.tree(
             ctx, path, recursive=req.recursive, revision=req.revision, limit=req.limit,
             start_after=req.start_after.encode(), keys_only=req.keys_only,
@@ -196,9 +170,9 @@ class KVService(kv_pb2_grpc.KVServicer):
                        ) -> kv_pb2.ChildrenResponse:
         path = self.commands.path(req.path, allow_root=True)
         if req.limit < 0 or req.revision < 0:
-            raise InvalidArgument("limit and revision must be >= 0")
+            raise store.InvalidArgument("limit and revision must be >= 0")
         if req.revision:
-            raise InvalidArgument("children: reading children at a past revision is not "
+            raise store.InvalidArgument("children: reading children at a past revision is not "
                                   "supported; use Range with recursive and revision")
         names, more = await self.layer.kv.children(
             ctx, path, start_after=req.start_after.encode(), limit=req.limit,
@@ -219,7 +193,7 @@ class KVService(kv_pb2_grpc.KVServicer):
             return self.responses.delete(*await self.layer.kv.delete_tree(ctx, path,
                                                                            req.prev_kv))
         return self.responses.delete_result(
-            await self.layer.kv.delete(ctx, DeleteRange(path, prev_kv=req.prev_kv)))
+            await self.layer.kv.delete(ctx, store.DeleteRange(path, prev_kv=req.prev_kv)))
 
     @rpc
     async def Txn(self, req: kv_pb2.TxnRequest, ctx: RequestContext) -> kv_pb2.TxnResponse:
@@ -229,7 +203,7 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def Compact(self, req: kv_pb2.CompactRequest, ctx: RequestContext
                       ) -> kv_pb2.CompactResponse:
         if req.revision <= 0:
-            raise InvalidArgument("compact revision must be positive")
+            raise store.InvalidArgument("compact revision must be positive")
         await self.layer.kv.compact(ctx, req.revision)
         return kv_pb2.CompactResponse(header=self.responses.header())
 
@@ -238,7 +212,7 @@ class KVService(kv_pb2_grpc.KVServicer):
                     ) -> AsyncIterator[kv_pb2.WatchResponse]:
         path = self.commands.path(req.path, allow_root=req.recursive)
         if req.start_revision < 0 or req.progress_interval < 0:
-            raise InvalidArgument("start_revision and progress_interval must be >= 0")
+            raise store.InvalidArgument("start_revision and progress_interval must be >= 0")
         watches = self.layer.watches
         w = watches.watch_tree(ctx, path, req.recursive, req.start_revision)
         yield kv_pb2.WatchResponse(header=self.responses.header(), created=True)
@@ -248,13 +222,13 @@ class KVService(kv_pb2_grpc.KVServicer):
                     yield kv_pb2.WatchResponse(header=self.responses.header(), progress=True)
                     continue
                 events = [event_to_pb(e, req.prev_kv) for e in batch
-                          if not (req.no_put and e.type == EventType.PUT)
-                          and not (req.no_delete and e.type == EventType.DELETE)]
+                          if not (req.no_put and e.type == store.EventType.PUT)
+                          and not (req.no_delete and e.type == store.EventType.DELETE)]
                 if events:
                     yield kv_pb2.WatchResponse(
                         header=self.responses.header(batch[-1].kv.mod_revision),
                         events=events)
-        except CompactedError as e:
+        except store.CompactedError as e:
             yield kv_pb2.WatchResponse(
                 header=self.responses.header(), canceled=True,
                 compact_revision=e.compact_revision,
