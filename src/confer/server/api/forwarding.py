@@ -22,9 +22,9 @@ from typing import Any
 import grpc
 import msgpack
 
+import confer.server.api.errors as api_errors
 from confer.kv import errors as kv_errors
 from confer.raft import errors as raft_errors
-from confer.server.api import errors as api_errors
 from confer.server.api.cluster import ClusterRequests, _pack
 from confer.server.api.context import RequestContext
 from confer.server.api.core import Core
