@@ -61,10 +61,15 @@ ERROR_TYPES = _error_types()
 """The errors that cross between members with their type (any other is a LeaderError)."""
 
 
+def pack(obj: object) -> bytes:
+    data: bytes = msgpack.packb(obj)
+    return data
+
+
 def encode_error(exc: BaseException) -> bytes:
     fields = {k: v for k, v in vars(exc).items()
               if isinstance(v, str | int | bool | bytes | float | None)}
-    return msgpack.packb([1, error_name(type(exc)), str(exc), fields])
+    return pack([1, error_name(type(exc)), str(exc), fields])
 
 
 def decode_error(name: str, message: str, fields: dict[str, Any]) -> BaseException:
@@ -122,7 +127,7 @@ class LeaderLink:
         """Run ``op`` on the leader's request layer (:data:`LeaderCall`)."""
         call = self.channel().unary_unary(CALL)
         try:
-            data = await call(msgpack.packb([op, args]),
+            data = await call(pack([op, args]),
                               timeout=max(0.0, deadline - time.monotonic()))
         except grpc.aio.AioRpcError as e:
             raise transport_error(e) from None
@@ -154,7 +159,7 @@ class UpstreamRenewals:
             self.leader = leader
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await self.call.write(msgpack.packb(lease))
+                await self.call.write(pack(lease))
                 data = await self.call.read()
         except grpc.aio.AioRpcError as e:
             self.close()
@@ -226,7 +231,7 @@ class LeaderService:
         if fn is None:
             return encode_error(LeaderError(f"unknown internal operation {op!r}"))
         try:
-            return msgpack.packb([0, await fn(self._context(context, op), *args)])
+            return pack([0, await fn(self._context(context, op), *args)])
         except Exception as e:
             return encode_error(e)
 
@@ -236,7 +241,7 @@ class LeaderService:
         session = self.leases.keep_alive(ctx, _NoUpstream())
         async for request in requests:
             try:
-                yield msgpack.packb([0, await session.renew(msgpack.unpackb(request))])
+                yield pack([0, await session.renew(msgpack.unpackb(request))])
             except Exception as e:
                 yield encode_error(e)
 

@@ -52,6 +52,13 @@ def tree_delete(path: bytes, prev_kv: bool = False) -> Txn:
     return Txn([], ops, [])
 
 
+def tree_deleted(result: TxnResult) -> tuple[int, list[KeyValue], int]:
+    """What a :func:`tree_delete` txn deleted: (count, previous kvs, revision)."""
+    deletes = [r for r in result.responses if isinstance(r, DeleteResult)]
+    return (sum(r.deleted for r in deletes), [kv for r in deletes for kv in r.prev_kvs],
+            result.revision)
+
+
 def kv_hash(kvs: list[KeyValue], compact_revision: int) -> int:
     """A CRC-32C of every key's version (key, revisions, version, value, lease) in key order,
     after the compact revision: equal on members that applied the same revisions."""
@@ -171,8 +178,7 @@ class KVRequests:
         revision)."""
         result: TxnResult = await self.core.write(ctx, tree_delete(path, prev_kv),
                                                   Access(WRITE, *tree_span(path)))
-        return (sum(r.deleted for r in result.responses),
-                [kv for r in result.responses for kv in r.prev_kvs], result.revision)
+        return tree_deleted(result)
 
     async def txn(self, ctx: RequestContext, txn: Txn) -> TxnResult:
         accesses = txn_accesses(txn) if self.core.guards else ()

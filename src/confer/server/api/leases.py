@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from confer.kv import (
     LeaseGrant,
@@ -88,7 +88,7 @@ class LeaseRequests:
         lease."""
         self.core.check(ctx, Access(AccessKind.READ))
 
-        async def local() -> list[object] | None:
+        async def local() -> list[Any] | None:
             got = await self.lessor.time_to_live(lease_id, ctx.remaining())
             if got is None:
                 return None
@@ -99,7 +99,8 @@ class LeaseRequests:
         if answer is None:
             return None
         remaining, granted, attached, header = answer
-        return LeaseTTL(lease_id, remaining, granted, list(attached), Header(*header))
+        return LeaseTTL(lease_id, float(remaining), int(granted), [bytes(k) for k in attached],
+                        Header(*header))
 
     async def renew_here(self, lease_id: int, deadline: float) -> int:
         """Renew on this member, which must lead (NotLeader otherwise); the TTL, or 0 if the

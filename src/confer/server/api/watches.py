@@ -4,7 +4,7 @@ its event batches (:mod:`confer.server.watch` feeds them from applied state)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from confer.kv import Event
 from confer.server.api.context import Access, AccessKind, RequestContext
@@ -45,7 +45,7 @@ class WatchRequests:
         self.core.consensus.require_node()
         return self.hub.watcher(key, end, start_revision, boundary_match(path))
 
-    def events(self, watcher: Watcher) -> AsyncIterator[list[Event]]:
+    def events(self, watcher: Watcher) -> AsyncGenerator[list[Event], None]:
         """The watcher's event batches in revision order; CompactedError if its next
         revision was compacted away, WatchClosed when the member shuts down."""
         return self.hub.events(watcher)

@@ -138,15 +138,16 @@ def require_key(key: bytes) -> bytes:
     return key
 
 
-def kv_to_etcd(kv: store.KeyValue | None, keys_only: bool = False) -> mvcc_pb2.KeyValue | None:
-    if kv is None:
-        return None
+def kv_to_etcd(kv: store.KeyValue, keys_only: bool = False) -> mvcc_pb2.KeyValue:
     return mvcc_pb2.KeyValue(key=kv.key, create_revision=kv.create_revision,
                              mod_revision=kv.mod_revision, version=kv.version,
                              value=b"" if keys_only else kv.value, lease=kv.lease)
 
 
 def event_to_etcd(e: store.Event, prev_kv: bool) -> mvcc_pb2.Event:
-    # mvccpb numbers PUT and DELETE as confer.kv.EventType does.
-    return mvcc_pb2.Event(type=e.type, kv=kv_to_etcd(e.kv),
-                          prev_kv=kv_to_etcd(e.prev_kv) if prev_kv else None)
+    return mvcc_pb2.Event(type=_EVENT_TYPES[e.type], kv=kv_to_etcd(e.kv),
+                          prev_kv=kv_to_etcd(e.prev_kv) if prev_kv and e.prev_kv else None)
+
+
+_EVENT_TYPES = {store.EventType.PUT: mvcc_pb2.Event.PUT,
+                store.EventType.DELETE: mvcc_pb2.Event.DELETE}

@@ -91,7 +91,8 @@ def range_response(layer: RequestLayer, r: store.RangeResult, keys_only: bool = 
 
 
 def put_response(layer: RequestLayer, r: store.PutResult) -> rpc_pb2.PutResponse:
-    return rpc_pb2.PutResponse(header=header(layer, r.revision), prev_kv=kv_to_etcd(r.prev_kv))
+    return rpc_pb2.PutResponse(header=header(layer, r.revision),
+                               prev_kv=kv_to_etcd(r.prev_kv) if r.prev_kv else None)
 
 
 def delete_response(layer: RequestLayer, r: store.DeleteResult) -> rpc_pb2.DeleteRangeResponse:

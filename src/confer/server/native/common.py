@@ -28,7 +28,8 @@ from confer.v1 import kv_pb2
 Code = grpc.StatusCode
 
 
-_STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Code]] = [
+_STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...],
+                      grpc.StatusCode]] = [
     (store.InvalidArgument, Code.INVALID_ARGUMENT),
     (store.FutureRevisionError, Code.OUT_OF_RANGE),
     ((store.KeyNotFound, store.LeaseNotFound, api.MemberNotFound, api.LockNotHeld,
@@ -77,9 +78,7 @@ def header_pb(h: Header) -> kv_pb2.ResponseHeader:
                                  leader_id=h.leader_id)
 
 
-def kv_to_pb(kv: store.KeyValue | None, keys_only: bool = False) -> kv_pb2.KeyValue | None:
-    if kv is None:
-        return None
+def kv_to_pb(kv: store.KeyValue, keys_only: bool = False) -> kv_pb2.KeyValue:
     return kv_pb2.KeyValue(path=kv.key.decode("utf-8", "surrogateescape"),
                            create_revision=kv.create_revision, mod_revision=kv.mod_revision,
                            version=kv.version, value=b"" if keys_only else kv.value,
@@ -87,9 +86,12 @@ def kv_to_pb(kv: store.KeyValue | None, keys_only: bool = False) -> kv_pb2.KeyVa
 
 
 def event_to_pb(e: store.Event, prev_kv: bool) -> kv_pb2.Event:
-    # The proto numbers PUT and DELETE as confer.kv.EventType does.
-    return kv_pb2.Event(type=e.type, kv=kv_to_pb(e.kv),
-                        prev_kv=kv_to_pb(e.prev_kv) if prev_kv else None)
+    return kv_pb2.Event(type=_EVENT_TYPES[e.type], kv=kv_to_pb(e.kv),
+                        prev_kv=kv_to_pb(e.prev_kv) if prev_kv and e.prev_kv else None)
+
+
+_EVENT_TYPES = {store.EventType.PUT: kv_pb2.Event.PUT,
+                store.EventType.DELETE: kv_pb2.Event.DELETE}
 
 
 def member_to_pb(m: Member) -> kv_pb2.Member:

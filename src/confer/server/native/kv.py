@@ -13,13 +13,13 @@ from typing import Any
 from confer import kv as store
 from confer.kv.paths import validate_value
 from confer.server.api import RequestContext, RequestLayer
-from confer.server.api.kv import tree_delete
+from confer.server.api.kv import tree_delete, tree_deleted
 from confer.server.api.watches import with_progress
 from confer.server.native.common import event_to_pb, header_pb, kv_to_pb, path_key, rpc, stream_rpc
 from confer.server.rpc import COMPARE_VALUE_FIELDS
 from confer.v1 import kv_pb2, kv_pb2_grpc
 
-_RESULTS = frozenset(store.CompareResult)
+_RESULTS = frozenset(int(r) for r in store.CompareResult)
 
 
 class Commands:
@@ -109,9 +109,7 @@ class Responses:
     def delete_result(self, result: store.DeleteResult | store.TxnResult) -> kv_pb2.DeleteResponse:
         """A delete's result; a recursive delete's is a txn of two deletes."""
         if isinstance(result, store.TxnResult):
-            return self.delete(sum(r.deleted for r in result.responses),
-                               [kv for r in result.responses for kv in r.prev_kvs],
-                               result.revision)
+            return self.delete(*tree_deleted(result))
         return self.delete(result.deleted, list(result.prev_kvs), result.revision)
 
     def txn(self, result: store.TxnResult, req: kv_pb2.TxnRequest | None = None
