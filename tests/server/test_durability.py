@@ -47,6 +47,8 @@ def test_kill_9_of_every_node_loses_no_acknowledged_write(tmp_path: Path) -> Non
             n.kill()
         for n in c.nodes.values():
             n.start()
+        for n in c.nodes.values():  # a leader needs only two: the third may still start
+            n.wait_ready()
         c.leader()
         for n in c.nodes.values():
             assert read_all(n.client_addr, "/durable") == acked

@@ -32,8 +32,8 @@ class Clock:
 
 
 class FakeServer:
-    """What the Lessor uses of ConferServer: the store, the Raft role and term, a read
-    barrier and ``propose`` (applied at once, or failed on request)."""
+    """What the Lessor uses: the store, the Raft role and term, and a Consensus's read
+    barrier and ``propose_here`` (applied at once, or failed on request)."""
 
     def __init__(self) -> None:
         self.fsm = SimpleNamespace(kv=KVStore())
@@ -52,12 +52,12 @@ class FakeServer:
     def follow(self, term: int) -> None:
         self.raft.role, self.raft.term, self.node.leader = StateRole.FOLLOWER, term, 2
 
-    async def read_barrier(self, timeout: float) -> None:
+    async def read_barrier(self, deadline: float) -> None:
         await asyncio.sleep(0)
         if self.barrier_hook is not None:
             self.barrier_hook()
 
-    async def propose(self, data: bytes, timeout: float) -> Any:
+    async def propose_here(self, data: bytes, timeout: float) -> Any:
         await asyncio.sleep(0)
         self.proposed.append(decode_command(data))
         if self.fail_with is not None:
@@ -90,7 +90,8 @@ async def settle() -> None:
 
 def make(ttls: dict[int, int]) -> tuple[FakeServer, Lessor]:
     server = FakeServer()
-    lessor = Lessor(server)  # type: ignore[arg-type]
+    lessor = Lessor(server.fsm.kv, server, lambda: server.node,  # type: ignore[arg-type]
+                    election_timeout=1.0)
     for lease, ttl in ttls.items():
         server.fsm.kv.execute(LeaseGrant(ttl, lease))
         server.fsm.kv.execute(Put(b"/k/%d" % lease, b"", lease=lease))

@@ -1,4 +1,5 @@
-"""The Confer server process: storage, Raft node, peer transport and gRPC services together."""
+"""The Confer server process: storage, Raft node, peer transport, the request layer and the
+gRPC services (both APIs' adapters) together."""
 
 from __future__ import annotations
 
@@ -8,39 +9,37 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from confer.kv import Compact, encode_command
 from confer.raft.core import Config
-from confer.raft.errors import NotLeader
 from confer.raft.rawnode import bootstrap
-from confer.raft.types import ConfChange, ConfChangeType, ConfState, StateRole
+from confer.server.api import RequestContext, RequestLayer
+from confer.server.api.core import ClusterListener
 from confer.server.config import ConfigError, ServerConfig
+from confer.server.consensus import Consensus
+from confer.server.etcd import add_etcd_services
 from confer.server.fsm import ServerStateMachine
 from confer.server.leases import Lessor
 from confer.server.members import Member, MembershipEvent, cluster_id_for, encode_publish
+from confer.server.native import add_native_services
 from confer.server.node import NodeOptions, RaftNode
 from confer.server.peer_transport import GRPC_OPTIONS, GrpcPeerTransport, PeerServicer
 from confer.server.registry import GenericHandlersOnly
 from confer.server.watch import WatchHub
 from confer.storage import DurableStorage
-from confer.v1 import confer_pb2_grpc, kv_pb2, kv_pb2_grpc, peer_pb2_grpc
+from confer.v1 import kv_pb2, kv_pb2_grpc, peer_pb2_grpc
 
 log = logging.getLogger("confer.server")
 
-FORWARDED = "x-confer-forwarded"
-"""Metadata on a request a follower forwarded to the leader: it must not bounce again."""
-
-
-class NoLeader(Exception):
-    """No leader is known within the request's deadline."""
-
 
 class ConferServer:
+    """One member: its storage, Raft node, peer transport, request layer and gRPC server."""
+
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
         self.data_dir = Path(cfg.data_dir)
@@ -54,17 +53,21 @@ class ConferServer:
         self.client_port = 0
         self.peer_port = 0
         self.stopped = asyncio.Event()
-        self.cluster_listeners: list[Callable[[str, Member | None, int], None]] = []
+        self.cluster_listeners: list[ClusterListener] = []
         """Called with (kind, member, leader id) on membership and leader changes."""
-        self._channels: dict[str, grpc.aio.Channel] = {}
         self._routes = cfg.routes()
         self._routes_mtime = self._routes_file_mtime()
         self._transport: GrpcPeerTransport | None = None
         self._background: list[asyncio.Task[Any]] = []
         self._removing = False
         self.fsm.membership_listeners.append(self._on_membership)
-        self.lessor = Lessor(self)
+        self.consensus = Consensus(lambda: self.node, cfg.tick_ms / 1000)
+        self.lessor = Lessor(self.fsm.kv, self.consensus, lambda: self.node,
+                             cfg.election_ticks * cfg.tick_ms / 1000)
         """The leader's lease clock: renewals and expiry (confer.server.leases)."""
+        self.cluster_listeners.append(self.lessor.on_cluster_event)
+        self.api = RequestLayer(self)
+        """Every client request of both APIs goes through it (confer.server.api)."""
 
     # -- identity -----------------------------------------------------------------------------
     @property
@@ -147,20 +150,15 @@ class ConferServer:
 
     async def _start_grpc(self) -> None:
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        from confer.server.coord import add_coordination_services
-        from confer.server.etcd import add_etcd_services
-        from confer.server.services import ClusterService, KVService, LegacyService
-
         services = GenericHandlersOnly(server)
         # The busiest first: a call's method is looked up in one service after another.
         # etcd's v3 API is on the same port (docs/etcd-compatibility.md).
-        add_etcd_services(self, services)
-        kv_pb2_grpc.add_KVServicer_to_server(KVService(self), services)
-        confer_pb2_grpc.add_ConferServiceServicer_to_server(LegacyService(self), services)
-        kv_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self), services)
-        add_coordination_services(self, services)  # Lease, Lock, Election
-        self._peer_servicer = PeerServicer(None, lambda cmd: self.propose(cmd, 10.0),
-                                           self.fsm.membership.removed.__contains__)
+        add_etcd_services(self.api, services)
+        add_native_services(self.api, services)
+        services.add_generic_rpc_handlers([self.api.leader_service.handlers()])
+        self._peer_servicer = PeerServicer(
+            None, lambda cmd: self.consensus.propose_here(cmd, 10.0),
+            self.fsm.membership.removed.__contains__)
         peer_pb2_grpc.add_PeerServicer_to_server(self._peer_servicer, services)
         if self.health is not None:
             health_pb2_grpc.add_HealthServicer_to_server(self.health, services)
@@ -191,8 +189,7 @@ class ConferServer:
             await self.grpc_server.stop(grace)
         if self.node is not None:
             await self.node.stop()
-        for ch in self._channels.values():
-            await ch.close()
+        await self.api.close()
         if self.storage is not None:
             self.storage.close()
         self.stopped.set()
@@ -265,76 +262,9 @@ class ConferServer:
         except OSError:  # a file vanished under compaction (which runs in the sync thread)
             return 0
 
-    # -- requests -----------------------------------------------------------------------------
-    def require_node(self) -> RaftNode:
-        if self.node is None:
-            raise NoLeader("this node is not initialised yet (waiting for Init or to join)")
-        return self.node
-
-    def header(self) -> kv_pb2.ResponseHeader:
-        node = self.node
-        return kv_pb2.ResponseHeader(
-            cluster_id=self.fsm.membership.cluster_id, member_id=self.node_id,
-            revision=self.fsm.kv.revision,
-            raft_term=node.node.raft.term if node else 0, leader_id=node.leader if node else 0)
-
-    async def wait_for_leader(self, timeout: float) -> int:
-        node = self.require_node()
-        deadline = time.monotonic() + timeout
-        while not node.leader:
-            if time.monotonic() >= deadline:
-                raise NoLeader("no leader: the cluster has no quorum or is electing")
-            await asyncio.sleep(self.cfg.tick_ms / 1000)
-        return node.leader
-
-    def is_leader(self) -> bool:
-        return self.node is not None and self.node.role == StateRole.LEADER
-
-    async def read_barrier(self, timeout: float) -> None:
-        """Wait until local state reflects every write acknowledged before this call."""
-        node = self.require_node()
-        deadline = time.monotonic() + timeout
-        while True:
-            await self.wait_for_leader(max(0.0, deadline - time.monotonic()))
-            try:
-                # asyncio.timeout, unlike wait_for, creates no extra task per request.
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    await node.read_barrier()
-                return
-            except NotLeader:
-                if time.monotonic() >= deadline:
-                    raise NoLeader("no leader confirmed the read in time") from None
-                await asyncio.sleep(self.cfg.tick_ms / 1000)
-            except TimeoutError:
-                raise NoLeader("no leader confirmed the read in time") from None
-
-    async def propose(self, command: bytes, timeout: float, *, forward: bool = False) -> Any:
-        """Replicate a command and return its result once applied on this node.
-
-        Only on the leader (else NotLeader), unless ``forward``: then a follower forwards it
-        to the leader through Raft, batched with the other writes it receives (NotLeader only
-        when it knows no leader; OutcomeUnknown if the leader dropped it)."""
-        node = self.require_node()
-        if not forward and node.role != StateRole.LEADER:
-            raise NotLeader(node.leader)
-        return await node.propose(command, forward, timeout)
-
-    def leader_channel(self) -> grpc.aio.Channel:
-        """A channel to the leader. Its peer port serves every service too, so it works
-        even before the leader has published its client address."""
-        node = self.require_node()
-        member = self.fsm.membership.members.get(node.leader)
-        addr = member and (member.client_addr or member.peer_addr)
-        if not addr:
-            raise NoLeader(f"leader {node.leader} has no known address")
-        ch = self._channels.get(addr)
-        if ch is None:
-            ch = self._channels[addr] = grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
-        return ch
-
     async def _publish_attributes(self) -> None:
         """Make sure the member table holds this node's current name and client address."""
-        node = self.require_node()
+        node = self.consensus.require_node()
         while True:
             await asyncio.sleep(self.cfg.tick_ms / 1000 * 2)
             me = self.fsm.membership.members.get(self.node_id)
@@ -347,16 +277,9 @@ class ConferServer:
                 continue
             command = encode_publish(self.member())
             try:
-                await self.propose(command, 5.0, forward=True)
+                await self.consensus.replicate(command, time.monotonic() + 5.0)
             except Exception as e:
                 log.debug("publishing member attributes failed (will retry): %s", e)
-
-    async def change_membership(self, cc: ConfChange, timeout: float) -> ConfState:
-        node = self.require_node()
-        if node.role != StateRole.LEADER:
-            raise NotLeader(node.leader)
-        async with asyncio.timeout(timeout):
-            return await node.change_membership(cc)
 
     # -- initialisation, joining, promotion ---------------------------------------------------
     async def initialize(self, founders: list[Member]) -> None:
@@ -404,7 +327,7 @@ class ConferServer:
 
     async def _promote_when_caught_up(self) -> None:
         """A joining node asks to become a voter once it holds the leader's log."""
-        node = self.require_node()
+        node = self.consensus.require_node()
         while True:
             await asyncio.sleep(self.cfg.tick_ms / 1000 * 5)
             st = node.status()
@@ -412,33 +335,23 @@ class ConferServer:
                 return
             if self.node_id not in st.conf_state.learners or not node.leader:
                 continue
+            ctx = RequestContext.with_timeout("internal", "promote-self", 10.0)
             try:
-                ch = self.leader_channel()
-                await kv_pb2_grpc.ClusterStub(ch).MemberPromote(
-                    kv_pb2.MemberPromoteRequest(id=self.node_id), timeout=10)
+                await self.api.cluster.promote_member(ctx, self.node_id)
                 log.info("node %d promoted to voter", self.node_id)
                 return
-            except (grpc.aio.AioRpcError, NoLeader) as e:
+            except Exception as e:  # not caught up yet, no leader, a change in progress
                 log.debug("promotion not yet possible: %s", e)
 
-    def learner_caught_up(self, node_id: int) -> bool:
-        """Leader: is the learner close enough to the log's end to vote safely?"""
-        node = self.require_node()
-        st = node.status()
-        match = st.progress.get(node_id, 0)
-        return match >= st.commit - 1000 and match > 0
-
     async def _auto_compact(self) -> None:
-        from confer.kv import Compact, encode_command
-
         keep = self.cfg.auto_compaction_retention
         while True:
             await asyncio.sleep(max(1.0, self.cfg.tick_ms / 1000 * 50))
             kv = self.fsm.kv
             target = kv.revision - keep
-            if self.is_leader() and target > kv.compact_revision:
+            if self.consensus.is_leader() and target > kv.compact_revision:
                 with contextlib.suppress(Exception):
-                    await self.propose(encode_command(Compact(target)), 5.0)
+                    await self.consensus.propose_here(encode_command(Compact(target)), 5.0)
 
 
 JOIN_RETRY_SECONDS = 60.0
@@ -449,6 +362,3 @@ def _join_may_succeed_later(e: grpc.aio.AioRpcError) -> bool:
     return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or (
         code == grpc.StatusCode.FAILED_PRECONDITION and "in progress" in (e.details() or ""))
 
-
-def member_change(kind: ConfChangeType, member: Member, cluster_id: int) -> ConfChange:
-    return ConfChange(kind, member.id, member.context(cluster_id))

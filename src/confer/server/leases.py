@@ -31,17 +31,15 @@ import heapq
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from confer.kv import ErrorResult, LeaseRevoke, LeaseRevokeResult, encode_command
+from confer.kv import ErrorResult, KVStore, LeaseRevoke, LeaseRevokeResult, encode_command
 from confer.raft.errors import NotLeader, ProposalDropped
 from confer.raft.types import StateRole
+from confer.server.consensus import Consensus
 from confer.server.members import Member
-from confer.server.node import NodeStopped
-
-if TYPE_CHECKING:
-    from confer.server.app import ConferServer
+from confer.server.node import NodeStopped, RaftNode
 
 log = logging.getLogger("confer.leases")
 
@@ -62,7 +60,10 @@ class Lessor:
     """Keeps lease deadlines while this node leads; renews and expires leases.
 
     Args:
-        server: the node; its store is read and its ``propose`` used for revocations.
+        kv: the replicated store, which holds the leases.
+        consensus: leadership confirmation (ReadIndex) and the proposals of revocations.
+        node: the current Raft node (None before this member is initialised).
+        election_timeout: seconds; the smallest TTL granted is 1.5 of them.
         max_check_interval: the longest sleep of the expiry loop. It also wakes at the
             earliest deadline, so a lease is revoked within a few milliseconds of its deadline
             on an idle leader.
@@ -70,12 +71,14 @@ class Lessor:
         max_inflight: revocations proposed at once; the rest wait for the next round.
     """
 
-    def __init__(self, server: ConferServer, *, max_check_interval: float = 0.5,
-                 revoke_timeout: float = 5.0, max_inflight: int = 1000) -> None:
-        self.server = server
-        self.kv = server.fsm.kv
-        cfg = server.cfg
-        self.election_timeout = cfg.election_ticks * cfg.tick_ms / 1000
+    def __init__(self, kv: KVStore, consensus: Consensus,
+                 node: Callable[[], RaftNode | None], election_timeout: float, *,
+                 max_check_interval: float = 0.5, revoke_timeout: float = 5.0,
+                 max_inflight: int = 1000) -> None:
+        self.kv = kv
+        self.consensus = consensus
+        self._node = node
+        self.election_timeout = election_timeout
         self.min_ttl = max(1, math.ceil(1.5 * self.election_timeout))
         """The smallest TTL granted, in whole seconds (etcd's ``minLeaseTTL``): 1.5 election
         timeouts, so that a lease can outlive a leader change."""
@@ -96,13 +99,12 @@ class Lessor:
         self._wake = asyncio.Event()
         self.kv.add_lease_listener(self._on_lease)
         self.kv.add_restore_listener(self._on_restore)
-        server.cluster_listeners.append(self._on_cluster_event)
 
     # -- leadership -------------------------------------------------------------------------------
     def leading(self) -> bool:
         """Whether this node leads now. Starting a new term of leadership resets every
         deadline to now + TTL; losing leadership forgets them."""
-        node = self.server.node
+        node = self._node()
         raft = node.node.raft if node is not None else None
         if raft is None or raft.role != StateRole.LEADER:
             if self._leading:
@@ -113,7 +115,7 @@ class Lessor:
         return True
 
     def _leader_id(self) -> int:
-        node = self.server.node
+        node = self._node()
         return node.leader if node is not None else 0
 
     def _take_over(self, term: int) -> None:
@@ -136,7 +138,8 @@ class Lessor:
         self._revoking.clear()
         self._inflight = {}
 
-    def _on_cluster_event(self, kind: str, member: Member | None, leader: int) -> None:
+    def on_cluster_event(self, kind: str, member: Member | None, leader: int) -> None:
+        """A cluster listener: on a leader change, take over or step down at once."""
         if kind == "leader":
             self.leading()  # take over (or step down) at once, not at the next check
 
@@ -186,7 +189,7 @@ class Lessor:
         term = self._term
         received = time.monotonic()
         self._extend(lease, received)  # at once: extending early only ever delays expiry
-        await self.server.read_barrier(timeout)
+        await self.consensus.read_barrier(time.monotonic() + timeout)
         if not self.leading() or self._term != term:
             raise NotLeader(self._leader_id())
         ttl = self.kv.lease_ttl(lease)
@@ -213,7 +216,7 @@ class Lessor:
         if not self.leading():
             raise NotLeader(self._leader_id())
         term = self._term
-        await self.server.read_barrier(timeout)
+        await self.consensus.read_barrier(time.monotonic() + timeout)
         if not self.leading() or self._term != term:
             raise NotLeader(self._leader_id())
         ttl = self.kv.lease_ttl(lease)
@@ -268,8 +271,8 @@ class Lessor:
     async def _revoke(self, lease: int, term: int) -> None:
         outcome: object
         try:
-            outcome = await self.server.propose(encode_command(LeaseRevoke(lease)),
-                                                self.revoke_timeout)
+            outcome = await self.consensus.propose_here(encode_command(LeaseRevoke(lease)),
+                                                        self.revoke_timeout)
         except Exception as e:  # sorted out below
             outcome = e
         finally:

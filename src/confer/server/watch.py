@@ -10,7 +10,7 @@ explicit "compacted" error naming the oldest revision still available.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
 from confer.kv import CompactedError, Event, KVStore
@@ -51,7 +51,7 @@ class WatchHub:
         kv.add_listener(self._on_events)
         kv.add_restore_listener(lambda _revision: self.on_restore())
 
-    def _on_events(self, events: list[Event]) -> None:
+    def _on_events(self, events: tuple[Event, ...]) -> None:
         for w in self.watchers:
             if not w.synced:
                 continue
@@ -93,7 +93,7 @@ class WatchHub:
         self.watchers.add(w)
         return w
 
-    async def events(self, w: Watcher) -> AsyncIterator[list[Event]]:
+    async def events(self, w: Watcher) -> AsyncGenerator[list[Event], None]:
         """Yield batches of events in revision order. Raises CompactedError if the watcher's
         next revision is no longer in the history."""
         try:

@@ -13,29 +13,29 @@ import grpc
 from confer.etcdpb.etcdserverpb import rpc_pb2_grpc
 from confer.etcdpb.v3electionpb import v3election_pb2_grpc
 from confer.etcdpb.v3lockpb import v3lock_pb2_grpc
-from confer.server.app import ConferServer
+from confer.server.api import RequestLayer
+from confer.server.etcd.auth import EtcdAuth
+from confer.server.etcd.cluster import EtcdCluster, EtcdMaintenance
+from confer.server.etcd.coord import EtcdElection, EtcdLock
+from confer.server.etcd.kv import EtcdKV, EtcdWatch
+from confer.server.etcd.lease import EtcdLease
 from confer.server.registry import GenericHandlersOnly
+from confer.server.rpc import register
 
 
-def add_etcd_services(server: ConferServer,
+def add_etcd_services(layer: RequestLayer,
                       grpc_server: grpc.aio.Server | GenericHandlersOnly) -> None:
     """Register etcd's KV, Watch, Lease, Cluster, Maintenance, Auth, Lock and Election."""
-    from confer.server.etcd.auth import EtcdAuth
-    from confer.server.etcd.cluster import EtcdCluster, EtcdMaintenance
-    from confer.server.etcd.coord import EtcdCoordinator, EtcdElection, EtcdLock
-    from confer.server.etcd.kv import EtcdKV, EtcdWatch
-    from confer.server.etcd.lease import EtcdLease
-
-    rpc_pb2_grpc.add_KVServicer_to_server(EtcdKV(server), grpc_server)
-    rpc_pb2_grpc.add_WatchServicer_to_server(EtcdWatch(server), grpc_server)
-    rpc_pb2_grpc.add_LeaseServicer_to_server(EtcdLease(server), grpc_server)
-    rpc_pb2_grpc.add_ClusterServicer_to_server(EtcdCluster(server), grpc_server)
-    rpc_pb2_grpc.add_MaintenanceServicer_to_server(EtcdMaintenance(server), grpc_server)
-    rpc_pb2_grpc.add_AuthServicer_to_server(EtcdAuth(server), grpc_server)
-    coordinator = EtcdCoordinator(server)
-    v3lock_pb2_grpc.add_LockServicer_to_server(EtcdLock(server, coordinator), grpc_server)
-    v3election_pb2_grpc.add_ElectionServicer_to_server(EtcdElection(server, coordinator),
-                                                       grpc_server)
+    register(layer, grpc_server, [
+        (rpc_pb2_grpc.add_KVServicer_to_server, EtcdKV),
+        (rpc_pb2_grpc.add_WatchServicer_to_server, EtcdWatch),
+        (rpc_pb2_grpc.add_LeaseServicer_to_server, EtcdLease),
+        (rpc_pb2_grpc.add_ClusterServicer_to_server, EtcdCluster),
+        (rpc_pb2_grpc.add_MaintenanceServicer_to_server, EtcdMaintenance),
+        (rpc_pb2_grpc.add_AuthServicer_to_server, EtcdAuth),
+        (v3lock_pb2_grpc.add_LockServicer_to_server, EtcdLock),
+        (v3election_pb2_grpc.add_ElectionServicer_to_server, EtcdElection),
+    ])
 
 
 __all__ = ["add_etcd_services"]

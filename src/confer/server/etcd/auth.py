@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from confer.server.app import ConferServer
+from confer.server.api import RequestLayer
 from confer.server.etcd.common import ERR_AUTH_NOT_ENABLED, Code, etcd_error, etcd_rpc, header
 
 ERR_ROOT_USER_NOT_EXIST = (Code.FAILED_PRECONDITION, "etcdserver: root user does not exist")
@@ -19,11 +19,11 @@ ERR_NOT_SUPPORTED = (Code.UNIMPLEMENTED, "etcdserver: users and roles are not su
 class EtcdAuth(rpc_pb2_grpc.AuthServicer):
     """``etcdserverpb.Auth`` with authentication disabled."""
 
-    def __init__(self, server: ConferServer) -> None:
-        self.server = server
+    def __init__(self, layer: RequestLayer) -> None:
+        self.layer = layer
 
     def _header(self) -> rpc_pb2.ResponseHeader:
-        return header(self.server)
+        return header(self.layer)
 
     @etcd_rpc
     async def AuthStatus(self, req: Any, context: Any) -> rpc_pb2.AuthStatusResponse:

@@ -12,27 +12,19 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import crc32c
 import grpc
 
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from confer.kv import InvalidArgument, KeyValue
-from confer.raft.types import ConfChangeType
-from confer.server.app import ConferServer
+from confer.kv import InvalidArgument
+from confer.server.api import RequestContext, RequestLayer
 from confer.server.etcd.common import (
     ERR_BAD_LEADER_TRANSFEREE,
-    ERR_LEARNER_NOT_READY,
-    ERR_MEMBER_NOT_FOUND,
-    ERR_MEMBER_NOT_LEARNER,
-    ERR_PEER_URL_EXIST,
     etcd_error,
     etcd_rpc,
     etcd_stream,
     header,
 )
 from confer.server.members import Member
-from confer.server.services import Base, ClusterService, to_leader
-from confer.v1 import kv_pb2
 
 ETCD_VERSION = "3.5.0"
 """The etcd API version Confer reports (Status, Snapshot): what etcd's clients check."""
@@ -63,97 +55,53 @@ def member_to_etcd(m: Member) -> rpc_pb2.Member:
                           clientURLs=url_of(m.client_addr), isLearner=m.is_learner)
 
 
-class EtcdCluster(Base, rpc_pb2_grpc.ClusterServicer):
-    """``etcdserverpb.Cluster``: the native ClusterService's changes, etcd's messages."""
+class EtcdCluster(rpc_pb2_grpc.ClusterServicer):
+    """``etcdserverpb.Cluster``: the request layer's membership changes, etcd's messages."""
 
-    def __init__(self, server: ConferServer) -> None:
-        super().__init__(server)
-        self.native = ClusterService(server)
+    def __init__(self, layer: RequestLayer) -> None:
+        self.layer = layer
+        self.cluster = layer.cluster
 
-    def members(self) -> list[rpc_pb2.Member]:
-        return [member_to_etcd(m) for m in sorted(self.server.fsm.membership.members.values(),
-                                                  key=lambda m: m.id)]
-
-    def existing(self, member_id: int) -> Member:
-        member = self.server.fsm.membership.members.get(member_id)
-        if member is None:
-            raise etcd_error(ERR_MEMBER_NOT_FOUND, f"member {member_id:x}")
-        return member
-
-    def check_new_peer(self, peer: str, except_id: int = 0) -> None:
-        for m in self.server.fsm.membership.members.values():
-            if m.peer_addr == peer and m.id != except_id:
-                raise etcd_error(ERR_PEER_URL_EXIST, f"{peer} is member {m.id:x}")
+    def _members(self, members: list[Member]) -> list[rpc_pb2.Member]:
+        return [member_to_etcd(m) for m in members]
 
     @etcd_rpc
-    async def MemberList(self, req: rpc_pb2.MemberListRequest, context: Any
+    async def MemberList(self, req: rpc_pb2.MemberListRequest, ctx: RequestContext
                          ) -> rpc_pb2.MemberListResponse:
-        await self.read_barrier(not req.linearizable, context)
-        return rpc_pb2.MemberListResponse(header=header(self.server), members=self.members())
+        members = await self.cluster.members(ctx, serializable=not req.linearizable)
+        return rpc_pb2.MemberListResponse(header=header(self.layer),
+                                          members=self._members(members))
 
     @etcd_rpc
-    async def MemberAdd(self, req: rpc_pb2.MemberAddRequest, context: Any
+    async def MemberAdd(self, req: rpc_pb2.MemberAddRequest, ctx: RequestContext
                         ) -> rpc_pb2.MemberAddResponse:
         peer = addr_of(req.peerURLs)
-        self.check_new_peer(peer)
-        resp = await self.native.add_member(kv_pb2.MemberAddRequest(
-            peer_addr=peer, is_learner=req.isLearner), context)
-        m = resp.member
-        added = Member(m.id, m.name, m.peer_addr, m.client_addr, m.is_learner)
-        return rpc_pb2.MemberAddResponse(header=header(self.server),
+        added, members = await self.cluster.add_member(ctx, 0, "", peer, "", req.isLearner)
+        return rpc_pb2.MemberAddResponse(header=header(self.layer),
                                          member=member_to_etcd(added),
-                                         members=self.members())
+                                         members=self._members(members))
 
     @etcd_rpc
-    async def MemberRemove(self, req: rpc_pb2.MemberRemoveRequest, context: Any
+    async def MemberRemove(self, req: rpc_pb2.MemberRemoveRequest, ctx: RequestContext
                            ) -> rpc_pb2.MemberRemoveResponse:
-        self.existing(req.ID)
-        await self.native.remove_member(kv_pb2.MemberRemoveRequest(id=req.ID), context)
-        return rpc_pb2.MemberRemoveResponse(header=header(self.server), members=self.members())
+        members = await self.cluster.remove_member(ctx, req.ID)
+        return rpc_pb2.MemberRemoveResponse(header=header(self.layer),
+                                            members=self._members(members))
 
     @etcd_rpc
-    async def MemberPromote(self, req: rpc_pb2.MemberPromoteRequest, context: Any
+    async def MemberPromote(self, req: rpc_pb2.MemberPromoteRequest, ctx: RequestContext
                             ) -> rpc_pb2.MemberPromoteResponse:
-        if not self.existing(req.ID).is_learner:
-            raise etcd_error(ERR_MEMBER_NOT_LEARNER)
-        try:
-            await self.native.promote_member(kv_pb2.MemberPromoteRequest(id=req.ID), context)
-        except grpc.aio.AioRpcError as e:  # forwarded: the leader's native refusal
-            if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                raise etcd_error(ERR_LEARNER_NOT_READY, e.details() or "") from None
-            raise
-        except Exception as e:
-            if getattr(e, "code", None) == grpc.StatusCode.FAILED_PRECONDITION:
-                raise etcd_error(ERR_LEARNER_NOT_READY, str(e)) from None
-            raise
-        return rpc_pb2.MemberPromoteResponse(header=header(self.server),
-                                             members=self.members())
+        members = await self.cluster.promote_member(ctx, req.ID)
+        return rpc_pb2.MemberPromoteResponse(header=header(self.layer),
+                                             members=self._members(members))
 
     @etcd_rpc
-    async def MemberUpdate(self, req: rpc_pb2.MemberUpdateRequest, context: Any
+    async def MemberUpdate(self, req: rpc_pb2.MemberUpdateRequest, ctx: RequestContext
                            ) -> rpc_pb2.MemberUpdateResponse:
         """A new peer address: the member is announced again with it (same id, same role)."""
-        old = self.existing(req.ID)
-        peer = addr_of(req.peerURLs)
-        self.check_new_peer(peer, except_id=req.ID)
-        if peer != old.peer_addr:
-            new = Member(old.id, old.name, peer, old.client_addr, old.is_learner)
-            kind = ConfChangeType.ADD_LEARNER if old.is_learner else ConfChangeType.ADD_VOTER
-            await self.native.change(kind, new, context,
-                                     to_leader(rpc_pb2_grpc.ClusterStub, "MemberUpdate", req))
-        return rpc_pb2.MemberUpdateResponse(header=header(self.server), members=self.members())
-
-
-def kv_hash(kvs: list[KeyValue], compact_revision: int) -> int:
-    """A CRC-32C of every key's version (key, revisions, version, value, lease) in key order,
-    after the compact revision: equal on members that applied the same revisions."""
-    h = crc32c.crc32c(compact_revision.to_bytes(8, "big"))
-    for kv in kvs:
-        for n in (len(kv.key), kv.create_revision, kv.mod_revision, kv.version, kv.lease,
-                  len(kv.value)):
-            h = crc32c.crc32c(n.to_bytes(8, "big", signed=True), h)
-        h = crc32c.crc32c(kv.value, crc32c.crc32c(kv.key, h))
-    return h
+        members = await self.cluster.update_member(ctx, req.ID, addr_of(req.peerURLs))
+        return rpc_pb2.MemberUpdateResponse(header=header(self.layer),
+                                            members=self._members(members))
 
 
 def snapshot_blob(state: bytes) -> bytes:
@@ -165,78 +113,71 @@ def snapshot_blob(state: bytes) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-class EtcdMaintenance(Base, rpc_pb2_grpc.MaintenanceServicer):
+class EtcdMaintenance(rpc_pb2_grpc.MaintenanceServicer):
     """``etcdserverpb.Maintenance``."""
 
-    def __init__(self, server: ConferServer) -> None:
-        super().__init__(server)
-        self.cluster = ClusterService(server)
+    def __init__(self, layer: RequestLayer) -> None:
+        self.layer = layer
 
     @etcd_rpc
-    async def Status(self, req: rpc_pb2.StatusRequest, context: Any) -> rpc_pb2.StatusResponse:
-        server = self.server
-        node = server.node
-        st = node.status() if node else None
-        size = server.storage_bytes()
+    async def Status(self, req: rpc_pb2.StatusRequest, ctx: RequestContext
+                     ) -> rpc_pb2.StatusResponse:
+        st = self.layer.cluster.status(ctx)
         return rpc_pb2.StatusResponse(
-            header=header(server), version=ETCD_VERSION, dbSize=size, dbSizeInUse=size,
-            leader=node.leader if node else 0, raftIndex=st.commit if st else 0,
-            raftTerm=st.term if st else 0,
-            raftAppliedIndex=node.applied_index if node else 0,
-            isLearner=bool(st and server.node_id in st.conf_state.learners),
-            storageVersion=ETCD_VERSION[:3] + ".0")
+            header=header(self.layer), version=ETCD_VERSION, dbSize=st.storage_bytes,
+            dbSizeInUse=st.storage_bytes, leader=st.leader_id, raftIndex=st.commit_index,
+            raftTerm=st.raft_term, raftAppliedIndex=st.applied_index,
+            isLearner=st.is_learner, storageVersion=ETCD_VERSION[:3] + ".0")
 
     @etcd_rpc
-    async def Alarm(self, req: rpc_pb2.AlarmRequest, context: Any) -> rpc_pb2.AlarmResponse:
+    async def Alarm(self, req: rpc_pb2.AlarmRequest, ctx: RequestContext
+                    ) -> rpc_pb2.AlarmResponse:
         """Confer raises no alarms (no space quota, no corruption check): always none."""
-        return rpc_pb2.AlarmResponse(header=header(self.server))
+        return rpc_pb2.AlarmResponse(header=header(self.layer))
 
     @etcd_rpc
-    async def Defragment(self, req: rpc_pb2.DefragmentRequest, context: Any
+    async def Defragment(self, req: rpc_pb2.DefragmentRequest, ctx: RequestContext
                          ) -> rpc_pb2.DefragmentResponse:
         """A no-op: Confer's storage has no free pages to reclaim (docs/etcd-compatibility.md)."""
-        return rpc_pb2.DefragmentResponse(header=header(self.server))
+        return rpc_pb2.DefragmentResponse(header=header(self.layer))
 
     @etcd_rpc
-    async def Hash(self, req: rpc_pb2.HashRequest, context: Any) -> rpc_pb2.HashResponse:
-        res = self.kv.range(b"\0", b"\0")
-        return rpc_pb2.HashResponse(header=header(self.server, res.revision),
-                                    hash=kv_hash(res.kvs, self.kv.compact_revision))
+    async def Hash(self, req: rpc_pb2.HashRequest, ctx: RequestContext) -> rpc_pb2.HashResponse:
+        value, _, revision = await self.layer.kv.hash(ctx)
+        return rpc_pb2.HashResponse(header=header(self.layer, revision), hash=value)
 
     @etcd_rpc
-    async def HashKV(self, req: rpc_pb2.HashKVRequest, context: Any) -> rpc_pb2.HashKVResponse:
+    async def HashKV(self, req: rpc_pb2.HashKVRequest, ctx: RequestContext
+                     ) -> rpc_pb2.HashKVResponse:
         """The hash of the keys as of ``revision`` (0: now)."""
-        rev = req.revision or self.kv.revision
-        res = self.kv.range(b"\0", b"\0", revision=rev)
-        compact = self.kv.compact_revision
-        return rpc_pb2.HashKVResponse(header=header(self.server), hash=kv_hash(res.kvs, compact),
-                                      compact_revision=compact, hash_revision=rev)
+        value, compact, revision = await self.layer.kv.hash(ctx, req.revision)
+        return rpc_pb2.HashKVResponse(header=header(self.layer), hash=value,
+                                      compact_revision=compact, hash_revision=revision)
 
     @etcd_stream
-    async def Snapshot(self, req: rpc_pb2.SnapshotRequest, context: Any
+    async def Snapshot(self, req: rpc_pb2.SnapshotRequest, ctx: RequestContext
                        ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         """This member's store, in Confer's snapshot format (``etcdutl snapshot restore``
         cannot read it; see docs/etcd-compatibility.md)."""
-        self.server.require_node()
-        blob = snapshot_blob(self.kv.snapshot())
+        blob = snapshot_blob(await self.layer.kv.snapshot(ctx))
         for start in range(0, len(blob), SNAPSHOT_CHUNK):
             chunk = blob[start:start + SNAPSHOT_CHUNK]
-            yield rpc_pb2.SnapshotResponse(header=header(self.server), blob=chunk,
+            yield rpc_pb2.SnapshotResponse(header=header(self.layer), blob=chunk,
                                            remaining_bytes=len(blob) - start - len(chunk),
                                            version=ETCD_VERSION)
 
     @etcd_rpc
-    async def MoveLeader(self, req: rpc_pb2.MoveLeaderRequest, context: Any
+    async def MoveLeader(self, req: rpc_pb2.MoveLeaderRequest, ctx: RequestContext
                          ) -> rpc_pb2.MoveLeaderResponse:
-        target = self.server.fsm.membership.members.get(req.targetID)
+        target = next((m for m in self.layer.cluster.member_list() if m.id == req.targetID),
+                      None)
         if target is None or target.is_learner:
             raise etcd_error(ERR_BAD_LEADER_TRANSFEREE)
-        await self.cluster.TransferLeadership.__wrapped__(  # type: ignore[attr-defined]
-            self.cluster, kv_pb2.TransferLeadershipRequest(target_id=req.targetID), context)
-        return rpc_pb2.MoveLeaderResponse(header=header(self.server))
+        await self.layer.cluster.transfer_leadership(ctx, req.targetID)
+        return rpc_pb2.MoveLeaderResponse(header=header(self.layer))
 
     @etcd_rpc
-    async def Downgrade(self, req: rpc_pb2.DowngradeRequest, context: Any
+    async def Downgrade(self, req: rpc_pb2.DowngradeRequest, ctx: RequestContext
                         ) -> rpc_pb2.DowngradeResponse:
         raise etcd_error((grpc.StatusCode.UNIMPLEMENTED,
                           "etcdserver: downgrade is not supported by Confer"))

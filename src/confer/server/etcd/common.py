@@ -7,39 +7,27 @@ etcd's clients recognise a server error by its gRPC code and its exact message (
 from __future__ import annotations
 
 import logging
-from typing import TypeVar
 
 import grpc
 
+from confer import kv as store
 from confer.etcdpb.etcdserverpb import rpc_pb2
 from confer.etcdpb.mvccpb import kv_pb2 as mvcc_pb2
-from confer.kv import (
-    CompactedError,
-    DuplicateKey,
-    Event,
-    EventType,
-    FutureRevisionError,
-    InvalidArgument,
-    KeyNotFound,
-    KeyValue,
-    LeaseExists,
-    LeaseNotFound,
-    TooManyOps,
-)
 from confer.raft.errors import (
     ConfChangeInProgress,
     LeadershipTransferInProgress,
     NotLeader,
     ProposalDropped,
 )
-from confer.server.app import ConferServer, NoLeader
+from confer.server.api import Header, RequestLayer
+from confer.server.api import errors as api
+from confer.server.consensus import NoLeader
 from confer.server.node import NodeStopped, OutcomeUnknown
-from confer.server.services import ORIGIN, RpcError, error_mapping, forwarded_status
+from confer.server.rpc import RpcError, Status, handlers
 from confer.server.watch import WatchClosed
 
 log = logging.getLogger("confer.etcd")
 
-Resp = TypeVar("Resp")
 Code = grpc.StatusCode
 
 # etcd's client-visible errors (clientv3/rpctypes): code and exact message.
@@ -74,7 +62,13 @@ ERR_AUTH_FAILED = (Code.INVALID_ARGUMENT, "etcdserver: authentication failed, in
                    "or password")
 
 
-def etcd_error(status: tuple[grpc.StatusCode, str], detail: str = "") -> RpcError:
+ERR_PERMISSION_DENIED = (Code.PERMISSION_DENIED, "etcdserver: permission denied")
+ERR_LOCK_SESSION_EXPIRED = (Code.NOT_FOUND, "etcdserver: requested lease not found")
+ERR_ELECTION_NOT_LEADER = (Code.FAILED_PRECONDITION, "election: not leader")
+ERR_ELECTION_NO_LEADER = (Code.NOT_FOUND, "election: no leader")
+
+
+def etcd_error(status: Status, detail: str = "") -> RpcError:
     """An error answered as ``status``; ``detail`` goes to the server log only (etcd's
     clients compare the message exactly)."""
     if detail:
@@ -82,29 +76,36 @@ def etcd_error(status: tuple[grpc.StatusCode, str], detail: str = "") -> RpcErro
     return RpcError(*status)
 
 
-def etcd_status(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
+def etcd_status(exc: BaseException) -> Status | None:
     """The status etcd would send for ``exc``; None for an unexpected exception."""
-    if isinstance(exc, RpcError):
-        return exc.code, str(exc)
     for kinds, status in _STATUSES:
         if isinstance(exc, kinds):
+            log.debug("%s: %s", status[1], exc)  # etcd's message hides the detail
             return status
-    if isinstance(exc, InvalidArgument):
+    if isinstance(exc, store.InvalidArgument):
         message = str(exc)
         return Code.INVALID_ARGUMENT, (message if message.startswith("etcdserver: ")
                                        else f"etcdserver: {message}")
     return None
 
 
-_STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...],
-                      tuple[grpc.StatusCode, str]]] = [
-    (CompactedError, ERR_COMPACTED),
-    (FutureRevisionError, ERR_FUTURE_REV),
-    (DuplicateKey, ERR_DUPLICATE_KEY),
-    (TooManyOps, ERR_TOO_MANY_OPS),
-    (KeyNotFound, ERR_KEY_NOT_FOUND),
-    (LeaseNotFound, ERR_LEASE_NOT_FOUND),
-    (LeaseExists, ERR_LEASE_EXISTS),
+_STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Status]] = [
+    (store.CompactedError, ERR_COMPACTED),
+    (store.FutureRevisionError, ERR_FUTURE_REV),
+    (store.DuplicateKey, ERR_DUPLICATE_KEY),
+    (store.TooManyOps, ERR_TOO_MANY_OPS),
+    (store.KeyNotFound, ERR_KEY_NOT_FOUND),
+    (store.LeaseNotFound, ERR_LEASE_NOT_FOUND),
+    (store.LeaseExists, ERR_LEASE_EXISTS),
+    (api.PermissionDenied, ERR_PERMISSION_DENIED),
+    (api.MemberNotFound, ERR_MEMBER_NOT_FOUND),
+    ((api.MemberExists, api.PeerAddressInUse), ERR_PEER_URL_EXIST),
+    (api.NotALearner, ERR_MEMBER_NOT_LEARNER),
+    (api.LearnerNotReady, ERR_LEARNER_NOT_READY),
+    (api.TransfereeIsLearner, ERR_BAD_LEADER_TRANSFEREE),
+    ((api.WaiterLost, api.CandidateVanished), ERR_LOCK_SESSION_EXPIRED),
+    (api.NotElectionLeader, ERR_ELECTION_NOT_LEADER),
+    (api.NoElectionLeader, ERR_ELECTION_NO_LEADER),
     (ConfChangeInProgress, (Code.FAILED_PRECONDITION,
                             "etcdserver: unhealthy cluster: a membership change is in progress")),
     (LeadershipTransferInProgress, ERR_LEADER_CHANGED),
@@ -114,30 +115,20 @@ _STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...],
 ]
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, name: str) -> None:
-    if isinstance(exc, grpc.aio.AioRpcError):  # a forwarded call failed: pass its status on
-        code, message = forwarded_status(exc)
-        if code == Code.UNKNOWN:
-            code, message = ERR_TIMEOUT_LEADER_FAIL
-        await context.abort(code, message)
-    status = etcd_status(exc)
-    if status is None:
-        log.exception("etcd %s failed", name)
-        status = (Code.INTERNAL, f"etcdserver: internal error: {type(exc).__name__}: {exc}")
-    context.set_trailing_metadata(((ORIGIN, "server"),))
-    await context.abort(*status)
-
-
-etcd_rpc, etcd_stream = error_mapping(_abort)
+etcd_rpc, etcd_stream = handlers(
+    "etcd", etcd_status, lambda e: f"etcdserver: internal error: {type(e).__name__}: {e}")
 """Decorators for the etcd API's handlers: exceptions become etcd's statuses."""
 
 
-def header(server: ConferServer, revision: int = 0) -> rpc_pb2.ResponseHeader:
+def header(layer: RequestLayer, revision: int = 0) -> rpc_pb2.ResponseHeader:
     """etcd's header: the cluster and this member's ids, the store revision (``revision`` if
     given: a write's own revision) and the Raft term."""
-    h = server.header()
+    return header_pb(layer.header(revision))
+
+
+def header_pb(h: Header) -> rpc_pb2.ResponseHeader:
     return rpc_pb2.ResponseHeader(cluster_id=h.cluster_id, member_id=h.member_id,
-                                  revision=revision or h.revision, raft_term=h.raft_term)
+                                  revision=h.revision, raft_term=h.raft_term)
 
 
 def require_key(key: bytes) -> bytes:
@@ -147,17 +138,16 @@ def require_key(key: bytes) -> bytes:
     return key
 
 
-def kv_to_etcd(kv: KeyValue | None, keys_only: bool = False) -> mvcc_pb2.KeyValue | None:
-    if kv is None:
-        return None
+def kv_to_etcd(kv: store.KeyValue, keys_only: bool = False) -> mvcc_pb2.KeyValue:
     return mvcc_pb2.KeyValue(key=kv.key, create_revision=kv.create_revision,
                              mod_revision=kv.mod_revision, version=kv.version,
                              value=b"" if keys_only else kv.value, lease=kv.lease)
 
 
-def event_to_etcd(e: Event, prev_kv: bool) -> mvcc_pb2.Event:
-    out = mvcc_pb2.Event(type=mvcc_pb2.Event.PUT if e.type == EventType.PUT
-                         else mvcc_pb2.Event.DELETE, kv=kv_to_etcd(e.kv))
-    if prev_kv and e.prev_kv is not None:
-        out.prev_kv.CopyFrom(kv_to_etcd(e.prev_kv))
-    return out
+def event_to_etcd(e: store.Event, prev_kv: bool) -> mvcc_pb2.Event:
+    return mvcc_pb2.Event(type=_EVENT_TYPES[e.type], kv=kv_to_etcd(e.kv),
+                          prev_kv=kv_to_etcd(e.prev_kv) if prev_kv and e.prev_kv else None)
+
+
+_EVENT_TYPES = {store.EventType.PUT: mvcc_pb2.Event.PUT,
+                store.EventType.DELETE: mvcc_pb2.Event.DELETE}

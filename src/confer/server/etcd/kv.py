@@ -16,29 +16,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from confer import kv as store
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from confer.kv import (
-    Compact,
-    CompactedError,
-    Compare,
-    CompareResult,
-    CompareTarget,
-    DeleteRange,
-    DeleteResult,
-    EventType,
-    PutResult,
-    RangeOp,
-    RangeResult,
-    SortOrder,
-    SortTarget,
-    Txn,
-    TxnResult,
-    validate_command,
-    validate_txn,
-    validate_value,
-)
 from confer.kv import Put as PutCommand
-from confer.server.app import ConferServer
+from confer.server.api import RequestContext, RequestLayer
+from confer.server.api.watches import with_progress
 from confer.server.etcd.common import (
     etcd_rpc,
     etcd_stream,
@@ -47,33 +29,24 @@ from confer.server.etcd.common import (
     kv_to_etcd,
     require_key,
 )
-from confer.server.services import Base, timeout_of
+from confer.server.rpc import COMPARE_VALUE_FIELDS
 from confer.server.watch import Watcher
-
-_TARGETS: dict[int, tuple[CompareTarget, str]] = {
-    rpc_pb2.Compare.VERSION: (CompareTarget.VERSION, "version"),
-    rpc_pb2.Compare.CREATE: (CompareTarget.CREATE, "create_revision"),
-    rpc_pb2.Compare.MOD: (CompareTarget.MOD, "mod_revision"),
-    rpc_pb2.Compare.VALUE: (CompareTarget.VALUE, "value"),
-    rpc_pb2.Compare.LEASE: (CompareTarget.LEASE, "lease"),
-}
 
 
 # -- requests to commands ---------------------------------------------------------------------
-def range_op(r: rpc_pb2.RangeRequest) -> RangeOp:
+def range_op(r: rpc_pb2.RangeRequest) -> store.RangeOp:
     """etcd sorts ascending by default when a sort target other than the key is named."""
-    order = SortOrder(r.sort_order)
-    if order == SortOrder.NONE and r.sort_target != rpc_pb2.RangeRequest.KEY:
-        order = SortOrder.ASCEND
-    return RangeOp(require_key(r.key), r.range_end, r.revision, r.limit, r.keys_only,
-                   r.count_only, order, SortTarget(r.sort_target), r.min_mod_revision,
+    order = store.SortOrder(r.sort_order)
+    if order == store.SortOrder.NONE and r.sort_target != rpc_pb2.RangeRequest.KEY:
+        order = store.SortOrder.ASCEND
+    return store.RangeOp(require_key(r.key), r.range_end, r.revision, r.limit, r.keys_only,
+                   r.count_only, order, store.SortTarget(r.sort_target), r.min_mod_revision,
                    r.max_mod_revision, r.min_create_revision, r.max_create_revision)
 
 
-def compare(c: rpc_pb2.Compare) -> Compare:
-    target, attr = _TARGETS[c.target]
-    return Compare(require_key(c.key), c.range_end, target, CompareResult(c.result),
-                   getattr(c, attr))
+def compare(c: rpc_pb2.Compare) -> store.Compare:
+    return store.Compare(require_key(c.key), c.range_end, store.CompareTarget(c.target),
+                   store.CompareResult(c.result), getattr(c, COMPARE_VALUE_FIELDS[c.target]))
 
 
 class Commands:
@@ -83,13 +56,13 @@ class Commands:
         self.max_value_bytes = max_value_bytes
 
     def put(self, r: rpc_pb2.PutRequest) -> PutCommand:
-        validate_value(r.value, self.max_value_bytes)
+        store.validate_value(r.value, self.max_value_bytes)
         return PutCommand(require_key(r.key), r.value, r.lease, r.prev_kv, r.ignore_value,
                           r.ignore_lease)
 
     @staticmethod
-    def delete(r: rpc_pb2.DeleteRangeRequest) -> DeleteRange:
-        return DeleteRange(require_key(r.key), r.range_end, r.prev_kv)
+    def delete(r: rpc_pb2.DeleteRangeRequest) -> store.DeleteRange:
+        return store.DeleteRange(require_key(r.key), r.range_end, r.prev_kv)
 
     def op(self, op: rpc_pb2.RequestOp) -> Any:
         kind = op.WhichOneof("request")
@@ -100,91 +73,80 @@ class Commands:
         if kind == "request_delete_range":
             return self.delete(op.request_delete_range)
         if kind == "request_txn":
-            return self.txn(op.request_txn, top=False)
-        return RangeOp(b"")  # an empty op: refused by validation, as etcd refuses it
+            return self.txn(op.request_txn)
+        return store.RangeOp(b"")  # an empty op: refused by validation, as etcd refuses it
 
-    def txn(self, r: rpc_pb2.TxnRequest, top: bool = True) -> Txn:
-        txn = Txn([compare(c) for c in r.compare], [self.op(o) for o in r.success],
-                  [self.op(o) for o in r.failure])
-        if top:
-            validate_txn(txn)
-        return txn
+    def txn(self, r: rpc_pb2.TxnRequest) -> store.Txn:
+        """A txn, checked by the request layer with every other write."""
+        return store.Txn([compare(c) for c in r.compare], [self.op(o) for o in r.success],
+                   [self.op(o) for o in r.failure])
 
 
 # -- results to responses ---------------------------------------------------------------------
-def range_response(server: ConferServer, r: RangeResult, keys_only: bool = False
+def range_response(layer: RequestLayer, r: store.RangeResult, keys_only: bool = False
                    ) -> rpc_pb2.RangeResponse:
-    return rpc_pb2.RangeResponse(header=header(server, r.revision),
+    return rpc_pb2.RangeResponse(header=header(layer, r.revision),
                                  kvs=[kv_to_etcd(kv, keys_only) for kv in r.kvs],
                                  more=r.more, count=int(r.count))
 
 
-def put_response(server: ConferServer, r: PutResult) -> rpc_pb2.PutResponse:
-    return rpc_pb2.PutResponse(header=header(server, r.revision), prev_kv=kv_to_etcd(r.prev_kv))
+def put_response(layer: RequestLayer, r: store.PutResult) -> rpc_pb2.PutResponse:
+    return rpc_pb2.PutResponse(header=header(layer, r.revision),
+                               prev_kv=kv_to_etcd(r.prev_kv) if r.prev_kv else None)
 
 
-def delete_response(server: ConferServer, r: DeleteResult) -> rpc_pb2.DeleteRangeResponse:
-    return rpc_pb2.DeleteRangeResponse(header=header(server, r.revision), deleted=r.deleted,
+def delete_response(layer: RequestLayer, r: store.DeleteResult) -> rpc_pb2.DeleteRangeResponse:
+    return rpc_pb2.DeleteRangeResponse(header=header(layer, r.revision), deleted=r.deleted,
                                        prev_kvs=[kv_to_etcd(kv) for kv in r.prev_kvs])
 
 
-def txn_response(server: ConferServer, r: TxnResult) -> rpc_pb2.TxnResponse:
-    resp = rpc_pb2.TxnResponse(header=header(server, r.revision), succeeded=r.succeeded)
+def txn_response(layer: RequestLayer, r: store.TxnResult) -> rpc_pb2.TxnResponse:
+    resp = rpc_pb2.TxnResponse(header=header(layer, r.revision), succeeded=r.succeeded)
     for sub in r.responses:
-        if isinstance(sub, RangeResult):
-            resp.responses.add(response_range=range_response(server, sub))
-        elif isinstance(sub, PutResult):
-            resp.responses.add(response_put=put_response(server, sub))
-        elif isinstance(sub, DeleteResult):
-            resp.responses.add(response_delete_range=delete_response(server, sub))
+        if isinstance(sub, store.RangeResult):
+            resp.responses.add(response_range=range_response(layer, sub))
+        elif isinstance(sub, store.PutResult):
+            resp.responses.add(response_put=put_response(layer, sub))
+        elif isinstance(sub, store.DeleteResult):
+            resp.responses.add(response_delete_range=delete_response(layer, sub))
         else:
-            resp.responses.add(response_txn=txn_response(server, sub))
+            resp.responses.add(response_txn=txn_response(layer, sub))
     return resp
 
 
 # -- KV ---------------------------------------------------------------------------------------
-class EtcdKV(Base, rpc_pb2_grpc.KVServicer):
+class EtcdKV(rpc_pb2_grpc.KVServicer):
     """``etcdserverpb.KV``."""
 
-    def __init__(self, server: ConferServer) -> None:
-        super().__init__(server)
-        self.commands = Commands(self.limits[1])
+    def __init__(self, layer: RequestLayer) -> None:
+        self.layer = layer
+        self.commands = Commands(layer.max_value_bytes)
 
     @etcd_rpc
-    async def Range(self, req: rpc_pb2.RangeRequest, context: Any) -> rpc_pb2.RangeResponse:
-        op = range_op(req)
-        await self.read_barrier(req.serializable, context)
-        res = self.kv.range(op.key, op.range_end, op.revision, op.limit, op.keys_only,
-                            op.count_only, op.sort_order, op.sort_target, op.min_mod_revision,
-                            op.max_mod_revision, op.min_create_revision,
-                            op.max_create_revision)
-        return range_response(self.server, res, req.keys_only)
+    async def Range(self, req: rpc_pb2.RangeRequest, ctx: RequestContext
+                    ) -> rpc_pb2.RangeResponse:
+        res = await self.layer.kv.range(ctx, range_op(req), req.serializable)
+        return range_response(self.layer, res, req.keys_only)
 
     @etcd_rpc
-    async def Put(self, req: rpc_pb2.PutRequest, context: Any) -> rpc_pb2.PutResponse:
-        return put_response(self.server, await self.write(self.commands.put(req), context))
+    async def Put(self, req: rpc_pb2.PutRequest, ctx: RequestContext) -> rpc_pb2.PutResponse:
+        return put_response(self.layer, await self.layer.kv.put(ctx, self.commands.put(req)))
 
     @etcd_rpc
-    async def DeleteRange(self, req: rpc_pb2.DeleteRangeRequest, context: Any
+    async def DeleteRange(self, req: rpc_pb2.DeleteRangeRequest, ctx: RequestContext
                           ) -> rpc_pb2.DeleteRangeResponse:
-        return delete_response(self.server,
-                               await self.write(self.commands.delete(req), context))
-
-    async def run_txn(self, req: rpc_pb2.TxnRequest, timeout: float) -> rpc_pb2.TxnResponse:
-        """A Txn through the log; Lock and Election call it without a request context."""
-        return txn_response(self.server, await self.submit(self.commands.txn(req), timeout))
+        return delete_response(self.layer,
+                               await self.layer.kv.delete(ctx, self.commands.delete(req)))
 
     @etcd_rpc
-    async def Txn(self, req: rpc_pb2.TxnRequest, context: Any) -> rpc_pb2.TxnResponse:
-        return await self.run_txn(req, timeout_of(context))
+    async def Txn(self, req: rpc_pb2.TxnRequest, ctx: RequestContext) -> rpc_pb2.TxnResponse:
+        return txn_response(self.layer, await self.layer.kv.txn(ctx, self.commands.txn(req)))
 
     @etcd_rpc
-    async def Compact(self, req: rpc_pb2.CompactionRequest, context: Any
+    async def Compact(self, req: rpc_pb2.CompactionRequest, ctx: RequestContext
                       ) -> rpc_pb2.CompactionResponse:
-        cmd = Compact(req.revision)
-        validate_command(cmd)
-        result = await self.write(cmd, context)
-        return rpc_pb2.CompactionResponse(header=header(self.server, result.revision))
+        result = await self.layer.kv.compact(ctx, req.revision)
+        return rpc_pb2.CompactionResponse(header=header(self.layer, result.revision))
 
 
 # -- Watch ------------------------------------------------------------------------------------
@@ -207,13 +169,14 @@ class _Watch:
 class WatchStream:
     """One client's Watch stream: many watches, all feeding one queue of responses."""
 
-    server: ConferServer
+    layer: RequestLayer
+    ctx: RequestContext
     out: asyncio.Queue[rpc_pb2.WatchResponse | None] = field(default_factory=asyncio.Queue)
     watches: dict[int, _Watch] = field(default_factory=dict)
     next_id: int = 0
 
     def send(self, watch_id: int, **fields: Any) -> None:
-        self.out.put_nowait(rpc_pb2.WatchResponse(header=header(self.server),
+        self.out.put_nowait(rpc_pb2.WatchResponse(header=header(self.layer),
                                                   watch_id=watch_id, **fields))
 
     def handle(self, req: rpc_pb2.WatchRequest) -> None:
@@ -237,8 +200,8 @@ class WatchStream:
             wid = self.next_id
             self.next_id += 1
         # Registered before the "created" response goes out: no event can be missed.
-        w = _Watch(wid, c, self.server.hub.watcher(c.key, c.range_end, max(c.start_revision,
-                                                                           0)))
+        w = _Watch(wid, c, self.layer.watches.watch(self.ctx, c.key, c.range_end,
+                                                    c.start_revision))
         self.watches[wid] = w
         self.send(wid, created=True)
         w.task = asyncio.ensure_future(self.feed(w))
@@ -246,7 +209,7 @@ class WatchStream:
     def cancel(self, wid: int) -> None:
         w = self.watches.pop(wid, None)
         if w is not None:
-            self.server.hub.cancel(w.watcher)
+            self.layer.watches.cancel(w.watcher)
             if w.task is not None:
                 w.task.cancel()
             self.send(wid, canceled=True)
@@ -254,25 +217,19 @@ class WatchStream:
     async def feed(self, w: _Watch) -> None:
         """Send ``w``'s events, one response per batch the hub hands over, filtered."""
         c = w.create
-        skip = {EventType.PUT if f == rpc_pb2.WatchCreateRequest.NOPUT else EventType.DELETE
-                for f in c.filters}
-        batches = self.server.hub.events(w.watcher)
+        skip = {store.EventType.PUT if f == rpc_pb2.WatchCreateRequest.NOPUT
+                else store.EventType.DELETE for f in c.filters}
+        batches = self.layer.watches.events(w.watcher)
         try:
-            while True:
-                try:
-                    if c.progress_notify:
-                        batch = await asyncio.wait_for(anext(batches), PROGRESS_INTERVAL)
-                    else:
-                        batch = await anext(batches)
-                except TimeoutError:
+            async for batch in with_progress(batches,
+                                             PROGRESS_INTERVAL if c.progress_notify else None):
+                if batch is None:
                     self.send(w.id)  # progress: no events, the header's revision
                     continue
                 events = [event_to_etcd(e, c.prev_kv) for e in batch if e.type not in skip]
                 if events:
                     self.send(w.id, events=events)
-        except StopAsyncIteration:
-            pass
-        except CompactedError as e:
+        except store.CompactedError as e:
             self.watches.pop(w.id, None)
             self.send(w.id, canceled=True, compact_revision=e.compact_revision,
                       cancel_reason="mvcc: required revision has been compacted")
@@ -282,7 +239,7 @@ class WatchStream:
 
     def close(self) -> None:
         for w in self.watches.values():
-            self.server.hub.cancel(w.watcher)
+            self.layer.watches.cancel(w.watcher)
             if w.task is not None:
                 w.task.cancel()
         self.watches.clear()
@@ -291,14 +248,14 @@ class WatchStream:
 class EtcdWatch(rpc_pb2_grpc.WatchServicer):
     """``etcdserverpb.Watch``: served by any member from its applied state."""
 
-    def __init__(self, server: ConferServer) -> None:
-        self.server = server
+    def __init__(self, layer: RequestLayer) -> None:
+        self.layer = layer
 
     @etcd_stream
-    async def Watch(self, requests: AsyncIterator[rpc_pb2.WatchRequest], context: Any
+    async def Watch(self, requests: AsyncIterator[rpc_pb2.WatchRequest], ctx: RequestContext
                     ) -> AsyncIterator[rpc_pb2.WatchResponse]:
-        self.server.require_node()
-        stream = WatchStream(self.server)
+        self.layer.core.consensus.require_node()
+        stream = WatchStream(self.layer, ctx)
 
         async def read() -> None:
             try:

@@ -1,97 +1,76 @@
-"""etcd's ``Lease`` service, on the same lessor and lease logic as the native one.
-
-Grant and Revoke are log writes; TimeToLive and KeepAlive need the leader's clock, and reuse
-:class:`confer.server.coord.LeaseService`'s leader-following (``at_leader``) and keep-alive
-proxying (a follower renews through a native stream to the leader).
-"""
+"""etcd's ``Lease`` service, on the request layer's leases (one lease logic for both APIs:
+Grant and Revoke through the log; TimeToLive and renewals on the leader's clock)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from confer.kv import MAX_LEASE_TTL, LeaseGrant, LeaseRevoke, validate_command
-from confer.server.app import ConferServer
-from confer.server.coord import LeaseService, _Upstream
+from confer.kv import MAX_LEASE_TTL
+from confer.server.api import RequestContext, RequestLayer
 from confer.server.etcd.common import (
     ERR_LEASE_TTL_TOO_LARGE,
     etcd_error,
     etcd_rpc,
     etcd_stream,
     header,
+    header_pb,
 )
-from confer.server.services import Base, to_leader
-from confer.v1 import coord_pb2
 
 
-class EtcdLease(Base, rpc_pb2_grpc.LeaseServicer):
+class EtcdLease(rpc_pb2_grpc.LeaseServicer):
     """``etcdserverpb.Lease``."""
 
-    def __init__(self, server: ConferServer) -> None:
-        super().__init__(server)
-        self.native = LeaseService(server)
-        self.lessor = server.lessor
-
-    @staticmethod
-    def stub(ch: Any) -> rpc_pb2_grpc.LeaseStub:
-        return rpc_pb2_grpc.LeaseStub(ch)
+    def __init__(self, layer: RequestLayer) -> None:
+        self.layer = layer
+        self.leases = layer.leases
 
     @etcd_rpc
-    async def LeaseGrant(self, req: rpc_pb2.LeaseGrantRequest, context: Any
+    async def LeaseGrant(self, req: rpc_pb2.LeaseGrantRequest, ctx: RequestContext
                          ) -> rpc_pb2.LeaseGrantResponse:
         if req.TTL > MAX_LEASE_TTL:
             raise etcd_error(ERR_LEASE_TTL_TOO_LARGE)
-        validate_command(LeaseGrant(req.TTL, req.ID))
-        cmd = LeaseGrant(max(req.TTL, self.lessor.min_ttl), req.ID)  # etcd's minimum TTL rule
-        result = await self.write(cmd, context)
-        return rpc_pb2.LeaseGrantResponse(header=header(self.server, result.revision),
+        result = await self.leases.grant(ctx, req.TTL, req.ID)
+        return rpc_pb2.LeaseGrantResponse(header=header(self.layer, result.revision),
                                           ID=result.id, TTL=result.ttl)
 
     @etcd_rpc
-    async def LeaseRevoke(self, req: rpc_pb2.LeaseRevokeRequest, context: Any
+    async def LeaseRevoke(self, req: rpc_pb2.LeaseRevokeRequest, ctx: RequestContext
                           ) -> rpc_pb2.LeaseRevokeResponse:
-        cmd = LeaseRevoke(req.ID)
-        validate_command(cmd)
-        result = await self.write(cmd, context)
-        return rpc_pb2.LeaseRevokeResponse(header=header(self.server, result.revision))
+        result = await self.leases.revoke(ctx, req.ID)
+        return rpc_pb2.LeaseRevokeResponse(header=header(self.layer, result.revision))
 
     @etcd_rpc
-    async def LeaseTimeToLive(self, req: rpc_pb2.LeaseTimeToLiveRequest, context: Any
+    async def LeaseTimeToLive(self, req: rpc_pb2.LeaseTimeToLiveRequest, ctx: RequestContext
                               ) -> rpc_pb2.LeaseTimeToLiveResponse:
-        async def local(timeout: float) -> rpc_pb2.LeaseTimeToLiveResponse:
-            got = await self.lessor.time_to_live(req.ID, timeout)
-            resp = rpc_pb2.LeaseTimeToLiveResponse(header=header(self.server), ID=req.ID)
-            if got is None:  # etcd answers a missing lease with TTL -1, not an error
-                resp.TTL = -1
-                return resp
-            remaining, resp.grantedTTL = got
-            resp.TTL = int(remaining)
-            if req.keys:
-                resp.keys.extend(self.kv.lease_keys(req.ID))
+        got = await self.leases.time_to_live(ctx, req.ID, req.keys)
+        resp = rpc_pb2.LeaseTimeToLiveResponse(
+            header=header(self.layer) if got is None else header_pb(got.header), ID=req.ID)
+        if got is None:  # etcd answers a missing lease with TTL -1, not an error
+            resp.TTL = -1
             return resp
-
-        return await self.native.at_leader(context, local,
-                                           to_leader(self.stub, "LeaseTimeToLive", req))
+        resp.TTL = int(got.remaining)
+        resp.grantedTTL = got.granted_ttl
+        resp.keys.extend(got.keys)
+        return resp
 
     @etcd_rpc
-    async def LeaseLeases(self, req: rpc_pb2.LeaseLeasesRequest, context: Any
+    async def LeaseLeases(self, req: rpc_pb2.LeaseLeasesRequest, ctx: RequestContext
                           ) -> rpc_pb2.LeaseLeasesResponse:
-        await self.read_barrier(False, context)
         return rpc_pb2.LeaseLeasesResponse(
-            header=header(self.server),
-            leases=[rpc_pb2.LeaseStatus(ID=info.id) for info in self.kv.leases()])
+            header=header(self.layer),
+            leases=[rpc_pb2.LeaseStatus(ID=info.id) for info in await self.leases.leases(ctx)])
 
     @etcd_stream
     async def LeaseKeepAlive(self, requests: AsyncIterator[rpc_pb2.LeaseKeepAliveRequest],
-                             context: Any) -> AsyncIterator[rpc_pb2.LeaseKeepAliveResponse]:
+                             ctx: RequestContext
+                             ) -> AsyncIterator[rpc_pb2.LeaseKeepAliveResponse]:
         """Each request renews one lease; a missing lease answers TTL 0 (etcd)."""
-        upstream = _Upstream(self.server)
+        session = self.leases.keep_alive(ctx, self.layer.leader_link.renewals())
         try:
             async for req in requests:
-                native = await self.native._keep_alive(
-                    coord_pb2.LeaseKeepAliveRequest(id=req.ID), upstream, context)
-                yield rpc_pb2.LeaseKeepAliveResponse(header=header(self.server), ID=req.ID,
-                                                     TTL=native.ttl)
+                ttl = await session.renew(req.ID)
+                yield rpc_pb2.LeaseKeepAliveResponse(header=header(self.layer), ID=req.ID,
+                                                     TTL=ttl)
         finally:
-            upstream.close()
+            session.close()

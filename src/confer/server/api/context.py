@@ -1,0 +1,91 @@
+"""What every request carries into the request layer, and the hook that sees each one.
+
+An adapter (a confer.v1 or etcd gRPC servicer) builds a :class:`RequestContext` from its
+call, then calls the layer. The layer checks each request against its guards before it
+reads or changes anything: authentication, authorization, quotas, rate limits and metrics
+hook in there, once for both APIs.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds a request may take when its caller set no deadline."""
+MAX_TIMEOUT = 60.0
+"""The longest a request may wait, whatever deadline its caller set."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who sent a request. Anonymous until authentication exists (users, certificates)."""
+
+    user: str = ""
+    """The authenticated user name; empty for an anonymous caller."""
+
+
+ANONYMOUS = Identity()
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """One request's deadline, origin and caller."""
+
+    api: str
+    """Which API it came in through: ``"confer"`` or ``"etcd"`` (or ``"internal"``)."""
+    method: str
+    """The RPC's name, for logs, metrics and audit."""
+    deadline: float
+    """Absolute ``time.monotonic()`` time by which the request must be answered."""
+    forwarded: bool = False
+    """A member forwarded it to this one as the leader: it must not be forwarded again."""
+    peer: str = ""
+    """The caller's transport address, as gRPC names it."""
+    identity: Identity = field(default=ANONYMOUS)
+    wait_until: float | None = None
+    """The caller's own deadline, uncapped (None: it set none). A blocking wait (for a
+    lock, an election) lasts until then, for ever if None; each step inside it (a write, a
+    read) still ends at ``deadline``."""
+
+    @classmethod
+    def with_timeout(cls, api: str, method: str, timeout: float | None, *,
+                     forwarded: bool = False, peer: str = "") -> RequestContext:
+        """A context whose deadline is ``timeout`` seconds from now (None: the default),
+        capped at :data:`MAX_TIMEOUT`."""
+        now = time.monotonic()
+        budget = DEFAULT_TIMEOUT if timeout is None else max(0.0, min(timeout, MAX_TIMEOUT))
+        return cls(api, method, now + budget, forwarded, peer,
+                   wait_until=None if timeout is None else now + max(0.0, timeout))
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (never negative)."""
+        return max(0.0, self.deadline - time.monotonic())
+
+
+class AccessKind(enum.Enum):
+    """What a request does, as a guard sees it."""
+
+    READ = "read"
+    """Reads keys (ranges, watches, lock and election state)."""
+    WRITE = "write"
+    """Changes keys or leases through the log."""
+    ADMIN = "admin"
+    """Changes or inspects the cluster itself (membership, compaction, snapshots)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """One access a request makes: a guard allows or refuses it."""
+
+    kind: AccessKind
+    key: bytes = b""
+    """The key, or the start of the key range, touched (empty for cluster-wide access)."""
+    range_end: bytes = b""
+    """The end of the key range (exclusive; empty: the single key ``key``)."""
+
+
+Guard = Callable[[RequestContext, Access], None]
+"""Called before the layer serves an access; raises to refuse it (e.g. PermissionDenied)."""

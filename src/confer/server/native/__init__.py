@@ -1,0 +1,35 @@
+"""The native confer.v1 gRPC API: adapters over the request layer (:mod:`confer.server.api`).
+
+Modules: ``common`` (the error table, headers, conversions), ``kv`` (KV, Watch), ``cluster``
+(Cluster), ``legacy`` (the original ConferService), ``coordination`` (Lease, Lock,
+Election).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from confer.server.api import RequestLayer
+from confer.server.native.cluster import ClusterService
+from confer.server.native.coordination import ElectionService, LeaseService, LockService
+from confer.server.native.kv import KVService
+from confer.server.native.legacy import LegacyService
+from confer.server.registry import GenericHandlersOnly
+from confer.server.rpc import register
+from confer.v1 import confer_pb2_grpc, coord_pb2_grpc, kv_pb2_grpc
+
+
+def add_native_services(layer: RequestLayer,
+                        grpc_server: grpc.aio.Server | GenericHandlersOnly) -> None:
+    """Register KV, Cluster, ConferService, Lease, Lock and Election."""
+    register(layer, grpc_server, [
+        (kv_pb2_grpc.add_KVServicer_to_server, KVService),
+        (confer_pb2_grpc.add_ConferServiceServicer_to_server, LegacyService),
+        (kv_pb2_grpc.add_ClusterServicer_to_server, ClusterService),
+        (coord_pb2_grpc.add_LeaseServicer_to_server, LeaseService),
+        (coord_pb2_grpc.add_LockServicer_to_server, LockService),
+        (coord_pb2_grpc.add_ElectionServicer_to_server, ElectionService),
+    ])
+
+
+__all__ = ["add_native_services"]
