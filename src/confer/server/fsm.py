@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 
 from confer.kv import KVStore
+from confer.raft.fsm import SnapshotSteps, StateMachine
 from confer.raft.types import ConfChange, ConfState, Entry
 from confer.server.members import Membership, MembershipEvent, decode_publish, is_publish
 
@@ -20,7 +21,7 @@ class AppliedTwice(RuntimeError):
     make this node's state diverge from the others', so the node must stop instead."""
 
 
-class ServerStateMachine:
+class ServerStateMachine(StateMachine):
     def __init__(self) -> None:
         self.kv = KVStore()
         self.membership = Membership()
@@ -52,7 +53,7 @@ class ServerStateMachine:
     def snapshot(self) -> bytes:
         return msgpack.packb([SNAPSHOT_FORMAT, self.kv.snapshot(), self.membership.snapshot()])
 
-    def snapshot_steps(self) -> Iterator[list[bytes] | None]:
+    def snapshot_steps(self) -> SnapshotSteps:
         """:meth:`snapshot` a slice at a time (see :meth:`KVStore.snapshot_steps`): the state
         is captured at creation, each ``next()`` does a few milliseconds' work and yields
         None, the last yields the snapshot as parts to concatenate. Raises
@@ -63,8 +64,7 @@ class ServerStateMachine:
         return self._wrap(kv_steps, members)
 
     @staticmethod
-    def _wrap(kv_steps: Iterator[list[bytes] | None], members: bytes
-              ) -> Iterator[list[bytes] | None]:
+    def _wrap(kv_steps: SnapshotSteps, members: bytes) -> SnapshotSteps:
         yield None
         for kv in kv_steps:
             if kv is None:

@@ -23,13 +23,13 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from confer.raft.core import Config
 from confer.raft.errors import NotLeader, ProposalDropped, RaftError
-from confer.raft.fsm import StateMachine
+from confer.raft.fsm import SnapshotSteps, StateMachine
 from confer.raft.rawnode import RawNode, Status
 from confer.raft.storage import WritableLogStorage
 from confer.raft.types import (
@@ -43,7 +43,6 @@ from confer.raft.types import (
     StateRole,
 )
 from confer.server.transport import Transport
-from confer.storage import DurableStorage
 
 log = logging.getLogger("confer.node")
 
@@ -78,9 +77,9 @@ class NodeOptions:
     that a slow disk does not stall the loop (requests arriving meanwhile join the next
     batch). 0: always in a thread."""
     background_snapshots: bool = True
-    """Build snapshots a slice at a time between other work, and write them in a thread,
-    when the state machine offers ``snapshot_steps()`` (else, or when off, the loop stops
-    while it snapshots)."""
+    """Build snapshots a slice at a time between other work (as many slices as the state
+    machine's ``snapshot_steps()`` makes), and write them in a thread (when off, the loop
+    stops while it snapshots)."""
     batch_window: float = 0.02
     """Under full load, the shortest time between two rounds of the Raft loop (seconds, at
     most a quarter tick), so that each round's Ready, fsync and peer messages carry many
@@ -504,30 +503,26 @@ class RaftNode:
                 or self._snapshot_job is not None):
             return
         conf = self.node.conf_state_at(applied)
-        steps = getattr(self.fsm, "snapshot_steps", None)
-        if steps is None or not self.options.background_snapshots:
+        if not self.options.background_snapshots:
             self.storage.create_snapshot(applied, conf, self.fsm.snapshot())
             self._compact_after_snapshot(applied)
             return
         # The state as of now is captured at once; the rest runs beside the Raft loop.
         meta = SnapshotMeta(applied, self.storage.term(applied), conf)
-        self._snapshot_job = asyncio.create_task(self._build_snapshot(meta, steps()),
-                                                 name=f"snapshot-{self.id}")
+        self._snapshot_job = asyncio.create_task(
+            self._build_snapshot(meta, self.fsm.snapshot_steps()), name=f"snapshot-{self.id}")
 
-    async def _build_snapshot(self, meta: SnapshotMeta,
-                              steps: Iterator[list[bytes] | None]) -> None:
+    async def _build_snapshot(self, meta: SnapshotMeta, steps: SnapshotSteps) -> None:
         """Serialise the state machine a slice per loop turn, then join the parts and write
         the file in a thread (``bytes.join`` and file writes release the GIL: a snapshot
         of tens of megabytes would otherwise stop the loop for a large fraction of a
         second); the Raft loop records it (:meth:`_record_snapshot`)."""
         loop = asyncio.get_running_loop()
-        storage = self.storage
-        save = storage.save_snapshot_file if isinstance(storage, DurableStorage) else None
+        save = self.storage.save_snapshot_file
 
         def finish(parts: list[bytes]) -> bytes:
             data = b"".join(parts)
-            if save is not None:  # durable storage: the file too
-                save(meta, data)
+            save(meta, data)
             return data
 
         try:
@@ -555,11 +550,7 @@ class RaftNode:
         self._snapshot_job = None
         if meta.index <= self._snapshot_index:
             return  # a newer snapshot was installed meanwhile
-        storage = self.storage
-        if isinstance(storage, DurableStorage):  # the file is written already
-            storage.create_snapshot(meta.index, meta.conf_state, data, saved=meta)
-        else:
-            storage.create_snapshot(meta.index, meta.conf_state, data)
+        self.storage.create_snapshot(meta.index, meta.conf_state, data, saved=meta)
         self._compact_after_snapshot(meta.index)
 
     def _compact_after_snapshot(self, index: int) -> None:
@@ -567,12 +558,9 @@ class RaftNode:
         compact_to = index - self.options.keep_entries
         storage = self.storage
         if compact_to >= storage.first_index():
-            if isinstance(storage, DurableStorage):
-                # The next Ready's sync (in a worker thread if the disk is slow) makes the
-                # compaction durable and deletes the obsolete files.
-                storage.compact(compact_to, sync=False)
-            else:
-                storage.compact(compact_to)
+            # The next Ready's sync (in a worker thread if the disk is slow) makes the
+            # compaction durable and deletes the obsolete files.
+            storage.compact(compact_to, sync=False)
         self.node.compacted(index)
 
     def _fail_reads(self, exc: Exception) -> None:
