@@ -225,7 +225,7 @@ class ConferServer:
 
     def _report_unreachable(self, node_id: int) -> None:
         if self.node is not None:
-            self.node.node.report_unreachable(node_id)
+            self.node.report_unreachable(node_id)
 
     def _on_leader(self, leader: int, term: int) -> None:
         if leader:
@@ -276,7 +276,7 @@ class ConferServer:
         return kv_pb2.ResponseHeader(
             cluster_id=self.fsm.membership.cluster_id, member_id=self.node_id,
             revision=self.fsm.kv.revision,
-            raft_term=node.node.raft.term if node else 0, leader_id=node.leader if node else 0)
+            raft_term=node.term if node else 0, leader_id=node.leader if node else 0)
 
     async def wait_for_leader(self, timeout: float) -> int:
         node = self.require_node()

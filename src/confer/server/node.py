@@ -30,7 +30,7 @@ from typing import Any
 from confer.raft.core import Config
 from confer.raft.errors import NotLeader, ProposalDropped, RaftError
 from confer.raft.fsm import SnapshotSteps, StateMachine
-from confer.raft.rawnode import RawNode, Status
+from confer.raft.rawnode import BasicStatus, RawNode, Status
 from confer.raft.storage import WritableLogStorage
 from confer.raft.types import (
     ConfChange,
@@ -112,6 +112,7 @@ class RaftNode:
         if not snap.is_empty():
             fsm.restore(snap.data)
         self.node = RawNode(config, storage, rng)
+        self._election_tick = config.election_tick
         self.applied_index = snap.meta.index
         self._snapshot_index = snap.meta.index
         self._sync_cost = 0.0  # moving average of an fsync's duration, in seconds
@@ -217,7 +218,21 @@ class RaftNode:
         self.node.campaign()
         self._wake.set()
 
+    def report_unreachable(self, node_id: int) -> None:
+        """The transport failed to deliver to ``node_id``: stop pipelining to it."""
+        self.node.report_unreachable(node_id)
+
+    @property
+    def term(self) -> int:
+        """The core's current term (cheap: read for every response header)."""
+        return self.node.term
+
+    def basic_status(self) -> BasicStatus:
+        """The core's term, vote, leader, role and indexes, now."""
+        return self.node.basic_status()
+
     def status(self) -> Status:
+        """:meth:`basic_status` plus the membership and the leader's view of progress."""
         return self.node.status()
 
     def _new_future(self) -> asyncio.Future[Any]:
@@ -283,8 +298,8 @@ class RaftNode:
         """The batching window for the load now: none when lightly loaded."""
         inflight = len(self._proposals) + len(self._pending) + len(self._forwarded)
         if self.role == StateRole.LEADER:
-            log_ = self.node.raft.log
-            inflight = max(inflight, log_.last_index() - log_.committed)
+            st = self.node.basic_status()
+            inflight = max(inflight, st.last_index - st.commit)
         low = self.options.batch_min_inflight
         if inflight < low:
             return 0.0
@@ -292,9 +307,11 @@ class RaftNode:
 
     def _submit_proposals(self) -> None:
         batch, self._proposals = self._proposals, []
-        raft = self.node.raft
-        if raft.role != StateRole.LEADER:
-            self._forward_proposals(batch, raft.lead)
+        # The core's role now, not the last Ready's: this round's ticks and messages may
+        # have changed it.
+        st = self.node.basic_status()
+        if st.role != StateRole.LEADER:
+            self._forward_proposals(batch, st.leader)
             return
         live = [(d, f) for d, _, f in batch if not f.done()]
         if not live:
@@ -429,13 +446,13 @@ class RaftNode:
                 # Writes forwarded to the old leader may be lost with it: give them one
                 # election timeout to turn up in the log, not the whole forward timeout.
                 # (Deadlines stay in order: the earlier ones are only capped.)
-                cutoff = self._tick_count + self.node.raft.cfg.election_tick
+                cutoff = self._tick_count + self._election_tick
                 self._forward_expiry = deque((min(deadline, cutoff), rid)
                                              for deadline, rid in self._forward_expiry)
         self.leader = leader
         self.role = role
         if changed:
-            term = self.node.raft.term
+            term = self.node.term
             for listener in self.leader_listeners:
                 listener(leader, term)
 
