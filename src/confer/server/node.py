@@ -145,7 +145,8 @@ class RaftNode:
         self._ticks = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopped = False
+        self._stopped = False  # no more requests: stop() was called, or the loop failed
+        self._closed = False  # stop() was called
         self.leader = 0
         self.role = StateRole.FOLLOWER
         self.leader_listeners: list[Callable[[int, int], None]] = []
@@ -163,8 +164,9 @@ class RaftNode:
 
     async def stop(self) -> None:
         """Stop driving the node. Queued and in-flight requests fail with NodeStopped."""
-        if self._stopped:
+        if self._closed:
             return
+        self._closed = True
         self._stopped = True
         self._wake.set()
         if self._snapshot_job is not None:
@@ -292,7 +294,7 @@ class RaftNode:
                 log.exception("node %d: fatal error in the Raft loop; stopping", self.id)
                 self._stopped = True
                 self._fail_all(NodeStopped(f"node {self.id} failed"))
-                raise
+                return  # logged: stop() still ends the ticker and closes the transport
 
     def _round_spacing(self) -> float:
         """The batching window for the load now: none when lightly loaded."""
