@@ -8,12 +8,14 @@ from typing import Any
 
 import msgpack
 
+from confer.envelope import EntryKind, MalformedEntry, kind_of
 from confer.kv import KVStore
 from confer.raft.fsm import SnapshotSteps, StateMachine
 from confer.raft.types import ConfChange, ConfState, Entry
-from confer.server.members import Membership, MembershipEvent, decode_publish, is_publish
+from confer.server.members import Membership, MembershipEvent, decode_publish
 
 SNAPSHOT_FORMAT = 1
+_KV_PREFIX = bytes((EntryKind.KV_COMMAND,))
 
 
 class AppliedTwice(RuntimeError):
@@ -35,13 +37,21 @@ class ServerStateMachine(StateMachine):
         self.applied_index = index
 
     def apply(self, entry: Entry) -> Any:
-        self._advance(entry.index)
-        if is_publish(entry.data):
-            # Malformed: applying must never fail, and nothing changes.
+        """Apply a KV command or a member's publication (a FORWARDED entry arrives
+        unwrapped by the driver). Raises :class:`~confer.envelope.MalformedEntry` for any
+        other kind, before anything changes: the node must stop rather than skip it."""
+        if entry.data[:1] == _KV_PREFIX:  # the hot path: no enum lookup
+            self._advance(entry.index)
+            return self.kv.apply(entry)
+        kind = kind_of(entry.data)
+        if kind is EntryKind.MEMBER_PUBLISH:
+            self._advance(entry.index)
+            # A malformed body changes nothing: a bad command must never fail to apply.
             with contextlib.suppress(ValueError, TypeError):
                 self.membership.publish(*decode_publish(entry.data))
             return None
-        return self.kv.apply(entry)
+        raise MalformedEntry(f"entry {entry.index}: a {kind.name} entry does not reach the "
+                             "state machine (the driver applies its contents)")
 
     def apply_conf_change(self, index: int, cc: ConfChange, conf: ConfState) -> None:
         self._advance(index)

@@ -6,9 +6,9 @@ proposals into one append, one fsync and one message per follower.
 
 A follower may propose too (``propose(data, forward=True)``): the core forwards the commands
 to the leader in one PROP message, and the leader appends them like its own. Their index is
-unknown to the follower, so each is tagged with a request id (:data:`FORWARD_TAG`, 8 bytes of
-id, then the command); every node applies the command without the tag, and the node waiting
-on that id resolves its request with the result it computed itself. A forwarded proposal the
+unknown to the follower, so each is wrapped with a request id in a FORWARDED entry (see
+:mod:`confer.envelope`); every node applies the command without the wrapper, and the node
+waiting on that id resolves its request with the result it computed itself. A forwarded proposal the
 leader dropped (leader change, leadership transfer) is never applied: after
 ``forward_timeout`` it fails with :class:`OutcomeUnknown`.
 """
@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from confer.envelope import EntryKind, unwrap_forwarded, wrap_forwarded
 from confer.raft.core import Config
 from confer.raft.errors import NotLeader, ProposalDropped, RaftError
 from confer.raft.fsm import SnapshotSteps, StateMachine
@@ -46,11 +47,7 @@ from confer.server.transport import Transport
 
 log = logging.getLogger("confer.node")
 
-FORWARD_TAG = 0xFE
-"""First byte of an entry a follower proposed: then an 8-byte request id, then the command.
-(KV commands start with their format version, a small number; member publications with
-0xFF.) The tag never reaches the state machine."""
-_FORWARD_PREFIX = bytes((FORWARD_TAG,))
+_FORWARDED = int(EntryKind.FORWARDED)  # a plain int: compared for every entry applied
 
 
 class OutcomeUnknown(RaftError):
@@ -120,8 +117,8 @@ class RaftNode:
         self._snapshot_built: tuple[SnapshotMeta, bytes] | None = None
         self._inbox: list[Message] = []
         self._proposals: list[tuple[bytes, bool, asyncio.Future[Any]]] = []  # data, forward
-        self._forwarded: dict[bytes, asyncio.Future[Any]] = {}  # request id -> waiting request
-        self._forward_expiry: deque[tuple[int, bytes]] = deque()  # (deadline tick, request id)
+        self._forwarded: dict[int, asyncio.Future[Any]] = {}  # request id -> waiting request
+        self._forward_expiry: deque[tuple[int, int]] = deque()  # (deadline tick, request id)
         timeout = self.options.forward_timeout
         if timeout is None:
             timeout = 5.0 + 2 * config.election_tick * self.options.tick_interval
@@ -332,7 +329,7 @@ class RaftNode:
                            leader: int) -> None:
         """Not leading: forward the proposals that may be (tagged with request ids, in one
         PROP message), refuse the others."""
-        ids: list[bytes] = []
+        ids: list[int] = []
         tagged: list[bytes] = []
         futures: list[asyncio.Future[Any]] = []
         for data, forward, f in batch:
@@ -341,9 +338,9 @@ class RaftNode:
             if not forward:
                 f.set_exception(NotLeader(leader))
                 continue
-            rid = (next(self._request_ids) & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "big")
+            rid = next(self._request_ids) & 0xFFFF_FFFF_FFFF_FFFF
             ids.append(rid)
-            tagged.append(_FORWARD_PREFIX + rid + data)
+            tagged.append(wrap_forwarded(rid, data))
             futures.append(f)
         if not futures:
             return
@@ -482,15 +479,15 @@ class RaftNode:
         for e in rd.committed_entries:
             if e.type == EntryType.NORMAL:
                 data = e.data
-                if data and data[0] == FORWARD_TAG:  # proposed by a follower: untag it
-                    command = data[9:]
+                if not data or data[0] != _FORWARDED:
+                    result = fsm.apply(e) if data else None
+                else:  # proposed by a follower: apply the command without its wrapper
+                    rid, command = unwrap_forwarded(data)
                     result = fsm.apply(Entry(e.index, e.term, command)) if command else None
                     if forwarded:
-                        f = forwarded.pop(data[1:9], None)
+                        f = forwarded.pop(rid, None)
                         if f is not None and not f.done():
                             f.set_result(result)
-                else:
-                    result = fsm.apply(e) if data else None
             else:
                 result = self.node.conf_state_at(e.index)
                 fsm.apply_conf_change(e.index, ConfChange.decode(e.data), result)
