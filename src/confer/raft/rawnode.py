@@ -43,7 +43,9 @@ from confer.raft.types import (
 _LOCAL_TYPES = frozenset({MessageType.HUP, MessageType.BEAT, MessageType.CHECK_QUORUM})
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: building a frozen dataclass costs several times more (one object.__setattr__
+# per field), and these are read per request. They are copies: changing one changes nothing.
+@dataclass(slots=True)
 class BasicStatus:
     """The core's state at one moment, cheap enough to read per request (etcd's
     ``BasicStatus``)."""
@@ -61,7 +63,7 @@ class BasicStatus:
     """The node a leadership transfer under way goes to (leader only), else NONE."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Status(BasicStatus):
     """:class:`BasicStatus` plus the membership and, on a leader, each node's match index."""
 
