@@ -94,6 +94,9 @@ class Membership:
         self.removed = set(removed)  # type: ignore[call-overload]
 
 
+_PUBLISH_PREFIX = bytes((EntryKind.MEMBER_PUBLISH,))
+
+
 def encode_publish(member: Member) -> bytes:
     """A MEMBER_PUBLISH entry (see :mod:`confer.envelope`): ``member`` announces its name and
     client address."""
@@ -105,5 +108,3 @@ def decode_publish(data: bytes) -> tuple[int, str, str]:
     node_id, name, client_addr = msgpack.unpackb(memoryview(data)[1:])
     return int(node_id), str(name), str(client_addr)
 
-
-_PUBLISH_PREFIX = bytes((EntryKind.MEMBER_PUBLISH,))

@@ -8,8 +8,8 @@ A follower may propose too (``propose(data, forward=True)``): the core forwards 
 to the leader in one PROP message, and the leader appends them like its own. Their index is
 unknown to the follower, so each is wrapped with a request id in a FORWARDED entry (see
 :mod:`confer.envelope`); every node applies the command without the wrapper, and the node
-waiting on that id resolves its request with the result it computed itself. A forwarded proposal the
-leader dropped (leader change, leadership transfer) is never applied: after
+waiting on that id resolves its request with the result it computed itself. A forwarded
+proposal the leader dropped (leader change, leadership transfer) is never applied: after
 ``forward_timeout`` it fails with :class:`OutcomeUnknown`.
 """
 
