@@ -40,7 +40,7 @@ class FakeServer:
         self.cfg = ServerConfig(tick_ms=100, election_ticks=10)
         self.cluster_listeners: list[Any] = []
         self.raft = SimpleNamespace(role=StateRole.FOLLOWER, term=1)
-        self.node = SimpleNamespace(node=SimpleNamespace(raft=self.raft), leader=2)
+        self.node = SimpleNamespace(basic_status=lambda: self.raft, leader=2)
         self.index = 0
         self.fail_with: Exception | None = None
         self.proposed: list[object] = []

@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from confer.kv import Compact, Put, encode_command
+from confer.raft.fsm import ListStateMachine
 from confer.server.fsm import ServerStateMachine
 from confer.server.local import LocalCluster
 from confer.server.node import NodeOptions
@@ -50,5 +53,38 @@ def test_background_snapshots_record_the_state_at_their_index(tmp_path: Path) ->
                 restored.restore(storage.snapshot().data)
                 assert restored.kv.applied_index == storage.snapshot().meta.index
                 assert storage.last_index() >= 1200
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_a_state_machine_that_does_not_slice_snapshots_through_the_protocol_default(
+        background: bool) -> None:
+    """ListStateMachine has only the default snapshot_steps (one step) and MemoryStorage
+    writes no file: the driver takes and records snapshots through the same protocol calls."""
+    async def main() -> None:
+        options = NodeOptions(tick_interval=0.02, snapshot_every=50, keep_entries=10,
+                              background_snapshots=background)
+        c = LocalCluster(3, options=options, seed=3)
+        await c.start()
+        try:
+            lead = await c.wait_leader()
+            for i in range(120):
+                await lead.propose(b"w%d" % i)
+            await asyncio.sleep(0.2)
+            for node in c.nodes.values():
+                storage = c.storages[node.id]
+                snap = storage.snapshot()
+                assert snap.meta.index >= 100, (node.id, snap.meta)
+                assert storage.first_index() == snap.meta.index - 10 + 1
+                restored = ListStateMachine()
+                restored.restore(snap.data)
+                applied = node.fsm.applied  # type: ignore[attr-defined]
+                # Every entry up to the snapshot's index is in it: the payloads proposed
+                # plus the leader's empty entries, which the driver does not apply.
+                assert restored.applied == applied[:len(restored.applied)]
+                assert restored.applied[-1] == b"w%d" % (len(restored.applied) - 1)
+        finally:
+            await c.stop()
 
     asyncio.run(main())

@@ -1,7 +1,8 @@
 """The commands carried in Raft entries, their wire encoding and their stateless validation.
 
-Encoding (hot path, so no dicts of field names): one format-version byte, then one msgpack
-array whose first element is the command tag::
+Encoding (hot path, so no dicts of field names): the KV_COMMAND kind byte of the log-entry
+envelope (:mod:`confer.envelope`), then one msgpack array whose first element is the command
+tag::
 
     Put          [0, key, value, lease, flags]        flags: 1 prev_kv, 2 ignore_value,
                                                              4 ignore_lease
@@ -24,11 +25,11 @@ from dataclasses import dataclass, field
 
 import msgpack
 
+from confer.envelope import EntryKind
 from confer.kv import keyrange
 from confer.kv.errors import BadCommand, DuplicateKey, InvalidArgument, TooManyOps
 from confer.kv.types import CompareResult, CompareTarget, SortOrder, SortTarget
 
-FORMAT_VERSION = 1
 MAX_TXN_OPS = 128
 """etcd's default ``--max-txn-ops``: checked when a command is proposed, not when applied."""
 MAX_TXN_DEPTH = 16
@@ -43,7 +44,8 @@ _SORT_ORDERS = frozenset(SortOrder)
 _SORT_TARGETS = frozenset(SortTarget)
 _COMPARE_TARGETS = frozenset(CompareTarget)
 _COMPARE_RESULTS = frozenset(CompareResult)
-_VERSION_PREFIX = bytes((FORMAT_VERSION,))
+_KV = int(EntryKind.KV_COMMAND)  # a plain int: compared on every apply
+_KIND_PREFIX = bytes((_KV,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,15 +148,15 @@ def encode_command(cmd: Command) -> bytes:
     """Serialise a command for a Raft entry (see the module docstring for the format)."""
     if type(cmd) is Put:  # the hot path first
         flags = cmd.prev_kv | (cmd.ignore_value << 1) | (cmd.ignore_lease << 2)
-        return _VERSION_PREFIX + msgpack.packb([_PUT, cmd.key, cmd.value, cmd.lease, flags])
+        return _KIND_PREFIX + msgpack.packb([_PUT, cmd.key, cmd.value, cmd.lease, flags])
     if type(cmd) is Compact:
-        return _VERSION_PREFIX + msgpack.packb([_COMPACT, cmd.revision])
+        return _KIND_PREFIX + msgpack.packb([_COMPACT, cmd.revision])
     if type(cmd) is LeaseGrant:
-        return _VERSION_PREFIX + msgpack.packb([_LEASE_GRANT, cmd.id, cmd.ttl])
+        return _KIND_PREFIX + msgpack.packb([_LEASE_GRANT, cmd.id, cmd.ttl])
     if type(cmd) is LeaseRevoke:
-        return _VERSION_PREFIX + msgpack.packb([_LEASE_REVOKE, cmd.id])
+        return _KIND_PREFIX + msgpack.packb([_LEASE_REVOKE, cmd.id])
     if type(cmd) in (DeleteRange, Txn):
-        return _VERSION_PREFIX + msgpack.packb(_encode_op(cmd))
+        return _KIND_PREFIX + msgpack.packb(_encode_op(cmd))
     raise TypeError(f"not a command: {cmd!r}")
 
 
@@ -179,7 +181,7 @@ def _encode_op(op: Op) -> list[object]:
 
 def decode_command(data: bytes) -> Command:
     """Parse an entry payload. Raises :class:`BadCommand` for anything that is not exactly a
-    command of this format version (wrong version byte, bad msgpack, wrong shape or types)."""
+    KV command (another kind byte, bad msgpack, wrong shape or types)."""
     raw = unpack_command(data)
     fields = put_fields(raw)
     if fields is not None:
@@ -189,11 +191,11 @@ def decode_command(data: bytes) -> Command:
 
 
 def unpack_command(data: bytes) -> list[object]:
-    """First half of :func:`decode_command`: check the version byte and unpack the array."""
+    """First half of :func:`decode_command`: check the kind byte and unpack the array."""
     if not data:
         raise BadCommand("empty command")
-    if data[0] != FORMAT_VERSION:
-        raise BadCommand(f"unknown command format version {data[0]}")
+    if data[0] != _KV:
+        raise BadCommand(f"not a KV command: entry kind byte {data[0]:#04x}")
     try:
         raw = msgpack.unpackb(memoryview(data)[1:])
     except Exception as e:  # malformed msgpack of any kind is just a bad command

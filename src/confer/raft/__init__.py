@@ -12,7 +12,7 @@ from confer.raft.errors import (
     ProposalDropped,
     UnavailableError,
 )
-from confer.raft.rawnode import RawNode, Status, bootstrap
+from confer.raft.rawnode import BasicStatus, RawNode, Status, bootstrap
 from confer.raft.storage import LogStorage, MemoryStorage, WritableLogStorage
 from confer.raft.types import (
     NONE,
@@ -34,6 +34,7 @@ from confer.raft.types import (
 
 __all__ = [
     "NONE",
+    "BasicStatus",
     "CompactedError",
     "ConfChange",
     "ConfChangeInProgress",

@@ -6,14 +6,22 @@ incarnation; after a restart the driver restores the latest snapshot and replays
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import msgpack
 
 from confer.raft.types import ConfChange, ConfState, Entry
 
+SnapshotSteps = Iterator[list[bytes] | None]
+"""An incremental snapshot: each ``next()`` does a slice of the work and yields None, the last
+yields the snapshot as parts to concatenate."""
+
 
 class StateMachine(Protocol):
+    """What the driver applies committed entries to. Subclass it to inherit the default
+    :meth:`snapshot_steps` (one step)."""
+
     def apply(self, entry: Entry) -> Any:
         """Apply one committed NORMAL entry; the result goes back to the proposer."""
         ...
@@ -26,12 +34,23 @@ class StateMachine(Protocol):
         """Serialise the state as of the last applied entry."""
         ...
 
+    def snapshot_steps(self) -> SnapshotSteps:
+        """:meth:`snapshot` a slice at a time, so that the driver can go on applying entries
+        between slices. The state is captured when this is called (not at the first
+        ``next()``): the result must be the snapshot as of the entry last applied then,
+        whatever is applied meanwhile. It may raise (at any ``next()``) to abandon the
+        snapshot; the driver retries later.
+
+        This default does all the work at once: one step, the whole :meth:`snapshot`.
+        """
+        return iter(([self.snapshot()],))
+
     def restore(self, data: bytes) -> None:
         """Replace the state with a snapshot's."""
         ...
 
 
-class ListStateMachine:
+class ListStateMachine(StateMachine):
     """The in-memory twin: remembers every applied payload, in order."""
 
     def __init__(self) -> None:

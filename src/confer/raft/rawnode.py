@@ -43,8 +43,13 @@ from confer.raft.types import (
 _LOCAL_TYPES = frozenset({MessageType.HUP, MessageType.BEAT, MessageType.CHECK_QUORUM})
 
 
-@dataclass(frozen=True, slots=True)
-class Status:
+# Not frozen: building a frozen dataclass costs several times more (one object.__setattr__
+# per field), and these are read per request. They are copies: changing one changes nothing.
+@dataclass(slots=True)
+class BasicStatus:
+    """The core's state at one moment, cheap enough to read per request (etcd's
+    ``BasicStatus``)."""
+
     id: int
     term: int
     vote: int
@@ -54,6 +59,14 @@ class Status:
     applied: int
     last_index: int
     first_index: int
+    lead_transferee: int
+    """The node a leadership transfer under way goes to (leader only), else NONE."""
+
+
+@dataclass(slots=True)
+class Status(BasicStatus):
+    """:class:`BasicStatus` plus the membership and, on a leader, each node's match index."""
+
     conf_state: ConfState
     progress: dict[int, int]  # node -> match index (leader only)
 
@@ -190,18 +203,32 @@ class RawNode:
         """Tell the core the log was compacted up to a snapshot at ``index``."""
         self.raft.compact_conf_history(index)
 
-    # -- observation ------------------------------------------------------------------------------
+    # -- observation: the one way to read the core's state -----------------------------------------
     @property
     def id(self) -> int:
         return self.raft.id
 
-    def status(self) -> Status:
+    @property
+    def term(self) -> int:
+        """The current term: the cheapest read, for every response header."""
+        return self.raft.term
+
+    def basic_status(self) -> BasicStatus:
+        """Term, vote, leader, role and log indexes (no copies of membership or progress)."""
         r = self.raft
+        log = r.log
+        return BasicStatus(r.id, r.term, r.vote, r.lead, r.role, log.committed, log.applied,
+                           log.last_index(), log.first_index(), r.lead_transferee)
+
+    def status(self) -> Status:
+        """:meth:`basic_status` plus the membership and the leader's view of progress."""
+        r = self.raft
+        log = r.log
         progress = (
             {n: pr.match for n, pr in r.prs.items()} if r.role == StateRole.LEADER else {}
         )
-        return Status(r.id, r.term, r.vote, r.lead, r.role, r.log.committed, r.log.applied,
-                      r.log.last_index(), r.log.first_index(), r.conf, progress)
+        return Status(r.id, r.term, r.vote, r.lead, r.role, log.committed, log.applied,
+                      log.last_index(), log.first_index(), r.lead_transferee, r.conf, progress)
 
 
 def bootstrap(storage: WritableLogStorage, voters: list[int],

@@ -50,9 +50,23 @@ class WritableLogStorage(LogStorage, Protocol):
 
     def apply_snapshot(self, snap: Snapshot) -> None: ...
 
-    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot: ...
+    def save_snapshot_file(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Persist the data of a snapshot that :meth:`create_snapshot` will record with
+        ``saved=meta``: the slow part of taking a snapshot, which the driver may run in a
+        worker thread beside any other call (a sync included) until it is recorded."""
+        ...
 
-    def compact(self, index: int) -> None: ...
+    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes, *,
+                        saved: SnapshotMeta | None = None) -> Snapshot:
+        """Record a snapshot of the state machine as of ``index`` (the log is kept).
+        ``saved``: :meth:`save_snapshot_file` already persisted ``data`` under that meta."""
+        ...
+
+    def compact(self, index: int, *, sync: bool = True) -> None:
+        """Drop the entries up to ``index``, which a snapshot covers. With ``sync=False``
+        making that durable (and deleting what it obsoletes) may wait for the next
+        :meth:`sync`."""
+        ...
 
     def sync(self) -> None: ...
 
@@ -125,7 +139,11 @@ class MemoryStorage:
         self._snapshot = snap
         self._ents = [Entry(snap.meta.index, snap.meta.term)]
 
-    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
+    def save_snapshot_file(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Nothing to persist: :meth:`create_snapshot` keeps the data in memory."""
+
+    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes, *,
+                        saved: SnapshotMeta | None = None) -> Snapshot:
         if index <= self._snapshot.meta.index:
             return self._snapshot
         if index > self.last_index():
@@ -134,8 +152,9 @@ class MemoryStorage:
         self._snapshot = Snapshot(meta, data)
         return self._snapshot
 
-    def compact(self, index: int) -> None:
-        """Drop entries up to ``index``; they must already be covered by a snapshot."""
+    def compact(self, index: int, *, sync: bool = True) -> None:
+        """Drop entries up to ``index``; they must already be covered by a snapshot.
+        (``sync`` does not matter in memory.)"""
         offset = self._ents[0].index
         if index <= offset:
             return

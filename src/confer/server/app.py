@@ -222,7 +222,7 @@ class ConferServer:
 
     def _report_unreachable(self, node_id: int) -> None:
         if self.node is not None:
-            self.node.node.report_unreachable(node_id)
+            self.node.report_unreachable(node_id)
 
     def _on_leader(self, leader: int, term: int) -> None:
         if leader:

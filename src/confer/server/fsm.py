@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 
+from confer.envelope import EntryKind, MalformedEntry, kind_of
 from confer.kv import KVStore
+from confer.raft.fsm import SnapshotSteps, StateMachine
 from confer.raft.types import ConfChange, ConfState, Entry
-from confer.server.members import Membership, MembershipEvent, decode_publish, is_publish
+from confer.server.members import Membership, MembershipEvent, decode_publish
 
 SNAPSHOT_FORMAT = 1
+_KV_PREFIX = bytes((EntryKind.KV_COMMAND,))
 
 
 class AppliedTwice(RuntimeError):
@@ -20,7 +23,7 @@ class AppliedTwice(RuntimeError):
     make this node's state diverge from the others', so the node must stop instead."""
 
 
-class ServerStateMachine:
+class ServerStateMachine(StateMachine):
     def __init__(self) -> None:
         self.kv = KVStore()
         self.membership = Membership()
@@ -34,13 +37,21 @@ class ServerStateMachine:
         self.applied_index = index
 
     def apply(self, entry: Entry) -> Any:
-        self._advance(entry.index)
-        if is_publish(entry.data):
-            # Malformed: applying must never fail, and nothing changes.
+        """Apply a KV command or a member's publication (a FORWARDED entry arrives
+        unwrapped by the driver). Raises :class:`~confer.envelope.MalformedEntry` for any
+        other kind, before anything changes: the node must stop rather than skip it."""
+        if entry.data[:1] == _KV_PREFIX:  # the hot path: no enum lookup
+            self._advance(entry.index)
+            return self.kv.apply(entry)
+        kind = kind_of(entry.data)
+        if kind is EntryKind.MEMBER_PUBLISH:
+            self._advance(entry.index)
+            # A malformed body changes nothing: a bad command must never fail to apply.
             with contextlib.suppress(ValueError, TypeError):
                 self.membership.publish(*decode_publish(entry.data))
             return None
-        return self.kv.apply(entry)
+        raise MalformedEntry(f"entry {entry.index}: a {kind.name} entry does not reach the "
+                             "state machine (the driver applies its contents)")
 
     def apply_conf_change(self, index: int, cc: ConfChange, conf: ConfState) -> None:
         self._advance(index)
@@ -52,7 +63,7 @@ class ServerStateMachine:
     def snapshot(self) -> bytes:
         return msgpack.packb([SNAPSHOT_FORMAT, self.kv.snapshot(), self.membership.snapshot()])
 
-    def snapshot_steps(self) -> Iterator[list[bytes] | None]:
+    def snapshot_steps(self) -> SnapshotSteps:
         """:meth:`snapshot` a slice at a time (see :meth:`KVStore.snapshot_steps`): the state
         is captured at creation, each ``next()`` does a few milliseconds' work and yields
         None, the last yields the snapshot as parts to concatenate. Raises
@@ -63,8 +74,7 @@ class ServerStateMachine:
         return self._wrap(kv_steps, members)
 
     @staticmethod
-    def _wrap(kv_steps: Iterator[list[bytes] | None], members: bytes
-              ) -> Iterator[list[bytes] | None]:
+    def _wrap(kv_steps: SnapshotSteps, members: bytes) -> SnapshotSteps:
         yield None
         for kv in kv_steps:
             if kv is None:

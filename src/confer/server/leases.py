@@ -105,7 +105,7 @@ class Lessor:
         """Whether this node leads now. Starting a new term of leadership resets every
         deadline to now + TTL; losing leadership forgets them."""
         node = self._node()
-        raft = node.node.raft if node is not None else None
+        raft = node.basic_status() if node is not None else None
         if raft is None or raft.role != StateRole.LEADER:
             if self._leading:
                 self._step_down()

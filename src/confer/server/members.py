@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 import msgpack
 
+from confer.envelope import EntryKind
 from confer.raft.types import ConfChange, ConfChangeType, ConfState
 
 
@@ -93,19 +94,17 @@ class Membership:
         self.removed = set(removed)  # type: ignore[call-overload]
 
 
-PUBLISH_TAG = 0xFF
-"""First byte of a server-level command in the log (KV commands start with their format
-version, a small number)."""
+_PUBLISH_PREFIX = bytes((EntryKind.MEMBER_PUBLISH,))
 
 
 def encode_publish(member: Member) -> bytes:
-    return bytes((PUBLISH_TAG,)) + msgpack.packb([member.id, member.name, member.client_addr])
-
-
-def is_publish(data: bytes) -> bool:
-    return data[:1] == bytes((PUBLISH_TAG,))
+    """A MEMBER_PUBLISH entry (see :mod:`confer.envelope`): ``member`` announces its name and
+    client address."""
+    return _PUBLISH_PREFIX + msgpack.packb([member.id, member.name, member.client_addr])
 
 
 def decode_publish(data: bytes) -> tuple[int, str, str]:
-    node_id, name, client_addr = msgpack.unpackb(data[1:])
+    """``(member id, name, client address)`` of a MEMBER_PUBLISH entry."""
+    node_id, name, client_addr = msgpack.unpackb(memoryview(data)[1:])
     return int(node_id), str(name), str(client_addr)
+

@@ -6,10 +6,10 @@ proposals into one append, one fsync and one message per follower.
 
 A follower may propose too (``propose(data, forward=True)``): the core forwards the commands
 to the leader in one PROP message, and the leader appends them like its own. Their index is
-unknown to the follower, so each is tagged with a request id (:data:`FORWARD_TAG`, 8 bytes of
-id, then the command); every node applies the command without the tag, and the node waiting
-on that id resolves its request with the result it computed itself. A forwarded proposal the
-leader dropped (leader change, leadership transfer) is never applied: after
+unknown to the follower, so each is wrapped with a request id in a FORWARDED entry (see
+:mod:`confer.envelope`); every node applies the command without the wrapper, and the node
+waiting on that id resolves its request with the result it computed itself. A forwarded
+proposal the leader dropped (leader change, leadership transfer) is never applied: after
 ``forward_timeout`` it fails with :class:`OutcomeUnknown`.
 """
 
@@ -23,14 +23,15 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from confer.envelope import EntryKind, unwrap_forwarded, wrap_forwarded
 from confer.raft.core import Config
 from confer.raft.errors import NotLeader, ProposalDropped, RaftError
-from confer.raft.fsm import StateMachine
-from confer.raft.rawnode import RawNode, Status
+from confer.raft.fsm import SnapshotSteps, StateMachine
+from confer.raft.rawnode import BasicStatus, RawNode, Status
 from confer.raft.storage import WritableLogStorage
 from confer.raft.types import (
     ConfChange,
@@ -43,15 +44,10 @@ from confer.raft.types import (
     StateRole,
 )
 from confer.server.transport import Transport
-from confer.storage import DurableStorage
 
 log = logging.getLogger("confer.node")
 
-FORWARD_TAG = 0xFE
-"""First byte of an entry a follower proposed: then an 8-byte request id, then the command.
-(KV commands start with their format version, a small number; member publications with
-0xFF.) The tag never reaches the state machine."""
-_FORWARD_PREFIX = bytes((FORWARD_TAG,))
+_FORWARDED = int(EntryKind.FORWARDED)  # a plain int: compared for every entry applied
 
 
 class OutcomeUnknown(RaftError):
@@ -78,9 +74,9 @@ class NodeOptions:
     that a slow disk does not stall the loop (requests arriving meanwhile join the next
     batch). 0: always in a thread."""
     background_snapshots: bool = True
-    """Build snapshots a slice at a time between other work, and write them in a thread,
-    when the state machine offers ``snapshot_steps()`` (else, or when off, the loop stops
-    while it snapshots)."""
+    """Build snapshots a slice at a time between other work (as many slices as the state
+    machine's ``snapshot_steps()`` makes), and write them in a thread (when off, the loop
+    stops while it snapshots)."""
     batch_window: float = 0.02
     """Under full load, the shortest time between two rounds of the Raft loop (seconds, at
     most a quarter tick), so that each round's Ready, fsync and peer messages carry many
@@ -113,6 +109,7 @@ class RaftNode:
         if not snap.is_empty():
             fsm.restore(snap.data)
         self.node = RawNode(config, storage, rng)
+        self._election_tick = config.election_tick
         self.applied_index = snap.meta.index
         self._snapshot_index = snap.meta.index
         self._sync_cost = 0.0  # moving average of an fsync's duration, in seconds
@@ -120,8 +117,8 @@ class RaftNode:
         self._snapshot_built: tuple[SnapshotMeta, bytes] | None = None
         self._inbox: list[Message] = []
         self._proposals: list[tuple[bytes, bool, asyncio.Future[Any]]] = []  # data, forward
-        self._forwarded: dict[bytes, asyncio.Future[Any]] = {}  # request id -> waiting request
-        self._forward_expiry: deque[tuple[int, bytes]] = deque()  # (deadline tick, request id)
+        self._forwarded: dict[int, asyncio.Future[Any]] = {}  # request id -> waiting request
+        self._forward_expiry: deque[tuple[int, int]] = deque()  # (deadline tick, request id)
         timeout = self.options.forward_timeout
         if timeout is None:
             timeout = 5.0 + 2 * config.election_tick * self.options.tick_interval
@@ -145,7 +142,8 @@ class RaftNode:
         self._ticks = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopped = False
+        self._stopped = False  # no more requests: stop() was called, or the loop failed
+        self._closed = False  # stop() was called
         self.leader = 0
         self.role = StateRole.FOLLOWER
         self.leader_listeners: list[Callable[[int, int], None]] = []
@@ -163,8 +161,9 @@ class RaftNode:
 
     async def stop(self) -> None:
         """Stop driving the node. Queued and in-flight requests fail with NodeStopped."""
-        if self._stopped:
+        if self._closed:
             return
+        self._closed = True
         self._stopped = True
         self._wake.set()
         if self._snapshot_job is not None:
@@ -218,7 +217,21 @@ class RaftNode:
         self.node.campaign()
         self._wake.set()
 
+    def report_unreachable(self, node_id: int) -> None:
+        """The transport failed to deliver to ``node_id``: stop pipelining to it."""
+        self.node.report_unreachable(node_id)
+
+    @property
+    def term(self) -> int:
+        """The core's current term (cheap: read for every response header)."""
+        return self.node.term
+
+    def basic_status(self) -> BasicStatus:
+        """The core's term, vote, leader, role and indexes, now."""
+        return self.node.basic_status()
+
     def status(self) -> Status:
+        """:meth:`basic_status` plus the membership and the leader's view of progress."""
         return self.node.status()
 
     def _new_future(self) -> asyncio.Future[Any]:
@@ -278,14 +291,14 @@ class RaftNode:
                 log.exception("node %d: fatal error in the Raft loop; stopping", self.id)
                 self._stopped = True
                 self._fail_all(NodeStopped(f"node {self.id} failed"))
-                raise
+                return  # logged: stop() still ends the ticker and closes the transport
 
     def _round_spacing(self) -> float:
         """The batching window for the load now: none when lightly loaded."""
         inflight = len(self._proposals) + len(self._pending) + len(self._forwarded)
         if self.role == StateRole.LEADER:
-            log_ = self.node.raft.log
-            inflight = max(inflight, log_.last_index() - log_.committed)
+            st = self.node.basic_status()
+            inflight = max(inflight, st.last_index - st.commit)
         low = self.options.batch_min_inflight
         if inflight < low:
             return 0.0
@@ -293,9 +306,11 @@ class RaftNode:
 
     def _submit_proposals(self) -> None:
         batch, self._proposals = self._proposals, []
-        raft = self.node.raft
-        if raft.role != StateRole.LEADER:
-            self._forward_proposals(batch, raft.lead)
+        # The core's role now, not the last Ready's: this round's ticks and messages may
+        # have changed it.
+        st = self.node.basic_status()
+        if st.role != StateRole.LEADER:
+            self._forward_proposals(batch, st.leader)
             return
         live = [(d, f) for d, _, f in batch if not f.done()]
         if not live:
@@ -314,7 +329,7 @@ class RaftNode:
                            leader: int) -> None:
         """Not leading: forward the proposals that may be (tagged with request ids, in one
         PROP message), refuse the others."""
-        ids: list[bytes] = []
+        ids: list[int] = []
         tagged: list[bytes] = []
         futures: list[asyncio.Future[Any]] = []
         for data, forward, f in batch:
@@ -323,9 +338,9 @@ class RaftNode:
             if not forward:
                 f.set_exception(NotLeader(leader))
                 continue
-            rid = (next(self._request_ids) & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "big")
+            rid = next(self._request_ids) & 0xFFFF_FFFF_FFFF_FFFF
             ids.append(rid)
-            tagged.append(_FORWARD_PREFIX + rid + data)
+            tagged.append(wrap_forwarded(rid, data))
             futures.append(f)
         if not futures:
             return
@@ -430,13 +445,13 @@ class RaftNode:
                 # Writes forwarded to the old leader may be lost with it: give them one
                 # election timeout to turn up in the log, not the whole forward timeout.
                 # (Deadlines stay in order: the earlier ones are only capped.)
-                cutoff = self._tick_count + self.node.raft.cfg.election_tick
+                cutoff = self._tick_count + self._election_tick
                 self._forward_expiry = deque((min(deadline, cutoff), rid)
                                              for deadline, rid in self._forward_expiry)
         self.leader = leader
         self.role = role
         if changed:
-            term = self.node.raft.term
+            term = self.node.term
             for listener in self.leader_listeners:
                 listener(leader, term)
 
@@ -464,15 +479,15 @@ class RaftNode:
         for e in rd.committed_entries:
             if e.type == EntryType.NORMAL:
                 data = e.data
-                if data and data[0] == FORWARD_TAG:  # proposed by a follower: untag it
-                    command = data[9:]
+                if not data or data[0] != _FORWARDED:
+                    result = fsm.apply(e) if data else None
+                else:  # proposed by a follower: apply the command without its wrapper
+                    rid, command = unwrap_forwarded(data)
                     result = fsm.apply(Entry(e.index, e.term, command)) if command else None
                     if forwarded:
-                        f = forwarded.pop(data[1:9], None)
+                        f = forwarded.pop(rid, None)
                         if f is not None and not f.done():
                             f.set_result(result)
-                else:
-                    result = fsm.apply(e) if data else None
             else:
                 result = self.node.conf_state_at(e.index)
                 fsm.apply_conf_change(e.index, ConfChange.decode(e.data), result)
@@ -504,30 +519,26 @@ class RaftNode:
                 or self._snapshot_job is not None):
             return
         conf = self.node.conf_state_at(applied)
-        steps = getattr(self.fsm, "snapshot_steps", None)
-        if steps is None or not self.options.background_snapshots:
+        if not self.options.background_snapshots:
             self.storage.create_snapshot(applied, conf, self.fsm.snapshot())
             self._compact_after_snapshot(applied)
             return
         # The state as of now is captured at once; the rest runs beside the Raft loop.
         meta = SnapshotMeta(applied, self.storage.term(applied), conf)
-        self._snapshot_job = asyncio.create_task(self._build_snapshot(meta, steps()),
-                                                 name=f"snapshot-{self.id}")
+        self._snapshot_job = asyncio.create_task(
+            self._build_snapshot(meta, self.fsm.snapshot_steps()), name=f"snapshot-{self.id}")
 
-    async def _build_snapshot(self, meta: SnapshotMeta,
-                              steps: Iterator[list[bytes] | None]) -> None:
+    async def _build_snapshot(self, meta: SnapshotMeta, steps: SnapshotSteps) -> None:
         """Serialise the state machine a slice per loop turn, then join the parts and write
         the file in a thread (``bytes.join`` and file writes release the GIL: a snapshot
         of tens of megabytes would otherwise stop the loop for a large fraction of a
         second); the Raft loop records it (:meth:`_record_snapshot`)."""
         loop = asyncio.get_running_loop()
-        storage = self.storage
-        save = storage.save_snapshot_file if isinstance(storage, DurableStorage) else None
+        save = self.storage.save_snapshot_file
 
         def finish(parts: list[bytes]) -> bytes:
             data = b"".join(parts)
-            if save is not None:  # durable storage: the file too
-                save(meta, data)
+            save(meta, data)
             return data
 
         try:
@@ -555,11 +566,7 @@ class RaftNode:
         self._snapshot_job = None
         if meta.index <= self._snapshot_index:
             return  # a newer snapshot was installed meanwhile
-        storage = self.storage
-        if isinstance(storage, DurableStorage):  # the file is written already
-            storage.create_snapshot(meta.index, meta.conf_state, data, saved=meta)
-        else:
-            storage.create_snapshot(meta.index, meta.conf_state, data)
+        self.storage.create_snapshot(meta.index, meta.conf_state, data, saved=meta)
         self._compact_after_snapshot(meta.index)
 
     def _compact_after_snapshot(self, index: int) -> None:
@@ -567,12 +574,9 @@ class RaftNode:
         compact_to = index - self.options.keep_entries
         storage = self.storage
         if compact_to >= storage.first_index():
-            if isinstance(storage, DurableStorage):
-                # The next Ready's sync (in a worker thread if the disk is slow) makes the
-                # compaction durable and deletes the obsolete files.
-                storage.compact(compact_to, sync=False)
-            else:
-                storage.compact(compact_to)
+            # The next Ready's sync (in a worker thread if the disk is slow) makes the
+            # compaction durable and deletes the obsolete files.
+            storage.compact(compact_to, sync=False)
         self.node.compacted(index)
 
     def _fail_reads(self, exc: Exception) -> None:

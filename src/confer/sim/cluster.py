@@ -499,12 +499,12 @@ class Cluster:
             if n.raw is None:
                 lines.append(f"node {nid}: {n.state.value}")
                 continue
-            r = n.raw.raft
+            st = n.raw.status()
             lines.append(
-                f"node {nid}: {r.role.name}{' (paused)' if n.paused else ''} term {r.term} "
-                f"lead {r.lead} last {r.log.last_index()} commit {r.log.committed} applied "
-                f"{n.fsm.index} first {r.log.first_index()} voters {sorted(r.conf.voters)} "
-                f"learners {sorted(r.conf.learners)}"
+                f"node {nid}: {st.role.name}{' (paused)' if n.paused else ''} term {st.term} "
+                f"lead {st.leader} last {st.last_index} commit {st.commit} applied "
+                f"{n.fsm.index} first {st.first_index} voters {sorted(st.conf_state.voters)} "
+                f"learners {sorted(st.conf_state.learners)}"
             )
         return "\n".join(lines)
 

@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from confer.raft import ConfState, Entry, HardState, MemoryStorage, Snapshot
+from confer.raft import ConfState, Entry, HardState, MemoryStorage, Snapshot, SnapshotMeta
 
 
 class _Op(enum.IntEnum):
@@ -78,12 +78,17 @@ class SimDisk:
         self.live.apply_snapshot(snap)
         self._open.append((_Op.APPLY_SNAPSHOT, snap))
 
-    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
+    def save_snapshot_file(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Nothing to write ahead: :meth:`create_snapshot` records the data in its batch."""
+
+    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes, *,
+                        saved: SnapshotMeta | None = None) -> Snapshot:
         snap = self.live.create_snapshot(index, conf_state, data)
         self._open.append((_Op.CREATE_SNAPSHOT, (index, conf_state, data)))
         return snap
 
-    def compact(self, index: int) -> None:
+    def compact(self, index: int, *, sync: bool = True) -> None:
+        """(The simulated driver syncs explicitly: ``sync`` does not matter here.)"""
         self.live.compact(index)
         self._open.append((_Op.COMPACT, index))
 

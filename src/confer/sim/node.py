@@ -189,19 +189,19 @@ class SimNode:
     # -- observation -----------------------------------------------------------------------------
     @property
     def role(self) -> StateRole | None:
-        return self.raw.raft.role if self.raw is not None else None
+        return self.raw.basic_status().role if self.raw is not None else None
 
     @property
     def term(self) -> int:
-        return self.raw.raft.term if self.raw is not None else 0
+        return self.raw.term if self.raw is not None else 0
 
     @property
     def leader_id(self) -> int:
-        return self.raw.raft.lead if self.raw is not None else 0
+        return self.raw.basic_status().leader if self.raw is not None else 0
 
     @property
     def commit(self) -> int:
-        return self.raw.raft.log.committed if self.raw is not None else 0
+        return self.raw.basic_status().commit if self.raw is not None else 0
 
     @property
     def applied(self) -> int:

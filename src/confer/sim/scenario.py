@@ -294,7 +294,7 @@ class Chaos:
         lead = c.leader()
         if lead is None:
             return
-        conf = c.node(lead).raw.raft.conf  # type: ignore[union-attr]
+        conf = c.node(lead).raw.status().conf_state  # type: ignore[union-attr]
         voters, learners = sorted(conf.voters), sorted(conf.learners)
         f = self.sc.faults
         options: list[tuple[str, int]] = []
@@ -321,7 +321,7 @@ class Chaos:
         lead = c.leader()
         if lead is None:
             return
-        conf = c.node(lead).raw.raft.conf  # type: ignore[union-attr]
+        conf = c.node(lead).raw.status().conf_state  # type: ignore[union-attr]
         targets = sorted(conf.voters - {lead})
         if not targets:
             return

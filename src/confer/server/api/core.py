@@ -89,7 +89,7 @@ class Core:
         node = self.host.node
         return Header(self.host.fsm.membership.cluster_id, self.host.node_id,
                       revision or self.kv.revision,
-                      node.node.raft.term if node is not None else 0,
+                      node.term if node is not None else 0,
                       node.leader if node is not None else 0)
 
     # -- reads and writes -----------------------------------------------------------------------
