@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from confer.cli.commands import Ctx, client_options, follow, print_listing, show
+from confer.cli.context import Ctx, client_options, follow, print_listing, show
 from confer.cli.output import (
     EXIT_NOT_FOUND,
     EXIT_UNAVAILABLE,
