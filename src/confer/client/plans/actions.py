@@ -16,7 +16,9 @@ class Cancellable(Protocol):
     """The state of a :class:`Spawn` ed plan (a :class:`~confer.client.plans.feeds.Feed`), as
     its runner sees it."""
 
-    wakeup: Callable[[], None] | None
+    cancelled: bool
+    """Whether :meth:`cancel` was called."""
+    wakeup: Callable[[], object] | None
     """Set by the runner: interrupts the plan's sleeps."""
 
     def cancel(self) -> None:

@@ -55,7 +55,7 @@ class Feed(Generic[I]):
         self.connected = False
         self.error: BaseException | None = None
         self.handle: StreamHandle | None = None
-        self.wakeup: Callable[[], None] | None = None
+        self.wakeup: Callable[[], object] | None = None
 
     def cancel(self) -> None:
         """Stop the stream: the caller's iteration ends (it does not raise)."""
