@@ -75,9 +75,10 @@ _serve_command()
 
 
 def _client_commands() -> None:
-    from confer.cli.commands import register
+    from confer.cli import commands, coord
 
-    register(cli)
+    commands.register(cli)
+    coord.register(cli)
 
 
 _client_commands()

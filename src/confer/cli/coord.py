@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from confer.cli.commands import Ctx, client_options, follow, print_listing, show
+from confer.cli.context import Ctx, client_options, follow, print_listing, show
 from confer.cli.output import (
     EXIT_NOT_FOUND,
     EXIT_UNAVAILABLE,
@@ -31,7 +31,7 @@ from confer.cli.output import (
     text,
     to_jsonable,
 )
-from confer.client import Election, Instance, KeyValue, Lock, ServiceEvent
+from confer.client import Client, Election, Instance, KeyValue, Lock, ServiceEvent
 from confer.client.coord import Handle
 
 EXIT_LOST = EXIT_UNAVAILABLE
@@ -76,7 +76,7 @@ def interruptible() -> Iterator[_Interrupted]:
             signal.signal(s, handler)
 
 
-def until_lost(handle: Handle) -> None:
+def until_lost(handle: Handle[Client]) -> None:
     """Block until ``handle`` is lost (then fail with exit code 3) or interrupted."""
     while not handle.wait_lost(0.5):
         pass
@@ -213,7 +213,7 @@ def _lock_command(cli: click.Group) -> None:
         sys.exit(code)
 
 
-def run_holding(lock: Lock, command: list[str], got: _Interrupted) -> int:
+def run_holding(lock: Lock[Client], command: list[str], got: _Interrupted) -> int:
     """Run ``command`` with the lock's key, token and lease in its environment; forward
     SIGINT/SIGTERM to it; terminate it if the lock is lost. Returns its exit code (128 + the
     signal that ended it)."""
@@ -295,7 +295,7 @@ def _elect_command(cli: click.Group) -> None:
             sys.exit(EXIT_UNAVAILABLE)
 
 
-def campaign(election: Election, value: str, printer: Printer) -> None:
+def campaign(election: Election[Client], value: str, printer: Printer) -> None:
     """Campaign, report the election, and lead until lost (exit 3) or interrupted."""
     election.campaign(value)
     printer.emit(f"elected {election.key} (rev {election.rev})",

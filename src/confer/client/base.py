@@ -19,7 +19,7 @@ import logging
 import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from types import MethodType
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar, overload
 
 from confer.client import calls, coord, plans
 from confer.client.models import ClusterEvent, ServiceEvent, WatchEvent
@@ -44,7 +44,7 @@ ScanT = TypeVar("ScanT")
 WatchT = TypeVar("WatchT")
 ClusterWatchT = TypeVar("ClusterWatchT")
 ServiceWatchT = TypeVar("ServiceWatchT")
-HandleT = TypeVar("HandleT", bound=coord.Handle)
+HandleT = TypeVar("HandleT", bound=coord.Handle[Any])
 
 
 class ClientMethod(Generic[P, T]):
@@ -242,7 +242,7 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         return self._watch(feed, None, callback, on_error)  # type: ignore[no-any-return]
 
     # -- coordination -----------------------------------------------------------------------------
-    def lease(self, ttl: int = 10, *, id: int = 0) -> coord.Lease:
+    def lease(self, ttl: int = 10, *, id: int = 0) -> coord.Lease[Self]:
         """Grant a lease and keep it alive in the background (a thread; with
         ``confer.aio.Client``, a task) until it is closed or lost. See :class:`Lease`.
 
@@ -260,7 +260,7 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         """
         return self._begin(coord.Lease(self, ttl, id))
 
-    def lease_keep_alive(self, id: int) -> coord.Lease:
+    def lease_keep_alive(self, id: int) -> coord.Lease[Self]:
         """Keep an existing lease alive in the background (as :meth:`lease`); closing the
         handle stops the keep-alive but does not revoke the lease (``revoke()`` does).
 
@@ -269,8 +269,8 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         """
         return self._begin(coord.Lease(self, 0, id, owned=False))
 
-    def lock(self, name: str, ttl: int = 10, *, lease: coord.Lease | None = None,
-             timeout: float | None = None) -> coord.Lock:
+    def lock(self, name: str, ttl: int = 10, *, lease: coord.Lease[Self] | None = None,
+             timeout: float | None = None) -> coord.Lock[Self]:
         """A distributed lock named ``name`` (a path, e.g. ``/locks/db``); acquired by
         ``with`` (``async with``) or ``acquire()``, released on exit. See :class:`Lock`::
 
@@ -286,8 +286,8 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         """
         return coord.Lock(self, name, ttl, lease, timeout)
 
-    def election(self, name: str, ttl: int = 10, *, lease: coord.Lease | None = None
-                 ) -> coord.Election:
+    def election(self, name: str, ttl: int = 10, *, lease: coord.Lease[Self] | None = None
+                 ) -> coord.Election[Self]:
         """A leader election named ``name`` (a path): ``campaign(value)``,
         ``proclaim(value)``, ``leader()``, ``observe()``, ``resign()``. See
         :class:`Election`.
@@ -301,7 +301,8 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         return coord.Election(self, name, ttl, lease)
 
     def register(self, service: str, instance_id: str, address: str,
-                 metadata: dict[str, Any] | None = None, ttl: int = 10) -> coord.Registration:
+                 metadata: dict[str, Any] | None = None, ttl: int = 10
+                 ) -> coord.Registration[Self]:
         """Register an instance of ``service`` for discovery: put
         ``/services/<service>/<instance_id>`` = ``{"address": ..., "metadata": {...}}`` (JSON)
         with a lease kept alive in the background. Close the Registration (or leave its
@@ -333,7 +334,7 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         self._feeds.add(feed)
         return self._watch(feed, idle, callback, on_error)  # type: ignore[no-any-return]
 
-    def _new_lease(self, ttl: int) -> coord.Lease:
+    def _new_lease(self, ttl: int) -> coord.Lease[Self]:
         """A Lease handle, not started yet."""
         return coord.Lease(self, ttl)
 

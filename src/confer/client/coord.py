@@ -3,7 +3,9 @@ service registrations, one class each for ``confer.Client`` and ``confer.aio.Cli
 
 A handle runs its operations as plans (:mod:`confer.client.plans`) on its client's I/O
 layer, as the client methods do: with ``confer.Client`` a method blocks and returns the
-result; with ``confer.aio.Client`` it returns a coroutine. A handle is a context manager with
+result; with ``confer.aio.Client`` it returns a coroutine. Handles are generic in their
+client's type (``Lock[confer.Client]``, ``Lock[confer.aio.Client]``), and their methods are
+typed accordingly (:class:`HandleMethod`). A handle is a context manager with
 the blocking client (``with``), an async context manager with the asyncio client
 (``async with``), and with the asyncio client it can be awaited too (``await
 client.lease(10)``: entering without the ``with``).
@@ -26,11 +28,12 @@ may have created goes with it, so no one is left holding a lock the caller does 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
-from collections.abc import Callable
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Coroutine, Generator
+from types import MethodType, TracebackType
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from confer.client import calls, protocol
 from confer.client.errors import (
@@ -42,7 +45,14 @@ from confer.client.errors import (
     NotFound,
     OutcomeUnknown,
 )
-from confer.client.models import EventType, Instance, KeyValue, LeaseTimeToLive, WatchEvent
+from confer.client.models import (
+    EventType,
+    Instance,
+    KeyValue,
+    LeaseRevokeResult,
+    LeaseTimeToLive,
+    WatchEvent,
+)
 from confer.client.plans import (
     Call,
     KeyFeed,
@@ -61,14 +71,21 @@ from confer.client.txn import Compare, Condition
 from confer.v1 import coord_pb2
 
 if TYPE_CHECKING:
+    from confer.client.aio import Client as AsyncClient
+    from confer.client.aio import Watch as AsyncWatch
     from confer.client.base import ClientBase
+    from confer.client.sync import Client as SyncClient
+    from confer.client.sync import Watch as SyncWatch
 
-__all__ = ["Election", "Handle", "Lease", "Lock", "Registration"]
+__all__ = ["Election", "Handle", "HandleMethod", "Lease", "Lock", "Registration"]
 
 log = logging.getLogger("confer.client")
 
 R = TypeVar("R")
-H = TypeVar("H", bound="Handle")
+P = ParamSpec("P")
+H = TypeVar("H", bound="Handle[Any]")
+ClientT = TypeVar("ClientT", bound="ClientBase[Any, Any, Any, Any, Any]", covariant=True)
+"""The client a handle belongs to: ``confer.Client`` or ``confer.aio.Client``."""
 
 STOP_TIMEOUT = 5.0
 """How long closing a handle waits for its background thread or task to end."""
@@ -119,13 +136,58 @@ class Loss:
             self._io.dispatch(callback, error)
 
 
-class Handle:
+class HandleMethod(Generic[P, R]):
+    """A handle method made from a plan method: it runs the plan on the handle's client, so
+    it returns the plan's value with ``confer.Client`` and a coroutine of it with
+    ``confer.aio.Client``. For type checkers, ``__get__`` is overloaded on the handle's
+    client type, so ``Lock[confer.Client].acquire`` returns a ``Lock`` and
+    ``Lock[confer.aio.Client].acquire`` a coroutine of one (as :class:`ClientMethod
+    <confer.client.base.ClientMethod>` does for the clients' methods)."""
+
+    def __init__(self, plan: Callable[Concatenate[Any, P], Plan[R]]) -> None:
+        def method(handle: Handle[Any], /, *args: Any, **kwargs: Any) -> Any:
+            return handle._run(plan(handle, *args, **kwargs))
+
+        method.__doc__ = self.__doc__ = plan.__doc__
+        sig = inspect.signature(plan)
+        result = str(sig.return_annotation)  # "Plan[X]": the method gives X (or awaits it)
+        if result.startswith("Plan[") and result.endswith("]"):
+            sig = sig.replace(return_annotation=result[5:-1])
+        method.__signature__ = sig  # type: ignore[attr-defined]
+        self._method = method
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._method.__name__ = name
+        self._method.__qualname__ = f"{owner.__qualname__}.{name}"
+        self._method.__module__ = owner.__module__
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> Callable[..., Any]: ...
+
+    @overload
+    def __get__(self, obj: Handle[SyncClient], owner: type | None = None
+                ) -> Callable[P, R]: ...
+
+    @overload
+    def __get__(self, obj: Handle[AsyncClient], owner: type | None = None
+                ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self._method if obj is None else MethodType(self._method, obj)
+
+
+class Handle(Generic[ClientT]):
     """What every handle shares: its client, how it runs plans, the (async) context manager
-    protocols, and loss notification. Subclasses give ``_enter_plan`` and ``_exit_plan``."""
+    protocols, and loss notification. Subclasses give ``_enter_plan`` and ``_exit_plan``.
+
+    A handle is generic in its client's type, which decides what its methods return:
+    ``Lock[confer.Client]`` blocks and returns values, ``Lock[confer.aio.Client]`` returns
+    coroutines. The client's factory methods (``client.lock()``...) return the right one.
+    """
 
     what = "handle"
 
-    def __init__(self, client: ClientBase[Any, Any, Any, Any, Any]) -> None:
+    def __init__(self, client: ClientT) -> None:
         self._client = client
         self._core = client._core
         self._io = client._io
@@ -158,6 +220,13 @@ class Handle:
         a coroutine it returns runs as a task); its exceptions are logged."""
         self._loss.add(callback)
 
+    @overload
+    def wait_lost(self: Handle[SyncClient], timeout: float | None = None) -> bool: ...
+
+    @overload
+    def wait_lost(self: Handle[AsyncClient], timeout: float | None = None
+                  ) -> Coroutine[Any, Any, bool]: ...
+
     def wait_lost(self, timeout: float | None = None) -> Any:
         """Wait until what this handle holds is lost, or ``timeout`` seconds; return whether
         it was lost (a coroutine with the asyncio client)."""
@@ -187,7 +256,7 @@ class Handle:
                         tb: TracebackType | None) -> None:
         await self._run(self._exit_plan())
 
-    def __await__(self: H) -> Any:
+    def __await__(self: H) -> Generator[Any, None, H]:
         return self.__aenter__().__await__()
 
 
@@ -202,7 +271,7 @@ def _quietly(plan: Plan[Any], what: str) -> Plan[None]:
 
 
 # -- leases -------------------------------------------------------------------------------------
-class Lease(Handle):
+class Lease(Handle[ClientT]):
     """A lease kept alive in the background: by a thread (``confer.Client``) or a task
     (``confer.aio.Client``) that renews it over a KeepAlive stream every TTL/3, failing over
     to other endpoints, until the lease is closed or lost.
@@ -220,8 +289,7 @@ class Lease(Handle):
 
     what = "lease"
 
-    def __init__(self, client: ClientBase[Any, Any, Any, Any, Any], ttl: int, id: int = 0, *,
-                 owned: bool = True) -> None:
+    def __init__(self, client: ClientT, ttl: int, id: int = 0, *, owned: bool = True) -> None:
         super().__init__(client)
         self.id = id
         self.ttl = ttl
@@ -249,28 +317,32 @@ class Lease(Handle):
         """How many renewals were acknowledged."""
         return self._keeper.renewal.renewals if self._keeper is not None else 0
 
-    def time_to_live(self, keys: bool = False) -> Any:
+    def _time_to_live(self, keys: bool = False) -> Plan[LeaseTimeToLive | None]:
         """The lease's remaining time from the leader's clock (``lease_time_to_live``):
         ``LeaseTimeToLive`` or None."""
-        return self._run(unary(self._core, calls.lease_time_to_live(self.id, keys)))
+        return unary(self._core, calls.lease_time_to_live(self.id, keys))
 
-    def revoke(self) -> Any:
-        """Stop the keep-alive and revoke the lease (its keys are deleted). Raises like
-        ``lease_revoke`` (NotFound if it is gone already)."""
-        return self._run(self._close_plan(True))
+    def _revoke(self) -> Plan[LeaseRevokeResult | None]:
+        """Stop the keep-alive and revoke the lease (its keys are deleted); None if it was
+        never started. Raises like ``lease_revoke`` (NotFound if it is gone already)."""
+        return self._close_plan(True)
 
-    def close(self) -> Any:
+    def _close(self) -> Plan[None]:
         """Stop the keep-alive; an owned lease is also revoked. A failed revocation is logged,
         not raised: the lease then expires within its TTL."""
-        return self._run(self._exit_plan())
+        return self._exit_plan()
 
-    def _enter_plan(self) -> Plan[Lease]:
+    time_to_live = HandleMethod(_time_to_live)
+    revoke = HandleMethod(_revoke)
+    close = HandleMethod(_close)
+
+    def _enter_plan(self) -> Plan[Lease[ClientT]]:
         return self._start_plan()
 
     def _exit_plan(self) -> Plan[None]:
         return _quietly(self._close_plan(self.owned), f"closing lease {self.id}")
 
-    def _start_plan(self) -> Plan[Lease]:
+    def _start_plan(self) -> Plan[Lease[ClientT]]:
         """Grant the lease (or look up an existing one), then keep it alive."""
         if self.closed:
             raise FailedPrecondition(f"lease {self.id} was closed")
@@ -295,7 +367,7 @@ class Lease(Handle):
                                    f"confer {keeper.what}")
         return self
 
-    def _close_plan(self, revoke: bool) -> Plan[Any]:
+    def _close_plan(self, revoke: bool) -> Plan[LeaseRevokeResult | None]:
         self._loss.disarm()
         self.closed = True
         runner, self._runner = self._runner, None
@@ -334,7 +406,7 @@ class Lease(Handle):
 
 
 # -- what holds a key with a lease --------------------------------------------------------------
-class Holder(Handle):
+class Holder(Handle[ClientT]):
     """A handle that holds a key attached to a lease (a lock, a leadership, a registration).
 
     Attributes:
@@ -343,12 +415,11 @@ class Holder(Handle):
         revision: the store revision at which it took the key.
     """
 
-    def __init__(self, client: ClientBase[Any, Any, Any, Any, Any], ttl: int,
-                 lease: Lease | None) -> None:
+    def __init__(self, client: ClientT, ttl: int, lease: Lease[ClientT] | None) -> None:
         super().__init__(client)
         self.ttl = ttl
         self._own_lease = lease is None
-        self.lease: Lease = lease if lease is not None else client._new_lease(ttl)
+        self.lease: Lease[ClientT] = lease if lease is not None else client._new_lease(ttl)
         self.key = ""
         self.revision = 0
         self._key_rev = 0  # the key's create revision (0: unknown)
@@ -359,7 +430,7 @@ class Holder(Handle):
         """Whether the key is held and was not lost."""
         return bool(self.key) and not self.lost
 
-    def _ready_lease(self) -> Plan[Lease]:
+    def _ready_lease(self) -> Plan[Lease[ClientT]]:
         """The lease to take the key with, started (a fresh own lease after a closed one)."""
         lease = self.lease
         if self._own_lease and (lease.closed or lease.lost):
@@ -438,7 +509,7 @@ class Holder(Handle):
                         "will be noticed", self.what, self.key, item)
 
 
-class Lock(Holder):
+class Lock(Holder[ClientT]):
     """A distributed lock (``client.lock(name)``): a lease kept alive, and a key under the
     lock's name that holds the lock while it is the oldest there.
 
@@ -455,8 +526,8 @@ class Lock(Holder):
         timeout: the default of :meth:`acquire` (``None``: wait for ever).
     """
 
-    def __init__(self, client: ClientBase[Any, Any, Any, Any, Any], name: str, ttl: int,
-                 lease: Lease | None, timeout: float | None) -> None:
+    def __init__(self, client: ClientT, name: str, ttl: int, lease: Lease[ClientT] | None,
+                 timeout: float | None) -> None:
         super().__init__(client, ttl, lease)
         self.name = protocol.check_path(name)
         self.what = f"lock {name}"
@@ -472,7 +543,7 @@ class Lock(Holder):
             raise FailedPrecondition(f"{self.what}: not held")
         return Compare.create_revision(self.key) == self.fencing_token
 
-    def acquire(self, timeout: float | None = None) -> Any:
+    def _acquire(self, timeout: float | None = None) -> Plan[Lock[ClientT]]:
         """Wait until the lock is held (at most ``timeout`` seconds, else the lock's
         ``timeout``; ``None``: for ever); return the Lock.
 
@@ -481,17 +552,20 @@ class Lock(Holder):
             OutcomeUnknown: the lock was not acquired in time; the lock's own lease was
             revoked, so no key of this call is left behind.
         """
-        return self._run(self._acquire_plan(self.timeout if timeout is None else timeout))
+        return self._acquire_plan(self.timeout if timeout is None else timeout)
 
-    def release(self) -> Any:
+    def _release(self) -> Plan[None]:
         """Release the lock: revoke its own lease (or, with a given lease, delete the owner
         key). Failures are logged: the lock is then released when the lease expires."""
-        return self._run(self._exit_plan())
+        return self._exit_plan()
 
-    def _enter_plan(self) -> Plan[Lock]:
+    acquire = HandleMethod(_acquire)
+    release = HandleMethod(_release)
+
+    def _enter_plan(self) -> Plan[Lock[ClientT]]:
         return self._acquire_plan(self.timeout)
 
-    def _acquire_plan(self, timeout: float | None) -> Plan[Lock]:
+    def _acquire_plan(self, timeout: float | None) -> Plan[Lock[ClientT]]:
         if self.key and not self.lost:
             return self  # held already (the server would say the same: per lease, re-entrant)
         if self.key:
@@ -516,7 +590,7 @@ class Lock(Holder):
         return f"<Lock {self.name} {state}{' LOST' if self.lost else ''}>"
 
 
-class Election(Holder):
+class Election(Holder[ClientT]):
     """A leader election (``client.election(name)``): campaign to lead, proclaim values,
     resign; observe who leads.
 
@@ -533,8 +607,8 @@ class Election(Holder):
         lease: its :class:`Lease`.
     """
 
-    def __init__(self, client: ClientBase[Any, Any, Any, Any, Any], name: str, ttl: int,
-                 lease: Lease | None) -> None:
+    def __init__(self, client: ClientT, name: str, ttl: int, lease: Lease[ClientT] | None
+                 ) -> None:
         super().__init__(client, ttl, lease)
         self.name = protocol.check_path(name)
         self.what = f"election {name}"
@@ -554,8 +628,8 @@ class Election(Holder):
             raise FailedPrecondition(f"{self.what}: not the leader")
         return Compare.create_revision(self.key) == self.rev
 
-    def campaign(self, value: bytes | str, ttl: int | None = None, *,
-                 timeout: float | None = None) -> Any:
+    def _campaign(self, value: bytes | str, ttl: int | None = None, *,
+                  timeout: float | None = None) -> Plan[Election[ClientT]]:
         """Become a candidate with ``value`` and wait until elected (at most ``timeout``
         seconds; ``None``: for ever); the election's lease (TTL ``ttl``, else the
         election's) is kept alive meanwhile. Campaigning again while leading proclaims the
@@ -565,21 +639,30 @@ class Election(Holder):
             LeaseLost: the lease ended while waiting. DeadlineExceeded / Unavailable /
             OutcomeUnknown: not elected in time (the election's own lease is revoked).
         """
-        return self._run(self._campaign_plan(value, ttl, timeout))
+        return self._campaign_plan(value, ttl, timeout)
 
-    def proclaim(self, value: bytes | str) -> Any:
-        """Set the leader's value (while leading); returns the revision.
-
-        Raises:
-            Lost: this candidate no longer leads (it is reported as lost too).
-            FailedPrecondition: it never campaigned.
-        """
-        return self._run(self._proclaim_plan(value))
-
-    def leader(self) -> Any:
+    def _leader_plan(self) -> Plan[KeyValue | None]:
         """The current leader's key (``KeyValue``: path, value, create_revision...), or None
         when no one leads."""
-        return self._run(unary(self._core, calls.election_leader(self.name)))
+        return unary(self._core, calls.election_leader(self.name))
+
+    def _resign(self) -> Plan[None]:
+        """Give up leadership (if leading): the next candidate is elected. The election's own
+        lease is revoked (which deletes the key); with a given lease, the key is deleted.
+        Failures are logged: the key then goes when the lease expires."""
+        return self._exit_plan()
+
+    @overload
+    def observe(self: Election[SyncClient], *,
+                callback: Callable[[KeyValue], Any] | None = None,
+                on_error: Callable[[BaseException], Any] | None = None
+                ) -> SyncWatch[KeyValue]: ...
+
+    @overload
+    def observe(self: Election[AsyncClient], *,
+                callback: Callable[[KeyValue], Any] | None = None,
+                on_error: Callable[[BaseException], Any] | None = None
+                ) -> AsyncWatch[KeyValue]: ...
 
     def observe(self, *, callback: Callable[[KeyValue], Any] | None = None,
                 on_error: Callable[[BaseException], Any] | None = None) -> Any:
@@ -592,18 +675,12 @@ class Election(Holder):
         self._client._feeds.add(feed)
         return self._client._watch(feed, None, callback, on_error)
 
-    def resign(self) -> Any:
-        """Give up leadership (if leading): the next candidate is elected. The election's own
-        lease is revoked (which deletes the key); with a given lease, the key is deleted.
-        Failures are logged: the key then goes when the lease expires."""
-        return self._run(self._exit_plan())
-
-    def _enter_plan(self) -> Plan[Election]:
+    def _enter_plan(self) -> Plan[Election[ClientT]]:
         return self
         yield  # pragma: no cover - makes this a generator
 
     def _campaign_plan(self, value: bytes | str, ttl: int | None, timeout: float | None
-                       ) -> Plan[Election]:
+                       ) -> Plan[Election[ClientT]]:
         if self.key:
             yield from self._proclaim_plan(value)
             return self
@@ -617,6 +694,12 @@ class Election(Holder):
         return self
 
     def _proclaim_plan(self, value: bytes | str) -> Plan[int]:
+        """Set the leader's value (while leading); returns the revision.
+
+        Raises:
+            Lost: this candidate no longer leads (it is reported as lost too).
+            FailedPrecondition: it never campaigned.
+        """
         if self._leader is None or not self.key:
             raise FailedPrecondition(f"{self.what}: not the leader (campaign first)")
         try:
@@ -636,12 +719,17 @@ class Election(Holder):
         elif key and leader is not None:
             yield from _quietly(unary(self._core, calls.resign(leader)), f"resigning {key}")
 
+    campaign = HandleMethod(_campaign)
+    proclaim = HandleMethod(_proclaim_plan)
+    leader = HandleMethod(_leader_plan)
+    resign = HandleMethod(_resign)
+
     def __repr__(self) -> str:
         state = f"leading as {self.key} (rev {self.rev})" if self.key else "not leading"
         return f"<Election {self.name} {state}{' LOST' if self.lost else ''}>"
 
 
-class Registration(Holder):
+class Registration(Holder[ClientT]):
     """A service instance registered for discovery (``client.register(...)``): the key
     ``/services/<service>/<instance id>`` holding ``{"address": ..., "metadata": {...}}``,
     attached to a lease kept alive in the background. Closing it (or leaving its ``with``
@@ -655,9 +743,8 @@ class Registration(Holder):
         lease: its :class:`Lease`.
     """
 
-    def __init__(self, client: ClientBase[Any, Any, Any, Any, Any], service: str,
-                 instance_id: str, address: str, metadata: dict[str, Any] | None,
-                 ttl: int) -> None:
+    def __init__(self, client: ClientT, service: str, instance_id: str, address: str,
+                 metadata: dict[str, Any] | None, ttl: int) -> None:
         prefix = protocol.service_prefix(service)
         protocol.check_segment(instance_id, "instance id")
         self._value = protocol.instance_value(address, metadata)
@@ -667,12 +754,14 @@ class Registration(Holder):
         self.what = f"registration {self.path}"
         self.instance = Instance(instance_id, address, dict(metadata or {}), 0)
 
-    def close(self) -> Any:
+    def _close(self) -> Plan[None]:
         """Deregister: revoke the lease (failures are logged; the instance then disappears
         when the lease expires)."""
-        return self._run(self._exit_plan())
+        return self._exit_plan()
 
-    def _enter_plan(self) -> Plan[Registration]:
+    close = HandleMethod(_close)
+
+    def _enter_plan(self) -> Plan[Registration[ClientT]]:
         if self.key:
             return self
         lease = yield from self._ready_lease()

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from confer.client.plans import Feed, Open, Recv, Send, Sleep, Spawn, Stop, Unary
+from confer.client.plans import Cancellable, Open, Recv, Send, Sleep, Spawn, Stop, Unary
 from confer.client.policy import NOT_CONNECTED, Failure
 from confer.client.protocol import Rpc
 
@@ -105,7 +105,7 @@ class Runner:
     """A plan running in the background (:class:`~confer.client.plans.Spawn`): its feed, to
     cancel it, and the thread or task that runs it."""
 
-    feed: Feed[Any]
+    feed: Cancellable
     worker: Any
 
 
