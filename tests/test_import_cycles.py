@@ -21,19 +21,6 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "confer"
 
-KNOWN_SERVER_CYCLES: list[frozenset[str]] = [
-    # The request-layer refactor (issue 11) removes this one: the services and the etcd
-    # adapters stop importing the server that builds them (and each other).
-    frozenset({"confer.server.app", "confer.server.coord", "confer.server.etcd",
-               "confer.server.etcd.auth", "confer.server.etcd.cluster",
-               "confer.server.etcd.common", "confer.server.etcd.coord", "confer.server.etcd.kv",
-               "confer.server.etcd.lease", "confer.server.services"}),
-]
-"""Cycles of ``confer.server`` tolerated for now, each as the set of its modules (a strongly
-connected component). A cycle among some of them passes too, so the list can shrink as the
-cycles do; empty it when they are gone."""
-
-
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(SRC).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -187,15 +174,5 @@ def test_no_import_cycles() -> None:
     graph = import_graph()
     assert "confer.kv.store" in graph["confer.kv"]  # the graph is not empty by mistake
     found = cycles(graph)
-    unexpected = [c for c in found if not any(c <= known for known in KNOWN_SERVER_CYCLES)]
-    assert not unexpected, "import cycles:\n" + "\n".join(
-        _describe(c, graph) for c in sorted(unexpected, key=sorted))
-
-
-def test_known_cycles_are_still_there() -> None:
-    """A known cycle that is gone must leave :data:`KNOWN_SERVER_CYCLES`, so that it cannot
-    come back unnoticed."""
-    found = cycles(import_graph())
-    stale = [sorted(known) for known in KNOWN_SERVER_CYCLES
-             if not any(c <= known for c in found)]
-    assert not stale, f"no longer cycles, remove from KNOWN_SERVER_CYCLES: {stale}"
+    assert not found, "import cycles:\n" + "\n".join(
+        _describe(c, graph) for c in sorted(found, key=sorted))
