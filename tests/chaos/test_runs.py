@@ -2,7 +2,7 @@
 
 Each run: a 3- or 5-node cluster, register, transaction and lock clients plus watchers for
 about 20 s while one nemesis mix injects faults, then the linearizability, lost-write, watch
-and lock checks. Longer runs: ``python -m confer.chaos --duration 1800 --nemesis all``.
+and lock checks. Longer runs: ``python -m chaos --duration 1800 --nemesis all``.
 These are ``serial``: they measure nothing, but faults are timing-sensitive and the whole
 machine is theirs after the parallel part of the suite.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from confer.chaos.history import OK, read_events
-from confer.chaos.runner import RunConfig, RunResult, run
+from chaos.history import OK, read_events
+from chaos.runner import RunConfig, RunResult, run
 
 pytestmark = pytest.mark.serial
 

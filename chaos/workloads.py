@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from confer.chaos.history import FAIL, INFO, INVOKE, OK, HistoryWriter
+from chaos.history import FAIL, INFO, INVOKE, OK, HistoryWriter
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.v1 import coord_pb2, coord_pb2_grpc
 
