@@ -10,12 +10,13 @@ stddev <= 0.1 s) against each. The systems run one after the other, each on a fr
 with nothing else running, and the prefix `/etcdctl-check-perf/` is emptied between check-perf
 runs. Prints both systems side by side with the Confer/etcd ratio of every figure (throughput
 ratio > 1: Confer faster; latency ratio > 1: Confer slower). Every process is started here,
-bounded in time, and killed by PID at the end.
+bounded in time, and killed by PID at the end. Run it from the repository root as a
+module: it starts Confer with the test-side `testing` package there.
 
-    .venv/bin/python benchmarks/etcd_compare.py --clients 200 --duration 10
-    .venv/bin/python benchmarks/etcd_compare.py --workload put --check-perf s,m,l,xl
-    .venv/bin/python benchmarks/etcd_compare.py --workload none --check-perf s --json
-    .venv/bin/python benchmarks/etcd_compare.py --only confer --workload none --check-perf m
+    .venv/bin/python -m benchmarks.etcd_compare --clients 200 --duration 10
+    .venv/bin/python -m benchmarks.etcd_compare --workload put --check-perf s,m,l,xl
+    .venv/bin/python -m benchmarks.etcd_compare --workload none --check-perf s --json
+    .venv/bin/python -m benchmarks.etcd_compare --only confer --workload none --check-perf m
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any
 import grpc
 
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from confer.testing import ProcessCluster, free_port
+from testing import ProcessCluster, free_port
 
 
 class EtcdCluster:

@@ -7,10 +7,11 @@ Workloads:
   watch             WATCHERS watch one prefix; CLIENTS writers put into it; measures
                     end-to-end delivery latency (put sent -> event received) and events/s
 
-Every run is bounded by --duration and --max-ops. Examples:
+Every run is bounded by --duration and --max-ops. Run it from the repository root as a
+module: --spawn uses the test-side `testing` package there. Examples:
 
-  .venv/bin/python benchmarks/server_bench.py --spawn 3 --workload put --clients 200
-  .venv/bin/python benchmarks/server_bench.py --endpoints 127.0.0.1:7379 --workload get --json
+  .venv/bin/python -m benchmarks.server_bench --spawn 3 --workload put --clients 200
+  .venv/bin/python -m benchmarks.server_bench --endpoints 127.0.0.1:7379 --workload get --json
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from pathlib import Path
 
 import grpc
 
-from confer.testing import ProcessCluster
 from confer.v1 import kv_pb2, kv_pb2_grpc
+from testing import ProcessCluster
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -2,8 +2,9 @@
 
 ``CONFER_FAILPOINTS="snapshot-install,log-compaction@3"`` makes the process SIGKILL itself the
 first time it reaches ``snapshot-install`` and the third time it reaches ``log-compaction``.
-The fault-injection harness (confer.chaos) uses them to crash a node inside a window that
-random kills rarely hit. Unarmed, :func:`hit` is one dict lookup on an empty dict.
+The fault-injection harness (the ``chaos`` package beside ``tests/``) uses them to crash a
+node inside a window that random kills rarely hit. Unarmed, :func:`hit` is one dict lookup on
+an empty dict.
 """
 
 from __future__ import annotations

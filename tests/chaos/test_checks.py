@@ -5,14 +5,14 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from confer.chaos.checks import (
+from chaos.checks import (
     MAX_PROBLEMS,
     check_events_agree,
     check_locks,
     check_no_lost_writes,
     check_watches,
 )
-from confer.chaos.history import FAIL, INFO, OK, Operation, pair
+from chaos.history import FAIL, INFO, OK, Operation, pair
 
 _index = itertools.count()
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from confer.chaos.history import FAIL, INFO, OK, Operation, pair
-from confer.chaos.linearizability import (
+from chaos.history import FAIL, INFO, OK, Operation, pair
+from chaos.linearizability import (
     DEFAULT_MAX_STEPS,
     LINEARIZABLE,
     UNKNOWN,
@@ -19,7 +19,7 @@ from confer.chaos.linearizability import (
     Window,
     check,
 )
-from confer.chaos.models import Model, MultiRegister, Register
+from chaos.models import Model, MultiRegister, Register
 
 Row = tuple[Any, ...]
 

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from confer.chaos.proxy import Fault, Mode, ProxyNetwork
+from chaos.proxy import Fault, Mode, ProxyNetwork
 
 QUIET_S = 0.3
 """How long a blackholed connection must stay silent."""

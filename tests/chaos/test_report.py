@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from confer.chaos.checks import check_no_lost_writes, check_watches
-from confer.chaos.history import HistoryWriter, pair, read_events
-from confer.chaos.report import write_report
+from chaos.checks import check_no_lost_writes, check_watches
+from chaos.history import HistoryWriter, pair, read_events
+from chaos.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MS = 1_000_000
 S = 1_000_000_000
-REPRODUCE = "python -m confer.chaos --seed 7 --nodes 3 --duration 3"
+REPRODUCE = "python -m chaos --seed 7 --nodes 3 --duration 3"
 
 
 def write_lines(path: Path, records: list[dict[str, Any]]) -> Path:
@@ -103,7 +103,7 @@ def test_an_empty_passing_run_still_reports(tmp_path: Path) -> None:
     history = write_lines(tmp_path / "history.jsonl", [])
     out = write_report(tmp_path / "report", history, None, [],
                        {"watches": check_watches([], [])},
-                       {"seed": 1, "reproduce": "python -m confer.chaos --seed 1"})
+                       {"seed": 1, "reproduce": "python -m chaos --seed 1"})
     assert (out / "latency.png").read_bytes().startswith(PNG_MAGIC)
     assert (out / "timeline.jsonl").read_text() == ""
     assert json.loads((out / "verdicts.json").read_text())["ok"] is True

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from confer.testing import ProcessCluster
+from testing import ProcessCluster
 
 
 @pytest.fixture(scope="module")

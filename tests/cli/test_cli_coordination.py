@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import confer as confer_client
-from confer.testing import ProcessCluster
+from testing import ProcessCluster
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from confer.testing.procs import ProcessCluster
+from testing.procs import ProcessCluster
 
 
 @pytest.fixture(scope="module")

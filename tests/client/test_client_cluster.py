@@ -13,7 +13,7 @@ import confer
 import confer.aio
 from confer import Compare, Op
 from confer.client.models import ClusterEventType, EventType, WatchEvent
-from confer.testing.procs import ProcessCluster, free_port
+from testing.procs import ProcessCluster, free_port
 
 from .conftest import wait_for
 

@@ -30,8 +30,8 @@ from confer.client.models import KeyValue, ServiceEvent, ServiceEventType
 from confer.client.plans import LeaseKeeper, Open, Recv, Send, Spawn, Stop, Unary
 from confer.client.policy import Failure, Renewal
 from confer.client.transport import Runner
-from confer.testing.procs import ProcessCluster
 from confer.v1 import coord_pb2
+from testing.procs import ProcessCluster
 
 from .conftest import wait_for
 from .fakes import FakeIO, FakeStream, header

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import confer
-from confer.testing import ProcessCluster
+from testing import ProcessCluster
 
 CONTEND = r"""
 import sys, time, confer

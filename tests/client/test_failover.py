@@ -13,7 +13,7 @@ import pytest
 import confer
 import confer.aio
 from confer import Op, WatchEvent
-from confer.testing.procs import ProcessCluster
+from testing.procs import ProcessCluster
 
 from .conftest import wait_for
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from confer.testing import ProcessCluster
+from testing import ProcessCluster
 
 ETCDCTL = shutil.which("etcdctl")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from confer.testing import ProcessCluster
+from testing import ProcessCluster
 
 from .conftest import kill
 

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from confer.testing import ProcessCluster
+from testing import ProcessCluster
 
 from .conftest import Etcdctl, kill
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import grpc
 
-from confer.testing import ProcessCluster
-from confer.testing.procs import free_port
 from confer.v1 import confer_pb2, confer_pb2_grpc
+from testing import ProcessCluster
+from testing.procs import free_port
 
 from .conftest import Etcdctl, kill, wait_until
 

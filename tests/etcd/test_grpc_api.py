@@ -14,7 +14,7 @@ import pytest
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.etcdpb.v3electionpb import v3election_pb2, v3election_pb2_grpc
 from confer.etcdpb.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
-from confer.testing import ProcessCluster
+from testing import ProcessCluster
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from typing import Any
 
 import grpc
 
-from confer.testing import ProcessCluster
 from confer.v1 import coord_pb2, coord_pb2_grpc, kv_pb2, kv_pb2_grpc
+from testing import ProcessCluster
 
 
 class Client:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import grpc
 
-from confer.testing import ProcessCluster
 from confer.v1 import kv_pb2, kv_pb2_grpc
+from testing import ProcessCluster
 
 
 def put_with_retry(endpoints: list[str], path: str, value: bytes, deadline: float) -> bool:

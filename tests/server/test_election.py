@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from confer.testing import ProcessCluster
 from confer.v1 import coord_pb2, coord_pb2_grpc
+from testing import ProcessCluster
 
 from .coord_helpers import Background, Client, follower_addr, rpc_error, wait_for
 

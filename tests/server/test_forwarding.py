@@ -28,8 +28,8 @@ from confer.raft.storage import MemoryStorage
 from confer.raft.types import MessageType, StateRole
 from confer.server.local import LocalCluster
 from confer.server.node import NodeOptions, OutcomeUnknown, RaftNode
-from confer.testing import ProcessCluster
 from confer.v1 import kv_pb2, kv_pb2_grpc
+from testing import ProcessCluster
 
 OPTIONS = NodeOptions(tick_interval=0.02, forward_timeout=0.5)
 

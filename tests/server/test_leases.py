@@ -9,8 +9,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from confer.testing import ProcessCluster
 from confer.v1 import coord_pb2, kv_pb2
+from testing import ProcessCluster
 
 from .coord_helpers import Client, KeepAlive, Watch, follower_addr, rpc_error, wait_for
 

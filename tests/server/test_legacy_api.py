@@ -10,8 +10,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from confer.testing import ProcessCluster
 from confer.v1 import confer_pb2, confer_pb2_grpc
+from testing import ProcessCluster
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from confer.testing import ProcessCluster
 from confer.v1 import coord_pb2, kv_pb2
+from testing import ProcessCluster
 
 from .coord_helpers import Background, Client, rpc_error, wait_for
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import grpc
 
-from confer.testing import ProcessCluster
 from confer.v1 import kv_pb2, kv_pb2_grpc
+from testing import ProcessCluster
 
 from .test_durability import put_with_retry, read_all
 

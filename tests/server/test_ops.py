@@ -9,8 +9,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from confer.testing import ProcessCluster
 from confer.v1 import kv_pb2, kv_pb2_grpc
+from testing import ProcessCluster
 
 
 def test_health_service_and_graceful_sigterm(tmp_path: Path) -> None:

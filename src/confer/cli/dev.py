@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from confer.testing.procs import NodeProcess
+from confer.nodeproc import NodeProcess
 
 
 def run_dev(nodes: int, base_port: int, data_dir: Path, tick_ms: int) -> int:

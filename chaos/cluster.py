@@ -15,10 +15,11 @@ from pathlib import Path
 
 import grpc
 
-from confer.chaos.proxy import ProxyNetwork
+from chaos.proxy import ProxyNetwork
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.failpoints import ENV as FAILPOINTS_ENV
-from confer.testing.procs import NodeProcess, ProcessCluster
+from confer.nodeproc import NodeProcess
+from testing.procs import ProcessCluster
 
 
 class ChaosCluster:

@@ -40,8 +40,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confer.chaos.history import FAIL, OK, Operation
-from confer.chaos.models import Model, Prepared
+from chaos.history import FAIL, OK, Operation
+from chaos.models import Model, Prepared
 
 LINEARIZABLE, VIOLATION, UNKNOWN = "linearizable", "violation", "unknown"
 
@@ -195,7 +195,7 @@ def check(
     max_steps: int = DEFAULT_MAX_STEPS,
     timeout: float | None = DEFAULT_TIMEOUT,
 ) -> Verdict:
-    """Check that ``ops`` (from :func:`confer.chaos.history.pair`) are linearizable.
+    """Check that ``ops`` (from :func:`chaos.history.pair`) are linearizable.
 
     ``partition`` maps an op to its independent object (by default its key). Each partition
     is checked alone: deciding takes at most ``max_steps`` model steps (else the partition is

@@ -1,6 +1,6 @@
 """Checkers for what a run can decide without a linearizability search.
 
-Each checker is a pure function of the recorded operations (see :mod:`confer.chaos.history`),
+Each checker is a pure function of the recorded operations (see :mod:`chaos.history`),
 the watch records, and the *reference*: every event of the run (``{"rev", "type", "key",
 "value"}``, ``type`` being ``put`` or ``delete``), read at the end from one fresh watch from
 revision 1. Each returns a :class:`CheckResult`.
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from confer.chaos.history import FAIL, INFO, OK, Operation
+from chaos.history import FAIL, INFO, OK, Operation
 
 MAX_PROBLEMS = 20
 """How many violations a result describes; all of them are counted."""

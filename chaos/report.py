@@ -27,8 +27,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from confer.chaos.checks import CheckResult
-from confer.chaos.history import COMPLETIONS, FAIL, INFO, INVOKE, OK, pair, read_events
+from chaos.checks import CheckResult
+from chaos.history import COMPLETIONS, FAIL, INFO, INVOKE, OK, pair, read_events
 
 STATUS_COLOURS = {OK: "#4C72B0", FAIL: "#C44E52", INFO: "#DD8452"}
 MARKERS = "os^Dv<>pP*hX"
@@ -121,7 +121,7 @@ def _summary(ok: bool, events: list[dict[str, Any]], watch_records: list[dict[st
 def _completions(events: Iterable[dict[str, Any]]) -> list[tuple[str, str, int, int]]:
     """(f, status, invoke time, completion time) of every completed operation.
 
-    Unlike :func:`confer.chaos.history.pair`, this keeps the time of an ``info``
+    Unlike :func:`chaos.history.pair`, this keeps the time of an ``info``
     completion (the client's timeout), so those are plotted too.
     """
     invoked: dict[int, dict[str, Any]] = {}

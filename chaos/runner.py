@@ -21,12 +21,12 @@ from typing import Any
 
 import grpc
 
-from confer.chaos import checks, linearizability, models
-from confer.chaos.cluster import ChaosCluster
-from confer.chaos.history import FAIL, HistoryWriter, pair, read_events
-from confer.chaos.nemesis import Nemesis
-from confer.chaos.report import write_report
-from confer.chaos.workloads import (
+from chaos import checks, linearizability, models
+from chaos.cluster import ChaosCluster
+from chaos.history import FAIL, HistoryWriter, pair, read_events
+from chaos.nemesis import Nemesis
+from chaos.report import write_report
+from chaos.workloads import (
     DATA_PREFIX,
     LOCK_PREFIX,
     Client,
@@ -46,7 +46,7 @@ LOCK_FS = {"lock", "fenced-write", "unlock"}
 
 @dataclass
 class RunConfig:
-    """What to run; every field has a command-line flag in ``python -m confer.chaos``."""
+    """What to run; every field has a command-line flag in ``python -m chaos``."""
 
     seed: int = 1
     nodes: int = 3
@@ -73,7 +73,7 @@ class RunConfig:
 
     def command(self) -> str:
         """The command line that repeats this run's scenario."""
-        args = [sys.executable, "-m", "confer.chaos", "--seed", str(self.seed),
+        args = [sys.executable, "-m", "chaos", "--seed", str(self.seed),
                 "--nodes", str(self.nodes), "--duration", f"{self.duration:g}",
                 "--nemesis", ",".join(self.nemeses) or "none",
                 "--clients", f"{self.register_clients},{self.txn_clients},{self.lock_clients}",

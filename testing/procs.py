@@ -1,4 +1,4 @@
-"""Run real `confer serve` processes on 127.0.0.1, each with its own data dir.
+"""Clusters of real `confer serve` processes on 127.0.0.1, each with its own data dir.
 
 Every process is started by us, tracked by PID, and killed and reaped on exit, even when
 the caller fails. Ports come from 20000-32767, below Linux's ephemeral range.
@@ -7,20 +7,14 @@ the caller fails. Ports come from 20000-32767, below Linux's ephemeral range.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import signal
 import socket
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-import grpc
-
-from confer.v1 import kv_pb2, kv_pb2_grpc
+from confer.nodeproc import NodeProcess
 
 _used_ports: set[int] = set()
 
@@ -40,94 +34,6 @@ def free_port(rng: random.Random | None = None) -> int:
         _used_ports.add(port)
         return port
     raise RuntimeError("no free port found in 20000-32767")
-
-
-@dataclass
-class NodeProcess:
-    node_id: int
-    data_dir: Path
-    client_port: int
-    peer_port: int
-    args: list[str] = field(default_factory=list)
-    proc: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
-
-    @property
-    def client_addr(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
-
-    @property
-    def peer_addr(self) -> str:
-        return f"127.0.0.1:{self.peer_port}"
-
-    def start(self, extra: list[str] | None = None, env: dict[str, str] | None = None) -> None:
-        """Launch ``confer serve``; ``env`` adds variables (e.g. CONFER_FAILPOINTS)."""
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.data_dir.parent / f"node{self.node_id}.log"
-        cmd = [sys.executable, "-m", "confer", "serve", "--id", str(self.node_id),
-               "--data-dir", str(self.data_dir), "--listen-client", self.client_addr,
-               "--listen-peer", self.peer_addr, *self.args, *(extra or [])]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL,
-                                         env={**os.environ, **env} if env else None)
-        finally:
-            log.close()
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            assert self.proc is not None
-            os.kill(self.proc.pid, sig)
-
-    def kill(self) -> None:
-        """SIGKILL and reap: a crash."""
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc.wait(timeout=30)
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        return self.proc.returncode
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        """Wait until the process answers Status."""
-        deadline = time.monotonic() + timeout
-        while self.status(timeout=0.5) is None:
-            if not self.alive():
-                raise RuntimeError(f"node {self.node_id} exited:\n{self.log_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"node {self.node_id} not ready in {timeout}s")
-            time.sleep(0.05)
-
-    def status(self, timeout: float = 1.0) -> kv_pb2.StatusResponse | None:
-        with grpc.insecure_channel(self.client_addr) as ch:
-            try:
-                return kv_pb2_grpc.ClusterStub(ch).Status(kv_pb2.StatusRequest(),
-                                                          timeout=timeout)
-            except grpc.RpcError:
-                return None
 
 
 class ProcessCluster:

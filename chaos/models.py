@@ -4,7 +4,7 @@ A model says what a single-copy, one-at-a-time object would answer: ``step(state
 decides whether ``op`` (with the result the client saw) is legal in ``state`` and what the
 state becomes. States must be hashable: the checker memoises ``(linearized ops, state)``.
 
-Statuses (see :mod:`confer.chaos.history`) are normalised by :meth:`Model.prepare` before
+Statuses (see :mod:`chaos.history`) are normalised by :meth:`Model.prepare` before
 checking:
 
 * ``ok`` ops took effect exactly once, between call and return;
@@ -22,7 +22,7 @@ from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from confer.chaos.history import FAIL, INFO, OK, Operation
+from chaos.history import FAIL, INFO, OK, Operation
 
 READ, WRITE, CAS, CAS_REV, TXN = "read", "write", "cas", "cas-rev", "txn"
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confer.chaos.cluster import ChaosCluster
+from chaos.cluster import ChaosCluster
 
 Heal = Callable[[], Awaitable[None]]
 

@@ -1,4 +1,4 @@
-"""``python -m confer.chaos``: one fault-injection run of any length and nemesis mix."""
+"""``python -m chaos``: one fault-injection run of any length and nemesis mix."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from confer.chaos.nemesis import KINDS
-from confer.chaos.runner import RunConfig, run
+from chaos.nemesis import KINDS
+from chaos.runner import RunConfig, run
 
 
 def _nemeses(_ctx: click.Context, _param: click.Parameter, value: str) -> list[str]:
