@@ -406,8 +406,9 @@ class Cluster:
 
     # -- faults ----------------------------------------------------------------------------------
     def crash(self, nid: int, keep_unsynced: int = 0) -> None:
-        """Crash ``nid`` now. Unsynced writes are lost, except the first ``keep_unsynced``
-        batches (as if the disk had flushed them on its own)."""
+        """Crash ``nid`` now. Unsynced writes are lost, except (on the storage model) the
+        first ``keep_unsynced`` batches, as if the disk had flushed them on its own (durable
+        storage draws what its file system keeps instead)."""
         node = self.nodes[nid]
         if node.raw is None:
             return

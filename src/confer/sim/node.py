@@ -165,7 +165,8 @@ class SimNode:
         self.state = NodeState.UP
 
     def crash(self) -> None:
-        """Power off: unsynced writes are lost (but the first ``keep_on_crash`` batches)."""
+        """Power off: unsynced writes are lost (on the storage model, but the first
+        ``keep_on_crash`` batches; on durable storage, the file system keeps a random part)."""
         self.disk.crash(self.keep_on_crash)
         self.keep_on_crash = 0
         self.raw = None

@@ -24,6 +24,7 @@ from confer.raft import ProposalDropped
 from confer.sim.checker import InvariantViolation, Rule
 from confer.sim.cluster import Cluster
 from confer.sim.disk import StorageKind
+from confer.sim.fs import PowerCut
 from confer.sim.node import NodeState, Outcome, Proposal
 from confer.sim.scenario import DEFAULT_STEPS, Chaos, Flavour, Scenario
 
@@ -163,7 +164,7 @@ def run_scenario(seed: int, nodes: int | None = None, steps: int = DEFAULT_STEPS
         _check_liveness(c, sc, res.stats)
     except InvariantViolation as v:
         res.ok, res.rule, res.message = False, v.rule.name, str(v)
-    except Exception as exc:  # a bug in the harness itself: report it like a violation
+    except (Exception, PowerCut) as exc:  # a bug in the harness: report it like a violation
         res.ok, res.rule = False, "ERROR"
         res.message = f"ERROR: {exc!r}\n{traceback.format_exc()}"
     res.elapsed = time.perf_counter() - started
