@@ -102,8 +102,8 @@ class Scenario:
                  storage: StorageKind = StorageKind.DURABLE) -> Scenario:
         """Everything about the run, drawn from ``random.Random(seed)``. ``nodes`` and
         ``flavour`` override the drawn values without changing any other draw; so does
-        ``storage`` (durable storage draws its own settings last), which makes a seed run
-        the same scenario on the model of storage and on the real one."""
+        ``storage`` (durable storage draws its own settings last): a seed draws the same
+        cluster, workload and faults on the model of storage and on the real one."""
         rng = random.Random(seed)
         drawn_nodes = rng.choice((3, 5))
         drawn_flavour = Flavour.CHURN if rng.random() < 0.3 else Flavour.MIXED
