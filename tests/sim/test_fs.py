@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 import copy
 import inspect
+import os
 import random
 
 import pytest
@@ -26,6 +28,28 @@ def test_every_call_of_the_seam_is_simulated() -> None:
     public = {n for n, _ in inspect.getmembers(Disk, inspect.isfunction) if not n.startswith("_")}
     missing = {n for n in public if getattr(SimFS, n) is getattr(Disk, n)}
     assert not missing
+
+
+def test_storage_on_simfs_makes_no_real_file_system_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a real file-system call: {args}")
+
+    for name in ("open", "remove", "rename", "listdir", "makedirs", "ftruncate", "stat",
+                 "scandir", "fsync"):
+        monkeypatch.setattr(os, name, refuse)
+    monkeypatch.setattr(builtins, "open", refuse)
+    f = SimFS(random.Random(1))
+    st = DurableStorage.open("/data", segment_size=200, disk=f)
+    st.append([Entry(i, 1, b"x" * 30) for i in range(1, 21)])
+    st.set_hard_state(HardState(1, 1, 20))
+    st.sync()
+    st.create_snapshot(15, CONF, b"state")
+    st.compact(15)
+    assert st.disk_usage() > 0
+    st.close()
+    with DurableStorage.open("/data", segment_size=200, disk=f) as st:
+        assert (st.first_index(), st.last_index()) == (16, 20)
+    assert len(f.listdir("/data/wal")) >= 1 and f.listdir("/data/snap")
 
 
 def test_synced_data_survives_and_unsynced_data_may_not() -> None:
