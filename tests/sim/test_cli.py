@@ -40,3 +40,19 @@ def test_a_failure_prints_its_seed_and_a_command_that_replays_it(
     assert main(argv[3:]) == 1
     again = capsys.readouterr().out
     assert fail in again.splitlines()
+
+
+def test_a_failure_on_the_storage_model_replays_on_the_storage_model(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(RaftLog, "is_up_to_date", lambda self, last_index, term: True)
+    assert main(["--seeds", "20", "--flavour", "churn", "--storage", "model", "--fail-fast",
+                 "--quiet"]) == 1
+    out = capsys.readouterr().out
+    fail = next(line for line in out.splitlines() if line.startswith("FAIL seed="))
+    assert "model storage" in fail
+    command = next(line for line in out.splitlines() if "reproduce:" in line)
+    argv = shlex.split(command.split("reproduce:", 1)[1])
+    assert argv[-2:] == ["--storage", "model"]
+    assert main(argv[3:]) == 1
+    assert fail in capsys.readouterr().out.splitlines()

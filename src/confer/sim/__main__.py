@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from functools import partial
 
+from confer.sim.disk import StorageKind
 from confer.sim.runner import ScenarioResult, run_scenario
 from confer.sim.scenario import DEFAULT_STEPS, Flavour
 
@@ -31,6 +32,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="ticks of chaos per scenario")
     p.add_argument("--flavour", choices=[f.name.lower() for f in Flavour], default=None,
                    help="force a scenario flavour (default: drawn from each seed)")
+    p.add_argument("--storage", choices=[k.value for k in StorageKind],
+                   default=StorageKind.DURABLE.value,
+                   help="durable: the real WAL and snapshot files on a simulated file system "
+                        "that tears writes and loses unsynced data (default); model: a model "
+                        "of written versus synced batches (faster, tests the core alone)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
     p.add_argument("--trace", action="store_true",
@@ -43,7 +49,7 @@ def _results(args: argparse.Namespace) -> Iterator[ScenarioResult]:
     seeds = range(args.start, args.start + args.seeds)
     flavour = Flavour[args.flavour.upper()] if args.flavour else None
     run = partial(run_scenario, nodes=args.nodes, steps=args.steps, flavour=flavour,
-                  trace=args.trace)
+                  trace=args.trace, storage=StorageKind(args.storage))
     if args.jobs <= 1:
         yield from map(run, seeds)
         return

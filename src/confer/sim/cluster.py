@@ -30,7 +30,9 @@ from confer.raft import (
     bootstrap,
 )
 from confer.sim.checker import Checker, InvariantViolation, Rule
+from confer.sim.disk import DurableDisk, SimDisk, StorageKind
 from confer.sim.events import TICK_UNITS, EventKind, EventQueue
+from confer.sim.fs import PowerCut
 from confer.sim.network import LinkConditions, Network
 from confer.sim.node import (
     FORWARD_TIMEOUT_ELECTIONS,
@@ -63,6 +65,10 @@ class ClusterConfig:
     forward_proposals: bool = True
     """Followers forward proposals to the leader (else they refuse them with NotLeader)."""
     link: LinkConditions = field(default_factory=LinkConditions)
+    storage: StorageKind = StorageKind.DURABLE
+    """The real DurableStorage on a simulated file system, or the model of storage."""
+    segment_size: int = 4096
+    """WAL segment size with durable storage: small, so that segments are cut and removed."""
 
     def raft_config(self, node_id: int) -> Config:
         return Config(
@@ -126,8 +132,14 @@ class Cluster:
     def _spawn(self, nid: int) -> SimNode:
         if nid in self.nodes:
             raise ValueError(f"node {nid} already exists")
-        node = SimNode(nid, self.cfg.raft_config(nid), self.checker, self._rng_for,
-                       self.cfg.snapshot_every)
+        cfg = self.cfg
+        disk: SimDisk | DurableDisk
+        if cfg.storage is StorageKind.DURABLE:
+            disk = DurableDisk(random.Random(f"{self._node_seed}/{nid}/fs"), cfg.segment_size)
+        else:
+            disk = SimDisk()
+        node = SimNode(nid, cfg.raft_config(nid), self.checker, self._rng_for, disk,
+                       cfg.snapshot_every)
         self.nodes[nid] = node
         return node
 
@@ -276,6 +288,10 @@ class Cluster:
                 break
             try:
                 ok = node.handle_ready(self._send)
+            except PowerCut as cut:  # a crash in the middle of a file-system call
+                node.crash()
+                self._note(f"node {node.id} lost power in storage ({cut})")
+                break
             except InvariantViolation:
                 raise
             except Exception as exc:
@@ -390,8 +406,9 @@ class Cluster:
 
     # -- faults ----------------------------------------------------------------------------------
     def crash(self, nid: int, keep_unsynced: int = 0) -> None:
-        """Crash ``nid`` now. Unsynced writes are lost, except the first ``keep_unsynced``
-        batches (as if the disk had flushed them on its own)."""
+        """Crash ``nid`` now. Unsynced writes are lost, except (on the storage model) the
+        first ``keep_unsynced`` batches, as if the disk had flushed them on its own (durable
+        storage draws what its file system keeps instead)."""
         node = self.nodes[nid]
         if node.raw is None:
             return
@@ -406,6 +423,17 @@ class Cluster:
         node = self.nodes[nid]
         node.crash_at, node.crash_on = point, on
         self._note(f"node {nid} will crash {point.value} in {on.value}")
+
+    def crash_in_storage(self, nid: int, calls: int) -> None:
+        """Arrange for ``nid`` to lose power in the middle of a file-system call: the one
+        after its next ``calls`` changing ones, wherever that is (a WAL write or sync, a
+        segment cut, a snapshot file, removing obsolete files, recovery after a restart).
+        Only with durable storage."""
+        disk = self.nodes[nid].disk
+        if not isinstance(disk, DurableDisk):
+            raise TypeError("crash_in_storage needs durable storage")
+        disk.fs.cut_power_after(calls)
+        self._note(f"node {nid} will lose power in its file-system call after {calls} more")
 
     def restart(self, nid: int) -> None:
         node = self.nodes[nid]

@@ -1,4 +1,4 @@
-"""One simulated server: the real :class:`RawNode` over a :class:`SimDisk`, plus its application.
+"""One simulated server: the real :class:`RawNode` over a simulated disk, plus its application.
 
 :meth:`SimNode.handle_ready` is the driver loop's one place where the Ready order lives:
 persist, sync, send, apply, advance (then maybe snapshot). A crash can be arranged to hit
@@ -25,7 +25,7 @@ from confer.raft import (
     StateRole,
 )
 from confer.sim.checker import Checker, InvariantViolation, Rule
-from confer.sim.disk import SimDisk
+from confer.sim.disk import DurableDisk, SimDisk
 from confer.sim.fsm import CommandLog, SnapshotCorrupt
 
 
@@ -41,6 +41,7 @@ class CrashPoint(enum.Enum):
     """Where, inside the handling of one Ready, a crash can strike."""
 
     BEFORE_SYNC = "after writing, before sync"
+    """With durable storage: power fails in the middle of the sync (a torn write)."""
     BEFORE_SEND = "after sync, before sending"
     BEFORE_APPLY = "after sending, before applying"
 
@@ -119,11 +120,12 @@ class SimNode:
     """A server process. ``raw`` is None while the node is down."""
 
     def __init__(self, node_id: int, config: Config, checker: Checker,
-                 rng_for: Callable[[int, int], random.Random], snapshot_every: int = 0) -> None:
+                 rng_for: Callable[[int, int], random.Random], disk: SimDisk | DurableDisk,
+                 snapshot_every: int = 0) -> None:
         self.id = node_id
         self.config = config
         self.checker = checker
-        self.disk = SimDisk()
+        self.disk = disk
         self.snapshot_every = snapshot_every
         self._rng_for = rng_for
         self.state = NodeState.DOWN
@@ -148,6 +150,7 @@ class SimNode:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         """Boot (or reboot) over whatever the disk kept."""
+        self.disk.recover()
         self.incarnation += 1
         cfg = replace(self.config)
         self.raw = RawNode(cfg, self.disk.live, self._rng_for(self.id, self.incarnation))
@@ -162,7 +165,8 @@ class SimNode:
         self.state = NodeState.UP
 
     def crash(self) -> None:
-        """Power off: unsynced writes are lost (but the first ``keep_on_crash`` batches)."""
+        """Power off: unsynced writes are lost (on the storage model, but the first
+        ``keep_on_crash`` batches; on durable storage, the file system keeps a random part)."""
         self.disk.crash(self.keep_on_crash)
         self.keep_on_crash = 0
         self.raw = None
@@ -252,6 +256,7 @@ class SimNode:
             disk.set_hard_state(rd.hard_state)
         disk.end_batch()
         if crash_at is CrashPoint.BEFORE_SYNC:
+            disk.interrupted_sync()
             self.crash()
             return False
         # ... and make them durable before anything that depends on them leaves the node.

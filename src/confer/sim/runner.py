@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from confer.raft import ProposalDropped
 from confer.sim.checker import InvariantViolation, Rule
 from confer.sim.cluster import Cluster
+from confer.sim.disk import StorageKind
+from confer.sim.fs import PowerCut
 from confer.sim.node import NodeState, Outcome, Proposal
 from confer.sim.scenario import DEFAULT_STEPS, Chaos, Flavour, Scenario
 
@@ -99,6 +101,7 @@ class ScenarioResult:
     ok: bool
     flavour: Flavour = Flavour.MIXED
     flavour_forced: bool = False
+    storage: StorageKind = StorageKind.DURABLE
     rule: str = ""
     """The violated rule's name (``Rule``), or ``ERROR`` for an exception in the harness."""
     message: str = ""
@@ -115,13 +118,13 @@ class ScenarioResult:
     @property
     def command(self) -> str:
         return reproduce_command(self.seed, self.nodes, self.steps,
-                                 self.flavour if self.flavour_forced else None)
+                                 self.flavour if self.flavour_forced else None, self.storage)
 
     def report(self) -> str:
         """A failure report: seed, rule, details, the command to replay it, recent events."""
         lines = [
             f"FAIL seed={self.seed} nodes={self.nodes} steps={self.steps} "
-            f"({self.flavour.name.lower()}): {self.message}",
+            f"({self.flavour.name.lower()}, {self.storage.value} storage): {self.message}",
             f"  reproduce: {self.command}",
             "  cluster at the failure:",
             *("    " + s for s in self.state.splitlines()),
@@ -131,22 +134,29 @@ class ScenarioResult:
         return "\n".join(lines)
 
 
-def reproduce_command(seed: int, nodes: int, steps: int, flavour: Flavour | None = None) -> str:
+def reproduce_command(seed: int, nodes: int, steps: int, flavour: Flavour | None = None,
+                      storage: StorageKind = StorageKind.DURABLE) -> str:
     cmd = f"python -m confer.sim --seeds 1 --start {seed} --nodes {nodes} --steps {steps}"
-    return cmd + (f" --flavour {flavour.name.lower()}" if flavour is not None else "")
+    if flavour is not None:
+        cmd += f" --flavour {flavour.name.lower()}"
+    if storage is not StorageKind.DURABLE:
+        cmd += f" --storage {storage.value}"
+    return cmd
 
 
 def run_scenario(seed: int, nodes: int | None = None, steps: int = DEFAULT_STEPS, *,
-                 flavour: Flavour | None = None, trace: bool = False) -> ScenarioResult:
+                 flavour: Flavour | None = None, trace: bool = False,
+                 storage: StorageKind = StorageKind.DURABLE) -> ScenarioResult:
     """Run the scenario of ``seed``. Never raises for a failure: see ``ScenarioResult.ok``.
 
-    ``nodes`` and ``flavour`` override what the seed draws (see ``Scenario.generate``)."""
-    sc = Scenario.generate(seed, nodes, steps, flavour)
+    ``nodes``, ``flavour`` and ``storage`` override what the seed draws (see
+    ``Scenario.generate``)."""
+    sc = Scenario.generate(seed, nodes, steps, flavour, storage)
     started = time.perf_counter()
     c = Cluster(sc.cluster, sc.cluster_seed, trace=trace)
     chaos = Chaos(sc, c)
     res = ScenarioResult(seed, sc.nodes, steps, ok=True, flavour=sc.flavour,
-                         flavour_forced=flavour is not None)
+                         flavour_forced=flavour is not None, storage=storage)
     try:
         chaos.attach()
         c.run_ticks(steps)
@@ -154,7 +164,7 @@ def run_scenario(seed: int, nodes: int | None = None, steps: int = DEFAULT_STEPS
         _check_liveness(c, sc, res.stats)
     except InvariantViolation as v:
         res.ok, res.rule, res.message = False, v.rule.name, str(v)
-    except Exception as exc:  # a bug in the harness itself: report it like a violation
+    except (Exception, PowerCut) as exc:  # a bug in the harness: report it like a violation
         res.ok, res.rule = False, "ERROR"
         res.message = f"ERROR: {exc!r}\n{traceback.format_exc()}"
     res.elapsed = time.perf_counter() - started

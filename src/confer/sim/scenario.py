@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 
 from confer.raft import ProposalDropped, StateRole
 from confer.sim.cluster import Cluster, ClusterConfig, NodeUnavailable
+from confer.sim.disk import DurableDisk, StorageKind
 from confer.sim.events import TICK_UNITS
 from confer.sim.network import LinkConditions
 from confer.sim.node import CrashPoint, CrashTrigger, NodeState, Proposal
@@ -91,11 +92,18 @@ class Scenario:
     cluster_seed: int
     chaos_seed: int
 
+    @property
+    def durable(self) -> bool:
+        return self.cluster.storage is StorageKind.DURABLE
+
     @classmethod
     def generate(cls, seed: int, nodes: int | None = None, steps: int = DEFAULT_STEPS,
-                 flavour: Flavour | None = None) -> Scenario:
+                 flavour: Flavour | None = None,
+                 storage: StorageKind = StorageKind.DURABLE) -> Scenario:
         """Everything about the run, drawn from ``random.Random(seed)``. ``nodes`` and
-        ``flavour`` override the drawn values without changing any other draw."""
+        ``flavour`` override the drawn values without changing any other draw; so does
+        ``storage`` (durable storage draws its own settings last): a seed draws the same
+        cluster, workload and faults on the model of storage and on the real one."""
         rng = random.Random(seed)
         drawn_nodes = rng.choice((3, 5))
         drawn_flavour = Flavour.CHURN if rng.random() < 0.3 else Flavour.MIXED
@@ -103,8 +111,12 @@ class Scenario:
         fl = flavour if flavour is not None else drawn_flavour
         draw = _draw_churn if fl is Flavour.CHURN else _draw_mixed
         cluster, workload, faults = draw(rng, n)
-        return cls(seed, n, steps, fl, cluster, workload, faults, rng.getrandbits(64),
-                   rng.getrandbits(64))
+        cluster_seed, chaos_seed = rng.getrandbits(64), rng.getrandbits(64)
+        if storage is StorageKind.DURABLE:
+            # Small segments, so that cutting and deleting them happens (and crashes in it).
+            cluster = replace(cluster, segment_size=rng.choice((512, 4096, 1 << 20)))
+        cluster = replace(cluster, storage=storage)
+        return cls(seed, n, steps, fl, cluster, workload, faults, cluster_seed, chaos_seed)
 
 
 def _draw_mixed(rng: random.Random, n: int) -> tuple[ClusterConfig, Workload, Faults]:
@@ -383,7 +395,10 @@ class Chaos:
         down = sum(1 for n in c.nodes.values() if n.state is NodeState.DOWN)
         if down >= self.sc.faults.max_down:
             return
-        if in_ready:
+        if in_ready and self.sc.durable and rng.random() < 0.5:
+            # Anywhere in the storage code, not only between the steps of a Ready.
+            c.crash_in_storage(victim, rng.randint(0, 12))
+        elif in_ready:
             on = rng.choice(list(CrashTrigger))
             c.crash_during_next_ready(victim, rng.choice(list(CrashPoint)), on)
         else:
@@ -435,7 +450,12 @@ class Chaos:
         self.c.queue.call_at(self.c.now + ticks * TICK_UNITS, run)
 
     def _restart(self, nid: int) -> None:
-        self.c.node(nid).crash_at = None  # if a planned crash never struck, call it off
+        node = self.c.node(nid)
+        node.crash_at = None  # if a planned crash never struck, call it off
+        if isinstance(node.disk, DurableDisk):
+            node.disk.fs.disarm()
+            if node.state is NodeState.DOWN and self.rng.random() < 0.25:
+                self.c.crash_in_storage(nid, self.rng.randint(0, 2))  # during recovery
         self.c.restart(nid)
 
     def _end_lossy(self) -> None:
@@ -468,6 +488,8 @@ class Chaos:
         cond.drop = cond.duplicate = cond.slow = 0.0
         for nid, node in c.nodes.items():
             node.crash_at = None
+            if isinstance(node.disk, DurableDisk):
+                node.disk.fs.disarm()
             if node.state is NodeState.DOWN:
                 c.restart(nid)
             elif node.paused:

@@ -13,7 +13,6 @@ Directory layout::
 
 from __future__ import annotations
 
-import fcntl
 import os
 
 from confer import failpoints
@@ -42,9 +41,10 @@ class DurableStorage:
     """
 
     def __init__(self, root: str, mem: MemoryStorage, wal: WAL, snaps: SnapshotStore,
-                 lock_fd: int) -> None:
+                 lock_fd: int, disk: Disk) -> None:
         """Use :meth:`open`."""
         self._root = root
+        self._disk = disk
         self._mem = mem
         self._wal = wal
         self._snaps = snaps
@@ -63,13 +63,13 @@ class DurableStorage:
         """
         root = os.fspath(path)
         disk = disk if disk is not None else Disk()
-        if not os.path.isdir(root):
-            os.makedirs(root)
+        if not disk.isdir(root):
+            disk.makedirs(root)
             disk.fsync_dir(os.path.dirname(os.path.abspath(root)))
-        lock_fd = _lock(root)
+        lock_fd = _lock(disk, root)
         wal_dir, snap_dir = os.path.join(root, "wal"), os.path.join(root, "snap")
         try:
-            if not _has_files(wal_dir, ".wal") and _has_files(snap_dir, ".snap"):
+            if not _has_files(disk, wal_dir, ".wal") and _has_files(disk, snap_dir, ".snap"):
                 # Starting empty would forget votes and acknowledged entries: unsafe for Raft.
                 raise StorageError(f"{root}: snapshot files but no WAL segments; the WAL is lost")
             wal, rec = WAL.open(wal_dir, segment_size=segment_size, disk=disk)
@@ -83,9 +83,9 @@ class DurableStorage:
                 wal.close()
                 raise
         except BaseException:
-            os.close(lock_fd)
+            disk.close(lock_fd)
             raise
-        return cls(root, mem, wal, snaps, lock_fd)
+        return cls(root, mem, wal, snaps, lock_fd, disk)
 
     # -- reads: all from memory ----------------------------------------------------------------
     def initial_state(self) -> tuple[HardState, ConfState]:
@@ -230,7 +230,7 @@ class DurableStorage:
                 self.sync()
         finally:
             self._wal.close()
-            os.close(self._lock_fd)
+            self._disk.close(self._lock_fd)
             self._lock_fd = -1
 
     def __enter__(self) -> DurableStorage:
@@ -240,18 +240,15 @@ class DurableStorage:
         self.close()
 
 
-def _lock(root: str) -> int:
-    fd = os.open(os.path.join(root, "LOCK"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+def _lock(disk: Disk, root: str) -> int:
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return disk.lock(os.path.join(root, "LOCK"))
     except BlockingIOError:
-        os.close(fd)
         raise StorageError(f"{root}: data directory is already open") from None
-    return fd
 
 
-def _has_files(dirpath: str, suffix: str) -> bool:
-    return os.path.isdir(dirpath) and any(n.endswith(suffix) for n in os.listdir(dirpath))
+def _has_files(disk: Disk, dirpath: str, suffix: str) -> bool:
+    return disk.isdir(dirpath) and any(n.endswith(suffix) for n in disk.listdir(dirpath))
 
 
 def _rebuild(root: str, rec: Recovered, snap: Snapshot) -> MemoryStorage:

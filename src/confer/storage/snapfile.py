@@ -42,7 +42,7 @@ class SnapshotStore:
     def __init__(self, dirpath: str, disk: Disk) -> None:
         self._dir = dirpath
         self._disk = disk
-        os.makedirs(dirpath, exist_ok=True)
+        disk.makedirs(dirpath)
 
     def path(self, meta: SnapshotMeta) -> str:
         return os.path.join(self._dir, snapshot_name(meta))
@@ -53,23 +53,23 @@ class SnapshotStore:
         body = codec.encode_meta(meta) + _LEN.pack(len(data))
         head = _HEAD.pack(_MAGIC, _VERSION, crc32c(data, crc32c(body)))
         tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        disk = self._disk
+        fd = disk.create(tmp)
         try:
-            self._disk.write(fd, head + body)
-            self._disk.write(fd, data)  # separately: snapshot data can be large
-            self._disk.fsync(fd)
+            disk.write(fd, head + body)
+            disk.write(fd, data)  # separately: snapshot data can be large
+            disk.fsync(fd)
         finally:
-            os.close(fd)
-        os.rename(tmp, path)
-        self._disk.fsync_dir(self._dir)
+            disk.close(fd)
+        disk.rename(tmp, path)
+        disk.fsync_dir(self._dir)
         return path
 
     def load(self, meta: SnapshotMeta) -> Snapshot:
         """The snapshot the WAL names by ``meta``; raises :class:`SnapshotCorruptionError`."""
         path = self.path(meta)
         try:
-            with open(path, "rb") as f:
-                buf = f.read()
+            buf = self._disk.read(path)
         except FileNotFoundError:
             raise SnapshotCorruptionError(path, "missing, but the WAL refers to it") from None
         if len(buf) < _HEAD.size:
@@ -100,16 +100,17 @@ class SnapshotStore:
         (``keep_newer``) but those of snapshots after ``keep``'s index."""
         keep_name = snapshot_name(keep) if keep.index else None
         removed = []
-        for name in os.listdir(self._dir):
+        for name in self._disk.listdir(self._dir):
             m = _NAME.match(name.removesuffix(".tmp"))
             if name != keep_name and m:
                 if keep_newer and int(m.group(2), 16) > keep.index:
                     continue
                 path = os.path.join(self._dir, name)
-                os.remove(path)
+                self._disk.remove(path)
                 removed.append(path)
         return removed
 
     def disk_usage(self) -> int:
         """Bytes in the snapshot directory's files."""
-        return sum(e.stat().st_size for e in os.scandir(self._dir) if e.is_file())
+        disk = self._disk
+        return sum(disk.size(os.path.join(self._dir, n)) for n in disk.listdir(self._dir))

@@ -23,7 +23,6 @@ DEFAULT_SEGMENT_SIZE = 64 << 20
 """A segment is sealed, and the next one started, once a sync leaves it at least this big."""
 
 _SEGMENT_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
-_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
 
 
 def segment_name(seq: int, next_index: int) -> str:
@@ -83,12 +82,13 @@ class WAL:
         """
         if segment_size <= 0:
             raise ValueError(f"segment_size must be positive, got {segment_size}")
-        wal = cls(dirpath, segment_size, disk if disk is not None else Disk())
-        os.makedirs(dirpath, exist_ok=True)
+        disk = disk if disk is not None else Disk()
+        wal = cls(dirpath, segment_size, disk)
+        disk.makedirs(dirpath)
         found: list[tuple[int, int, str]] = []
-        for name in os.listdir(dirpath):
+        for name in disk.listdir(dirpath):
             if name.endswith(".tmp"):
-                os.remove(os.path.join(dirpath, name))  # a segment creation that never finished
+                disk.remove(os.path.join(dirpath, name))  # a segment creation that never finished
             elif m := _SEGMENT_NAME.match(name):
                 found.append((int(m[1], 16), int(m[2], 16), os.path.join(dirpath, name)))
         found.sort()
@@ -104,9 +104,9 @@ class WAL:
                 raise WALCorruptionError(path, 0, f"segment {first_seq + i:016x} is missing")
         replay = _Replay()
         good_end = size = 0
+        disk = self._disk
         for i, (seq, next_index, path) in enumerate(found):
-            with open(path, "rb") as f:
-                buf = f.read()
+            buf = disk.read(path)
             seg = _Segment(seq, path)
             good_end = _replay_segment(seg, next_index, buf, replay, last=i == len(found) - 1)
             size = len(buf)
@@ -115,13 +115,13 @@ class WAL:
             entries = replay.finish()
         except DecodeError as exc:
             raise WALCorruptionError(found[0][2], 0, str(exc)) from None
-        fd = os.open(found[-1][2], _OPEN_FLAGS)
+        fd = disk.open_append(found[-1][2])
         try:
             if good_end < size:
-                os.ftruncate(fd, good_end)  # drop the torn write, durably, before appending
-                self._disk.fsync(fd)
+                disk.truncate(fd, good_end)  # drop the torn write, durably, before appending
+                disk.fsync(fd)
         except BaseException:
-            os.close(fd)
+            disk.close(fd)
             raise
         self._fd = fd
         self._pos = self._synced = good_end
@@ -216,7 +216,7 @@ class WAL:
         """Seal the active segment (already synced) and continue in a new one."""
         old_fd = self._fd
         self._start_segment(self._segments[-1].seq + 1)
-        os.close(old_fd)
+        self._disk.close(old_fd)
 
     def _start_segment(self, seq: int) -> None:
         """Create segment ``seq`` atomically: its header is complete once the name exists."""
@@ -225,14 +225,15 @@ class WAL:
                              self._compact_term, self._snapshot)
         data = b"".join(codec.frame(RecordType.SEGMENT, start.encode(), 0, 0))
         tmp = path + ".tmp"
-        fd = os.open(tmp, _OPEN_FLAGS | os.O_CREAT | os.O_TRUNC, 0o644)
+        disk = self._disk
+        fd = disk.create(tmp)
         try:
-            self._disk.write(fd, data)
-            self._disk.fsync(fd)
-            os.rename(tmp, path)
-            self._disk.fsync_dir(self._dir)
+            disk.write(fd, data)
+            disk.fsync(fd)
+            disk.rename(tmp, path)
+            disk.fsync_dir(self._dir)
         except BaseException:
-            os.close(fd)
+            disk.close(fd)
             raise
         self._fd = fd
         self._pos = self._synced = len(data)
@@ -254,7 +255,7 @@ class WAL:
             seg = self._segments[0]
             if seg.max_index > self._compact_index and seg.seq >= self._reset_seq:
                 break
-            os.remove(seg.path)
+            self._disk.remove(seg.path)
             # Oldest first, each made durable, so a crash leaves a contiguous run of segments.
             self._disk.fsync_dir(self._dir)
             del self._segments[0]
@@ -264,12 +265,13 @@ class WAL:
     # -- misc ----------------------------------------------------------------------------------
     def disk_usage(self) -> int:
         """Bytes in segment files on disk (buffered records not included)."""
-        return sum(os.stat(s.path).st_size for s in self._segments)
+        size = self._disk.size
+        return sum(size(s.path) for s in self._segments)
 
     def close(self) -> None:
         """Close the active file. Buffered records are dropped: call :meth:`sync` first."""
         if self._fd >= 0:
-            os.close(self._fd)
+            self._disk.close(self._fd)
             self._fd = -1
         self._buf.clear()
         if self._failed is None:
