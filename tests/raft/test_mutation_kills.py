@@ -10,7 +10,18 @@ from __future__ import annotations
 
 import pytest
 
-from confer.raft import Entry, MemoryStorage, Message, MessageType, StateRole
+from confer.raft import (
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    MemoryStorage,
+    Message,
+    MessageType,
+    Snapshot,
+    SnapshotMeta,
+    StateRole,
+)
 from confer.raft.log import RaftLog, Unstable
 from confer.raft.quorum import committed_index, majority, vote_result
 
@@ -269,3 +280,133 @@ def test_a_leader_with_only_itself_at_the_new_index_does_not_commit() -> None:
     net.stabilize()
     assert net.node(1).raft.log.committed == before
     assert net.role(1) == StateRole.LEADER
+
+
+# -- ReadIndex -----------------------------------------------------------------------------------
+def test_read_index_waits_for_a_majority_of_voters_to_ack_the_round() -> None:
+    """ReadIndex: the leader answers only after a majority of voters (itself included)
+    confirmed its leadership in that round; in five nodes, one follower's ack is not enough."""
+    net = Net(5)
+    net.elect(1)
+    for j in (3, 4, 5):
+        net.isolate(j)
+    net.node(1).read_index(b"r")
+    net.stabilize()
+    assert net.peers[1].read_states == []  # acks from 1 and 2 only
+    net.heal()
+    net.isolate(4)
+    net.isolate(5)
+    net.tick(1)  # the next heartbeat carries the round again
+    net.stabilize()
+    assert [rs.context for rs in net.peers[1].read_states] == [b"r"]
+
+
+def test_read_index_ignores_acks_of_another_round_and_of_non_voters() -> None:
+    """ReadIndex: only heartbeat acks that carry the current round's id, from voters, count."""
+    net = Net(3)
+    net.elect(1)
+    net.add(4, MemoryStorage())
+    net.node(1).propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, 4))
+    net.stabilize()
+    r1 = net.node(1).raft
+    net.isolate(1)
+    net.node(1).read_index(b"r")
+    net.deliver(net.process(1))  # the round starts; its heartbeats are lost
+    rnd = r1.read_round
+    assert rnd is not None
+    other = (rnd.id + 1).to_bytes(8, "big")
+    for frm, ctx in ((2, other), (4, rnd.id.to_bytes(8, "big"))):
+        net.node(1).step(Message(MT.HEARTBEAT_RESP, to=1, frm=frm, term=r1.term, context=ctx))
+    net.process(1)
+    assert net.peers[1].read_states == []
+    net.node(1).step(Message(MT.HEARTBEAT_RESP, to=1, frm=2, term=r1.term,
+                             context=rnd.id.to_bytes(8, "big")))
+    net.process(1)
+    assert [rs.context for rs in net.peers[1].read_states] == [b"r"]
+
+
+def test_read_index_is_the_commit_index_when_the_round_started() -> None:
+    """ReadIndex: the read index is the commit index at the time of the request, not a later
+    one (nor an earlier one, which could miss a write acknowledged before the read)."""
+    net = Net(3)
+    net.elect(1)
+    net.node(1).propose(b"w")
+    net.stabilize()
+    r1 = net.node(1).raft
+    at_request = r1.log.committed
+    net.node(1).read_index(b"r")
+    net.deliver(net.process(1))  # the heartbeat round is out
+    net.node(1).propose(b"later")  # commits together with the acks
+    net.stabilize()
+    assert r1.log.committed > at_request
+    assert [(rs.index, rs.context) for rs in net.peers[1].read_states] == [(at_request, b"r")]
+
+
+def test_a_single_voter_serves_reads_only_after_committing_in_its_term() -> None:
+    """ReadIndex on one voter: no round is needed, but the commit index is current only once
+    an entry of the leader's term committed."""
+    net = Net(1)
+    net.node(1).campaign()
+    r1 = net.node(1).raft
+    assert r1.role == StateRole.LEADER and r1.log.term(r1.log.committed) == r1.term
+    net.node(1).read_index(b"r")
+    net.process(1)
+    assert [(rs.index, rs.context) for rs in net.peers[1].read_states] == [
+        (r1.log.committed, b"r")
+    ]
+
+
+# -- the log around a snapshot -----------------------------------------------------------------
+def snapshotted_log(index: int, term: int) -> RaftLog:
+    """A log restored from a snapshot at (index, term), with no entries after it."""
+    st = MemoryStorage()
+    st.apply_snapshot(Snapshot(SnapshotMeta(index, term, ConfState(frozenset({1})))))
+    return RaftLog(st)
+
+
+def test_the_snapshot_entry_keeps_its_term_for_the_election_restriction() -> None:
+    """Election restriction after a snapshot: the last term of a log that ends at its snapshot
+    is the snapshot's term (not 0), so a candidate with an older last term is refused."""
+    log = snapshotted_log(10, 3)
+    assert (log.last_index(), log.last_term()) == (10, 3)
+    assert log.match_term(10, 3)
+    assert log.term(9) == 0  # compacted
+    assert not log.is_up_to_date(20, 2)
+    assert log.is_up_to_date(10, 3)
+
+
+def test_a_received_snapshot_keeps_its_term_until_it_is_persisted() -> None:
+    """Same rule while the snapshot is still unstable (received, not yet persisted)."""
+    log = log_with([1, 1])
+    log.restore(Snapshot(SnapshotMeta(10, 3, ConfState(frozenset({1})))))
+    assert (log.first_index(), log.last_index(), log.last_term()) == (11, 10, 3)
+    assert log.term(2) == 0
+    assert not log.is_up_to_date(20, 2)
+    assert log.committed == 10
+
+
+def test_an_append_may_not_overwrite_a_committed_entry() -> None:
+    """Log matching / leader completeness: a committed entry is never truncated."""
+    log = log_with([1, 1, 1], committed=3)
+    with pytest.raises(AssertionError):
+        log.append(ents(3, [2]))
+    with pytest.raises(AssertionError):
+        log.maybe_append(1, 1, 3, ents(2, [1, 2]))  # conflicts at 3, which is committed
+    assert terms_of(log) == [1, 1, 1]
+    assert log.append(ents(4, [2])) == 4
+
+
+def test_unstable_append_before_the_offset_replaces_everything() -> None:
+    """Truncation in the unstable tail, when the new entries start before it."""
+    u = Unstable(5)
+    u.truncate_and_append(ents(5, [1, 1]))
+    u.truncate_and_append(ents(3, [2]))  # 3 == offset - len: no coincidence may extend
+    assert (u.offset, [(e.index, e.term) for e in u.entries]) == (3, [(3, 2)])
+
+
+def test_a_fresh_log_applies_from_its_first_index() -> None:
+    """State machine safety: every committed entry is handed over for applying, the first
+    one included."""
+    log = log_with([1, 1, 1], committed=3)
+    assert [e.index for e in log.next_committed_entries(None)] == [1, 2, 3]
+    assert log.applied == 0

@@ -1,11 +1,11 @@
 """Simulator seeds for mutation testing (``./dev mutate``), failing fast.
 
 Not collected by the normal suite (the name has no ``test_`` prefix): ``test_random_scenarios``
-already runs thousands of seeds there. Mutation testing runs the selection once per mutant, so
-mutmut's own pass runs only a handful of seeds: the churn seeds that the injected-bug tests
-name as the first to expose a lost commit (14), a stale read (24) and a forgotten vote (37),
-and a few of each flavour. ``scripts/mutation_sweep.py`` then replays every surviving mutant
-against a wider sweep, set by ``CONFER_MUTATION_SWEEP`` (seeds per flavour).
+already runs thousands of seeds there. Mutation testing replays this for every mutant that
+survived the unit tests (``scripts/mutation_sweep.py``), so it runs few seeds and stops at the
+first violation: the churn seeds that the injected-bug tests name as the first to expose a
+lost commit (14), a stale read (24) and a forgotten vote (37), and seeds
+0..``CONFER_MUTATION_SWEEP``-1 of each flavour.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from confer.sim.runner import run_scenario
 from confer.sim.scenario import Flavour
 
 KNOWN_CHURN_SEEDS = (14, 24, 37)
-SWEEP = int(os.environ.get("CONFER_MUTATION_SWEEP", "3"))
+SWEEP = int(os.environ.get("CONFER_MUTATION_SWEEP", "10"))
 """Seeds 0..SWEEP-1 of each flavour."""
 
 
