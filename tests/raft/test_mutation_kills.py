@@ -77,6 +77,10 @@ def test_a_voter_refuses_a_candidate_with_a_shorter_log_of_the_same_term() -> No
     replies = [m for m in net.node(2).ready().messages if m.to == 3]
     assert [(m.type, m.reject) for m in replies] == [(MT.VOTE_RESP, True)]
     assert r2.vote != 3
+    # The rejection carries the voter's term and commit point (see the candidate tests below).
+    committed = r2.log.committed
+    assert (replies[0].term, replies[0].commit, replies[0].log_term) == (
+        r2.term, committed, r2.log.term(committed))
 
 
 # -- vote persistence and one vote per term ----------------------------------------------------
@@ -90,7 +94,8 @@ def test_one_vote_per_term_and_it_survives_in_the_hard_state() -> None:
     last, last_term = r2.log.last_index(), r2.log.last_term()
     net.node(2).step(Message(MT.VOTE, to=2, frm=3, term=term, index=last, log_term=last_term))
     rd = net.node(2).ready()
-    assert [(m.to, m.reject) for m in rd.messages if m.type == MT.VOTE_RESP] == [(3, False)]
+    assert [(m.to, m.reject, m.term) for m in rd.messages if m.type == MT.VOTE_RESP] == [
+        (3, False, term)]  # a grant names its term: a late one must not count in a later term
     assert rd.hard_state is not None and (rd.hard_state.term, rd.hard_state.vote) == (term, 3)
     net.node(2).advance(rd)
     net.node(2).step(Message(MT.VOTE, to=2, frm=1, term=term, index=last, log_term=last_term))
@@ -346,9 +351,11 @@ def test_a_single_voter_serves_reads_only_after_committing_in_its_term() -> None
     """ReadIndex on one voter: no round is needed, but the commit index is current only once
     an entry of the leader's term committed."""
     net = Net(1)
+    term = net.node(1).raft.term
     net.node(1).campaign()
     r1 = net.node(1).raft
-    assert r1.role == StateRole.LEADER and r1.log.term(r1.log.committed) == r1.term
+    assert r1.role == StateRole.LEADER and r1.term == term + 1
+    assert r1.log.term(r1.log.committed) == r1.term
     net.node(1).read_index(b"r")
     net.process(1)
     assert [(rs.index, rs.context) for rs in net.peers[1].read_states] == [
@@ -410,3 +417,117 @@ def test_a_fresh_log_applies_from_its_first_index() -> None:
     log = log_with([1, 1, 1], committed=3)
     assert [e.index for e in log.next_committed_entries(None)] == [1, 2, 3]
     assert log.applied == 0
+
+
+def test_two_voters_confirm_leadership_before_serving_a_read() -> None:
+    """ReadIndex: only a single voter may skip the heartbeat round; with two voters the
+    follower's ack is needed (the leader alone is not a majority)."""
+    net = Net(2)
+    net.elect(1)
+    net.isolate(1)
+    net.node(1).read_index(b"r")
+    net.stabilize()
+    assert net.peers[1].read_states == []
+    net.heal()
+    net.tick(1)
+    net.stabilize()
+    assert [rs.context for rs in net.peers[1].read_states] == [b"r"]
+
+
+def test_each_read_round_has_its_own_id() -> None:
+    """ReadIndex: an ack of an earlier round (a late heartbeat response) must not confirm a
+    later round, so every round gets a new id."""
+    net = Net(3)
+    net.elect(1)
+    r1 = net.node(1).raft
+    ids = []
+    for ctx in (b"a", b"b", b"c"):
+        net.node(1).read_index(ctx)
+        net.process(1)
+        assert r1.read_round is not None
+        ids.append(r1.read_round.id)
+        net.node(1).step(Message(MT.HEARTBEAT_RESP, to=1, frm=2, term=r1.term,
+                                 context=r1.read_round.id.to_bytes(8, "big")))
+    assert len(set(ids)) == 3 and ids == sorted(ids)
+
+
+# -- vote persistence ----------------------------------------------------------------------------
+def test_a_restarted_node_remembers_its_vote() -> None:
+    """Vote persistence: a node restarted from its hard state still holds the vote it cast in
+    that term, so it grants the same candidate again and refuses every other."""
+    net = Net(3, check_quorum=False)
+    net.elect(1)
+    r2 = net.node(2).raft
+    term = r2.term + 1
+    last, last_term = r2.log.last_index(), r2.log.last_term()
+    net.node(2).step(Message(MT.VOTE, to=2, frm=3, term=term, index=last, log_term=last_term))
+    net.process(2)  # the vote is persisted
+    net.add(2, net.peers[2].storage)  # restart from storage
+    assert (net.node(2).raft.term, net.node(2).raft.vote) == (term, 3)
+    for frm, rejected in ((1, True), (3, False)):
+        net.node(2).step(Message(MT.VOTE, to=2, frm=frm, term=term, index=last,
+                                 log_term=last_term))
+        replies = [m for m in net.process(2) if m.type == MT.VOTE_RESP]
+        assert [(m.to, m.reject) for m in replies] == [(frm, rejected)]
+
+
+# -- candidates ------------------------------------------------------------------------------------
+def candidate_of_three() -> Net:
+    net = Net(3, check_quorum=False, pre_vote=False)
+    net.elect(1)
+    net.node(2).campaign()  # a candidate in the next term; its vote requests are not delivered
+    net.process(2)
+    assert net.role(2) == StateRole.CANDIDATE
+    return net
+
+
+def test_a_candidate_rejected_by_a_majority_steps_down_in_its_term() -> None:
+    """Election safety: a lost election ends as a follower in the same term, with the vote
+    for itself kept (so it cannot vote again in that term)."""
+    net = candidate_of_three()
+    r2 = net.node(2).raft
+    term = r2.term
+    for frm in (1, 3):
+        net.node(2).step(Message(MT.VOTE_RESP, to=2, frm=frm, term=term, reject=True))
+    assert (r2.role, r2.term, r2.vote, r2.lead) == (StateRole.FOLLOWER, term, 2, 0)
+
+
+def test_a_candidate_learns_the_commit_only_from_a_voter_whose_log_matches() -> None:
+    """Commit rule, via rejected votes: a voter's commit point may be adopted only if the
+    candidate holds the same entry there (log matching implies the same committed prefix)."""
+    net = candidate_of_three()
+    net.node(1).propose(b"x")
+    net.deliver([m for m in net.process(1) if m.to == 3])
+    net.process(3)  # 3 holds entry x; commit unknown to 2
+    r2 = net.node(2).raft
+    term, committed = r2.term, r2.log.committed
+    # Entry x is not in 2's log: a claimed commit there must not move 2's commit.
+    net.node(2).step(Message(MT.VOTE_RESP, to=2, frm=3, term=term, reject=True,
+                             commit=committed + 1, log_term=r2.term - 1))
+    assert r2.log.committed == committed
+    # A commit point whose entry 2 holds, with the same term, is adopted.
+    r2.log.committed = committed - 1
+    net.node(2).step(Message(MT.VOTE_RESP, to=2, frm=1, term=term, reject=True,
+                             commit=committed, log_term=r2.log.term(committed)))
+    assert r2.log.committed == committed
+
+
+# -- snapshots at the core -----------------------------------------------------------------------
+def test_a_snapshot_the_log_already_covers_changes_nothing() -> None:
+    """Log matching with snapshots: a snapshot at or below the commit index, or one whose last
+    entry the log already holds, is not installed (installing it would drop entries the
+    leader counts as replicated here); the commit index moves up to it."""
+    net = Net(3)
+    net.elect(1)
+    for i in range(3):
+        net.node(1).propose(b"e%d" % i)
+    net.stabilize()
+    r2 = net.node(2).raft
+    committed, last = r2.log.committed, r2.log.last_index()
+    conf = r2.conf
+    old = Snapshot(SnapshotMeta(committed - 1, r2.log.term(committed - 1), conf))
+    assert not r2.restore(old)
+    r2.log.committed = committed - 2  # as if the commit of the last entries were not known
+    held = Snapshot(SnapshotMeta(committed - 1, r2.log.term(committed - 1), conf))
+    assert not r2.restore(held)
+    assert (r2.log.committed, r2.log.last_index()) == (committed - 1, last)
