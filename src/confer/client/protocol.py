@@ -305,14 +305,16 @@ def instance(kv: KeyValue, prefix: str) -> Instance | None:
     instance_id = kv.path[len(prefix) + 1:]
     if not instance_id or "/" in instance_id:
         return None
-    address, metadata = kv.value.decode("utf-8", "replace"), {}
+    address = kv.value.decode("utf-8", "replace")
+    metadata: dict[str, Any] = {}
     try:
         doc = json.loads(kv.value)
     except ValueError:
         doc = None
     if isinstance(doc, dict) and isinstance(doc.get("address"), str):
         address = doc["address"]
-        metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+        meta = doc.get("metadata")
+        metadata = meta if isinstance(meta, dict) else {}
     return Instance(instance_id, address, metadata, kv.mod_revision)
 
 
