@@ -125,7 +125,7 @@ class LeaderLink:
 
     async def call(self, op: str, args: list[Any], deadline: float) -> Any:
         """Run ``op`` on the leader's request layer (:data:`LeaderCall`)."""
-        call = self.channel().unary_unary(CALL)
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self.channel().unary_unary(CALL)
         try:
             data = await call(pack([op, args]),
                               timeout=max(0.0, deadline - time.monotonic()))
