@@ -113,9 +113,9 @@ def _renew(core: Core, keeper: LeaseKeeper, handle: StreamHandle, endpoint: str
         sent = core.clock()
         if renewal.expired(sent):
             return keeper.expired(keeper.last_failure or "none")
-        failure = yield Send(handle, keeper.request())
+        failure: Failure | None = yield Send(handle, keeper.request())
         if failure is not None:
-            return failure  # type: ignore[no-any-return]
+            return failure
         message = yield from receive(keeper, handle, endpoint, renewal.answer_timeout(
             sent, core.options.min_attempt_timeout))
         if message is None or type(message) is Failure:
