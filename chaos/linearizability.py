@@ -534,9 +534,9 @@ def _lift(entry: _Entry) -> None:
     if match is None:
         entry.used = True
         return
-    entry.prev.next = entry.next  # type: ignore[union-attr]
-    entry.next.prev = entry.prev  # type: ignore[union-attr]
-    match.prev.next = match.next  # type: ignore[union-attr]
+    entry.prev.next = entry.next  # type: ignore[union-attr]  # linked: has neighbours
+    entry.next.prev = entry.prev  # type: ignore[union-attr]  # linked: has neighbours
+    match.prev.next = match.next  # type: ignore[union-attr]  # linked: has neighbours
     if match.next is not None:
         match.next.prev = match.prev
 
@@ -547,11 +547,11 @@ def _unlift(entry: _Entry) -> None:
     if match is None:
         entry.used = False
         return
-    match.prev.next = match  # type: ignore[union-attr]
+    match.prev.next = match  # type: ignore[union-attr]  # linked: has neighbours
     if match.next is not None:
         match.next.prev = match
-    entry.prev.next = entry  # type: ignore[union-attr]
-    entry.next.prev = entry  # type: ignore[union-attr]
+    entry.prev.next = entry  # type: ignore[union-attr]  # linked: has neighbours
+    entry.next.prev = entry  # type: ignore[union-attr]  # linked: has neighbours
 
 
 def _op_text(op: Operation, base: int, fmt: Callable[[int], str]) -> str:
