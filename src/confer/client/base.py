@@ -189,8 +189,7 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         """
         page = calls.list_page(path, recursive, page_size, revision, keys_only, serializable,
                                timeout)
-        # The IO layer (sync or asyncio) returns Any: the subclass declares the result.
-        return self._io.iterate(plans.scan(self._core, page))  # type: ignore[no-any-return]
+        return self._io.iterate(plans.scan(self._core, page))
 
     def watch(self, path: str, recursive: bool = False, start_revision: int = 0,
               prev_kv: bool = False, progress_interval: float = 0, *,
@@ -229,7 +228,7 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         idle = 2 * interval + 1.0 if interval > 0 else None
         feed = KeyFeed(path, recursive, start_revision, prev_kv, max(interval, 0))
         self._feeds.add(feed)
-        return self._watch(feed, idle, callback, on_error)  # type: ignore[no-any-return]  # as in scan
+        return self._watch(feed, idle, callback, on_error)
 
     def watch_cluster(self, *, callback: Callable[[ClusterEvent], Any] | None = None,
                       on_error: Callable[[BaseException], Any] | None = None) -> ClusterWatchT:
@@ -241,7 +240,7 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         """
         feed = plans.ClusterFeed()
         self._feeds.add(feed)
-        return self._watch(feed, None, callback, on_error)  # type: ignore[no-any-return]  # as in scan
+        return self._watch(feed, None, callback, on_error)
 
     # -- coordination -----------------------------------------------------------------------------
     def lease(self, ttl: int = 10, *, id: int = 0) -> coord.Lease[Self]:
@@ -334,7 +333,7 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         idle = 2 * keepalive + 1.0 if keepalive > 0 else None
         feed = ServiceFeed(service, current, max(keepalive, 0))
         self._feeds.add(feed)
-        return self._watch(feed, idle, callback, on_error)  # type: ignore[no-any-return]  # as in scan
+        return self._watch(feed, idle, callback, on_error)
 
     def _new_lease(self, ttl: int) -> coord.Lease[Self]:
         """A Lease handle, not started yet."""

@@ -214,7 +214,7 @@ class ServiceFeed(KeyFeed):
                core: Core) -> list[ServiceEvent]:
         out: list[ServiceEvent] = []
         for item in super().accept(message, endpoint, core):
-            if item is STARTED:  # type: ignore[comparison-overlap]  # KeyFeed emits it too
+            if item is STARTED:
                 out += [STARTED, *self._pending]  # type: ignore[list-item]  # the sentinel
                 self._pending = []
             elif (event := self.apply(item)) is not None:
