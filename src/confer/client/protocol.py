@@ -107,8 +107,9 @@ RPCS: tuple[Rpc, ...] = (RANGE, CHILDREN, PUT, DELETE, TXN, COMPACT, WATCH, STAT
 
 
 # -- requests ---------------------------------------------------------------------------------
-def as_bytes(value: bytes | bytearray | memoryview | str, what: str = "value") -> bytes:
-    """A value as bytes: ``str`` is encoded as UTF-8."""
+def as_bytes(value: object, what: str = "value") -> bytes:
+    """A value as bytes: ``str`` is encoded as UTF-8; anything but bytes-like or ``str`` is
+    refused (user input: the type is checked here, at run time)."""
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):

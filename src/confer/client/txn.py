@@ -72,7 +72,10 @@ class Field:
 
     def _operand(self, other: object) -> int | bytes:
         if self.target == kv_pb2.Compare.VALUE:
-            return protocol.as_bytes(other)  # type: ignore[arg-type]  # it rejects non-bytes
+            return protocol.as_bytes(other)
+        return self._number(other)
+
+    def _number(self, other: object) -> int:
         if isinstance(other, bool) or not isinstance(other, int):
             raise InvalidArgument(f"compare {self.path}: expected an integer, got {other!r}")
         return other
@@ -95,12 +98,12 @@ class Field:
     def __ge__(self, other: int) -> Condition:
         if self.target == kv_pb2.Compare.VALUE:
             raise InvalidArgument(f"compare {self.path}: values compare with ==, !=, > or <")
-        return self._cond(_GREATER, self._operand(other) - 1)  # type: ignore[operator]  # not VALUE: an int
+        return self._cond(_GREATER, self._number(other) - 1)
 
     def __le__(self, other: int) -> Condition:
         if self.target == kv_pb2.Compare.VALUE:
             raise InvalidArgument(f"compare {self.path}: values compare with ==, !=, > or <")
-        return self._cond(_LESS, self._operand(other) + 1)  # type: ignore[operator]  # not VALUE: an int
+        return self._cond(_LESS, self._number(other) + 1)
 
 
 class Compare:
