@@ -252,7 +252,7 @@ def events_since(st: StoreState, start_revision: int, key: bytes = b"", range_en
     n = len(entries)
     while i < n:
         entry = entries[i]
-        keys: Sequence[bytes] = (entry,) if isinstance(entry, bytes) else entry
+        keys: Sequence[bytes] = (entry,) if type(entry) is bytes else entry  # type: ignore[assignment]  # see _log
         if match is not None:
             keys = [k for k in keys if match(k)]
         if keys:
@@ -273,7 +273,7 @@ def events_at(st: StoreState, revision: int) -> list[Event]:
     if revision > st._rev:
         raise FutureRevisionError(revision, st._rev)
     entry = st._log[revision - st._compact - 1]
-    keys = (entry,) if isinstance(entry, bytes) else entry
+    keys: Sequence[bytes] = (entry,) if type(entry) is bytes else entry  # type: ignore[assignment]  # see _log
     return [_event_of(st, k, revision) for k in keys]
 
 

@@ -71,6 +71,9 @@ class StoreState:
         self._history: dict[bytes, list[KeyValue]] = {}
         self._dead: SortedList[bytes] = SortedList()
         self._dirty: set[bytes] = set()
+        # Per revision, the key it changed or the keys (a txn, a range delete). Readers tell
+        # them apart with `type(x) is bytes`, which mypy does not narrow on the other side; an
+        # isinstance would (and cost more, once per event read).
         self._log: list[bytes | tuple[bytes, ...]] = [()]
         self._rev = 1  # etcd: an empty store is at revision 1; the first write makes it 2
         self._compact = 0
