@@ -51,6 +51,13 @@ class RpcError(Exception):
         self.code = code
 
 
+class Adapter:
+    """Base of a servicer (of either API) over the request layer."""
+
+    def __init__(self, layer: RequestLayer) -> None:
+        self.layer = layer
+
+
 def request_context(api: str, method: str, context: grpc.aio.ServicerContext
                     ) -> RequestContext:
     return RequestContext.with_timeout(api, method, context.time_remaining(),
