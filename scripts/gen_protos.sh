@@ -1,9 +1,11 @@
 #!/bin/sh
-# Regenerate the Python gRPC modules in src/confer/v1 from proto/confer/v1/*.proto, and the
-# etcd v3 API modules in src/confer/etcdpb from proto/etcd/*/*.proto (our own description of
-# etcd's wire format; its gRPC packages are etcdserverpb, mvccpb, authpb, v3lockpb and
-# v3electionpb). proto/etcd is mapped to the import path confer/etcdpb, so the generated
-# modules are confer.etcdpb.<package>.<file>_pb2 and clash with nothing.
+# Regenerate the Python gRPC modules under src/ from every .proto under proto/. One naming
+# scheme: a module's path is its .proto's path under proto/ (and the path other protos import
+# it by), so proto/X/Y/z.proto is the module X.Y.z_pb2:
+#   proto/confer/v1/*.proto                   the native API          -> confer.v1.*_pb2
+#   proto/confer/etcdpb/<package>/*.proto     our description of etcd's v3 wire format (its
+#                                             gRPC packages etcdserverpb, mvccpb, authpb,
+#                                             v3lockpb, v3electionpb) -> confer.etcdpb.<package>.*_pb2
 # The generated files are committed, so users need no protoc.
 #
 #   scripts/gen_protos.sh          regenerate in place (after editing proto/)
@@ -19,9 +21,7 @@ PY=${PYTHON:-.venv/bin/python}
 # Writes the confer/v1 and confer/etcdpb packages under $1 (src, or a temporary directory).
 generate() {
     "$PY" -m grpc_tools.protoc -Iproto --python_out="$1" --pyi_out="$1" \
-        --grpc_python_out="$1" proto/confer/v1/*.proto
-    "$PY" -m grpc_tools.protoc -Iconfer/etcdpb=proto/etcd --python_out="$1" --pyi_out="$1" \
-        --grpc_python_out="$1" proto/etcd/*/*.proto
+        --grpc_python_out="$1" $(find proto -name '*.proto' | sort)
     for d in "$1/confer/v1" "$1/confer/etcdpb" "$1"/confer/etcdpb/*/; do
         touch "${d%/}/__init__.py"
     done

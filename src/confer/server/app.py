@@ -149,7 +149,9 @@ class ConferServer:
         self._background.append(asyncio.create_task(node.start()))
 
     async def _start_grpc(self) -> None:
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        # No SO_REUSEPORT (grpcio sets it on Linux): a second process on the same port must
+        # fail to start, not silently take half of this one's connections.
+        server = grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0)])
         services = GenericHandlersOnly(server)
         # The busiest first: a call's method is looked up in one service after another.
         # etcd's v3 API is on the same port (docs/etcd-compatibility.md).
@@ -164,13 +166,11 @@ class ConferServer:
             # GenericHandlersOnly stands in for the server (see registry.py).
             health_pb2_grpc.add_HealthServicer_to_server(self.health,
                                                          cast(grpc.aio.Server, services))
-        self.client_port = server.add_insecure_port(self.cfg.listen_client)
+        self.client_port = _listen(server, self.cfg.listen_client, "client")
         if self.cfg.listen_peer != self.cfg.listen_client:
-            self.peer_port = server.add_insecure_port(self.cfg.listen_peer)
+            self.peer_port = _listen(server, self.cfg.listen_peer, "peer")
         else:
             self.peer_port = self.client_port
-        if not self.client_port or (not self.peer_port):
-            raise SystemExit(f"cannot listen on {self.cfg.listen_client} / {self.cfg.listen_peer}")
         await server.start()
         self.grpc_server = server
         if self.health is not None:
@@ -357,6 +357,18 @@ class ConferServer:
 
 
 JOIN_RETRY_SECONDS = 60.0
+
+
+def _listen(server: grpc.aio.Server, addr: str, what: str) -> int:
+    """Bind ``addr``; the port bound (``:0`` picks one). Exits with one line if it cannot."""
+    try:
+        port = server.add_insecure_port(addr)
+    except RuntimeError:  # grpcio's "Failed to bind": in use, or not an address of this host
+        port = 0
+    if not port:
+        raise SystemExit(f"cannot listen for {what}s on {addr}: the address is in use or "
+                         "not available on this host")
+    return port
 
 
 def _join_may_succeed_later(e: grpc.aio.AioRpcError) -> bool:

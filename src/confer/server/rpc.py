@@ -55,6 +55,13 @@ GrpcContext = grpc.aio.ServicerContext[Any, Any]
 """A gRPC call's context, as the handlers of every API receive it."""
 
 
+class Adapter:
+    """Base of a servicer (of either API) over the request layer."""
+
+    def __init__(self, layer: RequestLayer) -> None:
+        self.layer = layer
+
+
 def request_context(api: str, method: str, context: GrpcContext
                     ) -> RequestContext:
     return RequestContext.with_timeout(api, method, context.time_remaining(),

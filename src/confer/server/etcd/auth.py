@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from confer.server.api import RequestLayer
 from confer.server.etcd.common import ERR_AUTH_NOT_ENABLED, Code, etcd_error, etcd_rpc, header
+from confer.server.rpc import Adapter
 
 ERR_ROOT_USER_NOT_EXIST = (Code.FAILED_PRECONDITION, "etcdserver: root user does not exist")
 ERR_USER_NOT_FOUND = (Code.FAILED_PRECONDITION, "etcdserver: user name not found")
@@ -16,11 +16,8 @@ ERR_NOT_SUPPORTED = (Code.UNIMPLEMENTED, "etcdserver: users and roles are not su
                      "Confer yet")
 
 
-class EtcdAuth(rpc_pb2_grpc.AuthServicer):
+class EtcdAuth(Adapter, rpc_pb2_grpc.AuthServicer):
     """``etcdserverpb.Auth`` with authentication disabled."""
-
-    def __init__(self, layer: RequestLayer) -> None:
-        self.layer = layer
 
     def _header(self) -> rpc_pb2.ResponseHeader:
         return header(self.layer)

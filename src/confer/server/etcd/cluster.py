@@ -25,6 +25,7 @@ from confer.server.etcd.common import (
     header,
 )
 from confer.server.members import Member
+from confer.server.rpc import Adapter
 
 ETCD_VERSION = "3.5.0"
 """The etcd API version Confer reports (Status, Snapshot): what etcd's clients check."""
@@ -55,11 +56,11 @@ def member_to_etcd(m: Member) -> rpc_pb2.Member:
                           clientURLs=url_of(m.client_addr), isLearner=m.is_learner)
 
 
-class EtcdCluster(rpc_pb2_grpc.ClusterServicer):
+class EtcdCluster(Adapter, rpc_pb2_grpc.ClusterServicer):
     """``etcdserverpb.Cluster``: the request layer's membership changes, etcd's messages."""
 
     def __init__(self, layer: RequestLayer) -> None:
-        self.layer = layer
+        super().__init__(layer)
         self.cluster = layer.cluster
 
     def _members(self, members: list[Member]) -> list[rpc_pb2.Member]:
@@ -113,11 +114,8 @@ def snapshot_blob(state: bytes) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-class EtcdMaintenance(rpc_pb2_grpc.MaintenanceServicer):
+class EtcdMaintenance(Adapter, rpc_pb2_grpc.MaintenanceServicer):
     """``etcdserverpb.Maintenance``."""
-
-    def __init__(self, layer: RequestLayer) -> None:
-        self.layer = layer
 
     @etcd_rpc
     async def Status(self, req: rpc_pb2.StatusRequest, ctx: RequestContext

@@ -11,13 +11,11 @@ from confer.etcdpb.v3lockpb import v3lock_pb2, v3lock_pb2_grpc
 from confer.kv import DeleteRange, InvalidArgument
 from confer.server.api import RequestContext, RequestLayer
 from confer.server.etcd.common import etcd_rpc, etcd_stream, header, kv_to_etcd, require_key
+from confer.server.rpc import Adapter
 
 
-class EtcdLock(v3lock_pb2_grpc.LockServicer):
+class EtcdLock(Adapter, v3lock_pb2_grpc.LockServicer):
     """``v3lockpb.Lock``: the lock is held while the caller's lease lives."""
-
-    def __init__(self, layer: RequestLayer) -> None:
-        self.layer = layer
 
     @etcd_rpc
     async def Lock(self, req: v3lock_pb2.LockRequest, ctx: RequestContext
@@ -32,11 +30,11 @@ class EtcdLock(v3lock_pb2_grpc.LockServicer):
         return v3lock_pb2.UnlockResponse(header=header(self.layer, result.revision))
 
 
-class EtcdElection(v3election_pb2_grpc.ElectionServicer):
+class EtcdElection(Adapter, v3election_pb2_grpc.ElectionServicer):
     """``v3electionpb.Election``: the candidate with the oldest key under the name leads."""
 
     def __init__(self, layer: RequestLayer) -> None:
-        self.layer = layer
+        super().__init__(layer)
         self.elections = layer.coordination
 
     @staticmethod

@@ -29,7 +29,7 @@ from confer.server.etcd.common import (
     kv_to_etcd,
     require_key,
 )
-from confer.server.rpc import COMPARE_VALUE_FIELDS
+from confer.server.rpc import COMPARE_VALUE_FIELDS, Adapter
 from confer.server.watch import Watcher
 
 
@@ -115,11 +115,11 @@ def txn_response(layer: RequestLayer, r: store.TxnResult) -> rpc_pb2.TxnResponse
 
 
 # -- KV ---------------------------------------------------------------------------------------
-class EtcdKV(rpc_pb2_grpc.KVServicer):
+class EtcdKV(Adapter, rpc_pb2_grpc.KVServicer):
     """``etcdserverpb.KV``."""
 
     def __init__(self, layer: RequestLayer) -> None:
-        self.layer = layer
+        super().__init__(layer)
         self.commands = Commands(layer.max_value_bytes)
 
     @etcd_rpc
@@ -245,11 +245,8 @@ class WatchStream:
         self.watches.clear()
 
 
-class EtcdWatch(rpc_pb2_grpc.WatchServicer):
+class EtcdWatch(Adapter, rpc_pb2_grpc.WatchServicer):
     """``etcdserverpb.Watch``: served by any member from its applied state."""
-
-    def __init__(self, layer: RequestLayer) -> None:
-        self.layer = layer
 
     @etcd_stream
     async def Watch(self, requests: AsyncIterator[rpc_pb2.WatchRequest], ctx: RequestContext

@@ -16,13 +16,14 @@ from confer.server.etcd.common import (
     header,
     header_pb,
 )
+from confer.server.rpc import Adapter
 
 
-class EtcdLease(rpc_pb2_grpc.LeaseServicer):
+class EtcdLease(Adapter, rpc_pb2_grpc.LeaseServicer):
     """``etcdserverpb.Lease``."""
 
     def __init__(self, layer: RequestLayer) -> None:
-        self.layer = layer
+        super().__init__(layer)
         self.leases = layer.leases
 
     @etcd_rpc

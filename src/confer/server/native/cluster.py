@@ -6,12 +6,13 @@ from confer.kv import InvalidArgument
 from confer.server.api import RequestContext, RequestLayer
 from confer.server.members import Member
 from confer.server.native.common import header_pb, member_to_pb, rpc
+from confer.server.rpc import Adapter
 from confer.v1 import kv_pb2, kv_pb2_grpc
 
 
-class ClusterService(kv_pb2_grpc.ClusterServicer):
+class ClusterService(Adapter, kv_pb2_grpc.ClusterServicer):
     def __init__(self, layer: RequestLayer) -> None:
-        self.layer = layer
+        super().__init__(layer)
         self.cluster = layer.cluster
 
     def _members(self, members: list[Member]) -> kv_pb2.MemberListResponse:

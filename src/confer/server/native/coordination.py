@@ -9,12 +9,13 @@ from confer.kv import InvalidArgument, TxnResult, validate_path
 from confer.server.api import RequestContext, RequestLayer
 from confer.server.api.coordination import candidate_key
 from confer.server.native.common import header_pb, kv_to_pb, path_key, rpc, stream_rpc, text
+from confer.server.rpc import Adapter
 from confer.v1 import coord_pb2, coord_pb2_grpc, kv_pb2
 
 
-class LeaseService(coord_pb2_grpc.LeaseServicer):
+class LeaseService(Adapter, coord_pb2_grpc.LeaseServicer):
     def __init__(self, layer: RequestLayer) -> None:
-        self.layer = layer
+        super().__init__(layer)
         self.leases = layer.leases
 
     def _header(self, revision: int = 0) -> kv_pb2.ResponseHeader:
@@ -70,10 +71,7 @@ class LeaseService(coord_pb2_grpc.LeaseServicer):
             session.close()
 
 
-class LockService(coord_pb2_grpc.LockServicer):
-    def __init__(self, layer: RequestLayer) -> None:
-        self.layer = layer
-
+class LockService(Adapter, coord_pb2_grpc.LockServicer):
     @rpc
     async def Lock(self, req: coord_pb2.LockRequest, ctx: RequestContext
                    ) -> coord_pb2.LockResponse:
@@ -93,9 +91,9 @@ class LockService(coord_pb2_grpc.LockServicer):
         return coord_pb2.UnlockResponse(header=header_pb(self.layer.header(result.revision)))
 
 
-class ElectionService(coord_pb2_grpc.ElectionServicer):
+class ElectionService(Adapter, coord_pb2_grpc.ElectionServicer):
     def __init__(self, layer: RequestLayer) -> None:
-        self.layer = layer
+        super().__init__(layer)
         self.elections = layer.coordination
 
     def _header(self, revision: int = 0) -> kv_pb2.ResponseHeader:

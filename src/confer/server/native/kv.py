@@ -16,7 +16,7 @@ from confer.server.api import RequestContext, RequestLayer
 from confer.server.api.kv import tree_delete, tree_deleted
 from confer.server.api.watches import with_progress
 from confer.server.native.common import event_to_pb, header_pb, kv_to_pb, path_key, rpc, stream_rpc
-from confer.server.rpc import COMPARE_VALUE_FIELDS
+from confer.server.rpc import COMPARE_VALUE_FIELDS, Adapter
 from confer.v1 import kv_pb2, kv_pb2_grpc
 
 _RESULTS = frozenset(int(r) for r in store.CompareResult)
@@ -143,9 +143,9 @@ class Responses:
         raise TypeError(f"unexpected txn response {type(r).__name__}")
 
 
-class KVService(kv_pb2_grpc.KVServicer):
+class KVService(Adapter, kv_pb2_grpc.KVServicer):
     def __init__(self, layer: RequestLayer) -> None:
-        self.layer = layer
+        super().__init__(layer)
         self.commands = Commands(layer.max_key_bytes, layer.max_value_bytes)
         self.responses = Responses(layer)
 

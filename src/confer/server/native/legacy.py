@@ -10,13 +10,14 @@ from confer.server.api import RequestContext, RequestLayer
 from confer.server.api.cluster import ClusterEvent
 from confer.server.members import Member
 from confer.server.native.common import Code, RpcError, path_key, rpc, stream_rpc, text
+from confer.server.rpc import Adapter
 from confer.server.watch import Watcher
 from confer.v1 import confer_pb2, confer_pb2_grpc
 
 
-class LegacyService(confer_pb2_grpc.ConferServiceServicer):
+class LegacyService(Adapter, confer_pb2_grpc.ConferServiceServicer):
     def __init__(self, layer: RequestLayer) -> None:
-        self.layer = layer
+        super().__init__(layer)
         self.max_key_bytes = layer.max_key_bytes
         # UnwatchConfig ends one watch: the caller's latest on that path. The caller is known
         # only by its connection (the original API has no watch id): (peer, path) -> watchers.
