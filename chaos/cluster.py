@@ -161,7 +161,7 @@ class ChaosCluster:
             with contextlib.suppress(Exception):
                 resp = self._cluster_call("MemberList", rpc_pb2.MemberListRequest(), 2.0)
                 if any(node_id == m.ID and not m.isLearner
-                       for m in resp.members):  # type: ignore[attr-defined]
+                       for m in resp.members):  # type: ignore[attr-defined]  # a MemberListResponse
                     return node_id
             time.sleep(0.2)
         raise TimeoutError(f"node {node_id} did not become a voter in {timeout}s")

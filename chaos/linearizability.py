@@ -38,7 +38,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from chaos.history import FAIL, OK, Operation
 from chaos.models import Model, Prepared
@@ -372,6 +372,7 @@ def _search(
     optional_ops = sorted((op for op in ops if op.ret is None), key=lambda op: (op.call, op.index))
     events: list[tuple[int, int, int, _Entry]] = []
     optional: list[_Entry] = []
+    op: Operation | None
     for i, op in enumerate(finite + optional_ops):
         # fail ops that reach the search are observations: they never change the state
         pure = op.status == FAIL or not model.may_change(op)
@@ -386,6 +387,7 @@ def _search(
             events.append((op.ret, 1, i, call.match))
     events.sort(key=lambda e: e[:3])
     head = tail = _Entry()
+    entry: _Entry | None  # also the walk's cursor below, None past the end
     for pos, (_, _, i, entry) in enumerate(events):
         entry.pos = pos
         if i < len(finite):
@@ -479,7 +481,7 @@ def _search(
             if not steps & 1023 and deadline is not None and time.monotonic() > deadline:
                 return _Found(UNKNOWN, steps, optional_ops, "time budget exhausted",
                               configs=configs)
-            legal, after = step(state, candidate.op)
+            legal, after = step(state, cast(Operation, candidate.op))  # a call: has its op
             if legal:
                 if candidate.match is None:
                     key = (done, ahead, used | candidate.bit, after)
@@ -532,9 +534,9 @@ def _lift(entry: _Entry) -> None:
     if match is None:
         entry.used = True
         return
-    entry.prev.next = entry.next  # type: ignore[union-attr]
-    entry.next.prev = entry.prev  # type: ignore[union-attr]
-    match.prev.next = match.next  # type: ignore[union-attr]
+    entry.prev.next = entry.next  # type: ignore[union-attr]  # linked: has neighbours
+    entry.next.prev = entry.prev  # type: ignore[union-attr]  # linked: has neighbours
+    match.prev.next = match.next  # type: ignore[union-attr]  # linked: has neighbours
     if match.next is not None:
         match.next.prev = match.prev
 
@@ -545,11 +547,11 @@ def _unlift(entry: _Entry) -> None:
     if match is None:
         entry.used = False
         return
-    match.prev.next = match  # type: ignore[union-attr]
+    match.prev.next = match  # type: ignore[union-attr]  # linked: has neighbours
     if match.next is not None:
         match.next.prev = match
-    entry.prev.next = entry  # type: ignore[union-attr]
-    entry.next.prev = entry  # type: ignore[union-attr]
+    entry.prev.next = entry  # type: ignore[union-attr]  # linked: has neighbours
+    entry.next.prev = entry  # type: ignore[union-attr]  # linked: has neighbours
 
 
 def _op_text(op: Operation, base: int, fmt: Callable[[int], str]) -> str:

@@ -97,7 +97,7 @@ def _split_addr(addr: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _reset(transport: asyncio.BaseTransport) -> None:
+def _reset(transport: asyncio.Transport) -> None:
     """Abort ``transport`` with a RST rather than a FIN, so the peer fails fast."""
     sock = transport.get_extra_info("socket")
     if sock is not None:

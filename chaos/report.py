@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib import colormaps
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -189,7 +190,7 @@ def _plot(path: Path, completions: list[tuple[str, str, int, int]],
 
 
 def _shade_faults(axes: tuple[Axes, ...], intervals: list[dict[str, Any]], span: float
-                  ) -> list[Patch]:
+                  ) -> list[Artist]:
     """Shade each fault on every panel; one legend entry per nemesis type."""
     names = sorted({i["name"] for i in intervals})
     palette = colormaps["Accent"]  # unlike tab10, no clash with the status colours

@@ -134,7 +134,7 @@ async def _load(cfg: RunConfig, cluster: ChaosCluster, run_dir: Path, t0: int,
     keys = [f"{DATA_PREFIX}reg/{i}" for i in range(cfg.keys)]
     groups = {f"g{g}": [f"{DATA_PREFIX}txn/g{g}/{k}" for k in "abc"]
               for g in range(cfg.groups or max(2, int(cfg.duration // 150)))}
-    common = {"endpoints": cluster.endpoints, "timeout": cfg.timeout}
+    common: dict[str, Any] = {"endpoints": cluster.endpoints, "timeout": cfg.timeout}
     clients: list[Client] = []
     index = 0
     for _ in range(cfg.register_clients):

@@ -18,6 +18,7 @@ import contextlib
 import random
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import grpc
@@ -228,6 +229,7 @@ class RegisterClient(Client):
                 lambda resp: (OK, None, resp.header.revision))
             return
         expected, mod = self.seen[key]
+        arg: list[object]
         if r < 0.85:
             if expected is None:
                 cmp = rpc_pb2.Compare(key=k, target=rpc_pb2.Compare.CREATE,
@@ -370,7 +372,7 @@ class LockClient(Client):
                 key=self.resource.encode(), value=f"{token}:{value}".encode()))
             req = rpc_pb2.TxnRequest(compare=[guard], success=[put])
             done = await self.write_op("fenced-write", self.resource, [token, value],
-                                       lambda req=req: self.kv.Txn(req, timeout=self.timeout),
+                                       partial(self.kv.Txn, req, timeout=self.timeout),
                                        _swapped)
             if done is None or not done.succeeded:
                 await self._drop_lease()

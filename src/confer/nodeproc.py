@@ -107,7 +107,8 @@ class NodeProcess:
     def status(self, timeout: float = 1.0) -> kv_pb2.StatusResponse | None:
         with grpc.insecure_channel(self.client_addr) as ch:
             try:
-                return kv_pb2_grpc.ClusterStub(ch).Status(kv_pb2.StatusRequest(),
-                                                          timeout=timeout)
+                resp: kv_pb2.StatusResponse = kv_pb2_grpc.ClusterStub(ch).Status(
+                    kv_pb2.StatusRequest(), timeout=timeout)
+                return resp
             except grpc.RpcError:
                 return None

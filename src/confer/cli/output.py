@@ -9,7 +9,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -49,7 +49,7 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             sys.exit(130)
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> None:

@@ -14,7 +14,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -60,7 +60,8 @@ class _IO(IOBase):
                 action = plans.interrupt(plan, e)
             else:
                 action = plans.advance(plan, result)
-        return action.value  # type: ignore[no-any-return]
+        value: T = action.value  # the plan's result: Done carries Any
+        return value
 
     async def iterate(self, plan: Plan[None]) -> AsyncIterator[Any]:
         """Drive a plan, yielding what it emits."""
@@ -111,7 +112,7 @@ class _IO(IOBase):
         return StreamBase(fn() if a.rpc.bidi else fn(a.request), a.idle_timeout)
 
     async def _send(self, a: plans.Send) -> Any:
-        stream: StreamBase = a.stream  # type: ignore[assignment]
+        stream = cast(StreamBase, a.stream)  # this IO's streams
         try:
             await stream.call.write(a.message)
         except asyncio.InvalidStateError:
@@ -123,7 +124,7 @@ class _IO(IOBase):
         return None
 
     async def _recv(self, a: Recv) -> Any:
-        stream: StreamBase = a.stream  # type: ignore[assignment]
+        stream = cast(StreamBase, a.stream)  # this IO's streams
         timeout = stream.idle if a.timeout is None else a.timeout
         try:
             if timeout is None:
@@ -284,7 +285,7 @@ class Watch(WatchBase[I]):
         if self._task is not None:
             await self.wait()
         with contextlib.suppress(RuntimeError):  # being iterated by another task: it ends
-            await self._items.aclose()  # type: ignore[attr-defined]
+            await self._items.aclose()  # type: ignore[attr-defined]  # an async generator
 
     async def __aenter__(self) -> Watch[I]:
         return await self

@@ -68,9 +68,9 @@ class ClientMethod(Generic[P, T]):
 
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         cls = type(obj) if obj is not None else owner
-        fn = self._functions.get(cls)  # type: ignore[arg-type]
+        fn = self._functions.get(cls)  # type: ignore[arg-type]  # owner is set when obj is None
         if fn is None:
-            fn = self._functions[cls] = self._function(cls)  # type: ignore[index]
+            fn = self._functions[cls] = self._function(cls)  # type: ignore[index]  # as above
         return fn if obj is None else MethodType(fn, obj)
 
     def _function(self, owner: Any) -> Callable[..., Any]:
@@ -83,7 +83,7 @@ class ClientMethod(Generic[P, T]):
         result = str(sig.return_annotation)
         if result.startswith("Call[") and result.endswith("]"):
             result = result[5:-1]
-        method.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        method.__signature__ = sig.replace(  # type: ignore[attr-defined]  # read by inspect
             parameters=[inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY),
                         *sig.parameters.values()],
             return_annotation=getattr(owner, "_returns", "{}").format(result))
@@ -126,6 +126,7 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
                  watch_keepalive: float = 5.0, prefer_leader: bool = True,
                  shuffle: bool = False, seed: int | None = None,
                  grpc_options: Sequence[tuple[str, int | str]] = ()) -> None:
+        # Options.__post_init__ splits a comma-separated str into the tuple it declares.
         options = Options(endpoints if isinstance(endpoints, str)  # type: ignore[arg-type]
                           else tuple(endpoints), timeout, connect_timeout, min_attempt_timeout,
                           backoff_base, backoff_max, watch_keepalive, prefer_leader, shuffle,
@@ -188,7 +189,7 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         """
         page = calls.list_page(path, recursive, page_size, revision, keys_only, serializable,
                                timeout)
-        return self._io.iterate(plans.scan(self._core, page))  # type: ignore[no-any-return]
+        return self._io.iterate(plans.scan(self._core, page))
 
     def watch(self, path: str, recursive: bool = False, start_revision: int = 0,
               prev_kv: bool = False, progress_interval: float = 0, *,
@@ -227,7 +228,7 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         idle = 2 * interval + 1.0 if interval > 0 else None
         feed = KeyFeed(path, recursive, start_revision, prev_kv, max(interval, 0))
         self._feeds.add(feed)
-        return self._watch(feed, idle, callback, on_error)  # type: ignore[no-any-return]
+        return self._watch(feed, idle, callback, on_error)
 
     def watch_cluster(self, *, callback: Callable[[ClusterEvent], Any] | None = None,
                       on_error: Callable[[BaseException], Any] | None = None) -> ClusterWatchT:
@@ -239,7 +240,7 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         """
         feed = plans.ClusterFeed()
         self._feeds.add(feed)
-        return self._watch(feed, None, callback, on_error)  # type: ignore[no-any-return]
+        return self._watch(feed, None, callback, on_error)
 
     # -- coordination -----------------------------------------------------------------------------
     def lease(self, ttl: int = 10, *, id: int = 0) -> coord.Lease[Self]:
@@ -332,7 +333,7 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         idle = 2 * keepalive + 1.0 if keepalive > 0 else None
         feed = ServiceFeed(service, current, max(keepalive, 0))
         self._feeds.add(feed)
-        return self._watch(feed, idle, callback, on_error)  # type: ignore[no-any-return]
+        return self._watch(feed, idle, callback, on_error)
 
     def _new_lease(self, ttl: int) -> coord.Lease[Self]:
         """A Lease handle, not started yet."""

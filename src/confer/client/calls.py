@@ -11,6 +11,7 @@ included (default: the client's ``timeout``).
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections.abc import Callable
 
@@ -344,7 +345,7 @@ def lease_list(*, timeout: float | None = None) -> Call[tuple[LeaseStatus, ...]]
                 lambda resp, _: protocol.leases_result(resp), timeout)
 
 
-def discover(service: str, *, timeout: float | None = None) -> Call[list[Instance]]:
+def discover(service: str, *, timeout: float | None = None) -> Call[builtins.list[Instance]]:
     """The live instances of a service: every instance registered (with ``register()``) at
     ``/services/<service>/<id>`` whose lease is alive, by id.
 

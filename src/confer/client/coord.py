@@ -153,7 +153,7 @@ class HandleMethod(Generic[P, R]):
         result = str(sig.return_annotation)  # "Plan[X]": the method gives X (or awaits it)
         if result.startswith("Plan[") and result.endswith("]"):
             sig = sig.replace(return_annotation=result[5:-1])
-        method.__signature__ = sig  # type: ignore[attr-defined]
+        method.__signature__ = sig  # type: ignore[attr-defined]  # read by inspect
         self._method = method
 
     def __set_name__(self, owner: type, name: str) -> None:

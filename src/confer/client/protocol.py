@@ -107,8 +107,9 @@ RPCS: tuple[Rpc, ...] = (RANGE, CHILDREN, PUT, DELETE, TXN, COMPACT, WATCH, STAT
 
 
 # -- requests ---------------------------------------------------------------------------------
-def as_bytes(value: bytes | bytearray | memoryview | str, what: str = "value") -> bytes:
-    """A value as bytes: ``str`` is encoded as UTF-8."""
+def as_bytes(value: object, what: str = "value") -> bytes:
+    """A value as bytes: ``str`` is encoded as UTF-8; anything but bytes-like or ``str`` is
+    refused (user input: the type is checked here, at run time)."""
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
@@ -305,14 +306,16 @@ def instance(kv: KeyValue, prefix: str) -> Instance | None:
     instance_id = kv.path[len(prefix) + 1:]
     if not instance_id or "/" in instance_id:
         return None
-    address, metadata = kv.value.decode("utf-8", "replace"), {}
+    address = kv.value.decode("utf-8", "replace")
+    metadata: dict[str, Any] = {}
     try:
         doc = json.loads(kv.value)
     except ValueError:
         doc = None
     if isinstance(doc, dict) and isinstance(doc.get("address"), str):
         address = doc["address"]
-        metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+        meta = doc.get("metadata")
+        metadata = meta if isinstance(meta, dict) else {}
     return Instance(instance_id, address, metadata, kv.mod_revision)
 
 

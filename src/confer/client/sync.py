@@ -15,7 +15,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -155,7 +155,8 @@ class _IO(IOBase):
                 action = plans.interrupt(plan, e)
             else:
                 action = plans.advance(plan, result)
-        return action.value  # type: ignore[no-any-return]
+        value: T = action.value  # the plan's result: Done carries Any
+        return value
 
     def iterate(self, plan: Plan[None], stop: threading.Event | None = None) -> Iterator[Any]:
         """Drive a plan, yielding what it emits. ``stop``: its sleeps end when it is set."""
@@ -172,7 +173,7 @@ class _IO(IOBase):
                     result = perform[type(action)](action)
 
     def _unary(self, a: Unary) -> Any:
-        conn: _Connection = self.connection(a.endpoint)  # type: ignore[assignment]
+        conn = cast(_Connection, self.connection(a.endpoint))  # this IO's connections
         if a.connect_timeout is not None and not conn.connected(a.connect_timeout):
             return not_connected(a)
         try:
@@ -196,10 +197,10 @@ class _IO(IOBase):
         return stream
 
     def _send(self, a: plans.Send) -> None:
-        a.stream.requests.queue.put(a.message)  # type: ignore[attr-defined]
+        cast(_BidiStream, a.stream).requests.queue.put(a.message)  # Send: only on bidi streams
 
     def _recv(self, a: Recv) -> Any:
-        stream: StreamBase = a.stream  # type: ignore[assignment]
+        stream = cast(StreamBase, a.stream)  # this IO's streams
         if a.timeout is not None:  # this answer is due within the timeout
             stream.idle = a.timeout
             stream.deadline = time.monotonic() + a.timeout
@@ -300,7 +301,7 @@ class Watch(WatchBase[I]):
         """Cancel the watch and release its stream."""
         self.cancel()
         with contextlib.suppress(ValueError):  # being iterated in another thread: it ends
-            self._items.close()  # type: ignore[attr-defined]
+            self._items.close()  # type: ignore[attr-defined]  # a generator, typed Iterator
 
     def __enter__(self) -> Watch[I]:
         return self

@@ -72,7 +72,10 @@ class Field:
 
     def _operand(self, other: object) -> int | bytes:
         if self.target == kv_pb2.Compare.VALUE:
-            return protocol.as_bytes(other)  # type: ignore[arg-type]
+            return protocol.as_bytes(other)
+        return self._number(other)
+
+    def _number(self, other: object) -> int:
         if isinstance(other, bool) or not isinstance(other, int):
             raise InvalidArgument(f"compare {self.path}: expected an integer, got {other!r}")
         return other
@@ -80,10 +83,10 @@ class Field:
     def _cond(self, result: kv_pb2.Compare.Result, other: object) -> Condition:
         return Condition(self.path, self.target, result, self._operand(other))
 
-    def __eq__(self, other: object) -> Condition:  # type: ignore[override]
+    def __eq__(self, other: object) -> Condition:  # type: ignore[override]  # builds a Condition
         return self._cond(_EQUAL, other)
 
-    def __ne__(self, other: object) -> Condition:  # type: ignore[override]
+    def __ne__(self, other: object) -> Condition:  # type: ignore[override]  # as __eq__
         return self._cond(_NOT_EQUAL, other)
 
     def __gt__(self, other: object) -> Condition:
@@ -95,12 +98,12 @@ class Field:
     def __ge__(self, other: int) -> Condition:
         if self.target == kv_pb2.Compare.VALUE:
             raise InvalidArgument(f"compare {self.path}: values compare with ==, !=, > or <")
-        return self._cond(_GREATER, self._operand(other) - 1)  # type: ignore[operator]
+        return self._cond(_GREATER, self._number(other) - 1)
 
     def __le__(self, other: int) -> Condition:
         if self.target == kv_pb2.Compare.VALUE:
             raise InvalidArgument(f"compare {self.path}: values compare with ==, !=, > or <")
-        return self._cond(_LESS, self._operand(other) + 1)  # type: ignore[operator]
+        return self._cond(_LESS, self._number(other) + 1)
 
 
 class Compare:

@@ -22,6 +22,7 @@ makes ``apply`` raise.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import msgpack
 
@@ -155,24 +156,23 @@ def encode_command(cmd: Command) -> bytes:
         return _KIND_PREFIX + msgpack.packb([_LEASE_GRANT, cmd.id, cmd.ttl])
     if type(cmd) is LeaseRevoke:
         return _KIND_PREFIX + msgpack.packb([_LEASE_REVOKE, cmd.id])
-    if type(cmd) in (DeleteRange, Txn):
+    if type(cmd) is DeleteRange or type(cmd) is Txn:
         return _KIND_PREFIX + msgpack.packb(_encode_op(cmd))
     raise TypeError(f"not a command: {cmd!r}")
 
 
 def _encode_op(op: Op) -> list[object]:
-    t = type(op)
-    if t is Put:
+    if type(op) is Put:
         flags = op.prev_kv | (op.ignore_value << 1) | (op.ignore_lease << 2)
         return [_PUT, op.key, op.value, op.lease, flags]
-    if t is DeleteRange:
+    if type(op) is DeleteRange:
         return [_DELETE, op.key, op.range_end, int(op.prev_kv)]
-    if t is RangeOp:
+    if type(op) is RangeOp:
         return [_RANGE, op.key, op.range_end, op.revision, op.limit,
                 op.keys_only | (op.count_only << 1), int(op.sort_order), int(op.sort_target),
                 op.min_mod_revision, op.max_mod_revision, op.min_create_revision,
                 op.max_create_revision]
-    if t is Txn:
+    if type(op) is Txn:
         return [_TXN,
                 [[c.key, c.range_end, int(c.target), int(c.result), c.value] for c in op.compare],
                 [_encode_op(o) for o in op.success], [_encode_op(o) for o in op.failure]]
@@ -236,7 +236,7 @@ def command_from_raw(raw: list[object]) -> Command:
         raise BadCommand(f"malformed command: {type(e).__name__}: {e}") from e
     if type(op) is RangeOp:
         raise BadCommand("a range is not a command (reads are not replicated)")
-    return op
+    return cast(Command, op)  # every Op but RangeOp is a Command
 
 
 def _decode_put(obj: list[object]) -> Put:
@@ -304,19 +304,18 @@ def validate_command(cmd: Command, max_txn_ops: int = MAX_TXN_OPS) -> None:
     """The checks etcd makes before proposing: raise :class:`InvalidArgument` (or a subclass)
     for a command that can never succeed. Checks that depend on the store's state (a key
     missing for ``ignore_value``, a compacted revision) happen at apply time."""
-    t = type(cmd)
-    if t is Put:
+    if type(cmd) is Put:
         check_put(cmd)
-    elif t is DeleteRange:
+    elif type(cmd) is DeleteRange:
         check_delete(cmd)
-    elif t is Txn:
+    elif type(cmd) is Txn:
         validate_txn(cmd, max_txn_ops)
-    elif t is Compact:
+    elif type(cmd) is Compact:
         if type(cmd.revision) is not int or cmd.revision <= 0:
             raise InvalidArgument(f"compact revision must be a positive integer: {cmd.revision!r}")
-    elif t is LeaseGrant:
+    elif type(cmd) is LeaseGrant:
         check_lease_grant(cmd)
-    elif t is LeaseRevoke:
+    elif type(cmd) is LeaseRevoke:
         check_lease_revoke(cmd)
     else:
         raise InvalidArgument(f"not a command: {type(cmd).__name__}")
@@ -421,17 +420,16 @@ def _check_txn_shape(txn: Txn, max_ops: int | None, depth: int) -> None:
         check_compare(c)
     budget = None if max_ops is None else max_ops - ops
     for op in (*txn.success, *txn.failure):
-        t = type(op)
-        if t is Put:
+        if type(op) is Put:
             check_put(op)
-        elif t is DeleteRange:
+        elif type(op) is DeleteRange:
             check_delete(op)
-        elif t is RangeOp:
+        elif type(op) is RangeOp:
             check_range(op)
-        elif t is Txn:
+        elif type(op) is Txn:
             _check_txn_shape(op, budget, depth + 1)
         else:
-            raise InvalidArgument(f"not a transaction operation: {t.__name__}")
+            raise InvalidArgument(f"not a transaction operation: {type(op).__name__}")
 
 
 _Interval = tuple[bytes, bytes | None]

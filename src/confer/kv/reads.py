@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
+from collections.abc import Sequence
 from operator import attrgetter
 
 from confer.kv import keyrange
@@ -251,7 +252,7 @@ def events_since(st: StoreState, start_revision: int, key: bytes = b"", range_en
     n = len(entries)
     while i < n:
         entry = entries[i]
-        keys = (entry,) if type(entry) is bytes else entry
+        keys: Sequence[bytes] = (entry,) if type(entry) is bytes else entry  # type: ignore[assignment]  # see _log
         if match is not None:
             keys = [k for k in keys if match(k)]
         if keys:
@@ -272,7 +273,7 @@ def events_at(st: StoreState, revision: int) -> list[Event]:
     if revision > st._rev:
         raise FutureRevisionError(revision, st._rev)
     entry = st._log[revision - st._compact - 1]
-    keys = (entry,) if type(entry) is bytes else entry
+    keys: Sequence[bytes] = (entry,) if type(entry) is bytes else entry  # type: ignore[assignment]  # see _log
     return [_event_of(st, k, revision) for k in keys]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterator
+from typing import Any
 
 import msgpack
 
@@ -106,7 +107,7 @@ def _snapshot_steps(st: StoreState, step: int) -> Iterator[list[bytes] | None]:
     for lo in range(0, len(events), step * 4):
         for entry in events[lo : lo + step * 4]:
             packer.pack([position[entry]] if type(entry) is bytes
-                        else [position[k] for k in entry])
+                        else [position[k] for k in entry])  # type: ignore[index]  # see _log
         cut()
         yield None
     packer.pack(leases)
@@ -129,10 +130,19 @@ def restore(st: StoreState, data: bytes) -> None:
         callback(st._rev)
 
 
-def _load(st: StoreState, body: list[object], version: int) -> None:
+def _load(st: StoreState, body: list[Any], version: int) -> None:
+    # ``body`` is the unpacked msgpack array written by snapshot(); its fields' types:
+    rev: int
+    compact: int
+    applied: int
+    keys: list[bytes]
+    histories: list[list[Any]]  # per key, flat [create, mod, version, value, lease] * n
+    events: list[list[int]]  # per revision, indexes into keys
+    leases: list[int]
+    last_lease_id: int
     if version == 1:  # before leases: keys may name leases that were never granted
         rev, compact, applied, keys, histories, events = body
-        leases: list[int] = []
+        leases = []
         last_lease_id = 0
     else:
         rev, compact, applied, keys, histories, events, leases, last_lease_id = body

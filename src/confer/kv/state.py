@@ -65,12 +65,15 @@ class StoreState:
 
     def _reset(self) -> None:
         self._generation += 1
-        self._live: SortedDict = SortedDict()
+        self._live: SortedDict[bytes, KeyValue] = SortedDict()
         self._live_keys = self._live.keys()
         self._live_values = self._live.values()
         self._history: dict[bytes, list[KeyValue]] = {}
-        self._dead: SortedList = SortedList()
+        self._dead: SortedList[bytes] = SortedList()
         self._dirty: set[bytes] = set()
+        # Per revision, the key it changed or the keys (a txn, a range delete). Readers tell
+        # them apart with `type(x) is bytes`, which mypy does not narrow on the other side; an
+        # isinstance would (and cost more, once per event read).
         self._log: list[bytes | tuple[bytes, ...]] = [()]
         self._rev = 1  # etcd: an empty store is at revision 1; the first write makes it 2
         self._compact = 0

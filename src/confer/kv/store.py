@@ -103,25 +103,24 @@ class KVStore(StoreState):
 
     def execute(self, cmd: Command) -> Result:
         """Execute a decoded command (what :meth:`apply` does after decoding)."""
-        t = type(cmd)
-        if t is Put:
+        if type(cmd) is Put:
             try:
                 check_put(cmd)
             except KVError as e:
                 return ErrorResult.of(e, self._rev)
             flags = cmd.prev_kv | (cmd.ignore_value << 1) | (cmd.ignore_lease << 2)
             return apply_put(self, cmd.key, cmd.value, cmd.lease, flags)
-        if t is DeleteRange:
+        if type(cmd) is DeleteRange:
             return apply_delete(self, cmd)
-        if t is Txn:
+        if type(cmd) is Txn:
             return apply_txn(self, cmd)
-        if t is Compact:
+        if type(cmd) is Compact:
             return apply_compact(self, cmd)
-        if t is LeaseGrant:
+        if type(cmd) is LeaseGrant:
             return apply_grant(self, cmd)
-        if t is LeaseRevoke:
+        if type(cmd) is LeaseRevoke:
             return apply_revoke(self, cmd)
-        return ErrorResult(ErrorCode.BAD_COMMAND, f"not a command: {t.__name__}", self._rev)
+        return ErrorResult(ErrorCode.BAD_COMMAND, f"not a command: {type(cmd).__name__}", self._rev)
 
     snapshot = snapshots.snapshot
     snapshot_steps = snapshots.snapshot_steps

@@ -35,12 +35,12 @@ def fast_constructor(cls: type[_T]) -> Callable[..., _T]:
     allows ``__class__`` assignment between classes with identical slot layouts. The result
     is an ordinary, frozen ``cls`` instance. Used on the store's hot path only.
     """
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]  # _T is any dataclass
     twin: Any = dataclass(slots=True)(
         type(f"_{cls.__name__}Twin", (), {"__annotations__": dict.fromkeys(names, Any)}))
 
     def new(*args: Any) -> _T:
-        obj = twin(*args)
+        obj: _T = twin(*args)
         obj.__class__ = cls
         return obj
 

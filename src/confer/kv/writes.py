@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from operator import attrgetter
+from typing import cast
 
 from confer.kv import keyrange, reads
 from confer.kv.commands import (
@@ -112,7 +113,7 @@ def _put(st: StoreState, key: bytes, value: bytes, lease: int, flags: int, rev: 
         kv = new_kv(key, prev.create_revision, rev, prev.version + 1, value, lease)
         # The key is already in the sorted index: set the dict entry directly and skip
         # SortedDict's own membership test (hot path).
-        dict.__setitem__(live, key, kv)
+        dict.__setitem__(live, key, kv)  # type: ignore[index]  # mypy misreads an unbound dict.__setitem__
         st._history[key].append(kv)
         st._dirty.add(key)
         if prev.lease and prev.lease != lease:
@@ -255,8 +256,7 @@ def _check_path(st: StoreState, txn: Txn, path: Iterator[bool]) -> bool:
     def walk(t: Txn) -> None:
         nonlocal mutates
         for op in t.success if next(path) else t.failure:
-            kind = type(op)
-            if kind is Put:
+            if type(op) is Put:
                 if op.key in puts or hits(dels, op.key):
                     raise DuplicateKey(f"duplicate key given in txn request: {op.key!r}")
                 puts.add(op.key)
@@ -266,7 +266,7 @@ def _check_path(st: StoreState, txn: Txn, path: Iterator[bool]) -> bool:
                 if op.lease and op.lease not in st._leases:
                     raise lease_not_found(op.lease, f"put {op.key!r} in a txn")
                 mutates = True
-            elif kind is DeleteRange:
+            elif type(op) is DeleteRange:
                 lo, hi = keyrange.bounds(op.key, op.range_end)
                 if any(lo <= k and (hi is None or k < hi) for k in puts):
                     raise DuplicateKey(f"duplicate key given in txn request: delete "
@@ -276,10 +276,10 @@ def _check_path(st: StoreState, txn: Txn, path: Iterator[bool]) -> bool:
                 # key is live in it now.
                 if not mutates and _live_count(st, op.key, op.range_end):
                     mutates = True
-            elif kind is RangeOp:
+            elif type(op) is RangeOp:
                 reads.check_revision(st, op.revision)
             else:
-                walk(op)
+                walk(cast(Txn, op))
 
     walk(txn)
     return mutates
@@ -290,19 +290,18 @@ def _exec_txn(st: StoreState, txn: Txn, path: Iterator[bool], rev: int, changes:
     ok = next(path)
     responses: list[OpResult] = []
     for op in txn.success if ok else txn.failure:
-        kind = type(op)
-        if kind is Put:
+        if type(op) is Put:
             flags = op.prev_kv | (op.ignore_value << 1) | (op.ignore_lease << 2)
             prev, kv = _put(st, op.key, op.value, op.lease, flags, rev)
             changes.append((kv, prev))
             responses.append(PutResult(rev, prev if op.prev_kv else None))
-        elif kind is DeleteRange:
+        elif type(op) is DeleteRange:
             prevs = [delete(st, k, rev, changes)
                      for k in _live_keys_in(st, op.key, op.range_end)]
             responses.append(DeleteResult(rev, len(prevs), prevs if op.prev_kv else []))
-        elif kind is RangeOp:
+        elif type(op) is RangeOp:
             # Reads see the txn's earlier writes (etcd), and report the txn's revision.
             responses.append(reads.range_op(st, op, pending=bool(changes), header=rev))
         else:
-            responses.append(_exec_txn(st, op, path, rev, changes))
+            responses.append(_exec_txn(st, cast(Txn, op), path, rev, changes))
     return TxnResult(rev, ok, responses)

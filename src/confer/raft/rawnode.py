@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from confer.raft.core import Config, Raft
 from confer.raft.progress import ProgressState
-from confer.raft.storage import WritableLogStorage
+from confer.raft.storage import BootstrapTarget, WritableLogStorage
 from confer.raft.types import (
     NONE,
     ConfChange,
@@ -231,7 +231,7 @@ class RawNode:
                       log.last_index(), log.first_index(), r.lead_transferee, r.conf, progress)
 
 
-def bootstrap(storage: WritableLogStorage, voters: list[int],
+def bootstrap(storage: BootstrapTarget, voters: list[int],
               contexts: Mapping[int, bytes] | None = None) -> None:
     """Initialise an empty storage for a new cluster of ``voters``.
 

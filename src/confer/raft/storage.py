@@ -41,6 +41,18 @@ class LogStorage(Protocol):
         ...
 
 
+class BootstrapTarget(Protocol):
+    """What :func:`~confer.raft.rawnode.bootstrap` writes a new cluster's first entries to."""
+
+    def last_index(self) -> int: ...
+
+    def append(self, entries: list[Entry]) -> None: ...
+
+    def set_hard_state(self, hs: HardState) -> None: ...
+
+    def sync(self) -> None: ...
+
+
 class WritableLogStorage(LogStorage, Protocol):
     """What the driver writes. ``sync`` makes every earlier write durable."""
 

@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -163,7 +163,9 @@ class ConferServer:
             self.fsm.membership.removed.__contains__)
         peer_pb2_grpc.add_PeerServicer_to_server(self._peer_servicer, services)
         if self.health is not None:
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, services)
+            # GenericHandlersOnly stands in for the server (see registry.py).
+            health_pb2_grpc.add_HealthServicer_to_server(self.health,
+                                                         cast(grpc.aio.Server, services))
         self.client_port = _listen(server, self.cfg.listen_client, "client")
         if self.cfg.listen_peer != self.cfg.listen_client:
             self.peer_port = _listen(server, self.cfg.listen_peer, "peer")

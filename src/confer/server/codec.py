@@ -6,6 +6,8 @@ The first element of a batch is the format version, so the encoding can evolve.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 
 from confer.raft.types import (
@@ -30,11 +32,11 @@ def _meta(meta: SnapshotMeta | None) -> list[object] | None:
     return [meta.index, meta.term, sorted(cs.voters), sorted(cs.learners)]
 
 
-def _unmeta(raw: list[object] | None) -> SnapshotMeta | None:
+def _unmeta(raw: list[Any] | None) -> SnapshotMeta | None:
     if raw is None:
         return None
     index, term, voters, learners = raw
-    return SnapshotMeta(index, term, ConfState(frozenset(voters), frozenset(learners)))  # type: ignore[arg-type]
+    return SnapshotMeta(index, term, ConfState(frozenset(voters), frozenset(learners)))
 
 
 def encode_messages(messages: list[Message]) -> bytes:

@@ -7,6 +7,7 @@ the in-memory twin or on the real write-ahead log.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -47,7 +48,7 @@ class LocalCluster:
 
     async def start_node(self, node_id: int) -> RaftNode:
         """(Re)start a node over its existing storage."""
-        cfg = Config(**{**_config_fields(self.config), "id": node_id})
+        cfg = dataclasses.replace(self.config, id=node_id)
         node = RaftNode(cfg, self.storages[node_id], self.network.transport(node_id),
                         self.fsm_factory(), self.options,
                         random.Random(self.rng.getrandbits(32)))
@@ -77,6 +78,3 @@ class LocalCluster:
             await asyncio.sleep(self.options.tick_interval / 2)
         raise TimeoutError(f"no leader elected within {timeout}s")
 
-
-def _config_fields(cfg: Config) -> dict[str, object]:
-    return {name: getattr(cfg, name) for name in Config.__slots__}  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
+from typing import Any
 
 import msgpack
 
@@ -87,11 +88,12 @@ class Membership:
         return [self.cluster_id, [[m.id, m.name, m.peer_addr, m.client_addr, m.is_learner]
                                   for m in self.members.values()], sorted(self.removed)]
 
-    def restore(self, raw: list[object]) -> None:
+    def restore(self, raw: list[Any]) -> None:
+        """Load what :meth:`snapshot` returned, after a msgpack round trip."""
         cluster_id, members, removed = raw
-        self.cluster_id = int(cluster_id)  # type: ignore[call-overload]
-        self.members = {m[0]: Member(*m) for m in members}  # type: ignore[union-attr]
-        self.removed = set(removed)  # type: ignore[call-overload]
+        self.cluster_id = int(cluster_id)
+        self.members = {m[0]: Member(*m) for m in members}
+        self.removed = set(removed)
 
 
 _PUBLISH_PREFIX = bytes((EntryKind.MEMBER_PUBLISH,))

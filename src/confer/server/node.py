@@ -197,7 +197,7 @@ class RaftNode:
 
     async def change_membership(self, cc: ConfChange) -> ConfState:
         """Propose a single-server membership change; returns the membership once committed."""
-        fut = self._new_future()
+        fut: asyncio.Future[ConfState] = self._new_future()
         self._conf_changes.append((cc, fut))
         self._wake.set()
         return await fut

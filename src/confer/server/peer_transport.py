@@ -163,8 +163,10 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
         self.propose = propose
         self.is_removed = is_removed
 
-    async def Propose(self, request: peer_pb2.ProposeRequest,
-                      context: grpc.aio.ServicerContext) -> confer_pb2.Empty:
+    async def Propose(
+            self, request: peer_pb2.ProposeRequest,
+            context: grpc.aio.ServicerContext[peer_pb2.ProposeRequest, confer_pb2.Empty],
+    ) -> confer_pb2.Empty:
         try:
             await self.propose(request.command)
         except Exception as e:  # the caller retries; say why it failed
@@ -172,7 +174,8 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
         return confer_pb2.Empty()
 
     async def Raft(self, request_iterator: AsyncIterator[peer_pb2.RaftBatch],
-                   context: grpc.aio.ServicerContext) -> confer_pb2.Empty:
+                   context: grpc.aio.ServicerContext[peer_pb2.RaftBatch, confer_pb2.Empty],
+                   ) -> confer_pb2.Empty:
         async for batch in request_iterator:
             sender = getattr(batch, "from")
             if self.is_removed(sender):

@@ -51,6 +51,10 @@ class RpcError(Exception):
         self.code = code
 
 
+GrpcContext = grpc.aio.ServicerContext[Any, Any]
+"""A gRPC call's context, as the handlers of every API receive it."""
+
+
 class Adapter:
     """Base of a servicer (of either API) over the request layer."""
 
@@ -58,7 +62,7 @@ class Adapter:
         self.layer = layer
 
 
-def request_context(api: str, method: str, context: grpc.aio.ServicerContext
+def request_context(api: str, method: str, context: GrpcContext
                     ) -> RequestContext:
     return RequestContext.with_timeout(api, method, context.time_remaining(),
                                        peer=context.peer())
@@ -75,7 +79,7 @@ def handlers(api: str, table: StatusTable, internal: Callable[[BaseException], s
     (an unexpected one is logged and answered INTERNAL with ``internal(exc)``).
     """
 
-    async def abort(context: grpc.aio.ServicerContext, exc: BaseException, name: str) -> None:
+    async def abort(context: GrpcContext, exc: BaseException, name: str) -> None:
         status = (exc.code, str(exc)) if isinstance(exc, RpcError) else table(exc)
         if status is None:
             log.exception("%s %s failed", api, name, exc_info=exc)
@@ -87,7 +91,7 @@ def handlers(api: str, table: StatusTable, internal: Callable[[BaseException], s
         name = fn.__name__
 
         @functools.wraps(fn)
-        async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Resp:
+        async def wrapper(self: Any, request: Any, context: GrpcContext) -> Resp:
             try:
                 return await fn(self, request, request_context(api, name, context))
             except Exception as e:
@@ -101,7 +105,7 @@ def handlers(api: str, table: StatusTable, internal: Callable[[BaseException], s
 
         @functools.wraps(fn)
         async def wrapper(self: Any, request: Any,
-                          context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
+                          context: GrpcContext) -> AsyncIterator[Resp]:
             try:
                 async for item in fn(self, request, request_context(api, name, context)):
                     yield item

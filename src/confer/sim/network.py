@@ -100,7 +100,7 @@ class Network:
 
     def partition(self, *groups: list[int] | set[int] | tuple[int, ...]) -> int:
         """Symmetric partition: nodes in different groups cannot talk (either way)."""
-        links = set()
+        links: set[tuple[int, int]] = set()
         for gi, a in enumerate(groups):
             for gj, b in enumerate(groups):
                 if gi != gj:

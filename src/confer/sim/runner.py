@@ -58,7 +58,8 @@ def _shipping_ticks(sc: Scenario, c: Cluster) -> int:
     up = [n for n in c.nodes.values() if n.raw is not None]
     if not up:
         return 0
-    entries = max(n.raw.basic_status().last_index for n in up) - min(n.applied for n in up)
+    last = max(n.raw.basic_status().last_index for n in up if n.raw is not None)
+    entries = last - min(n.applied for n in up)
     per_message = max(1, cfg.max_size_per_msg // 64)
     per_round = cfg.max_inflight_msgs * per_message
     rounds = -(-entries // per_round) + max(n.term for n in up)  # + backtracking, per term

@@ -306,7 +306,7 @@ class Chaos:
         lead = c.leader()
         if lead is None:
             return
-        conf = c.node(lead).raw.status().conf_state  # type: ignore[union-attr]
+        conf = c.node(lead).raw.status().conf_state  # type: ignore[union-attr]  # leader: up
         voters, learners = sorted(conf.voters), sorted(conf.learners)
         f = self.sc.faults
         options: list[tuple[str, int]] = []
@@ -333,7 +333,7 @@ class Chaos:
         lead = c.leader()
         if lead is None:
             return
-        conf = c.node(lead).raw.status().conf_state  # type: ignore[union-attr]
+        conf = c.node(lead).raw.status().conf_state  # type: ignore[union-attr]  # leader: up
         targets = sorted(conf.voters - {lead})
         if not targets:
             return

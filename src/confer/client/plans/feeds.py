@@ -145,7 +145,7 @@ def _pump(core: Core, feed: Feed[Any], handle: StreamHandle, endpoint: str
     while True:
         message = yield from receive(feed, handle, endpoint)
         if message is None or type(message) is Failure:
-            return message  # type: ignore[no-any-return]
+            return message
         feed.connected = True
         items = feed.accept(message, endpoint, core)
         if items:
@@ -219,7 +219,7 @@ class KeyFeed(Feed[WatchEvent]):
         if not message.events:
             if message.created and not self.started:
                 self.started = True
-                return [STARTED]  # type: ignore[list-item]
+                return [STARTED]  # type: ignore[list-item]  # the sentinel among the events
             return []
         floor, last = self._floor, self.last_revision
         out = []

@@ -113,13 +113,13 @@ def _renew(core: Core, keeper: LeaseKeeper, handle: StreamHandle, endpoint: str
         sent = core.clock()
         if renewal.expired(sent):
             return keeper.expired(keeper.last_failure or "none")
-        failure = yield Send(handle, keeper.request())
+        failure: Failure | None = yield Send(handle, keeper.request())
         if failure is not None:
-            return failure  # type: ignore[no-any-return]
+            return failure
         message = yield from receive(keeper, handle, endpoint, renewal.answer_timeout(
             sent, core.options.min_attempt_timeout))
         if message is None or type(message) is Failure:
-            return message  # type: ignore[no-any-return]
+            return message
         if message.ttl <= 0:
             return keeper.ended()
         core.router.learn(endpoint, message.header.member_id, message.header.leader_id, False)
@@ -190,7 +190,10 @@ class ServiceFeed(KeyFeed):
         self._pending: list[ServiceEvent] = []
         self._listed = False
 
-    def resync(self, core: Core, endpoint: str) -> Plan[Sequence[ServiceEvent]]:
+    # The feed emits service events, not KeyFeed's key events: Feed is generic in its item
+    # type but KeyFeed is not, so these overrides narrow what the base class declares.
+    def resync(self, core: Core, endpoint: str  # type: ignore[override]
+               ) -> Plan[Sequence[ServiceEvent]]:
         if self._listed:
             return ()  # a reopened stream resumes after the last event
         call = Call(f"List {self.prefix}", protocol.RANGE,
@@ -207,12 +210,12 @@ class ServiceFeed(KeyFeed):
         self._listed = True
         return ()
 
-    def accept(self, message: kv_pb2.WatchResponse, endpoint: str, core: Core
-               ) -> list[ServiceEvent]:
+    def accept(self, message: kv_pb2.WatchResponse, endpoint: str,  # type: ignore[override]
+               core: Core) -> list[ServiceEvent]:
         out: list[ServiceEvent] = []
         for item in super().accept(message, endpoint, core):
             if item is STARTED:
-                out += [STARTED, *self._pending]  # type: ignore[list-item]
+                out += [STARTED, *self._pending]  # type: ignore[list-item]  # the sentinel
                 self._pending = []
             elif (event := self.apply(item)) is not None:
                 out.append(event)

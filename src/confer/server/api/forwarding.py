@@ -125,7 +125,7 @@ class LeaderLink:
 
     async def call(self, op: str, args: list[Any], deadline: float) -> Any:
         """Run ``op`` on the leader's request layer (:data:`LeaderCall`)."""
-        call = self.channel().unary_unary(CALL)
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self.channel().unary_unary(CALL)
         try:
             data = await call(pack([op, args]),
                               timeout=max(0.0, deadline - time.monotonic()))
@@ -221,11 +221,11 @@ class LeaderService:
         })
 
     @staticmethod
-    def _context(context: grpc.aio.ServicerContext, method: str) -> RequestContext:
+    def _context(context: grpc.aio.ServicerContext[Any, bytes], method: str) -> RequestContext:
         return RequestContext.with_timeout("internal", method, context.time_remaining(),
                                            forwarded=True, peer=context.peer())
 
-    async def call(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def call(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         op, args = msgpack.unpackb(request)
         fn = self.ops.get(op)
         if fn is None:
@@ -235,8 +235,8 @@ class LeaderService:
         except Exception as e:
             return encode_error(e)
 
-    async def renew(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
-                    ) -> AsyncIterator[bytes]:
+    async def renew(self, requests: AsyncIterator[bytes],
+                    context: grpc.aio.ServicerContext[bytes, bytes]) -> AsyncIterator[bytes]:
         ctx = self._context(context, "lease_keep_alive")
         session = self.leases.keep_alive(ctx, _NoUpstream())
         async for request in requests:
