@@ -219,6 +219,8 @@ class Cluster:
                 _, _, kind, a, b = q.pop()
                 if kind == EventKind.DELIVER:
                     self._deliver(a, b)
+                elif kind == EventKind.DELIVER_HELD:
+                    self._deliver(a, b, held=True)
                 elif kind == EventKind.TICK:
                     self._tick()
                 else:
@@ -255,11 +257,11 @@ class Cluster:
                 raise _core_error(node.id, "ticking", exc) from exc
             self._touch(node)
 
-    def _deliver(self, sender: int, m: Message) -> None:
+    def _deliver(self, sender: int, m: Message, held: bool = False) -> None:
         node = self.nodes.get(m.to)
         if node is None or node.raw is None:
             return
-        if not self.net.can_deliver(sender, m.to):
+        if not held and not self.net.can_deliver(sender, m.to):
             self.net.stats.blocked += 1
             return
         if node.paused:

@@ -6,7 +6,8 @@ slow detour (chance ``slow``, e.g. a retransmission on a fresh connection): it a
 overtaken by later ones. A response may also be *held* (chance ``hold``): kept back for one to
 three election timeouts and then delivered, so that it arrives after its sender's next
 election or read round (a vote grant counted in a later term, a heartbeat ack counted for a
-later read round). Drops and duplicates are decided when a message is sent; partitions
+later read round). A held message got through before any partition that is in place when it
+arrives, so no partition stops it then. Drops and duplicates are decided when a message is sent; partitions
 are checked when it would arrive, so a partition also swallows messages already in flight.
 Every decision draws from one seeded ``random.Random``.
 """
@@ -39,10 +40,9 @@ class LinkConditions:
 
 
 HELD_TYPES = frozenset({MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP,
-                        MessageType.HEARTBEAT_RESP, MessageType.APP_RESP,
-                        MessageType.READ_INDEX_RESP})
-"""The responses that a ``hold`` may keep back: the ones a node counts towards a quorum (votes,
-read-round acks, replication acks) or serves a read from."""
+                        MessageType.HEARTBEAT_RESP})
+"""The responses that a ``hold`` may keep back: the ones a node counts towards a quorum of
+one election or one read round, where a late one must not count in a later one."""
 
 
 @dataclass(slots=True)
@@ -92,9 +92,12 @@ class Network:
                 copies = 2
                 stats.duplicated += 1
             for _ in range(copies):
-                if c.hold and m.type in HELD_TYPES and rand() < c.hold:
+                if (c.hold and m.type in HELD_TYPES and rand() < c.hold
+                        and self.can_deliver(sender, m.to)):
                     at = now + c.hold_delay + int(rand() * 2 * c.hold_delay)
-                elif c.slow and rand() < c.slow:
+                    push(at, EventKind.DELIVER_HELD, sender, m)
+                    continue
+                if c.slow and rand() < c.slow:
                     at = now + c.max_delay + int(rand() * (c.slow_delay - c.max_delay + 1))
                 else:
                     link = (sender, m.to)

@@ -129,7 +129,7 @@ def _draw_mixed(rng: random.Random, n: int) -> tuple[ClusterConfig, Workload, Fa
         max_delay=rng.choice((2, 4, 8)),
         slow=rng.choice((0.0, 0.01, 0.05)),
         slow_delay=rng.choice((2, 5)) * election * TICK_UNITS // 2,
-        hold=rng.choice((0.0, 0.02, 0.05)),
+        hold=rng.choice((0.0, 0.1, 0.3)),
         hold_delay=election * TICK_UNITS,
     )
     cluster = ClusterConfig(
@@ -176,7 +176,7 @@ def _draw_churn(rng: random.Random, n: int) -> tuple[ClusterConfig, Workload, Fa
         max_delay=rng.choice((4, 8)),
         slow=rng.choice((0.0, 0.01)),
         slow_delay=election * TICK_UNITS,
-        hold=rng.choice((0.0, 0.02, 0.05)),
+        hold=rng.choice((0.0, 0.1, 0.3)),
         hold_delay=election * TICK_UNITS,
     )
     cluster = ClusterConfig(
@@ -280,7 +280,10 @@ class Chaos:
     def _target(self) -> int | None:
         lead = self.c.leader()
         if lead is not None and self.rng.random() < self.sc.workload.to_leader:
-            return lead
+            # A client that has not heard of the newest leader yet talks to a deposed one that
+            # does not know it either.
+            leaders = [n for n in self._running() if self.c.node(n).role is StateRole.LEADER]
+            return self.rng.choice(leaders) if len(leaders) > 1 else lead
         up = self._running()
         return self.rng.choice(up) if up else None
 
