@@ -7,9 +7,9 @@ overtaken by later ones. A response may also be *held* (chance ``hold``): kept b
 three election timeouts and then delivered, so that it arrives after its sender's next
 election or read round (a vote grant counted in a later term, a heartbeat ack counted for a
 later read round). A held message got through before any partition that is in place when it
-arrives, so no partition stops it then. Drops and duplicates are decided when a message is sent; partitions
-are checked when it would arrive, so a partition also swallows messages already in flight.
-Every decision draws from one seeded ``random.Random``.
+arrives, so no partition stops it then. Drops and duplicates are decided when a message is
+sent; partitions are checked when it would arrive, so a partition also swallows messages
+already in flight. Every decision draws from one seeded ``random.Random``.
 """
 
 from __future__ import annotations

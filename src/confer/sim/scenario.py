@@ -187,7 +187,7 @@ def _draw_churn(rng: random.Random, n: int) -> tuple[ClusterConfig, Workload, Fa
         check_quorum=rng.random() < 0.5,
         max_size_per_msg=rng.choice((1, 1, 64)),
         max_inflight_msgs=rng.choice((1, 2)),
-        snapshot_every=rng.choice((0, 10, 30)),
+        snapshot_every=rng.choice((0, 3, 10, 30)),
         snapshot_chunk_size=rng.choice((32, 256)),
         link=link,
         ready_hold=rng.choice((0.0, 0.3, 0.7)),
