@@ -129,7 +129,7 @@ def _draw_mixed(rng: random.Random, n: int) -> tuple[ClusterConfig, Workload, Fa
         max_delay=rng.choice((2, 4, 8)),
         slow=rng.choice((0.0, 0.01, 0.05)),
         slow_delay=rng.choice((2, 5)) * election * TICK_UNITS // 2,
-        hold=rng.choice((0.0, 0.1, 0.3)),
+        hold=rng.choice((0.0, 0.2, 0.5)),
         hold_delay=election * TICK_UNITS,
     )
     cluster = ClusterConfig(
@@ -176,7 +176,7 @@ def _draw_churn(rng: random.Random, n: int) -> tuple[ClusterConfig, Workload, Fa
         max_delay=rng.choice((4, 8)),
         slow=rng.choice((0.0, 0.01)),
         slow_delay=election * TICK_UNITS,
-        hold=rng.choice((0.0, 0.1, 0.3)),
+        hold=rng.choice((0.0, 0.2, 0.5)),
         hold_delay=election * TICK_UNITS,
     )
     cluster = ClusterConfig(
