@@ -27,7 +27,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--seeds", type=int, default=100, help="how many scenarios to run")
     p.add_argument("--start", type=int, default=0, help="first seed")
-    p.add_argument("--nodes", type=int, choices=(3, 5), default=None,
+    p.add_argument("--nodes", type=int, choices=(2, 3, 4, 5), default=None,
                    help="cluster size (default: drawn from each seed)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="ticks of chaos per scenario")
     p.add_argument("--flavour", choices=[f.name.lower() for f in Flavour], default=None,

@@ -69,6 +69,12 @@ class ClusterConfig:
     """The real DurableStorage on a simulated file system, or the model of storage."""
     segment_size: int = 4096
     """WAL segment size with durable storage: small, so that segments are cut and removed."""
+    ready_hold: float = 0.0
+    """Chance that a node's Ready, once it has one, waits up to ``ready_hold_max`` time units
+    before it is handled: the node steps the messages (and ticks) arriving meanwhile into one
+    Ready, as a real driver that batches does (e.g. a snapshot received but not yet persisted
+    while later messages are stepped)."""
+    ready_hold_max: int = TICK_UNITS
 
     def raft_config(self, node_id: int) -> Config:
         return Config(
@@ -104,6 +110,10 @@ class Cluster:
         """For the cluster's own choices (e.g. how many unsynced batches a crash keeps)."""
         net_rng = random.Random(root.getrandbits(64))
         self._node_seed = root.getrandbits(64)
+        self._ready_rng = random.Random(root.getrandbits(64))
+        self._held_ready: set[int] = set()
+        """Nodes whose Ready waits (``ready_hold``) for a scheduled release."""
+        self._released: set[int] = set()
         self.queue = EventQueue()
         self.net = Network(net_rng, self.queue, replace(self.cfg.link))
         self.checker = Checker()
@@ -209,6 +219,8 @@ class Cluster:
                 _, _, kind, a, b = q.pop()
                 if kind == EventKind.DELIVER:
                     self._deliver(a, b)
+                elif kind == EventKind.DELIVER_HELD:
+                    self._deliver(a, b, held=True)
                 elif kind == EventKind.TICK:
                     self._tick()
                 else:
@@ -245,11 +257,11 @@ class Cluster:
                 raise _core_error(node.id, "ticking", exc) from exc
             self._touch(node)
 
-    def _deliver(self, sender: int, m: Message) -> None:
+    def _deliver(self, sender: int, m: Message, held: bool = False) -> None:
         node = self.nodes.get(m.to)
         if node is None or node.raw is None:
             return
-        if not self.net.can_deliver(sender, m.to):
+        if not held and not self.net.can_deliver(sender, m.to):
             self.net.stats.blocked += 1
             return
         if node.paused:
@@ -278,7 +290,28 @@ class Cluster:
             dirty = self._dirty
             self._dirty = set()
             for nid in sorted(dirty) if len(dirty) > 1 else dirty:
-                self._drain(self.nodes[nid])
+                if not self._hold_ready(nid):
+                    self._drain(self.nodes[nid])
+
+    def _hold_ready(self, nid: int) -> bool:
+        """Whether ``nid``'s Ready waits: it is held already, or a new hold is drawn now."""
+        if nid in self._held_ready:
+            return True
+        if nid in self._released:  # its hold just ended: handle it now
+            self._released.discard(nid)
+            return False
+        hold, raw = self.cfg.ready_hold, self.nodes[nid].raw
+        if not hold or raw is None or not raw.has_ready() or self._ready_rng.random() >= hold:
+            return False
+        self._held_ready.add(nid)
+        self.queue.call_at(self.now + self._ready_rng.randint(1, self.cfg.ready_hold_max),
+                           lambda: self._release_ready(nid))
+        return True
+
+    def _release_ready(self, nid: int) -> None:
+        self._held_ready.discard(nid)
+        self._released.add(nid)
+        self._dirty.add(nid)
 
     def _drain(self, node: SimNode) -> None:
         node.now = self.now

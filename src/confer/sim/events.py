@@ -23,6 +23,9 @@ class EventKind(enum.IntEnum):
     """Every live node ticks once."""
     CALL = 2
     """A scheduled callback (heal a partition, restart a node, ...)."""
+    DELIVER_HELD = 3
+    """A held message reaches its destination: ``(sender, message)``. It left before any
+    partition that is in place now (it was stuck in a buffer), so no partition stops it."""
 
 
 class EventQueue:

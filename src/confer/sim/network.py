@@ -3,9 +3,13 @@
 Messages are scheduled for delivery on the cluster's :class:`EventQueue` with a random delay.
 Like a Raft transport's stream per peer, a link is FIFO, except that a message may take a
 slow detour (chance ``slow``, e.g. a retransmission on a fresh connection): it arrives late,
-overtaken by later ones. Drops and duplicates are decided when a message is sent; partitions
-are checked when it would arrive, so a partition also swallows messages already in flight.
-Every decision draws from one seeded ``random.Random``.
+overtaken by later ones. A response may also be *held* (chance ``hold``): kept back for one to
+three election timeouts and then delivered, so that it arrives after its sender's next
+election or read round (a vote grant counted in a later term, a heartbeat ack counted for a
+later read round). A held message got through before any partition that is in place when it
+arrives, so no partition stops it then. Drops and duplicates are decided when a message is
+sent; partitions are checked when it would arrive, so a partition also swallows messages
+already in flight. Every decision draws from one seeded ``random.Random``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from confer.raft import Message
+from confer.raft import Message, MessageType
 from confer.sim.events import EventKind, EventQueue
 
 
@@ -29,6 +33,16 @@ class LinkConditions:
     """Chance that a message takes a detour (up to ``slow_delay``), letting later messages
     on its link overtake it. Other messages on a link arrive in order."""
     slow_delay: int = 30
+    hold: float = 0.0
+    """Chance that a response in :data:`HELD_TYPES` is held for ``hold_delay`` to three times
+    ``hold_delay`` (set to an election timeout: longer than the next election takes)."""
+    hold_delay: int = 100
+
+
+HELD_TYPES = frozenset({MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP,
+                        MessageType.HEARTBEAT_RESP})
+"""The responses that a ``hold`` may keep back: the ones a node counts towards a quorum of
+one election or one read round, where a late one must not count in a later one."""
 
 
 @dataclass(slots=True)
@@ -78,6 +92,11 @@ class Network:
                 copies = 2
                 stats.duplicated += 1
             for _ in range(copies):
+                if (c.hold and m.type in HELD_TYPES and rand() < c.hold
+                        and self.can_deliver(sender, m.to)):
+                    at = now + c.hold_delay + int(rand() * 2 * c.hold_delay)
+                    push(at, EventKind.DELIVER_HELD, sender, m)
+                    continue
                 if c.slow and rand() < c.slow:
                     at = now + c.max_delay + int(rand() * (c.slow_delay - c.max_delay + 1))
                 else:

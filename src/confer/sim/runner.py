@@ -24,6 +24,7 @@ from confer.raft import ProposalDropped
 from confer.sim.checker import InvariantViolation, Rule
 from confer.sim.cluster import Cluster
 from confer.sim.disk import StorageKind
+from confer.sim.events import TICK_UNITS
 from confer.sim.fs import PowerCut
 from confer.sim.node import NodeState, Outcome, Proposal
 from confer.sim.scenario import DEFAULT_STEPS, Chaos, Flavour, Scenario
@@ -66,7 +67,10 @@ def _shipping_ticks(sc: Scenario, c: Cluster) -> int:
     if cfg.snapshot_every:
         biggest = max(len(n.disk.live.snapshot().data) for n in up)
         rounds += -(-biggest // cfg.snapshot_chunk_size)
-    return TICKS_PER_ROUND_TRIP * rounds
+    trip = TICKS_PER_ROUND_TRIP
+    if cfg.ready_hold:  # each end may hold the Ready that receives or sends a message
+        trip += 2 * -(-cfg.ready_hold_max // TICK_UNITS)
+    return trip * rounds
 
 
 @dataclass(slots=True)

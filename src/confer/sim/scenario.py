@@ -105,7 +105,8 @@ class Scenario:
         ``storage`` (durable storage draws its own settings last): a seed draws the same
         cluster, workload and faults on the model of storage and on the real one."""
         rng = random.Random(seed)
-        drawn_nodes = rng.choice((3, 5))
+        # Even voter counts too: a quorum of 2 of 2 or 3 of 4 breaks rules that odd ones hide.
+        drawn_nodes = rng.choice((2, 3, 3, 4, 5))
         drawn_flavour = Flavour.CHURN if rng.random() < 0.3 else Flavour.MIXED
         n = nodes if nodes is not None else drawn_nodes
         fl = flavour if flavour is not None else drawn_flavour
@@ -128,6 +129,8 @@ def _draw_mixed(rng: random.Random, n: int) -> tuple[ClusterConfig, Workload, Fa
         max_delay=rng.choice((2, 4, 8)),
         slow=rng.choice((0.0, 0.01, 0.05)),
         slow_delay=rng.choice((2, 5)) * election * TICK_UNITS // 2,
+        hold=rng.choice((0.0, 0.2, 0.5)),
+        hold_delay=election * TICK_UNITS,
     )
     cluster = ClusterConfig(
         nodes=n,
@@ -140,6 +143,8 @@ def _draw_mixed(rng: random.Random, n: int) -> tuple[ClusterConfig, Workload, Fa
         snapshot_every=rng.choice((0, 4, 10, 30)),
         snapshot_chunk_size=rng.choice((32, 256, 1 << 20)),
         link=link,
+        ready_hold=rng.choice((0.0, 0.3, 0.7)),
+        ready_hold_max=rng.choice((TICK_UNITS // 2, TICK_UNITS, 2 * TICK_UNITS)),
     )
     workload = Workload(
         propose_rate=rng.choice((0.3, 1.0, 2.0)),
@@ -171,6 +176,8 @@ def _draw_churn(rng: random.Random, n: int) -> tuple[ClusterConfig, Workload, Fa
         max_delay=rng.choice((4, 8)),
         slow=rng.choice((0.0, 0.01)),
         slow_delay=election * TICK_UNITS,
+        hold=rng.choice((0.0, 0.2, 0.5)),
+        hold_delay=election * TICK_UNITS,
     )
     cluster = ClusterConfig(
         nodes=n,
@@ -180,9 +187,11 @@ def _draw_churn(rng: random.Random, n: int) -> tuple[ClusterConfig, Workload, Fa
         check_quorum=rng.random() < 0.5,
         max_size_per_msg=rng.choice((1, 1, 64)),
         max_inflight_msgs=rng.choice((1, 2)),
-        snapshot_every=rng.choice((0, 10, 30)),
+        snapshot_every=rng.choice((0, 3, 10, 30)),
         snapshot_chunk_size=rng.choice((32, 256)),
         link=link,
+        ready_hold=rng.choice((0.0, 0.3, 0.7)),
+        ready_hold_max=rng.choice((TICK_UNITS // 2, TICK_UNITS, 2 * TICK_UNITS)),
     )
     workload = Workload(
         propose_rate=rng.choice((1.0, 2.0)),
@@ -271,7 +280,10 @@ class Chaos:
     def _target(self) -> int | None:
         lead = self.c.leader()
         if lead is not None and self.rng.random() < self.sc.workload.to_leader:
-            return lead
+            # A client that has not heard of the newest leader yet talks to a deposed one that
+            # does not know it either.
+            leaders = [n for n in self._running() if self.c.node(n).role is StateRole.LEADER]
+            return self.rng.choice(leaders) if len(leaders) > 1 else lead
         up = self._running()
         return self.rng.choice(up) if up else None
 
@@ -485,7 +497,7 @@ class Chaos:
         c.on_new_leader = None
         c.heal_network()
         cond = c.net.conditions
-        cond.drop = cond.duplicate = cond.slow = 0.0
+        cond.drop = cond.duplicate = cond.slow = cond.hold = 0.0
         for nid, node in c.nodes.items():
             node.crash_at = None
             if isinstance(node.disk, DurableDisk):
