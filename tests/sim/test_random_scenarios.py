@@ -1,6 +1,6 @@
 """Thousands of randomized scenarios, in blocks that pytest-xdist spreads over workers.
 
-Each seed draws a cluster (3 or 5 nodes), a flavour, faults and a workload; see
+Each seed draws a cluster (2 to 5 nodes), a flavour, faults and a workload; see
 ``confer.sim.scenario``. A failure report names the seed and the command that replays it.
 The nodes run the real durable storage on simulated file systems; one block runs on the
 model of storage instead.
