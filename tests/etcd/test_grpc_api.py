@@ -46,6 +46,17 @@ def test_errors_and_headers(channel: grpc.Channel) -> None:
         grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request")
     assert code_of(kv.Range, rpc_pb2.RangeRequest(key=b"a", revision=1 << 40)) == (
         grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision")
+    # Enum numbers the protocol does not define: refused, naming the field; nothing written.
+    assert code_of(kv.Range, rpc_pb2.RangeRequest(key=b"a", sort_order=9)) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: unknown sort order 9")
+    assert code_of(kv.Range, rpc_pb2.RangeRequest(key=b"a", sort_target=9)) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: unknown sort target 9")
+    odd = [rpc_pb2.Compare(key=b"odd", target=7), rpc_pb2.Compare(key=b"odd", result=7)]
+    for bad, field in zip(odd, ("compare target 7", "compare result 7"), strict=True):
+        assert code_of(kv.Txn, rpc_pb2.TxnRequest(compare=[bad], success=[
+            rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"odd"))])) == (
+            grpc.StatusCode.INVALID_ARGUMENT, f"etcdserver: unknown {field}")
+    assert not kv.Range(rpc_pb2.RangeRequest(key=b"odd"), timeout=10).kvs
     lease = rpc_pb2_grpc.LeaseStub(channel)
     assert code_of(lease.LeaseRevoke, rpc_pb2.LeaseRevokeRequest(ID=987654)) == (
         grpc.StatusCode.NOT_FOUND, "etcdserver: requested lease not found")

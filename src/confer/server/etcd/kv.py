@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from confer import kv as store
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
@@ -32,21 +33,35 @@ from confer.server.etcd.common import (
 from confer.server.rpc import COMPARE_VALUE_FIELDS, Adapter
 from confer.server.watch import Watcher
 
-
 # -- requests to commands ---------------------------------------------------------------------
+E = TypeVar("E", bound=enum.IntEnum)
+
+
+def known(kind: type[E], value: int, what: str) -> E:
+    """``value`` as a member of ``kind``; InvalidArgument naming the field for a number the
+    protocol does not define (proto3 enums carry any number)."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise store.InvalidArgument(f"etcdserver: unknown {what} {value}") from None
+
+
 def range_op(r: rpc_pb2.RangeRequest) -> store.RangeOp:
     """etcd sorts ascending by default when a sort target other than the key is named."""
-    order = store.SortOrder(r.sort_order)
-    if order == store.SortOrder.NONE and r.sort_target != rpc_pb2.RangeRequest.KEY:
+    order = known(store.SortOrder, r.sort_order, "sort order")
+    target = known(store.SortTarget, r.sort_target, "sort target")
+    if order == store.SortOrder.NONE and target != store.SortTarget.KEY:
         order = store.SortOrder.ASCEND
     return store.RangeOp(require_key(r.key), r.range_end, r.revision, r.limit, r.keys_only,
-                   r.count_only, order, store.SortTarget(r.sort_target), r.min_mod_revision,
-                   r.max_mod_revision, r.min_create_revision, r.max_create_revision)
+                         r.count_only, order, target, r.min_mod_revision,
+                         r.max_mod_revision, r.min_create_revision, r.max_create_revision)
 
 
 def compare(c: rpc_pb2.Compare) -> store.Compare:
-    return store.Compare(require_key(c.key), c.range_end, store.CompareTarget(c.target),
-                   store.CompareResult(c.result), getattr(c, COMPARE_VALUE_FIELDS[c.target]))
+    target = known(store.CompareTarget, c.target, "compare target")
+    return store.Compare(require_key(c.key), c.range_end, target,
+                         known(store.CompareResult, c.result, "compare result"),
+                         getattr(c, COMPARE_VALUE_FIELDS[target]))
 
 
 class Commands:
