@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from confer import __version__
+from confer.raft.quorum import majority
 from confer.raft.types import ConfChange, ConfChangeType
 from confer.server.api.context import Access, AccessKind, RequestContext
 from confer.server.api.core import Core
 from confer.server.api.errors import (
     AlreadyInitialized,
+    LastVoter,
     LearnerNotReady,
     MemberExists,
     MemberNotFound,
@@ -27,6 +29,7 @@ from confer.server.api.errors import (
     PeerAddressInUse,
     TransfereeIsLearner,
     UnknownMembers,
+    UnsafeReconfiguration,
 )
 from confer.server.members import Member
 
@@ -132,6 +135,23 @@ class ClusterRequests:
             self.host.cluster_listeners.remove(listener)
 
     # -- changes (at the leader) ----------------------------------------------------------------
+    def _check_live_quorum(self, change: str, add: int = 0, remove: int = 0) -> None:
+        """Leader: refuse a change of the voters (``add`` one, or ``remove`` one) after which
+        fewer voters would be live than a quorum of the new voter set: the cluster could
+        never commit again (etcd's strict reconfiguration check). A new voter counts as not
+        live until it has answered the leader (as a learner); a learner never counts."""
+        st = self.core.consensus.require_node().status()
+        voters = set(st.conf_state.voters)
+        if add:
+            voters.add(add)
+        if remove:
+            voters.discard(remove)
+            if not voters:
+                raise LastVoter(remove)
+        live = len(voters & st.live)
+        if live < majority(len(voters)):
+            raise UnsafeReconfiguration(change, live, len(voters), majority(len(voters)))
+
     async def _change(self, kind: ConfChangeType, member: Member, ctx: RequestContext) -> None:
         """A membership change on this member, which must lead (NotLeader otherwise)."""
         cc = ConfChange(kind, member.id, member.context(self.host.fsm.membership.cluster_id))
@@ -165,6 +185,8 @@ class ClusterRequests:
             new_id = member_id or max(members, default=0) + 1
             member = Member(new_id, name or f"node-{new_id}", peer_addr,
                             client_addr or peer_addr, is_learner)
+            if not is_learner:
+                self._check_live_quorum(f"adding voter {new_id}", add=new_id)
             kind = ConfChangeType.ADD_LEARNER if is_learner else ConfChangeType.ADD_VOTER
             await self._change(kind, member, ctx)
             return [_pack(member), [_pack(m) for m in self.member_list()]]
@@ -175,7 +197,10 @@ class ClusterRequests:
 
     async def remove_member(self, ctx: RequestContext, member_id: int) -> list[Member]:
         async def local() -> None:
-            await self._change(ConfChangeType.REMOVE, self.member(member_id), ctx)
+            member = self.member(member_id)
+            if not member.is_learner:
+                self._check_live_quorum(f"removing voter {member_id}", remove=member_id)
+            await self._change(ConfChangeType.REMOVE, member, ctx)
 
         return await self._members_after(ctx, "member_remove", [member_id], local)
 
@@ -187,6 +212,7 @@ class ClusterRequests:
                 raise NotALearner(member_id)
             if not self.learner_caught_up(member_id):
                 raise LearnerNotReady(member_id)
+            self._check_live_quorum(f"promoting learner {member_id}", add=member_id)
             await self._change(ConfChangeType.ADD_VOTER, member, ctx)
 
         return await self._members_after(ctx, "member_promote", [member_id], local)
@@ -194,7 +220,10 @@ class ClusterRequests:
     async def demote_member(self, ctx: RequestContext, member_id: int) -> list[Member]:
         """Make a voter a learner (it keeps its log and keeps receiving entries)."""
         async def local() -> None:
-            await self._change(ConfChangeType.ADD_LEARNER, self.member(member_id), ctx)
+            member = self.member(member_id)
+            if not member.is_learner:
+                self._check_live_quorum(f"demoting voter {member_id}", remove=member_id)
+            await self._change(ConfChangeType.ADD_LEARNER, member, ctx)
 
         return await self._members_after(ctx, "member_demote", [member_id], local)
 
