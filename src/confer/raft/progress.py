@@ -55,6 +55,7 @@ class Inflights:
 
 class Progress:
     __slots__ = (
+        "active_before",
         "inflights",
         "is_learner",
         "match",
@@ -62,7 +63,6 @@ class Progress:
         "pending_snapshot",
         "probe_sent",
         "recent_active",
-        "active_before",
         "snap_offset",
         "snap_stall_ticks",
         "snapshot",

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from confer import __version__
+from confer.kv import InvalidArgument
 from confer.raft.quorum import majority
 from confer.raft.types import ConfChange, ConfChangeType
+from confer.server.addresses import address_problem, member_id_problem
 from confer.server.api.context import Access, AccessKind, RequestContext
 from confer.server.api.core import Core
 from confer.server.api.errors import (
@@ -73,6 +75,19 @@ def _pack(m: Member) -> list[Any]:
 def _unpack(fields: list[Any]) -> Member:
     return Member(int(fields[0]), str(fields[1]), str(fields[2]), str(fields[3]),
                   bool(fields[4]))
+
+
+def check_member_id(member_id: int) -> None:
+    problem = member_id_problem(member_id)
+    if problem:
+        raise InvalidArgument(problem)
+
+
+def check_member_addr(what: str, addr: str) -> None:
+    """Refuse an address no member could have (before it is dialled or logged)."""
+    problem = address_problem(addr)
+    if problem:
+        raise InvalidArgument(f"{what} {addr[:80]!r} is not a valid HOST:PORT: {problem}")
 
 
 class ClusterRequests:
@@ -173,6 +188,11 @@ class ClusterRequests:
                          client_addr: str, is_learner: bool) -> tuple[Member, list[Member]]:
         """Add a member (``member_id`` 0: the next free id); the member as added, and the
         member list after the change (as the leader has it)."""
+        if member_id:
+            check_member_id(member_id)
+        check_member_addr("peer address", peer_addr)
+        if client_addr:
+            check_member_addr("client address", client_addr)
         await self.core.admin(ctx)
 
         async def local() -> list[Any]:
@@ -230,6 +250,7 @@ class ClusterRequests:
     async def update_member(self, ctx: RequestContext, member_id: int, peer_addr: str
                             ) -> list[Member]:
         """Announce a member again with a new peer address (same id, same role)."""
+        check_member_addr("peer address", peer_addr)
         async def local() -> None:
             old = self.member(member_id)
             for m in self.host.fsm.membership.members.values():
@@ -290,6 +311,9 @@ class ClusterRequests:
 
     async def initialize(self, ctx: RequestContext, founders: list[Member]) -> None:
         """Bootstrap a member that was started empty (``--wait-init``)."""
+        for m in founders:
+            check_member_id(m.id)
+            check_member_addr("peer address", m.peer_addr)
         await self.core.admin(ctx)
         try:
             await self.host.initialize(founders)
