@@ -7,6 +7,7 @@ Raft and answers once it has applied them itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -231,8 +232,11 @@ class KVService(Adapter, kv_pb2_grpc.KVServicer):
     async def Watch(self, req: kv_pb2.WatchRequest, ctx: RequestContext
                     ) -> AsyncIterator[kv_pb2.WatchResponse]:
         path = self.commands.path(req.path, allow_root=req.recursive)
-        if req.start_revision < 0 or req.progress_interval < 0:
-            raise store.InvalidArgument("start_revision and progress_interval must be >= 0")
+        if req.start_revision < 0:
+            raise store.InvalidArgument("start_revision must be >= 0")
+        if not (math.isfinite(req.progress_interval) and req.progress_interval >= 0):
+            raise store.InvalidArgument(f"progress_interval {req.progress_interval}: must be a "
+                                        f"finite number of seconds >= 0")
         watches = self.layer.watches
         w = watches.watch_tree(ctx, path, req.recursive, req.start_revision)
         yield kv_pb2.WatchResponse(header=self.responses.header(), created=True)
