@@ -13,12 +13,38 @@ import grpc
 import pytest
 
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from confer.raft import StateRole
 from confer.v1 import kv_pb2, kv_pb2_grpc
 from testing import ProcessCluster
 
+from ..raft.harness import Net
 from .test_membership import members, wait_for
 
 DEADLINE = 30.0
+
+
+def test_the_leader_status_names_the_live_members() -> None:
+    """The core's view, deterministic: live = heard from within the last one or two
+    CheckQuorum periods (election timeouts), so not every follower drops out of it right
+    after each check; a member cut off drops out within two."""
+    net = Net(3)
+    net.elect(1)
+    net.tick_all(2)
+    assert net.node(1).status().live == {1, 2, 3}
+    # Right after a CheckQuorum (recent_active all reset), before anyone answered again.
+    for _ in range(30):
+        net.node(1).tick()
+        if not any(pr.recent_active for i, pr in net.node(1).raft.prs.items() if i != 1):
+            break
+    else:
+        raise AssertionError("no CheckQuorum happened")
+    assert net.node(1).status().live == {1, 2, 3}
+    net.stabilize()
+    net.isolate(3)
+    net.tick_all(25)
+    assert net.role(1) == StateRole.LEADER
+    assert net.node(1).status().live == {1, 2}
+    assert net.node(2).status().live == frozenset()  # only the leader knows
 
 
 def native(addr: str) -> tuple[grpc.Channel, kv_pb2_grpc.ClusterStub, kv_pb2_grpc.KVStub]:
