@@ -112,8 +112,8 @@ def test_three_nodes_with_one_down_refuse_changes_that_leave_no_live_quorum(
             c.nodes[down].signal(signal.SIGSTOP)
             try:
                 # A member counts as live for up to two election timeouts (here 2 x 10 ticks
-                # of 50 ms) after it last answered; give the leader well over that.
-                time.sleep(3)
+                # of 50 ms) after it last answered; give the leader four times that.
+                time.sleep(4)
                 err = refused(cluster.MemberAdd, kv_pb2.MemberAddRequest(
                     id=9, peer_addr="127.0.0.1:3", name="n9"))
                 assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
