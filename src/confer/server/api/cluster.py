@@ -16,7 +16,7 @@ from typing import Any
 from confer import __version__
 from confer.kv import InvalidArgument
 from confer.raft.quorum import majority
-from confer.raft.types import ConfChange, ConfChangeType
+from confer.raft.types import ConfChange, ConfChangeType, StateRole
 from confer.server.addresses import address_problem, member_id_problem
 from confer.server.api.context import Access, AccessKind, RequestContext
 from confer.server.api.core import Core
@@ -156,6 +156,8 @@ class ClusterRequests:
         never commit again (etcd's strict reconfiguration check). A new voter counts as not
         live until it has answered the leader (as a learner); a learner never counts."""
         st = self.core.consensus.require_node().status()
+        if st.role != StateRole.LEADER:
+            return  # no longer leads: the change itself is refused with NotLeader
         voters = set(st.conf_state.voters)
         if add:
             voters.add(add)
