@@ -412,7 +412,9 @@ class Raft:
         new = self.conf.apply(cc)
         if not new.voters:
             raise ValueError("a membership change may not remove the last voter")
-        if new == self.conf:
+        if new == self.conf and not cc.context:
+            # With a context, the change re-announces a member (its new address): the voters
+            # stay as they are, the application learns the context when it is committed.
             raise ValueError(f"membership change {cc.type.name} {cc.node_id} changes nothing")
         last = self._append_entries([Entry(0, 0, cc.encode(), EntryType.CONF_CHANGE)])
         self.pending_conf_index = last
@@ -716,6 +718,7 @@ class Raft:
                 continue
             if pr.recent_active and not pr.is_learner:
                 active += 1
+            pr.active_before = pr.recent_active
             pr.recent_active = False
         return active >= quorum.majority(len(self.conf.voters))
 

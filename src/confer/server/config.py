@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from confer.server.addresses import address_problem, member_id_problem
+
 DEFAULT_CLIENT_ADDR = "127.0.0.1:7379"
 DEFAULT_PEER_ADDR = "127.0.0.1:7380"
 
@@ -70,9 +72,11 @@ class ServerConfig:
         out = []
         for part in filter(None, (p.strip() for p in self.initial_cluster.split(","))):
             ident, sep, addr = part.partition("=")
-            if not sep or not ident.strip().isdigit() or int(ident) <= 0 or not addr:
+            if (not sep or not ident.strip().isdigit() or member_id_problem(int(ident))
+                    or not addr):
                 raise ConfigError(
-                    f"initial-cluster entry {part!r}: expected ID=HOST:PORT with a positive ID"
+                    f"initial-cluster entry {part!r}: expected ID=HOST:PORT with an ID "
+                    f"1..2**63-1"
                 )
             name, at, peer = addr.partition("@")
             if not at:
@@ -103,12 +107,14 @@ class ServerConfig:
 
     def validate(self) -> None:
         for key in ("listen_client", "listen_peer"):
-            check_addr(key.replace("_", "-"), getattr(self, key))
+            check_addr(key.replace("_", "-"), getattr(self, key), allow_port_zero=True)
         for key in ("advertise_client", "advertise_peer"):
             if getattr(self, key):
                 check_addr(key.replace("_", "-"), getattr(self, key))
-        if self.node_id < 0:
-            raise ConfigError("id must be a positive integer")
+        if self.join:
+            check_addr("join", self.join)
+        if self.node_id != 0 and member_id_problem(self.node_id):
+            raise ConfigError("id must be an integer 1..2**63-1")
         if self.tick_ms <= 0 or self.election_ticks < 2:
             raise ConfigError("tick-ms must be positive and election-ticks at least 2")
         if self.batch_window_ms < 0:
@@ -135,10 +141,11 @@ class ServerConfig:
             self.node_id = matches[0]
 
 
-def check_addr(setting: str, addr: str) -> None:
-    host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{setting}: {addr!r} is not HOST:PORT")
+def check_addr(setting: str, addr: str, *, allow_port_zero: bool = False) -> None:
+    """Refuse ``addr`` unless it is a valid ``HOST:PORT`` (:func:`address_problem`)."""
+    problem = address_problem(addr, allow_port_zero=allow_port_zero)
+    if problem:
+        raise ConfigError(f"{setting}: {addr!r} is not a valid HOST:PORT: {problem}")
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig) if f.name != "extra"}
