@@ -123,6 +123,9 @@ class ServerConfig:
             raise ConfigError("use only one of initial-cluster, join and wait-init")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log-format must be text or json")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log-level must be debug, info, warning or error, "
+                              f"not {self.log_level!r}")
         self.routes()
         founders = self.founders()
         if founders and self.node_id and self.node_id not in {i for i, _, _ in founders}:

@@ -148,6 +148,11 @@ class RaftNode:
         self.role = StateRole.FOLLOWER
         self.leader_listeners: list[Callable[[int, int], None]] = []
         """Called with (leader id, term) whenever the known leader changes."""
+        self.failure: Exception | None = None
+        """Why the Raft loop stopped on its own (None while it runs, or after stop())."""
+        self.failure_listeners: list[Callable[[Exception], None]] = []
+        """Called once, with the cause, if the Raft loop fails (a bug, a failed disk): the
+        node then serves nothing, and its process should stop (see ConferServer.fail)."""
 
     @property
     def id(self) -> int:
@@ -287,11 +292,23 @@ class RaftNode:
                     await self._handle_ready(node.ready())
                 if self._snapshot_built is not None:
                     self._record_snapshot()
-            except Exception:
-                log.exception("node %d: fatal error in the Raft loop; stopping", self.id)
-                self._stopped = True
-                self._fail_all(NodeStopped(f"node {self.id} failed"))
-                return  # logged: stop() still ends the ticker and closes the transport
+            except Exception as e:
+                self._fail(e)
+                return  # stop() still ends the ticker and closes the transport
+
+    def _fail(self, cause: Exception) -> None:
+        """The loop cannot go on: the Ready that failed was neither sent nor advanced, so
+        nothing it held was acknowledged; every waiting request fails, and the listeners
+        (the process) learn why. One line at ERROR; the traceback only at DEBUG (a full
+        disk is not a bug, and its traceback would only bury the cause)."""
+        log.error("node %d: the Raft loop failed, the node stops serving: %s", self.id,
+                  describe_failure(cause))
+        log.debug("node %d: Raft loop failure", self.id, exc_info=cause)
+        self._stopped = True
+        self.failure = cause
+        self._fail_all(NodeStopped(f"node {self.id} failed: {describe_failure(cause)}"))
+        for listener in self.failure_listeners:
+            listener(cause)
 
     def _round_spacing(self) -> float:
         """The batching window for the load now: none when lightly loaded."""
@@ -599,6 +616,15 @@ class RaftNode:
         self._forward_expiry.clear()
         self._deadlines.clear()
         self._read_ready = []
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line naming an exception and, if it wraps one (a failed WAL write), its cause."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__
+    if cause is not None and str(cause) not in text and repr(cause) not in text:
+        text += f" (caused by {type(cause).__name__}: {cause})"
+    return text.replace("\n", " ")
 
 
 def _timed(call: Callable[[], object]) -> float:
