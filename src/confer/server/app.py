@@ -228,7 +228,8 @@ class ConferServer:
             return
         self._stopping = True
         try:
-            log.info("node %d shutting down", self.node_id)
+            if self.grpc_server is not None:  # not after a failed start: one line says why
+                log.info("node %d shutting down", self.node_id)
             if self.health is not None:
                 await self.health.enter_graceful_shutdown()
             self.hub.close()
