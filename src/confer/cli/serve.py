@@ -105,6 +105,9 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--join", {"help": "Client address of a running member: join its cluster."}),
     ("--wait-init", {"is_flag": True, "default": None,
                      "help": "Start empty and wait for the Init RPC."}),
+    ("--init-token", {"help": "Secret the Init RPC must carry (prefer CONFER_INIT_TOKEN: "
+                              "flags are visible to other users). Without it, Init is taken "
+                              "from this host only."}),
     ("--peer-routes", {"help": "Dial peers here instead: ID=HOST:PORT,... (e.g. via proxies)."}),
     ("--tick-ms", {"type": int, "help": "Raft tick in milliseconds [100]."}),
     ("--election-ticks", {"type": int, "help": "Election timeout in ticks [10]."}),

@@ -104,11 +104,9 @@ class ConferServer:
             self.node_id = ident["id"]
 
     def _save_identity(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         tmp = self._identity_file.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)  # a leftover keeps its old mode; O_CREAT would reuse it
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps({"id": self.node_id, "name": self.cfg.name}))
+        _write_private(tmp, json.dumps({"id": self.node_id, "name": self.cfg.name}))
         tmp.replace(self._identity_file)
 
     def member(self) -> Member:
@@ -228,23 +226,26 @@ class ConferServer:
             return
         self._stopping = True
         try:
-            if self.grpc_server is not None:  # not after a failed start: one line says why
-                log.info("node %d shutting down", self.node_id)
-            if self.health is not None:
-                await self.health.enter_graceful_shutdown()
-            self.hub.close()
-            current = asyncio.current_task()
-            for task in self._background:
-                if task is not current:  # stop() may run inside one of them
-                    task.cancel()
-            if self.grpc_server is not None:
-                await self.grpc_server.stop(grace)
-            if self.node is not None:
-                await self.node.stop()
-            await self.api.close()
+            await self._shutdown(grace)
         finally:
             self._close_storage()
             self.stopped.set()
+
+    async def _shutdown(self, grace: float) -> None:
+        if self.grpc_server is not None:  # not after a failed start: one line says why
+            log.info("node %d shutting down", self.node_id)
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
+        self.hub.close()
+        current = asyncio.current_task()
+        for task in self._background:
+            if task is not current:  # stop() may run inside one of them
+                task.cancel()
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace)
+        if self.node is not None:
+            await self.node.stop()
+        await self.api.close()
 
     def fail(self, cause: str) -> None:
         """Stop serving because something essential failed (the Raft loop, the disk, a
@@ -451,6 +452,14 @@ JOIN_RETRY_SECONDS = 60.0
 REPLACE_MEMBER = ("do not start this member on this data: remove it from the cluster and add "
                   "a new one with an empty data dir (docs/operations.md, "
                   "'Replacing a damaged member')")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a new file that only this user may read (mode 0600)."""
+    path.unlink(missing_ok=True)  # a leftover would keep its old mode
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def _private_dir(path: Path) -> None:

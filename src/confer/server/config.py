@@ -41,6 +41,9 @@ class ServerConfig:
     """Client address of a running member: ask it to add this node, then catch up."""
     wait_init: bool = False
     """Start empty and wait for the ``Init`` RPC instead of bootstrapping."""
+    init_token: str = ""
+    """A secret that ``Init`` must present (its ``token``); without one, only a caller on
+    this host (loopback) may call ``Init``. See :mod:`confer.server.api.init_access`."""
     tick_ms: int = 100
     election_ticks: int = 10
     snapshot_every: int = 100_000
