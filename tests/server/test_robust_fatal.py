@@ -25,21 +25,28 @@ from confer.raft.types import Entry, EntryType
 from confer.server.app import ConferServer
 from confer.server.config import ServerConfig
 from confer.server.local import LocalCluster
-from confer.server.node import NodeOptions, NodeStopped
+from confer.server.node import NodeOptions, NodeStopped, OutcomeUnknown
 from confer.storage import Disk, DurableStorage, StorageFailedError
 from confer.v1 import kv_pb2, kv_pb2_grpc
 
 
 class FullDisk(Disk):
-    """The real disk, until ``full`` is set: then every write fails with ENOSPC."""
+    """The real disk, until ``full`` is set: then every write fails with ENOSPC. With
+    ``failing_sync``, instead, every fdatasync fails with EIO (a failed disk)."""
 
-    def __init__(self) -> None:
+    def __init__(self, failing_sync: bool = False) -> None:
         self.full = False
+        self.failing_sync = failing_sync
 
     def write(self, fd: int, data: bytes | bytearray | memoryview) -> None:
-        if self.full:
+        if self.full and not self.failing_sync:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         super().write(fd, data)
+
+    def fdatasync(self, fd: int) -> None:
+        if self.full and self.failing_sync:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        super().fdatasync(fd)
 
 
 class Bug(Exception):
@@ -67,8 +74,8 @@ def _assert_one_line_at_error(caplog: pytest.LogCaptureFixture, cause: str) -> N
 
 
 # -- the node driver ----------------------------------------------------------------------
-async def _node_on_a_disk_that_fills(tmp_path: Path) -> None:
-    disk = FullDisk()
+async def _node_on_a_disk_that_fails(tmp_path: Path, failing_sync: bool) -> None:
+    disk = FullDisk(failing_sync)
     cluster = LocalCluster(1, lambda i: DurableStorage.open(tmp_path / "raft", disk=disk),
                            options=NodeOptions(tick_interval=0.01))
     await cluster.start()
@@ -79,7 +86,8 @@ async def _node_on_a_disk_that_fills(tmp_path: Path) -> None:
         await node.propose(b"acknowledged")
         applied = node.applied_index
         disk.full = True
-        with pytest.raises(NodeStopped, match="No space left on device"):
+        # In the log but not durable: this node may yet commit it after a restart.
+        with pytest.raises(OutcomeUnknown, match="may still be applied"):
             await asyncio.wait_for(node.propose(b"lost"), 10)
         assert isinstance(node.failure, StorageFailedError)
         assert failures == [node.failure]
@@ -98,14 +106,20 @@ async def _node_on_a_disk_that_fills(tmp_path: Path) -> None:
         data = [e.data for e in reopened.entries(reopened.first_index(),
                                                  reopened.last_index() + 1)
                 if e.type == EntryType.NORMAL]
-    assert b"acknowledged" in data and b"lost" not in data
+    assert b"acknowledged" in data
+    if not failing_sync:
+        assert b"lost" not in data  # never written
 
 
-def test_a_full_disk_stops_the_node_fails_the_write_and_keeps_what_was_acknowledged(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(("failing_sync", "cause"), [(False, "No space left on device"),
+                                                     (True, "Input/output error")],
+                         ids=["ENOSPC on write", "EIO on fdatasync"])
+def test_a_failed_disk_stops_the_node_fails_the_write_and_keeps_what_was_acknowledged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, failing_sync: bool,
+        cause: str) -> None:
     caplog.set_level(logging.INFO)
-    asyncio.run(_node_on_a_disk_that_fills(tmp_path))
-    _assert_one_line_at_error(caplog, "No space left on device")
+    asyncio.run(_node_on_a_disk_that_fails(tmp_path, failing_sync))
+    _assert_one_line_at_error(caplog, cause)
 
 
 async def _node_with_a_buggy_state_machine() -> None:
@@ -115,7 +129,7 @@ async def _node_with_a_buggy_state_machine() -> None:
     try:
         node = await cluster.wait_leader()
         waiting = asyncio.ensure_future(node.read_barrier())
-        with pytest.raises(NodeStopped, match="cannot apply boom"):
+        with pytest.raises(OutcomeUnknown, match="cannot apply boom"):
             await asyncio.wait_for(node.propose(b"boom"), 10)
         assert isinstance(node.failure, Bug)
         with pytest.raises(NodeStopped):  # every request waiting was failed too
@@ -174,7 +188,8 @@ async def _server_that_fails(tmp_path: Path, break_it: str) -> tuple[str, set[st
                 srv.fsm.apply = boom  # type: ignore[method-assign]
             with pytest.raises(grpc.aio.AioRpcError) as failed:
                 await kv.Put(kv_pb2.PutRequest(path="/failed", value=b"v"), timeout=10)
-            assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+            # Never acknowledged; but in the log, so not "unavailable" (not applied) either.
+            assert failed.value.code() == grpc.StatusCode.UNKNOWN
         await asyncio.wait_for(srv.stopped.wait(), 20)
         assert await _health(srv) == health_pb2.HealthCheckResponse.NOT_SERVING
         assert srv.fatal is not None

@@ -602,14 +602,20 @@ class RaftNode:
                 f.set_exception(exc)
         self._read_wait.clear()
 
-    def _fail_all(self, exc: Exception) -> None:
+    def _fail_all(self, exc: NodeStopped) -> None:
+        """Fail every waiting request: with ``exc`` those that never reached the log, with
+        OutcomeUnknown the writes that did (appended here, or forwarded to the leader): the
+        others may have them, or this node's log may, and commit them later."""
         self._fail_reads(exc)
         futures = [f for _, _, f in self._proposals] + [f for _, f in self._conf_changes]
-        futures += [f for _, f in self._reads] + [f for _, f in self._pending.values()]
-        futures += [f for _, f in self._read_ready] + list(self._forwarded.values())
+        futures += [f for _, f in self._reads] + [f for _, f in self._read_ready]
         for f in futures:
             if not f.done():
                 f.set_exception(exc)
+        unknown = OutcomeUnknown(f"{exc}; the write may still be applied")
+        for f in [f for _, f in self._pending.values()] + list(self._forwarded.values()):
+            if not f.done():
+                f.set_exception(unknown)
         self._proposals, self._conf_changes, self._reads = [], [], []
         self._pending.clear()
         self._forwarded.clear()
