@@ -146,6 +146,45 @@ def test_an_exception_in_the_raft_loop_stops_the_node_with_one_error_line(
     assert any(r.levelno == logging.DEBUG and r.exc_info for r in caplog.records)
 
 
+class FailingSnapshotDisk(Disk):
+    """The real disk, but ``fsync`` (which snapshot files use; the WAL appends with
+    fdatasync) fails with EIO once ``failing`` is set."""
+
+    def __init__(self) -> None:
+        self.failing = False
+
+    def fsync(self, fd: int) -> None:
+        if self.failing:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        super().fsync(fd)
+
+
+async def _node_whose_snapshot_cannot_be_written(tmp_path: Path) -> None:
+    disk = FailingSnapshotDisk()
+    cluster = LocalCluster(1, lambda i: DurableStorage.open(tmp_path / "raft", disk=disk),
+                           options=NodeOptions(tick_interval=0.01, snapshot_every=5))
+    await cluster.start()
+    try:
+        node = await cluster.wait_leader()
+        disk.failing = True
+        with pytest.raises((NodeStopped, OutcomeUnknown)):
+            for i in range(100):  # the snapshot after the 5th entry fails, in a thread
+                await asyncio.wait_for(node.propose(b"%d" % i), 10)
+        assert isinstance(node.failure, OSError)
+    finally:
+        await cluster.stop()
+        for storage in cluster.storages.values():
+            assert isinstance(storage, DurableStorage)
+            storage.close()
+
+
+def test_a_snapshot_that_cannot_be_written_stops_the_node(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    asyncio.run(_node_whose_snapshot_cannot_be_written(tmp_path))
+    _assert_one_line_at_error(caplog, "Input/output error")
+
+
 # -- the server process, in process -------------------------------------------------------
 def _config(data_dir: Path) -> ServerConfig:
     return ServerConfig(data_dir=data_dir, listen_client="127.0.0.1:0",

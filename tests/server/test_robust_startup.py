@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,8 @@ import pytest
 
 from confer.server.app import ConferServer
 from confer.server.config import ServerConfig
-from confer.storage import DurableStorage
+from confer.storage import Disk, DurableStorage
+from confer.storage.snapfile import SnapshotStore, snapshot_name
 from confer.v1 import kv_pb2, kv_pb2_grpc
 
 
@@ -105,6 +107,57 @@ def test_an_unreadable_member_identity_is_refused_in_one_line(tmp_path: Path) ->
     r = serve("--data-dir", str(data_dir))
     assert r.returncode == 1
     assert one_line(r).startswith(f"{data_dir / 'member.json'}: unreadable member identity")
+
+
+async def _member_with_a_snapshot(data_dir: Path) -> None:
+    cfg = _config(data_dir)
+    cfg.snapshot_every = 5
+    srv = ConferServer(cfg)
+    await srv.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.client_port}") as ch:
+            kv = kv_pb2_grpc.KVStub(ch)
+            for i in range(10):
+                await kv.Put(kv_pb2.PutRequest(path=f"/k/{i}", value=b"v"), timeout=20)
+        deadline = time.monotonic() + 20
+        while not list((data_dir / "raft" / "snap").glob("*.snap")):
+            assert time.monotonic() < deadline, "no snapshot written"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # let the node record it in the log (and sync it)
+    finally:
+        await srv.stop()
+
+
+def test_a_damaged_snapshot_is_refused_in_one_line(tmp_path: Path) -> None:
+    data_dir = tmp_path / "node"
+    asyncio.run(_member_with_a_snapshot(data_dir))
+    [snap] = (data_dir / "raft" / "snap").glob("*.snap")
+    buf = bytearray(snap.read_bytes())
+    buf[-1] ^= 0x01
+    snap.write_bytes(bytes(buf))
+    r = serve("--data-dir", str(data_dir))
+    assert r.returncode == 1
+    line = one_line(r)
+    assert line.startswith(f"{snap}: corrupt snapshot file: checksum mismatch")
+    assert "remove it from the cluster and add a new one" in line
+
+
+def test_a_snapshot_the_state_machine_cannot_read_is_refused_in_one_line(
+        tmp_path: Path) -> None:
+    """A snapshot file whose checksum holds but whose data does not decode (finding 6: the
+    node used to die with a msgpack traceback at every restart)."""
+    data_dir = tmp_path / "node"
+    asyncio.run(_member_with_a_snapshot(data_dir))
+    [snap] = (data_dir / "raft" / "snap").glob("*.snap")
+    with DurableStorage.open(data_dir / "raft") as storage:
+        meta = storage.snapshot().meta
+    assert meta.index and snap.name == snapshot_name(meta)
+    SnapshotStore(str(snap.parent), Disk()).save(meta, b"\x93garbage")
+    r = serve("--data-dir", str(data_dir))
+    assert r.returncode == 1
+    line = one_line(r)
+    assert line.startswith(f"{data_dir}: cannot recover this member's state (")
+    assert "remove it from the cluster and add a new one" in line
 
 
 # -- file modes -----------------------------------------------------------------------------

@@ -68,6 +68,7 @@ class ConferServer:
         self.stopped = asyncio.Event()
         self.fatal: str | None = None
         """Why the member stopped on its own, if it did (see :meth:`fail`)."""
+        self._started = False
         self._stopping = False
         self.cluster_listeners: list[ClusterListener] = []
         """Called with (kind, member, leader id) on membership and leader changes."""
@@ -147,6 +148,7 @@ class ConferServer:
             self._spawn(self._auto_compact(), "auto-compaction")
         log.info("node %d (%s) serving clients on %s, peers on %s", self.node_id, cfg.name,
                  cfg.client_url, cfg.peer_url)
+        self._started = True
 
     def _open_data_dir(self) -> None:
         """Make the data dir private, take its lock and recover the log: first, so that a
@@ -232,7 +234,7 @@ class ConferServer:
             self.stopped.set()
 
     async def _shutdown(self, grace: float) -> None:
-        if self.grpc_server is not None:  # not after a failed start: one line says why
+        if self._started:  # not after a failed start: its one line says why
             log.info("node %d shutting down", self.node_id)
         if self.health is not None:
             await self.health.enter_graceful_shutdown()

@@ -297,15 +297,18 @@ class RaftNode:
                 return  # stop() still ends the ticker and closes the transport
 
     def _fail(self, cause: Exception) -> None:
-        """The loop cannot go on: the Ready that failed was neither sent nor advanced, so
-        nothing it held was acknowledged; every waiting request fails, and the listeners
-        (the process) learn why. One line at ERROR; the traceback only at DEBUG (a full
-        disk is not a bug, and its traceback would only bury the cause)."""
-        log.error("node %d: the Raft loop failed, the node stops serving: %s", self.id,
-                  describe_failure(cause))
-        log.debug("node %d: Raft loop failure", self.id, exc_info=cause)
+        """The node cannot go on: its loop failed (the Ready being handled was neither
+        sent nor advanced, so nothing it held was acknowledged), or writing a snapshot
+        did. Every waiting request fails, and the listeners (the process) learn why. One
+        line at ERROR; the traceback only at DEBUG (a full disk is not a bug, and its
+        traceback would only bury the cause)."""
+        if self.failure is not None or self._closed:
+            return
+        log.error("node %d stops serving: %s", self.id, describe_failure(cause))
+        log.debug("node %d: failure", self.id, exc_info=cause)
         self._stopped = True
         self.failure = cause
+        self._wake.set()  # the loop, if it is waiting (a snapshot failed), sees it and ends
         self._fail_all(NodeStopped(f"node {self.id} failed: {describe_failure(cause)}"))
         for listener in self.failure_listeners:
             listener(cause)
@@ -568,7 +571,11 @@ class RaftNode:
             data = await loop.run_in_executor(None, finish, parts)
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # aborted by a compaction or restore, or a disk error
+        except OSError as e:  # the disk failed (full, EIO): as for the WAL, stop (etcd too)
+            self._snapshot_job = None
+            self._fail(e)
+            return
+        except Exception as e:  # aborted by a compaction or a restore meanwhile
             log.info("node %d: snapshot at %d abandoned (%s); will retry", self.id,
                      meta.index, e)
             self._snapshot_job = None
