@@ -268,6 +268,8 @@ class RaftNode:
                     await asyncio.sleep(wait)
             self._last_round = loop.time()
             self._wake.clear()
+            if self._stopped:  # failed while waiting (writing a snapshot): no more rounds
+                return
             try:
                 while self._ticks:
                     self._ticks -= 1
@@ -288,7 +290,7 @@ class RaftNode:
                     self._submit_conf_changes()
                 if self._reads:
                     self._submit_reads()
-                while node.has_ready():
+                while node.has_ready() and not self._stopped:
                     await self._handle_ready(node.ready())
                 if self._snapshot_built is not None:
                     self._record_snapshot()
