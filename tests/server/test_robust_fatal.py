@@ -10,7 +10,6 @@ import errno
 import logging
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -200,7 +199,10 @@ async def _wait_leader(srv: ConferServer) -> None:
 
 async def _health(srv: ConferServer) -> int:
     assert srv.health is not None
-    resp = await srv.health.Check(health_pb2.HealthCheckRequest(service=""), None)
+    # Asked in process: the member's ports are closed once it stopped. Check ignores its
+    # context argument.
+    resp = await srv.health.Check(health_pb2.HealthCheckRequest(service=""),
+                                  None)  # type: ignore[arg-type]
     return int(resp.status)
 
 
@@ -305,15 +307,19 @@ FILE_SIZE_LIMIT = 64 << 10
 as they would with ENOSPC; Python ignores SIGXFSZ). No root, no tmpfs needed."""
 
 
-def _serve(data_dir: Path, limit_files: bool) -> subprocess.Popen[str]:
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+_LIMITED = ("import os, resource, sys; "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]),) * 2); "
+            "os.execv(sys.executable, [sys.executable, '-m', 'confer', *sys.argv[2:]])")
+"""Runs `confer` with a file size limit (set in the child itself: no preexec_fn, which is
+unsafe in a test process that has threads)."""
 
+
+def _serve(data_dir: Path, limit_files: bool) -> subprocess.Popen[str]:
+    prefix = ["-c", _LIMITED, str(FILE_SIZE_LIMIT)] if limit_files else ["-m", "confer"]
     return subprocess.Popen(
-        [sys.executable, "-m", "confer", "serve", "--data-dir", str(data_dir),
+        [sys.executable, *prefix, "serve", "--data-dir", str(data_dir),
          "--listen-client", "127.0.0.1:0", "--listen-peer", "127.0.0.1:0", "--tick-ms", "20"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        preexec_fn=limit if limit_files else None)
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def _client_port(proc: subprocess.Popen[str]) -> int:
