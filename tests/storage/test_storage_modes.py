@@ -18,8 +18,9 @@ def test_directories_are_0700_and_files_0600(tmp_path: Path) -> None:
         with DurableStorage.open(root, segment_size=512) as st:
             st.append([Entry(i, 1, b"x" * 100) for i in range(1, 21)])
             st.sync()  # past 512 bytes: a new segment is cut
-            st.create_snapshot(10, ConfState(voters={1}), b"state")
-            st.apply_snapshot(Snapshot(SnapshotMeta(30, 2, ConfState(voters={1})), b"new"))
+            conf = ConfState(voters=frozenset({1}))
+            st.create_snapshot(10, conf, b"state")
+            st.apply_snapshot(Snapshot(SnapshotMeta(30, 2, conf), b"new"))
             st.sync()
     finally:
         os.umask(old)
