@@ -22,7 +22,8 @@ from confer.v1 import confer_pb2, confer_pb2_grpc
 
 @pytest.mark.parametrize(("peer", "local"), [
     ("ipv4:127.0.0.1:40000", True), ("ipv4:127.8.9.10:1", True), ("ipv6:[::1]:40000", True),
-    ("ipv6:[::ffff:127.0.0.1]:5", True), ("unix:/run/confer.sock", True),
+    ("ipv6:[::ffff:127.0.0.1]:5", True), ("ipv6:%5B::1%5D:5", True),
+    ("unix:/run/confer.sock", True),
     ("ipv4:10.0.0.7:40000", False), ("ipv6:[2001:db8::1]:40000", False),
     ("ipv6:[::ffff:10.0.0.7]:5", False), ("", False), ("ipv4:nonsense", False),
 ])

@@ -149,10 +149,11 @@ class RaftNode:
         self.leader_listeners: list[Callable[[int, int], None]] = []
         """Called with (leader id, term) whenever the known leader changes."""
         self.failure: Exception | None = None
-        """Why the Raft loop stopped on its own (None while it runs, or after stop())."""
+        """Why the node stopped on its own: its loop failed (a bug, a failed WAL write) or
+        writing a snapshot did. None while it runs, or after stop()."""
         self.failure_listeners: list[Callable[[Exception], None]] = []
-        """Called once, with the cause, if the Raft loop fails (a bug, a failed disk): the
-        node then serves nothing, and its process should stop (see ConferServer.fail)."""
+        """Called once, with the cause, when the node fails (see :attr:`failure`): it then
+        serves nothing, and its process should stop (see ConferServer.fail)."""
 
     @property
     def id(self) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from urllib.parse import unquote
 
 from confer.server.api.context import RequestContext
 from confer.server.api.errors import PermissionDenied
@@ -33,9 +34,10 @@ def check_init_caller(ctx: RequestContext, token: str, expected: str) -> None:
 
 
 def is_local_peer(peer: str) -> bool:
-    """Whether a gRPC peer name (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``,
-    ``unix:/path``) is a caller on this host."""
+    """Whether a gRPC peer name (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``, which some
+    gRPC versions percent-encode, ``unix:/path``) is a caller on this host."""
     kind, _, rest = peer.partition(":")
+    rest = unquote(rest)
     if kind == "unix":
         return True
     if kind not in ("ipv4", "ipv6"):
