@@ -8,7 +8,9 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,21 +29,32 @@ from confer.server.fsm import ServerStateMachine
 from confer.server.leases import Lessor
 from confer.server.members import Member, MembershipEvent, cluster_id_for, encode_publish
 from confer.server.native import add_native_services
-from confer.server.node import NodeOptions, RaftNode
+from confer.server.node import NodeOptions, RaftNode, describe_failure
 from confer.server.peer_transport import GRPC_OPTIONS, GrpcPeerTransport, PeerServicer
 from confer.server.registry import GenericHandlersOnly
 from confer.server.watch import WatchHub
-from confer.storage import DurableStorage
+from confer.storage import (
+    Disk,
+    DurableStorage,
+    SnapshotCorruptionError,
+    StorageError,
+    WALCorruptionError,
+)
+from confer.storage.disk import DIR_MODE, FILE_MODE
 from confer.v1 import kv_pb2, kv_pb2_grpc, peer_pb2_grpc
 
 log = logging.getLogger("confer.server")
 
 
 class ConferServer:
-    """One member: its storage, Raft node, peer transport, request layer and gRPC server."""
+    """One member: its storage, Raft node, peer transport, request layer and gRPC server.
 
-    def __init__(self, cfg: ServerConfig) -> None:
+    ``disk`` is the file-system seam its log and snapshots go through (tests inject faults).
+    """
+
+    def __init__(self, cfg: ServerConfig, *, disk: Disk | None = None) -> None:
         self.cfg = cfg
+        self._disk = disk
         self.data_dir = Path(cfg.data_dir)
         self.fsm = ServerStateMachine()
         self.hub = WatchHub(self.fsm.kv)
@@ -53,6 +66,10 @@ class ConferServer:
         self.client_port = 0
         self.peer_port = 0
         self.stopped = asyncio.Event()
+        self.fatal: str | None = None
+        """Why the member stopped on its own, if it did (see :meth:`fail`)."""
+        self._started = False
+        self._stopping = False
         self.cluster_listeners: list[ClusterListener] = []
         """Called with (kind, member, leader id) on membership and leader changes."""
         self._routes = cfg.routes()
@@ -76,7 +93,12 @@ class ConferServer:
 
     def _load_identity(self) -> None:
         if self._identity_file.exists():
-            ident = json.loads(self._identity_file.read_text())
+            try:
+                ident = json.loads(self._identity_file.read_text())
+                int(ident["id"])
+            except (OSError, ValueError, TypeError, KeyError) as e:
+                raise SystemExit(f"{self._identity_file}: unreadable member identity ({e}); "
+                                 "restore it from a backup or replace the member") from None
             if self.cfg.node_id and self.cfg.node_id != ident["id"]:
                 raise SystemExit(f"data dir {self.data_dir} belongs to node {ident['id']}, "
                                  f"not {self.cfg.node_id}")
@@ -85,7 +107,7 @@ class ConferServer:
     def _save_identity(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         tmp = self._identity_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"id": self.node_id, "name": self.cfg.name}))
+        _write_private(tmp, json.dumps({"id": self.node_id, "name": self.cfg.name}))
         tmp.replace(self._identity_file)
 
     def member(self) -> Member:
@@ -93,11 +115,13 @@ class ConferServer:
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
+        """Open the data dir, serve, and start Raft. Any reason not to start (the data dir
+        in use, unusable or damaged, a port taken) is a SystemExit with one line."""
         cfg = self.cfg
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._open_data_dir()
+        assert self.storage is not None
         self._load_identity()
         await self._start_grpc()
-        self.storage = DurableStorage.open(self.data_dir / "raft")
         fresh = self.storage.last_index() == 0
         if fresh and cfg.join:
             if not self._identity_file.exists():
@@ -111,15 +135,34 @@ class ConferServer:
         if not self.node_id:
             self.node_id = cfg.node_id or 1
         self._save_identity()
-        self._start_node()
+        try:
+            self._start_node()
+        except Exception as e:  # the state machine cannot take the recovered snapshot
+            raise SystemExit(f"{self.data_dir}: cannot recover this member's state "
+                             f"({describe_failure(e)}); {REPLACE_MEMBER}") from None
         if cfg.join and fresh:
-            self._background.append(asyncio.create_task(self._promote_when_caught_up()))
-        self._background.append(asyncio.create_task(self._publish_attributes()))
-        self._background.append(asyncio.create_task(self.lessor.run()))
+            self._spawn(self._promote_when_caught_up(), "self-promotion")
+        self._spawn(self._publish_attributes(), "member publication")
+        self._spawn(self.lessor.run(), "lease expiry")
         if cfg.auto_compaction_retention:
-            self._background.append(asyncio.create_task(self._auto_compact()))
+            self._spawn(self._auto_compact(), "auto-compaction")
         log.info("node %d (%s) serving clients on %s, peers on %s", self.node_id, cfg.name,
                  cfg.client_url, cfg.peer_url)
+        self._started = True
+
+    def _open_data_dir(self) -> None:
+        """Make the data dir private, take its lock and recover the log: first, so that a
+        second process on the same dir, an unusable dir or a damaged log stop the start
+        before any port is bound (one line each, never a traceback)."""
+        try:
+            _private_dir(self.data_dir)
+            self.storage = DurableStorage.open(self.data_dir / "raft", disk=self._disk)
+        except (WALCorruptionError, SnapshotCorruptionError) as e:
+            raise SystemExit(f"{e}; {REPLACE_MEMBER}") from None
+        except StorageError as e:
+            raise SystemExit(str(e)) from None
+        except OSError as e:
+            raise SystemExit(f"cannot use data dir {self.data_dir}: {e}") from None
 
     def _bootstrap(self, founders: list[Member]) -> None:
         assert self.storage is not None
@@ -143,6 +186,7 @@ class ConferServer:
                         batch_window=cfg.batch_window_ms / 1000),
         )
         node.leader_listeners.append(self._on_leader)
+        node.failure_listeners.append(lambda e: self.fail(describe_failure(e)))
         self.node = node
         if node.status().conf_state.voters == {self.node_id}:
             node.campaign()  # sole voter: no reason to wait out an election timeout
@@ -177,9 +221,21 @@ class ConferServer:
             await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float = 1.0) -> None:
-        if self.stopped.is_set():
+        """Stop serving: health NOT_SERVING first, then gRPC (``grace`` seconds for calls
+        in flight), Raft and the log. ``stopped`` is set in the end, whatever fails."""
+        if self._stopping:
+            await self.stopped.wait()
             return
-        log.info("node %d shutting down", self.node_id)
+        self._stopping = True
+        try:
+            await self._shutdown(grace)
+        finally:
+            self._close_storage()
+            self.stopped.set()
+
+    async def _shutdown(self, grace: float) -> None:
+        if self._started:  # not after a failed start: its one line says why
+            log.info("node %d shutting down", self.node_id)
         if self.health is not None:
             await self.health.enter_graceful_shutdown()
         self.hub.close()
@@ -192,9 +248,46 @@ class ConferServer:
         if self.node is not None:
             await self.node.stop()
         await self.api.close()
-        if self.storage is not None:
+
+    def fail(self, cause: str) -> None:
+        """Stop serving because something essential failed (the Raft loop, the disk, a
+        duty such as lease expiry): a node that stays up with a dead loop would answer
+        health SERVING and "no leader" for ever. Health turns NOT_SERVING at the next
+        turn of the event loop, then the member stops and ``confer serve`` exits with
+        status 1 (as etcd exits), so a supervisor restarts it or an operator looks. The
+        cause is logged once, by whoever found it."""
+        if self._stopping or self.fatal is not None:
+            return
+        self.fatal = cause
+        self._background.append(asyncio.create_task(self.stop(), name="stop-on-failure"))
+
+    def _spawn(self, duty: Coroutine[Any, Any, None], what: str) -> None:
+        """Run one of the member's duties beside the Raft loop; if it dies of an
+        exception, the member stops (:meth:`fail`)."""
+        task = asyncio.create_task(duty, name=what)
+        task.add_done_callback(self._duty_ended)
+        self._background.append(task)
+
+    def _duty_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._stopping:
+            return
+        exc = task.exception()
+        if exc is None:
+            return  # done with its work (promoted, published)
+        cause = f"{task.get_name()} failed: {describe_failure(exc)}"
+        log.error("node %d: %s; the node stops serving", self.node_id, cause)
+        log.debug("node %d: %s", self.node_id, task.get_name(), exc_info=exc)
+        self.fail(cause)
+
+    def _close_storage(self) -> None:
+        if self.storage is None:
+            return
+        try:
             self.storage.close()
-        self.stopped.set()
+        except (StorageError, OSError) as e:  # the final sync: the disk failed at the end
+            if self.fatal is None:
+                self.fatal = f"closing the log failed: {describe_failure(e)}"
+                log.error("node %d: %s", self.node_id, self.fatal)
 
     # -- Raft plumbing ------------------------------------------------------------------------
     def _peer_addr(self, node_id: int) -> str | None:
@@ -357,6 +450,29 @@ class ConferServer:
 
 
 JOIN_RETRY_SECONDS = 60.0
+
+REPLACE_MEMBER = ("do not start this member on this data: remove it from the cluster and add "
+                  "a new one with an empty data dir (docs/operations.md, "
+                  "'Replacing a damaged member')")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a new file that only this user may read (mode 0600)."""
+    path.unlink(missing_ok=True)  # a leftover would keep its old mode
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _private_dir(path: Path) -> None:
+    """Create the data dir with mode 0700, or tighten an existing one that other users may
+    enter (etcd only warns; Confer closes it, and says so)."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        path.chmod(mode & DIR_MODE)
+        log.warning("data dir %s was open to other users (mode %04o); set to %04o", path, mode,
+                    mode & DIR_MODE)
 
 
 def _listen(server: grpc.aio.Server, addr: str, what: str) -> int:

@@ -43,6 +43,9 @@ class ServerConfig:
     """Client address of a running member: ask it to add this node, then catch up."""
     wait_init: bool = False
     """Start empty and wait for the ``Init`` RPC instead of bootstrapping."""
+    init_token: str = ""
+    """A secret that ``Init`` must present (its ``token``); without one, only a caller on
+    this host (loopback) may call ``Init``. See :mod:`confer.server.api.init_access`."""
     tick_ms: int = 100
     election_ticks: int = 10
     snapshot_every: int = 100_000
@@ -129,6 +132,9 @@ class ServerConfig:
             raise ConfigError("use only one of initial-cluster, join and wait-init")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log-format must be text or json")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log-level must be debug, info, warning or error, "
+                              f"not {self.log_level!r}")
         self.routes()
         founders = self.founders()
         if founders and self.node_id and self.node_id not in {i for i, _, _ in founders}:

@@ -33,6 +33,7 @@ from confer.server.api.errors import (
     UnknownMembers,
     UnsafeReconfiguration,
 )
+from confer.server.api.init_access import check_init_caller
 from confer.server.members import Member
 
 LEARNER_SYNC_ENTRIES = 1000
@@ -311,12 +312,15 @@ class ClusterRequests:
         while node.leader != target and time.monotonic() < ctx.deadline:
             await asyncio.sleep(consensus.retry_interval)
 
-    async def initialize(self, ctx: RequestContext, founders: list[Member]) -> None:
-        """Bootstrap a member that was started empty (``--wait-init``)."""
+    async def initialize(self, ctx: RequestContext, founders: list[Member],
+                         token: str = "") -> None:
+        """Bootstrap a member that was started empty (``--wait-init``), for a caller that
+        :func:`~confer.server.api.init_access.check_init_caller` admits."""
+        await self.core.admin(ctx)
+        check_init_caller(ctx, token, self.host.cfg.init_token)
         for m in founders:
             check_member_id(m.id)
             check_member_addr("peer address", m.peer_addr)
-        await self.core.admin(ctx)
         try:
             await self.host.initialize(founders)
         except FileExistsError as e:

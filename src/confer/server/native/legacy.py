@@ -105,7 +105,7 @@ class LegacyService(Adapter, confer_pb2_grpc.ConferServiceServicer):
         if any(n.node_id <= 0 or not n.addr for n in req.nodes):
             raise InvalidArgument("every Init node needs a positive node_id and an addr")
         founders = [Member(n.node_id, f"node-{n.node_id}", n.addr, n.addr) for n in req.nodes]
-        await self.layer.cluster.initialize(ctx, founders)
+        await self.layer.cluster.initialize(ctx, founders, req.token)
         return confer_pb2.Empty()
 
     def membership_response(self) -> confer_pb2.ClientWriteResponse:
