@@ -104,6 +104,9 @@ class ServerConfig:
     def validate(self) -> None:
         for key in ("listen_client", "listen_peer"):
             check_addr(key.replace("_", "-"), getattr(self, key))
+        if self.listen_peer == self.listen_client and not self.listen_peer.endswith(":0"):
+            raise ConfigError(f"listen-peer and listen-client are both {self.listen_peer}: "
+                              "peers and clients need separate ports")
         for key in ("advertise_client", "advertise_peer"):
             if getattr(self, key):
                 check_addr(key.replace("_", "-"), getattr(self, key))
