@@ -37,6 +37,7 @@ _LOCAL = frozenset({int(MessageType.HUP), int(MessageType.BEAT),
 _WIRE_TYPES = {t: mt for t, mt in _MT.items() if t not in _LOCAL}
 _ENTRY_TYPES = {int(t): t for t in EntryType}
 _FIELDS = 15
+_NUMBERS = ("from", "term", "log term", "index", "commit", "reject hint", "snapshot offset")
 
 
 class MalformedBatch(ValueError):
@@ -102,15 +103,26 @@ def _unmeta(raw: object) -> SnapshotMeta | None:
     return SnapshotMeta(_uint(index, "snapshot index"), _uint(term, "snapshot term"), conf)
 
 
-def _entry(raw: object) -> Entry:
-    if type(raw) is not list or len(raw) != 4:
-        raise MalformedBatch("an entry must be [index, term, type, data]")
-    index, term, etype, data = raw
-    kind = _ENTRY_TYPES.get(etype) if type(etype) is int else None
-    if kind is None:
-        raise MalformedBatch(f"unknown entry type {etype!r:.20}")
-    return Entry(_uint(index, "entry index"), _uint(term, "entry term"),
-                 _bytes(data, "entry data"), kind)
+def _entries(raw: object) -> list[Entry]:
+    # The hot path (an append carries many entries): the checks are inlined, and an entry
+    # that fails them is explained only then.
+    if type(raw) is not list:
+        raise MalformedBatch("entries must be a list")
+    types = _ENTRY_TYPES
+    out = []
+    for e in raw:
+        if type(e) is not list or len(e) != 4:
+            raise MalformedBatch("an entry must be [index, term, type, data]")
+        index, term, etype, data = e
+        if (type(index) is not int or type(term) is not int or type(etype) is not int
+                or type(data) is not bytes or etype not in types
+                or not (0 <= index <= MAX_U63 and 0 <= term <= MAX_U63)):
+            _uint(index, "entry index")
+            _uint(term, "entry term")
+            _bytes(data, "entry data")
+            raise MalformedBatch(f"unknown entry type {etype!r:.20}")
+        out.append(Entry(index, term, data, types[etype]))
+    return out
 
 
 def _message(raw: object, to: int) -> Message:
@@ -123,18 +135,22 @@ def _message(raw: object, to: int) -> Message:
         raise MalformedBatch(f"unknown message type {t!r:.20}")
     if dest != to or type(dest) is not int:
         raise MalformedBatch(f"message for node {dest!r:.20} in a batch for node {to}")
-    if type(ents) is not list:
-        raise MalformedBatch("entries must be a list")
     snapshot = _unmeta(meta)
     if mtype == MessageType.SNAP and snapshot is None:
         raise MalformedBatch("a snapshot message without snapshot metadata")
-    return Message(
-        mtype, to, _uint(frm, "from"), _uint(term, "term"), _uint(log_term, "log term"),
-        _uint(index, "index"), [_entry(e) for e in ents], _uint(commit, "commit"),
-        _bool(reject, "reject"), _uint(reject_hint, "reject hint"), snapshot,
-        _uint(snap_offset, "snapshot offset"), _bytes(snap_data, "snapshot data"),
-        _bool(snap_done, "snap_done"), _bytes(context, "context"),
-    )
+    numbers = (frm, term, log_term, index, commit, reject_hint, snap_offset)
+    # One pass for the common case; the field at fault is named only on failure.
+    if not all(type(n) is int and 0 <= n <= MAX_U63 for n in numbers):
+        for n, what in zip(numbers, _NUMBERS, strict=True):
+            _uint(n, what)
+    if (type(reject) is not bool or type(snap_done) is not bool or type(snap_data) is not bytes
+            or type(context) is not bytes):
+        _bool(reject, "reject")
+        _bool(snap_done, "snap_done")
+        _bytes(snap_data, "snapshot data")
+        _bytes(context, "context")
+    return Message(mtype, to, frm, term, log_term, index, _entries(ents), commit, reject,
+                   reject_hint, snapshot, snap_offset, snap_data, snap_done, context)
 
 
 def decode_messages(data: bytes, to: int) -> list[Message]:
