@@ -313,6 +313,12 @@ async def test_6_a_snapshot_that_does_not_decode_is_never_persisted(tmp_path: Pa
         snap = Message(MessageType.SNAP, to=1, frm=MEMBER, term=st.term + 1, snapshot=meta,
                        snap_data=b"\x93\x01garbage" * 100, snap_done=True)
         assert await t.send(t.batch([snap])) == grpc.StatusCode.OK
+        # A member's message at a higher term makes the node follow it (as Raft must); it
+        # then elects itself again, since the learner never leads.
+        node = t.srv.node
+        assert node is not None
+        await wait_until(lambda: node.term > st.term and node.role == node.basic_status().role,
+                         "the snapshot's term to be seen")
         await t.assert_healthy(BEFORE, members_before(t))
         assert t.srv.storage.snapshot().meta.index == 0  # type: ignore[union-attr]
         assert t.stats().bad_snapshots == 1

@@ -18,7 +18,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from confer.kv import Compact, encode_command
 from confer.raft.core import Config
 from confer.raft.rawnode import bootstrap
-from confer.raft.types import Entry
 from confer.server.api import RequestContext, RequestLayer
 from confer.server.api.core import ClusterListener
 from confer.server.config import ConfigError, ServerConfig
@@ -30,11 +29,7 @@ from confer.server.members import Member, MembershipEvent, cluster_id_for, encod
 from confer.server.native import add_native_services
 from confer.server.node import NodeOptions, RaftNode
 from confer.server.peer_checks import ProposalChecks
-from confer.server.peer_transport import (
-    GRPC_OPTIONS,
-    GrpcPeerTransport,
-    PeerServicer,
-)
+from confer.server.peer_transport import GRPC_OPTIONS, GrpcPeerTransport, PeerServicer
 from confer.server.registry import GenericHandlersOnly
 from confer.server.watch import WatchHub
 from confer.storage import DurableStorage
@@ -169,7 +164,7 @@ class ConferServer:
         cfg = self.cfg
         self._transport = GrpcPeerTransport(
             self.node_id, self.cfg.peer_url, self.peer_address, self.cluster_id,
-            self.admit_peer, self._check_proposal, self._report_unreachable,
+            self.admit_peer, self._proposal_checks.refusal, self._report_unreachable,
             self._told_removed)
         self._peer_servicer.transport = self._transport
         node = RaftNode(
@@ -268,9 +263,6 @@ class ConferServer:
             return None  # until its log tells it the members, any of that cluster's
         return f"{sender} is not a member of cluster {mine or cluster_id:x}"
 
-    def _check_proposal(self, entry: Entry, sender: int) -> str | None:
-        return self._proposal_checks.refusal(entry, sender)
-
     def _check_snapshot(self, data: bytes) -> bool:
         if self.fsm.snapshot_is_valid(data):
             return True
@@ -323,6 +315,9 @@ class ConferServer:
         learned = self.fsm.membership.cluster_id
         if learned and learned != self._saved_cluster_id:
             self._fix_cluster_id(learned)  # learned from the log: a data dir of before
+        if self._join_peers and event.member.id == self.node_id and event.kind != "removed":
+            self._join_peers = set()  # its log names the members now
+            self._save_identity()
         log.info("membership: %s node %d (%s)", event.kind, event.member.id,
                  event.member.peer_addr)
         for listener in list(self.cluster_listeners):
