@@ -104,9 +104,6 @@ class ServerConfig:
     def validate(self) -> None:
         for key in ("listen_client", "listen_peer"):
             check_addr(key.replace("_", "-"), getattr(self, key))
-        if self.listen_peer == self.listen_client and not self.listen_peer.endswith(":0"):
-            raise ConfigError(f"listen-peer and listen-client are both {self.listen_peer}: "
-                              "peers and clients need separate ports")
         for key in ("advertise_client", "advertise_peer"):
             if getattr(self, key):
                 check_addr(key.replace("_", "-"), getattr(self, key))
@@ -126,6 +123,9 @@ class ServerConfig:
             raise ConfigError("use only one of initial-cluster, join and wait-init")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log-format must be text or json")
+        if self.listen_peer == self.listen_client and not self.listen_peer.endswith(":0"):
+            raise ConfigError(f"listen-peer and listen-client are both {self.listen_peer}: "
+                              "peers and clients need separate ports")
         self.routes()
         founders = self.founders()
         if founders and self.node_id and self.node_id not in {i for i, _, _ in founders}:
