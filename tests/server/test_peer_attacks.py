@@ -204,6 +204,11 @@ async def test_1_peer_services_only_on_the_peer_port_and_client_services_only_on
                     ("confer-cluster-id", str(t.cluster_id)))
         assert await unary(t.peer, "/confer.internal.Leader/Call", call,
                            outsider) == grpc.StatusCode.PERMISSION_DENIED
+        renew = t.peer.stream_stream("/confer.internal.Leader/Renew")(timeout=10)
+        await renew.write(msgpack.packb(1))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await renew.read()
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         await t.assert_healthy(BEFORE, members_before(t))
 
 
