@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from confer.raft import quorum
@@ -62,6 +63,11 @@ class Config:
     snapshot_chunk_size: int = 1 << 20
     disable_proposal_forwarding: bool = False
     """A follower refuses proposals (NotLeader) instead of forwarding them to the leader."""
+    snapshot_check: Callable[[bytes], bool] | None = None
+    """Whether a snapshot received from a peer holds a valid state (the state machine's own
+    format), checked once all its chunks are in, before it replaces anything. A snapshot that
+    fails is dropped unanswered (the leader resends after an election timeout). It must be a
+    pure function of the bytes, as the rest of the core."""
 
     def validate(self) -> None:
         if self.id <= 0:
@@ -807,6 +813,9 @@ class Raft:
             return
         self.incoming_snapshot = None
         snap = Snapshot(meta, bytes(inc.buf))
+        check = self.cfg.snapshot_check
+        if check is not None and not check(snap.data):
+            return
         if self.restore(snap):
             self.send(Message(MT.APP_RESP, to=m.frm, index=self.log.last_index()))
         else:

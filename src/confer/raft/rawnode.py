@@ -216,6 +216,11 @@ class RawNode:
         """The current term: the cheapest read, for every response header."""
         return self.raft.term
 
+    @property
+    def conf_state(self) -> ConfState:
+        """The membership in force now (cheap: read for every inbound peer batch)."""
+        return self.raft.conf
+
     def basic_status(self) -> BasicStatus:
         """Term, vote, leader, role and log indexes (no copies of membership or progress)."""
         r = self.raft

@@ -30,6 +30,7 @@ from confer.server.leases import Lessor
 from confer.server.members import Member, MembershipEvent, cluster_id_for, encode_publish
 from confer.server.native import add_native_services
 from confer.server.node import NodeOptions, RaftNode, describe_failure
+from confer.server.peer_checks import ProposalChecks
 from confer.server.peer_transport import GRPC_OPTIONS, GrpcPeerTransport, PeerServicer
 from confer.server.registry import GenericHandlersOnly
 from confer.server.watch import WatchHub
@@ -62,6 +63,9 @@ class ConferServer:
         self.storage: DurableStorage | None = None
         self.node_id = cfg.node_id
         self.grpc_server: grpc.aio.Server | None = None
+        """Serves clients (both APIs) on the client port."""
+        self.peer_server: grpc.aio.Server | None = None
+        """Serves the other members (Raft, the internal Leader service) on the peer port."""
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else None
         self.client_port = 0
         self.peer_port = 0
@@ -75,6 +79,16 @@ class ConferServer:
         self._routes = cfg.routes()
         self._routes_mtime = self._routes_file_mtime()
         self._transport: GrpcPeerTransport | None = None
+        self._cluster_id = 0
+        """The cluster id as fixed at bootstrap, Init or join (member.json), else as first
+        heard from a peer while this node was empty; see :meth:`admit_peer`."""
+        self._saved_cluster_id = 0
+        self._first_contact = False
+        """The cluster id was taken from the first peer that reached this empty node."""
+        self._join_peers: set[int] = set()
+        """The members that a joining node was told of when it was added: it admits them
+        before its own log tells it the membership."""
+        self._proposal_checks = ProposalChecks(cfg.max_key_bytes, cfg.max_value_bytes)
         self._background: list[asyncio.Task[Any]] = []
         self._removing = False
         self.fsm.membership_listeners.append(self._on_membership)
@@ -103,12 +117,29 @@ class ConferServer:
                 raise SystemExit(f"data dir {self.data_dir} belongs to node {ident['id']}, "
                                  f"not {self.cfg.node_id}")
             self.node_id = ident["id"]
+            self._cluster_id = self._saved_cluster_id = int(ident.get("cluster_id", 0))
+            self._join_peers = set(ident.get("join_peers", ()))
 
     def _save_identity(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         tmp = self._identity_file.with_suffix(".tmp")
-        _write_private(tmp, json.dumps({"id": self.node_id, "name": self.cfg.name}))
+        ident: dict[str, Any] = {"id": self.node_id, "name": self.cfg.name}
+        if self._saved_cluster_id:
+            ident["cluster_id"] = self._saved_cluster_id
+        if self._join_peers:
+            ident["join_peers"] = sorted(self._join_peers)
+        _write_private(tmp, json.dumps(ident))
         tmp.replace(self._identity_file)
+
+    def _fix_cluster_id(self, cluster_id: int) -> None:
+        """Record the cluster id this member belongs to, durably (member.json)."""
+        self._cluster_id = self._saved_cluster_id = cluster_id
+        self._save_identity()
+
+    def cluster_id(self) -> int:
+        """This member's cluster id; 0 while it has none (empty, waiting for Init or its
+        first contact)."""
+        return self._cluster_id or self.fsm.membership.cluster_id
 
     def member(self) -> Member:
         return Member(self.node_id, self.cfg.name, self.cfg.peer_url, self.cfg.client_url)
@@ -169,17 +200,19 @@ class ConferServer:
         cid = cluster_id_for(self.cfg.cluster_token, founders)
         bootstrap(self.storage, [m.id for m in founders],
                   {m.id: m.context(cid) for m in founders})
+        self._fix_cluster_id(cid)
 
     def _start_node(self) -> None:
         assert self.storage is not None
         cfg = self.cfg
         self._transport = GrpcPeerTransport(
-            self.node_id, self.cfg.peer_url, self._peer_addr,
-            lambda: self.fsm.membership.cluster_id, self._report_unreachable,
+            self.node_id, self.cfg.peer_url, self.peer_address, self.cluster_id,
+            self.admit_peer, self._proposal_checks.refusal, self._report_unreachable,
             self._told_removed)
         self._peer_servicer.transport = self._transport
         node = RaftNode(
-            Config(id=self.node_id, election_tick=cfg.election_ticks, heartbeat_tick=1),
+            Config(id=self.node_id, election_tick=cfg.election_ticks, heartbeat_tick=1,
+                   snapshot_check=self._check_snapshot),
             self.storage, self._transport, self.fsm,
             NodeOptions(tick_interval=cfg.tick_ms / 1000, snapshot_every=cfg.snapshot_every,
                         keep_entries=cfg.snapshot_catchup_entries,
@@ -193,30 +226,31 @@ class ConferServer:
         self._background.append(asyncio.create_task(node.start()))
 
     async def _start_grpc(self) -> None:
-        # No SO_REUSEPORT (grpcio sets it on Linux): a second process on the same port must
-        # fail to start, not silently take half of this one's connections.
-        server = grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0)])
-        services = GenericHandlersOnly(server)
+        # Two servers, so that nothing of the peer protocol is reachable where clients are
+        # (and no client service where peers are): Raft and the internal Leader service only
+        # on the peer port, both APIs only on the client port; health on both.
+        client = _grpc_server()
+        services = GenericHandlersOnly(client)
         # The busiest first: a call's method is looked up in one service after another.
         # etcd's v3 API is on the same port (docs/etcd-compatibility.md).
         add_etcd_services(self.api, services)
         add_native_services(self.api, services)
-        services.add_generic_rpc_handlers([self.api.leader_service.handlers()])
-        self._peer_servicer = PeerServicer(
-            None, lambda cmd: self.consensus.propose_here(cmd, 10.0),
-            self.fsm.membership.removed.__contains__)
-        peer_pb2_grpc.add_PeerServicer_to_server(self._peer_servicer, services)
+        peer = _grpc_server()
+        peer_services = GenericHandlersOnly(peer)
+        peer_services.add_generic_rpc_handlers([self.api.leader_service.handlers()])
+        self._peer_servicer = PeerServicer(None, self.fsm.membership.removed.__contains__)
+        peer_pb2_grpc.add_PeerServicer_to_server(self._peer_servicer, peer_services)
         if self.health is not None:
             # GenericHandlersOnly stands in for the server (see registry.py).
-            health_pb2_grpc.add_HealthServicer_to_server(self.health,
-                                                         cast(grpc.aio.Server, services))
-        self.client_port = _listen(server, self.cfg.listen_client, "client")
-        if self.cfg.listen_peer != self.cfg.listen_client:
-            self.peer_port = _listen(server, self.cfg.listen_peer, "peer")
-        else:
-            self.peer_port = self.client_port
-        await server.start()
-        self.grpc_server = server
+            for registry in (services, peer_services):
+                health_pb2_grpc.add_HealthServicer_to_server(self.health,
+                                                             cast(grpc.aio.Server, registry))
+        self.client_port = _listen(client, self.cfg.listen_client, "client")
+        self.peer_port = _listen(peer, self.cfg.listen_peer, "peer")
+        await client.start()
+        self.grpc_server = client
+        await peer.start()
+        self.peer_server = peer
         if self.health is not None:
             await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
 
@@ -243,8 +277,8 @@ class ConferServer:
         for task in self._background:
             if task is not current:  # stop() may run inside one of them
                 task.cancel()
-        if self.grpc_server is not None:
-            await self.grpc_server.stop(grace)
+        servers = [s for s in (self.grpc_server, self.peer_server) if s is not None]
+        await asyncio.gather(*(server.stop(grace) for server in servers))
         if self.node is not None:
             await self.node.stop()
         await self.api.close()
@@ -289,8 +323,53 @@ class ConferServer:
                 self.fatal = f"closing the log failed: {describe_failure(e)}"
                 log.error("node %d: %s", self.node_id, self.fatal)
 
+    # -- peer admission ----------------------------------------------------------------------
+    def admit_peer(self, sender: int, cluster_id: int, first_contact: bool = True
+                   ) -> str | None:
+        """Why a peer message from ``sender`` naming ``cluster_id`` is refused, or None.
+
+        The cluster id is mandatory and must be this member's. The sender must be a member:
+        in the Raft membership now in force (voter or learner), in the member table, or one
+        of the members a joining node was told of. A node that is still empty (no cluster
+        id, no membership: waiting for Init, or added by hand and started with
+        ``--wait-init``) has nothing to protect and no way to know its cluster: with
+        ``first_contact`` it takes the cluster id of the first peer that reaches it, and
+        admits that cluster's members until its log names them (trust on first use; TLS,
+        issue 13, is what authenticates peers).
+        """
+        if not cluster_id:
+            return "no cluster id: every peer message must name its cluster"
+        mine = self.cluster_id()
+        if mine and cluster_id != mine:
+            return f"message from cluster {cluster_id:x}, this is cluster {mine:x}"
+        node = self.node
+        conf = node.conf_state.members() if node is not None else frozenset()
+        if (sender in conf or sender in self.fsm.membership.members
+                or sender in self._join_peers):
+            return None
+        if not conf and first_contact and (not mine or self._first_contact):
+            if not mine:
+                log.info("node %d: first contact from member %d of cluster %x", self.node_id,
+                         sender, cluster_id)
+                self._cluster_id = cluster_id
+                self._first_contact = True
+            return None  # until its log tells it the members, any of that cluster's
+        return f"{sender} is not a member of cluster {mine or cluster_id:x}"
+
+    def _check_snapshot(self, data: bytes) -> bool:
+        if self.fsm.snapshot_is_valid(data):
+            return True
+        if self._transport is not None:
+            self._transport.stats.bad_snapshots += 1
+            self._transport.warn.warning(("snapshot",), "node %d: dropped a received snapshot "
+                                         "of %d bytes that does not decode", self.node_id,
+                                         len(data))
+        return False
+
     # -- Raft plumbing ------------------------------------------------------------------------
-    def _peer_addr(self, node_id: int) -> str | None:
+    def peer_address(self, node_id: int) -> str | None:
+        """Where to reach member ``node_id``'s peer port (the routes first, see
+        ``--peer-routes``), if known."""
         routes = self._current_routes()
         if node_id in routes:
             return routes[node_id]
@@ -326,6 +405,12 @@ class ConferServer:
             listener("leader", self.fsm.membership.members.get(leader), leader)
 
     def _on_membership(self, event: MembershipEvent) -> None:
+        learned = self.fsm.membership.cluster_id
+        if learned and learned != self._saved_cluster_id:
+            self._fix_cluster_id(learned)  # learned from the log: a data dir of before
+        if self._join_peers and event.member.id == self.node_id and event.kind != "removed":
+            self._join_peers = set()  # its log names the members now
+            self._save_identity()
         log.info("membership: %s node %d (%s)", event.kind, event.member.id,
                  event.member.peer_addr)
         for listener in list(self.cluster_listeners):
@@ -418,6 +503,11 @@ class ConferServer:
         finally:
             await ch.close()
         self.node_id = resp.member.id
+        # Until its log tells it the membership, it admits the members it was told of (the
+        # leader among them) from the cluster named in the answer.
+        self._join_peers = {m.id for m in resp.members if m.id != self.node_id}
+        if resp.header.cluster_id:
+            self._fix_cluster_id(resp.header.cluster_id)
         log.info("joined the cluster at %s as learner %d", addr, self.node_id)
 
     async def _promote_when_caught_up(self) -> None:
@@ -473,6 +563,12 @@ def _private_dir(path: Path) -> None:
         path.chmod(mode & DIR_MODE)
         log.warning("data dir %s was open to other users (mode %04o); set to %04o", path, mode,
                     mode & DIR_MODE)
+
+
+def _grpc_server() -> grpc.aio.Server:
+    # No SO_REUSEPORT (grpcio sets it on Linux): a second process on the same port must
+    # fail to start, not silently take half of this one's connections.
+    return grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0)])
 
 
 def _listen(server: grpc.aio.Server, addr: str, what: str) -> int:

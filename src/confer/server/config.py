@@ -135,6 +135,9 @@ class ServerConfig:
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log-level must be debug, info, warning or error, "
                               f"not {self.log_level!r}")
+        if self.listen_peer == self.listen_client and not self.listen_peer.endswith(":0"):
+            raise ConfigError(f"listen-peer and listen-client are both {self.listen_peer}: "
+                              "peers and clients need separate ports")
         self.routes()
         founders = self.founders()
         if founders and self.node_id and self.node_id not in {i for i, _, _ in founders}:

@@ -240,6 +240,11 @@ class RaftNode:
         """:meth:`basic_status` plus the membership and the leader's view of progress."""
         return self.node.status()
 
+    @property
+    def conf_state(self) -> ConfState:
+        """The membership in force now (cheap, unlike :meth:`status`)."""
+        return self.node.conf_state
+
     def _new_future(self) -> asyncio.Future[Any]:
         if self._stopped:
             raise NodeStopped(f"node {self.id} is stopped")
