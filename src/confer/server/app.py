@@ -130,6 +130,7 @@ class ConferServer:
             ident["join_peers"] = sorted(self._join_peers)
         _write_private(tmp, json.dumps(ident))
         tmp.replace(self._identity_file)
+        Disk().fsync_dir(str(self.data_dir))  # the rename, durable
 
     def _fix_cluster_id(self, cluster_id: int) -> None:
         """Record the cluster id this member belongs to, durably (member.json)."""
@@ -547,11 +548,14 @@ REPLACE_MEMBER = ("do not start this member on this data: remove it from the clu
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write a new file that only this user may read (mode 0600)."""
+    """Write a new file that only this user may read (mode 0600), durably: the identity it
+    holds must survive a crash that the WAL written after it survives."""
     path.unlink(missing_ok=True)  # a leftover would keep its old mode
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _private_dir(path: Path) -> None:
