@@ -445,7 +445,6 @@ class ConferServer:
 
     async def _publish_attributes(self) -> None:
         """Make sure the member table holds this node's current name and client address."""
-        node = self.consensus.require_node()
         while True:
             await asyncio.sleep(self.cfg.tick_ms / 1000 * 2)
             me = self.fsm.membership.members.get(self.node_id)
@@ -454,7 +453,8 @@ class ConferServer:
                 if me is not None:
                     return
                 continue
-            if not node.leader:
+            node = self.node  # looked up each time: Init replaces it
+            if node is None or not node.leader:
                 continue
             command = encode_publish(self.member())
             try:
