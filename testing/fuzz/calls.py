@@ -52,16 +52,20 @@ def call(channel: grpc.Channel, shape: Shape, payloads: list[bytes], timeout: fl
 
     try:
         if not shape.client_streaming and not shape.server_streaming:
-            channel.unary_unary(shape.path)(payloads[0], timeout=timeout)
+            unary: Any = channel.unary_unary(shape.path)  # bytes in and out: no serializers
+            unary(payloads[0], timeout=timeout)
             return Outcome("OK", "", 1)
         if shape.client_streaming and not shape.server_streaming:
-            channel.stream_unary(shape.path)(requests(), timeout=timeout)
+            upload: Any = channel.stream_unary(shape.path)
+            upload(requests(), timeout=timeout)
             return Outcome("OK", "", 1)
-        stream: Any
+        multi: Any
         if shape.client_streaming:
-            stream = channel.stream_stream(shape.path)(requests(), timeout=timeout)
+            multi = channel.stream_stream(shape.path)
+            stream = multi(requests(), timeout=timeout)
         else:
-            stream = channel.unary_stream(shape.path)(payloads[0], timeout=timeout)
+            multi = channel.unary_stream(shape.path)
+            stream = multi(payloads[0], timeout=timeout)
         return _read(stream)
     except grpc.RpcError as e:
         return _failed(e, 0)

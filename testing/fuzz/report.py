@@ -15,7 +15,7 @@ from testing.fuzz.calls import Outcome
 
 BAD_CODES = frozenset({"INTERNAL", "UNKNOWN"})
 """Statuses a server must never answer to a request, however malformed."""
-MAX_HEX_BYTES = 1024
+MAX_HEX_BYTES = 256
 """Request bytes printed per reproduction; a longer request prints its length and head."""
 
 

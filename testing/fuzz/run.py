@@ -39,8 +39,9 @@ UNARY_TIMEOUT = 10.0
 BLOCKING_TIMEOUT = 0.25
 """The deadline of a call that may rightly wait (watches, Lock, Campaign): the fuzzer only
 needs it to start and to end when cancelled."""
-SHARES = {"structured": 0.5, "raw": 0.25, "peer": 0.25}
-"""How ``requests`` are split between the Hypothesis phases (streams are scenarios)."""
+SHARES = {"structured": 2, "raw": 1, "peer": 1}
+"""How ``requests`` are split between the Hypothesis phases that run (streams are scenarios
+of their own size)."""
 
 
 @dataclass
@@ -68,6 +69,8 @@ class Run:
     since_check: int = 0
     since_cleanup: int = 0
     channels: dict[str, grpc.Channel] = field(default_factory=dict)
+    budget: int = 0
+    """Calls the current phase may still make."""
     broken: str = ""
     """Why the node can no longer serve (set by a failed check): the run stops there, since
     every later call would only wait out its deadline."""
@@ -79,6 +82,9 @@ class Run:
 
     def send(self, shape: Shape, payloads: list[bytes], *, may_block: bool,
              addr: str | None = None, half_close: bool = True) -> None:
+        if self.broken or self.budget <= 0:
+            return  # drawn all the same: Hypothesis needs the same draws for the same choices
+        self.budget -= 1
         timeout = BLOCKING_TIMEOUT if may_block else UNARY_TIMEOUT
         outcome = call(self.channel(addr or self.target.client_addr), shape, payloads, timeout,
                        half_close=half_close)
@@ -131,16 +137,15 @@ class Run:
         self.channels.clear()
 
 
-def hypothesis_loop(n: int, seed: int, body: Callable[[st.DataObject], None],
-                    count: Callable[[], int], stop: Callable[[], bool]) -> None:
-    """Run ``body`` until ``count()`` has grown by ``n``: Hypothesis examples, generated only
-    (no shrinking: the node is stateful), from ``seed`` on; deterministic for a seed. An
-    example Hypothesis abandons (too much data) makes no call, so the loop goes on with the
-    next seed, a bounded number of times."""
-    start = count()
+def hypothesis_loop(run: Run, n: int, seed: int, body: Callable[[st.DataObject], None]) -> None:
+    """Run ``body`` for ``n`` calls: Hypothesis examples, generated only (no shrinking: the
+    node is stateful), from ``seed`` on; deterministic for a seed. An example Hypothesis
+    abandons (too much data) makes no call, so the loop goes on with the next seed, a bounded
+    number of times."""
+    run.budget = n
     for attempt in range(10):
-        left = n - (count() - start)
-        if left <= 0 or stop():
+        left = run.budget
+        if left <= 0 or run.broken:
             return
 
         @hypothesis_seed(seed + attempt)
@@ -149,8 +154,7 @@ def hypothesis_loop(n: int, seed: int, body: Callable[[st.DataObject], None],
                   derandomize=False)
         @given(st.data())
         def loop(data: st.DataObject) -> None:
-            if count() - start < n and not stop():
-                body(data)
+            body(data)
 
         loop()
 
@@ -170,8 +174,7 @@ def structured(run: Run, n: int) -> None:
         half_close = data.draw(st.booleans()) if method.client_streaming else True
         run.send(_shape(method), payloads, may_block=method.may_block, half_close=half_close)
 
-    hypothesis_loop(n, run.cfg.seed, body, lambda: run.report.total,
-                    lambda: bool(run.broken))
+    hypothesis_loop(run, n, run.cfg.seed, body)
 
 
 def raw(run: Run, n: int) -> None:
@@ -206,8 +209,7 @@ def raw(run: Run, n: int) -> None:
             payloads.append(confine_raw(method, payload, scope))
         run.send(_shape(method), payloads, may_block=method.may_block)
 
-    hypothesis_loop(n, run.cfg.seed + 1_000_003, body, lambda: run.report.total,
-                    lambda: bool(run.broken))
+    hypothesis_loop(run, n, run.cfg.seed + 1_000_003, body)
 
 
 def peer_phase(run: Run, n: int) -> None:
@@ -232,8 +234,7 @@ def peer_phase(run: Run, n: int) -> None:
         # A half-closed peer stream must be answered: Raft's reply comes once the batches end.
         run.send(shape, payloads, may_block=shape.server_streaming, addr=addr)
 
-    hypothesis_loop(n, run.cfg.seed + 2_000_003, body, lambda: run.report.total,
-                    lambda: bool(run.broken))
+    hypothesis_loop(run, n, run.cfg.seed + 2_000_003, body)
 
 
 def _shape(method: Method) -> Shape:
@@ -244,6 +245,7 @@ def fuzz(cfg: FuzzConfig, *, keep_dir: bool = False) -> Report:
     """Start a node, run the phases, check it after each, stop it; the report says it all."""
     report = Report(cfg.seed)
     started = time.monotonic()
+    total_share = sum(SHARES.get(p, 0) for p in cfg.phases) or 1
     with FuzzTarget(cfg.seed, keep_dir=keep_dir) as target:
         run = Run(cfg, target, report)
         try:
@@ -257,7 +259,7 @@ def fuzz(cfg: FuzzConfig, *, keep_dir: bool = False) -> Report:
                     streams.run_all(run.target, run.report, cfg.stream_scale)
                 else:
                     {"structured": structured, "raw": raw, "peer": peer_phase}[phase](
-                        run, round(cfg.requests * SHARES[phase]))
+                        run, round(cfg.requests * SHARES[phase] / total_share))
                 if not run.broken:
                     run.check()
                 report.notes.append(

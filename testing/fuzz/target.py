@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -222,8 +222,8 @@ class FuzzTarget:
             code = self.node.proc.returncode if self.node.proc else None
             return [Problem("health", f"node process exited with {code}")]
         try:
-            resp = health_pb2_grpc.HealthStub(self._ch()).Check(
-                health_pb2.HealthCheckRequest(), timeout=CHECK_TIMEOUT)
+            stub: Any = health_pb2_grpc.HealthStub(self._ch())  # untyped stubs
+            resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=CHECK_TIMEOUT)
         except grpc.RpcError as e:
             return [Problem("health", f"health check failed: {e.code().name}: {e.details()}")]
         if resp.status != health_pb2.HealthCheckResponse.SERVING:
@@ -284,5 +284,5 @@ def _store_diff(before: dict[bytes, tuple[bytes, int, int, int, int]],
 def _short(entry: tuple[bytes, int, int, int, int] | None) -> str:
     if entry is None:
         return "absent"
-    value, create, mod, version, lease = entry
+    value, _create, mod, version, lease = entry
     return f"{value[:40]!r}@mod{mod}/v{version}" + (f"/lease{lease}" if lease else "")
