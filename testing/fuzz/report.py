@@ -92,9 +92,12 @@ class Report:
         elif outcome.code == "DEADLINE_EXCEEDED" and not may_block:
             kind = "hang"
         if kind is not None:
-            repro = (f"seed={self.seed} phase={phase} method={path} "
-                     f"request_hex={hex_of(payloads)}")
-            self.add(Failure(kind, path, outcome.code, outcome.details, repro))
+            self.add(Failure(kind, path, outcome.code, outcome.details,
+                             self.repro(phase, path, payloads)))
+
+    def repro(self, phase: str, path: str, payloads: list[bytes]) -> str:
+        """How to send the same request again."""
+        return f"seed={self.seed} phase={phase} method={path} request_hex={hex_of(payloads)}"
 
     def render(self, max_classes: int = 60) -> str:
         """The summary: totals, per service, per status, then each failure class."""

@@ -34,6 +34,12 @@ from testing.fuzz.strategies import confine_raw, requests
 from testing.fuzz.target import CHANNEL_OPTIONS, FuzzTarget, Problem
 
 PHASES = ("structured", "raw", "streams", "peer")
+MEMBERSHIP_PATHS = frozenset(
+    m.path for m in CLIENT_METHODS
+    if m.service.endswith(".Cluster") or m.name in ("AddLearner", "ChangeMembership", "Init",
+                                                   "MoveLeader"))
+"""Client methods that can change the membership or the leader: the state is checked right
+after each one that succeeds."""
 UNARY_TIMEOUT = 10.0
 """The deadline of a call that must answer: past it, the call hangs (a failure)."""
 BLOCKING_TIMEOUT = 0.25
@@ -54,6 +60,9 @@ class FuzzConfig:
     cleanup_every: int = 1000
     """Calls between two clean-ups of the owned prefix (delete it, compact history)."""
     stream_scale: int = 1
+    peer_kinds: tuple[str, ...] = ("leader-call", "leader-renew", "propose", "raft")
+    """What the peer phase sends (see :func:`peer_phase`); one kind alone tells findings apart
+    when an earlier one would stop the node."""
     """Multiplies the streams phase's stream counts and bytes written."""
     progress: Callable[[str], None] | None = None
 
@@ -89,6 +98,8 @@ class Run:
         outcome = call(self.channel(addr or self.target.client_addr), shape, payloads, timeout,
                        half_close=half_close)
         self.report.record_call(self.phase, shape.path, payloads, outcome, may_block=may_block)
+        if self.phase == "peer" or (outcome.code == "OK" and shape.path in MEMBERSHIP_PATHS):
+            self.attribute(shape.path, payloads)
         if outcome.code == "DEADLINE_EXCEEDED" and not may_block:
             self.check()  # a hang: is the node still serving at all?
             return
@@ -112,6 +123,19 @@ class Run:
             r = self.report
             self.cfg.progress(f"[{self.phase}] {r.total} calls, {r.failures} failures, "
                               f"node rss {(self.target.rss_bytes() or 0) >> 20} MiB")
+
+    def attribute(self, path: str, payloads: list[bytes]) -> None:
+        """Check the state right after a call that could change it, so that a change is
+        reported with the request that made it."""
+        problems = self.target.state(peer_phase=self.phase == "peer")
+        if any(p.kind == "state" for p in problems):
+            self.check()  # unreadable: is the node serving at all?
+            return
+        for p in problems:
+            self.report.add(Failure(p.kind, path, "", p.details,
+                                    self.report.repro(self.phase, path, payloads)))
+        if problems:
+            self.target.rebaseline()
 
     def add_problems(self, problems: list[Problem]) -> None:
         for p in problems:
@@ -224,7 +248,7 @@ def peer_phase(run: Run, n: int) -> None:
         "leader-call": (peer.LEADER_CALL, peer.leader_calls(scope)),
         "leader-renew": (peer.LEADER_RENEW, peer.leader_renewals(scope)),
     }
-    names = sorted(kinds)
+    names = [k for k in sorted(kinds) if k in run.cfg.peer_kinds]
 
     def body(data: st.DataObject) -> None:
         shape, strategy = kinds[data.draw(st.sampled_from(names), label="kind")]

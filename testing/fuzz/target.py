@@ -8,6 +8,7 @@ the membership, the Raft term, health and the log with what they were.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import shutil
@@ -169,8 +170,11 @@ class FuzzTarget:
 
     def store_outside(self) -> dict[bytes, tuple[bytes, int, int, int, int]]:
         """Every key outside the fuzzer's prefixes: value, create/mod revision, version, lease."""
-        resp = self._etcd_kv().Range(rpc_pb2.RangeRequest(key=b"\x00", range_end=b"\x00"),
-                                     timeout=CHECK_TIMEOUT)
+        # Serializable: a local read, answered even by a node that lost its quorum, so that the
+        # check says what changed rather than that it cannot tell.
+        resp = self._etcd_kv().Range(
+            rpc_pb2.RangeRequest(key=b"\x00", range_end=b"\x00", serializable=True),
+            timeout=CHECK_TIMEOUT)
         return {kv.key: (kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
                 for kv in resp.kvs if not self.owns(kv.key)}
 
@@ -246,22 +250,31 @@ class FuzzTarget:
         """The store outside the fuzzer's prefixes and the membership are as they were; after
         peer traffic from a non-member, so is the Raft term and this node still leads."""
         try:
-            store = self.store_outside()
+            status = self.status()  # all three are local reads
             members = self.members()
-            status = self.status()
+            store = self.store_outside()
         except grpc.RpcError as e:
             return [Problem("state", f"cannot read the state: {e.code().name}: {e.details()}")]
         problems = []
         if store != self.baseline_store:
             problems.append(Problem("store", _store_diff(self.baseline_store, store)))
         if members != self.baseline_members:
-            problems.append(Problem("membership",
-                                    f"was {self.baseline_members!r}, now {members!r}"))
+            gone = sorted(set(self.baseline_members) - set(members))
+            new = sorted(set(members) - set(self.baseline_members))
+            problems.append(Problem("membership", f"removed or changed {gone!r}, now {new!r}"))
         if peer_phase and (status.raft_term != self.term or status.leader_id != self.member_id):
             problems.append(Problem(
                 "term", f"term {self.term} -> {status.raft_term}, leader {self.member_id} -> "
                         f"{status.leader_id}, role {status.role}"))
         return problems
+
+    def rebaseline(self) -> None:
+        """Take the current state as the one to compare with: after a change was reported, so
+        that the next report names the next change (and the call that made it)."""
+        with contextlib.suppress(grpc.RpcError):
+            self.term = self.status().raft_term
+            self.baseline_store = self.store_outside()
+            self.baseline_members = self.members()
 
     def check(self, *, peer_phase: bool = False) -> list[Problem]:
         """Everything: health, canary, state, log."""
