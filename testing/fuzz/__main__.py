@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="multiplies the stream scenarios' streams and bytes")
     parser.add_argument("--peer-kinds", default="leader-call,leader-renew,propose,raft",
                         help="what the peer phase sends (comma-separated)")
+    parser.add_argument("--exclude", default="",
+                        help="regular expression of client method paths not to fuzz")
     parser.add_argument("--keep", action="store_true", help="keep the node's data dir and log")
     args = parser.parse_args(argv)
     phases = tuple(p for p in args.phases.split(",") if p)
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown phase {unknown[0]!r}; choose from {', '.join(PHASES)}")
     cfg = FuzzConfig(seed=args.seed, requests=args.requests, phases=phases,
                      check_every=args.check_every, stream_scale=args.stream_scale,
+                     exclude=args.exclude,
                      peer_kinds=tuple(k for k in args.peer_kinds.split(",") if k),
                      progress=lambda line: print(line, file=sys.stderr, flush=True))
     report = fuzz(cfg, keep_dir=args.keep)
