@@ -29,7 +29,7 @@ PEER_MODULES: tuple[ModuleType, ...] = (peer_pb2,)
 
 INTERNAL_LEADER = "confer.internal.Leader"
 """The follower-to-leader service (``server/api/forwarding.py``): msgpack over raw bytes, no
-``.proto``; fuzzed by :mod:`testing.fuzz.peer`."""
+``.proto``, so no descriptor; fuzzed by :mod:`testing.fuzz.peer`."""
 
 
 @dataclass(frozen=True)

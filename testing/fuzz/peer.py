@@ -21,13 +21,14 @@ from confer.raft.types import ConfChange, ConfChangeType, EntryType, MessageType
 from confer.server.members import Member, encode_publish
 from confer.v1 import peer_pb2
 from testing.fuzz.calls import Shape
+from testing.fuzz.catalogue import INTERNAL_LEADER, PEER_METHODS
 from testing.fuzz.strategies import rarely
 
-RAFT = Shape("/confer.v1.Peer/Raft", client_streaming=True)
-PROPOSE = Shape("/confer.v1.Peer/Propose")
-LEADER_CALL = Shape("/confer.internal.Leader/Call")
-LEADER_RENEW = Shape("/confer.internal.Leader/Renew", client_streaming=True,
-                     server_streaming=True)
+_PEER = {m.name: Shape(m.path, m.client_streaming, m.server_streaming) for m in PEER_METHODS}
+RAFT = _PEER["Raft"]
+PROPOSE = _PEER["Propose"]
+LEADER_CALL = Shape(f"/{INTERNAL_LEADER}/Call")
+LEADER_RENEW = Shape(f"/{INTERNAL_LEADER}/Renew", client_streaming=True, server_streaming=True)
 LEADER_OPS = ("member_add", "member_remove", "member_promote", "member_demote",
               "member_update", "transfer_leadership", "lease_ttl")
 """The operations ``confer.internal.Leader/Call`` runs (server/api/forwarding.py)."""

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from hypothesis import strategies as st
@@ -56,7 +57,6 @@ class Scope:
     own: str
     """The prefix the fuzzer owns (``/fz<seed>``): its writes go there and nowhere else."""
     member_ids: frozenset[int]
-    member_peer_addrs: tuple[str, ...]
 
     @property
     def own_bytes(self) -> bytes:
@@ -175,8 +175,7 @@ def messages(cls: type[Message], scope: Scope, depth: int = 4) -> st.SearchStrat
             if field.type == FieldDescriptor.TYPE_MESSAGE:
                 if depth <= 0:
                     continue
-                sub: st.SearchStrategy[Any] = messages(
-                    _class_of(field, msg), scope, depth - 1)
+                sub: st.SearchStrategy[Any] = messages(_class_of(field), scope, depth - 1)
             else:
                 sub = _scalar(field, scope)
             if _is_repeated(field):
@@ -190,17 +189,14 @@ def messages(cls: type[Message], scope: Scope, depth: int = 4) -> st.SearchStrat
     return build()
 
 
-def _class_of(field: FieldDescriptor, msg: Message) -> type[Message]:
-    container = getattr(msg, field.name)
-    if _is_repeated(field):
-        return type(container.add())  # an element's class; the element is dropped below
-    return type(container)
+def _class_of(field: FieldDescriptor) -> type[Message]:
+    assert field.message_type is not None
+    return message_factory.GetMessageClass(field.message_type)
 
 
 def _fill_repeated(draw: st.DrawFn, msg: Message, field: FieldDescriptor,
                    sub: st.SearchStrategy[Any]) -> None:
     container = getattr(msg, field.name)
-    del container[:]
     if draw(st.sampled_from([False] * 31 + [True])):
         # Many elements, all alike: cheap to draw, still a huge message for the server.
         one = draw(sub)

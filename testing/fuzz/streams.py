@@ -75,19 +75,21 @@ def abandoned(target: FuzzTarget, report: Report, scale: int) -> None:
     channels = [grpc.insecure_channel(target.client_addr, options=CHANNEL_OPTIONS)
                 for _ in range(4 * scale)]
     held: list[_Held] = []
+    calls: list[Any] = []  # referenced until the connections drop, so none is collected early
     try:
         lease = rpc_pb2_grpc.LeaseStub(channels[0]).LeaseGrant(
             rpc_pb2.LeaseGrantRequest(TTL=60), timeout=10).ID
         for i, ch in enumerate(channels):
             watch = _Held([_watch_create(own)])
             held.append(watch)
-            rpc_pb2_grpc.WatchStub(ch).Watch(iter(watch), timeout=STREAM_DEADLINE)
-            kv_pb2_grpc.KVStub(ch).Watch(kv_pb2.WatchRequest(path=own, recursive=True),
-                                         timeout=STREAM_DEADLINE)
+            calls.append(rpc_pb2_grpc.WatchStub(ch).Watch(iter(watch), timeout=STREAM_DEADLINE))
+            calls.append(kv_pb2_grpc.KVStub(ch).Watch(
+                kv_pb2.WatchRequest(path=own, recursive=True), timeout=STREAM_DEADLINE))
             if i % 2 == 0:
                 flood = _Held([rpc_pb2.LeaseKeepAliveRequest(ID=lease)] * (2000 * scale))
                 held.append(flood)
-                rpc_pb2_grpc.LeaseStub(ch).LeaseKeepAlive(iter(flood), timeout=STREAM_DEADLINE)
+                calls.append(rpc_pb2_grpc.LeaseStub(ch).LeaseKeepAlive(
+                    iter(flood), timeout=STREAM_DEADLINE))
         time.sleep(0.5)  # let the watches be created before the writes they must queue
         kv = rpc_pb2_grpc.KVStub(channels[0])
         value = b"v" * (64 << 10)

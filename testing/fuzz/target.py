@@ -123,8 +123,7 @@ class FuzzTarget:
         return self.node.peer_addr
 
     def scope(self) -> Scope:
-        return Scope(self.own, frozenset(m.id for m in self.baseline_members),
-                     tuple(u for m in self.baseline_members for u in m.peer_urls))
+        return Scope(self.own, frozenset(m.id for m in self.baseline_members))
 
     def _ch(self) -> grpc.Channel:
         assert self.channel is not None, "not started"
