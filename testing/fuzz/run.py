@@ -61,10 +61,10 @@ class FuzzConfig:
     cleanup_every: int = 1000
     """Calls between two clean-ups of the owned prefix (delete it, compact history)."""
     stream_scale: int = 1
+    """Multiplies the streams phase's stream counts and bytes written."""
     peer_kinds: tuple[str, ...] = ("leader-call", "leader-renew", "propose", "raft")
     """What the peer phase sends (see :func:`peer_phase`); one kind alone tells findings apart
     when an earlier one would stop the node."""
-    """Multiplies the streams phase's stream counts and bytes written."""
     exclude: str = ""
     """A regular expression: client methods whose path it matches are not fuzzed (to look
     past a finding that would otherwise stop the node early)."""
