@@ -75,6 +75,10 @@ class FuzzConfig:
                 if not (self.exclude and re.search(self.exclude, m.path))]
 
 
+class StopPhase(Exception):
+    """The phase's calls are all made, or the node no longer serves."""
+
+
 @dataclass
 class Run:
     """One fuzz run's state: the node, the report, the calls since the last check."""
@@ -100,7 +104,7 @@ class Run:
     def send(self, shape: Shape, payloads: list[bytes], *, may_block: bool,
              addr: str | None = None, half_close: bool = True) -> None:
         if self.broken or self.budget <= 0:
-            return  # drawn all the same: Hypothesis needs the same draws for the same choices
+            raise StopPhase  # ends the Hypothesis loop at once (raised again on its replay)
         self.budget -= 1
         timeout = BLOCKING_TIMEOUT if may_block else UNARY_TIMEOUT
         outcome = call(self.channel(addr or self.target.client_addr), shape, payloads, timeout,
@@ -188,7 +192,10 @@ def hypothesis_loop(run: Run, n: int, seed: int, body: Callable[[st.DataObject],
         def loop(data: st.DataObject) -> None:
             body(data)
 
-        loop()
+        try:
+            loop()
+        except StopPhase:
+            return
 
 
 # -- phases --------------------------------------------------------------------------------------
