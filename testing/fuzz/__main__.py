@@ -7,6 +7,7 @@ if anything failed.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from testing.fuzz.run import PHASES, FuzzConfig, fuzz
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                      exclude=args.exclude,
                      peer_kinds=tuple(k for k in args.peer_kinds.split(",") if k),
                      progress=lambda line: print(line, file=sys.stderr, flush=True))
+    # SIGTERM unwinds like an error, so the node is still killed and its data dir removed.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     report = fuzz(cfg, keep_dir=args.keep)
     print(report.render())
     return 1 if report.classes else 0
