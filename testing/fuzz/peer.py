@@ -26,7 +26,9 @@ from testing.fuzz.strategies import rarely
 
 _PEER = {m.name: Shape(m.path, m.client_streaming, m.server_streaming) for m in PEER_METHODS}
 RAFT = _PEER["Raft"]
-PROPOSE = _PEER["Propose"]
+PROPOSE = Shape("/confer.v1.Peer/Propose")
+"""Removed from the protocol (it appended any command unchecked); still sent, as an older
+client would, and must change nothing."""
 LEADER_CALL = Shape(f"/{INTERNAL_LEADER}/Call")
 LEADER_RENEW = Shape(f"/{INTERNAL_LEADER}/Renew", client_streaming=True, server_streaming=True)
 LEADER_OPS = ("member_add", "member_remove", "member_promote", "member_demote",
@@ -164,8 +166,22 @@ def proposals(scope: PeerScope) -> st.SearchStrategy[bytes]:
     huge = st.just(encode_command(Put(scope.sentinel + b"/big", b"v" * ((8 << 20) + 1))))
     command = rarely(huge, entry_data(scope), 64)
     return st.one_of(
-        command.map(lambda c: peer_pb2.ProposeRequest(command=c).SerializeToString()),
+        command.map(_propose_request),
         st.binary(max_size=64))
+
+
+def _propose_request(command: bytes) -> bytes:
+    """The removed ``ProposeRequest``'s wire form: field 1 (bytes) holds the command."""
+    return b"\x0a" + _varint(len(command)) + command
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def leader_calls(scope: PeerScope) -> st.SearchStrategy[bytes]:

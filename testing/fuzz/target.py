@@ -9,7 +9,6 @@ the membership, the Raft term, health and the log with what they were.
 from __future__ import annotations
 
 import contextlib
-import random
 import re
 import shutil
 import tempfile
@@ -70,8 +69,9 @@ class FuzzTarget:
         self.seed = seed
         self.keep_dir = keep_dir
         self.base = Path(tempfile.mkdtemp(prefix=f"confer-fuzz-{seed}-"))
-        rng = random.Random(seed)
-        self.node = NodeProcess(1, self.base / "node1", free_port(rng), free_port(rng),
+        # Ports from an unseeded generator: runs with the same seed (CI's phases, in parallel
+        # workers) must not pick the same ports.
+        self.node = NodeProcess(1, self.base / "node1", free_port(), free_port(),
                                 args=["--tick-ms", str(tick_ms)])
         self.own = f"/fz{seed}"
         self.canary_prefix = f"/canary{seed}"
