@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from confer.server.rpc import LogLimiter, client_host, handlers, register
 from confer.v1 import kv_pb2, kv_pb2_grpc
@@ -144,3 +145,48 @@ def test_register_passes_on_the_handlers_of_code_without_registered_methods() ->
 
     register(cast(Any, None), Server(), [(add_old_style, lambda layer: object())])
     assert added == ["generic handler"]
+
+
+def test_the_peer_and_health_services_refuse_undecodable_requests_quietly(
+        tmp_path: Path) -> None:
+    """Raft on the peer port and health on both ports are not request-layer adapters, yet
+    a body that does not decode is INVALID_ARGUMENT there too, without a traceback."""
+    with ProcessCluster(1, tmp_path) as c:
+        c.leader()
+        node = c.nodes[1]
+        for addr in (node.client_addr, node.peer_addr):
+            with grpc.insecure_channel(addr) as ch:
+                _refuses_garbage(ch.unary_unary, "/grpc.health.v1.Health/Check")
+                _refuses_garbage(ch.unary_stream, "/grpc.health.v1.Health/Watch")
+                if addr == node.peer_addr:
+                    _refuses_garbage(ch.stream_unary, "/confer.v1.Peer/Raft")
+                health = health_pb2_grpc.HealthStub(ch)
+                serving = health_pb2.HealthCheckResponse(
+                    status=health_pb2.HealthCheckResponse.SERVING)
+                assert health.Check(health_pb2.HealthCheckRequest(), timeout=10) == serving
+                # List: declared by the proto; grpcio's servicer logs a traceback for it.
+                listed = ch.unary_unary("/grpc.health.v1.Health/List",
+                                        request_serializer=identity,
+                                        response_deserializer=identity)(b"", timeout=10)
+                expected = health_pb2.HealthListResponse(  # type: ignore[attr-defined]
+                    statuses={"": serving})
+                assert listed == expected.SerializeToString()
+        with grpc.insecure_channel(node.client_addr) as ch:
+            kv_pb2_grpc.KVStub(ch).Put(kv_pb2.PutRequest(path="/ok", value=b"1"), timeout=10)
+        log = node.log_text()
+        assert "Traceback" not in log and " ERROR " not in log, log
+
+
+def _refuses_garbage(kind: Any, method: str) -> None:
+    """A call of ``method`` (``kind``: a channel's unary_unary, unary_stream or
+    stream_unary) with a body that does not decode is INVALID_ARGUMENT."""
+    call = kind(method, request_serializer=identity, response_deserializer=identity)
+    with pytest.raises(grpc.RpcError) as info:
+        if kind.__name__ == "unary_stream":
+            list(call(GARBAGE, timeout=10))
+        elif kind.__name__ == "stream_unary":
+            call(iter([GARBAGE]), timeout=10)
+        else:
+            call(GARBAGE, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+    assert "does not decode" in (info.value.details() or ""), method

@@ -12,10 +12,10 @@ import stat
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from confer.kv import Compact, encode_command
 from confer.raft.core import Config
@@ -26,6 +26,7 @@ from confer.server.config import ConfigError, ServerConfig
 from confer.server.consensus import Consensus
 from confer.server.etcd import add_etcd_services
 from confer.server.fsm import ServerStateMachine
+from confer.server.health_service import HealthService
 from confer.server.leases import Lessor
 from confer.server.members import Member, MembershipEvent, cluster_id_for, encode_publish
 from confer.server.native import add_native_services
@@ -33,6 +34,7 @@ from confer.server.node import NodeOptions, RaftNode, describe_failure
 from confer.server.peer_checks import ProposalChecks
 from confer.server.peer_transport import GRPC_OPTIONS, GrpcPeerTransport, PeerServicer
 from confer.server.registry import GenericHandlersOnly
+from confer.server.rpc import register_refusing
 from confer.server.watch import WatchHub
 from confer.storage import (
     Disk,
@@ -66,7 +68,7 @@ class ConferServer:
         """Serves clients (both APIs) on the client port."""
         self.peer_server: grpc.aio.Server | None = None
         """Serves the other members (Raft, the internal Leader service) on the peer port."""
-        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else None
+        self.health = HealthService()
         self.client_port = 0
         self.peer_port = 0
         self.stopped = asyncio.Event()
@@ -240,20 +242,18 @@ class ConferServer:
         peer_services = GenericHandlersOnly(peer)
         peer_services.add_generic_rpc_handlers([self.api.leader_service.handlers()])
         self._peer_servicer = PeerServicer(None, self.fsm.membership.removed.__contains__)
-        peer_pb2_grpc.add_PeerServicer_to_server(self._peer_servicer, peer_services)
-        if self.health is not None:
-            # GenericHandlersOnly stands in for the server (see registry.py).
-            for registry in (services, peer_services):
-                health_pb2_grpc.add_HealthServicer_to_server(self.health,
-                                                             cast(grpc.aio.Server, registry))
+        register_refusing("peer", peer_pb2_grpc.add_PeerServicer_to_server,
+                          self._peer_servicer, peer_services)
+        for registry in (services, peer_services):
+            register_refusing("health", health_pb2_grpc.add_HealthServicer_to_server,
+                              self.health, registry)
         self.client_port = _listen(client, self.cfg.listen_client, "client")
         self.peer_port = _listen(peer, self.cfg.listen_peer, "peer")
         await client.start()
         self.grpc_server = client
         await peer.start()
         self.peer_server = peer
-        if self.health is not None:
-            await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float = 1.0) -> None:
         """Stop serving: health NOT_SERVING first, then gRPC (``grace`` seconds for calls
@@ -271,8 +271,7 @@ class ConferServer:
     async def _shutdown(self, grace: float) -> None:
         if self._started:  # not after a failed start: its one line says why
             log.info("node %d shutting down", self.node_id)
-        if self.health is not None:
-            await self.health.enter_graceful_shutdown()
+        await self.health.enter_graceful_shutdown()
         self.hub.close()
         current = asyncio.current_task()
         for task in self._background:

@@ -11,6 +11,7 @@ bug) is answered INTERNAL and logged with its traceback once a minute per method
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
@@ -73,14 +74,27 @@ _METHOD_HANDLER_KINDS = {
 }
 
 
+def register_refusing(api: str, add: Callable[[Any, Any], None], servicer: Any,
+                      grpc_server: Any) -> None:
+    """Register a servicer that is not an adapter of the request layer (Raft, health): a
+    request that does not decode is refused with INVALID_ARGUMENT before it reaches the
+    servicer, and logged as the adapters log theirs (``api`` names the service in logs)."""
+    registry = _TolerantRegistry(grpc_server, refuse_as=api)
+    add(servicer, registry)
+    registry.close()
+
+
 class _TolerantRegistry:
     """Stands in for the server while a generated ``add_*Servicer_to_server`` registers a
     service: it registers the service's method handlers (which the generated code passes as
     "registered methods") as one generic handler, with :func:`tolerant` deserialisers, and
-    drops the generic handler the generated code built with the plain ones."""
+    drops the generic handler the generated code built with the plain ones. With
+    ``refuse_as``, each handler refuses undecodable requests itself (see
+    :func:`register_refusing`)."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, refuse_as: str = "") -> None:
         self._server = server
+        self._refuse_as = refuse_as
         self._generic: list[Any] = []
         self._registered = False
 
@@ -102,11 +116,56 @@ class _TolerantRegistry:
         for name, h in handlers.items():
             make = _METHOD_HANDLER_KINDS[(h.request_streaming, h.response_streaming)]
             behavior = h.unary_unary or h.unary_stream or h.stream_unary or h.stream_stream
+            if self._refuse_as:
+                behavior = _refusing(behavior, self._refuse_as, name, h.request_streaming)
             tolerant_handlers[name] = make(
                 behavior, request_deserializer=tolerant(h.request_deserializer),
                 response_serializer=h.response_serializer)
         self._server.add_generic_rpc_handlers(
             [grpc.method_handlers_generic_handler(service, tolerant_handlers)])
+
+
+def _refusing(behavior: Callable[..., Any], api: str, name: str, request_streaming: bool
+              ) -> Callable[..., Any]:
+    """``behavior``, answering INVALID_ARGUMENT for a request (or a streamed request's
+    message) that does not decode instead of passing it on."""
+
+    async def refuse(context: GrpcContext, request: Undecodable) -> None:
+        bad = BadRequest(f"the request does not decode: {request.error}")
+        await context.abort(*bad_request_status(api, name, context, bad))
+
+    if request_streaming:
+        async def checked(requests: AsyncIterator[Any], context: GrpcContext
+                          ) -> AsyncIterator[Any]:
+            async for request in requests:
+                if type(request) is Undecodable:
+                    await refuse(context, request)
+                yield request
+
+        if inspect.isasyncgenfunction(behavior):
+            async def stream_stream(requests: AsyncIterator[Any], context: GrpcContext
+                                    ) -> AsyncIterator[Any]:
+                async for response in behavior(checked(requests, context), context):
+                    yield response
+            return stream_stream
+
+        async def stream_request(requests: AsyncIterator[Any], context: GrpcContext) -> Any:
+            return await behavior(checked(requests, context), context)
+        return stream_request
+
+    if inspect.isasyncgenfunction(behavior):
+        async def unary_stream(request: Any, context: GrpcContext) -> AsyncIterator[Any]:
+            if type(request) is Undecodable:
+                await refuse(context, request)
+            async for response in behavior(request, context):
+                yield response
+        return unary_stream
+
+    async def unary_request(request: Any, context: GrpcContext) -> Any:
+        if type(request) is Undecodable:
+            await refuse(context, request)
+        return await behavior(request, context)
+    return unary_request
 
 
 class LogLimiter:
@@ -159,6 +218,15 @@ class BadRequest(Exception):
 
 _bad_requests = LogLimiter()
 _failures = LogLimiter()
+
+
+def bad_request_status(api: str, name: str, context: GrpcContext, exc: BadRequest) -> Status:
+    """INVALID_ARGUMENT for ``exc``, logged at most once a minute per method and client."""
+    host = client_host(context.peer())
+    count = _bad_requests.admit((api, name, host))
+    if count is not None:
+        log.warning("%s %s from %s: %s%s", api, name, host, exc, held_back(count))
+    return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
 
 
 def _checked(request: Any) -> Any:
@@ -222,11 +290,7 @@ def handlers(api: str, table: StatusTable, internal: Callable[[BaseException], s
         if isinstance(exc, RpcError):
             status: Status | None = (exc.code, str(exc))
         elif isinstance(exc, BadRequest):
-            host = client_host(context.peer())
-            count = _bad_requests.admit((api, name, host))
-            if count is not None:
-                log.warning("%s %s from %s: %s%s", api, name, host, exc, held_back(count))
-            status = (grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            status = bad_request_status(api, name, context, exc)
         else:
             status = table(exc)
         if status is None:
