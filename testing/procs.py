@@ -130,3 +130,8 @@ class ProcessCluster:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+        if exc is not None and not isinstance(exc, KeyboardInterrupt):
+            # pytest shows a failed test's output: the nodes' own account of what happened.
+            for n in self.nodes.values():
+                print(f"--- node {n.node_id} log (last 60 lines) ---")
+                print("\n".join(n.log_text().splitlines()[-60:]))
