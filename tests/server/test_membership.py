@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -129,6 +131,28 @@ def test_leadership_transfer(tmp_path: Path) -> None:
             st = stub.TransferLeadership(kv_pb2.TransferLeadershipRequest(target_id=target),
                                          timeout=15)
         assert st.leader_id == target
+        assert c.leader() == target
+
+
+def test_leadership_transfer_outlasts_a_target_that_is_slow_to_take_over(
+        tmp_path: Path) -> None:
+    """Raft gives a transfer up when the target has not won within an election timeout
+    (here it is paused for four); the leader tries again while the request has time."""
+    with ProcessCluster(3, tmp_path) as c:
+        old = c.leader()
+        target = next(i for i in c.nodes if i != old)
+        pid = c.nodes[target].pid
+        assert pid is not None
+        ch, stub = cluster_stub(c.nodes[old].client_addr)
+        with ch:
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                answer = stub.TransferLeadership.future(
+                    kv_pb2.TransferLeadershipRequest(target_id=target), timeout=20)
+                time.sleep(2.0)  # 40 ticks of 50 ms: four election timeouts
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert answer.result().leader_id == target
         assert c.leader() == target
 
 

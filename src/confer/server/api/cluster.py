@@ -306,6 +306,11 @@ class ClusterRequests:
                 if time.monotonic() >= ctx.deadline:
                     raise TimeoutError("leadership transfer did not complete in time")
                 await asyncio.sleep(consensus.retry_interval)
+                st = node.basic_status()
+                if st.role == StateRole.LEADER and not st.lead_transferee:
+                    # Raft gave the transfer up (the target did not win within an election
+                    # timeout: slow, or busy); try again while the request has time.
+                    node.transfer_leadership(target)
 
         await self.core.at_leader(ctx, "transfer_leadership", [target], local)
         node = consensus.require_node()
