@@ -217,6 +217,22 @@ class RawNode:
         return self.raft.term
 
     @property
+    def role(self) -> StateRole:
+        """The role now (cheap: read every round of the driver's loop)."""
+        return self.raft.role
+
+    @property
+    def leader(self) -> int:
+        """The leader known now, or NONE."""
+        return self.raft.lead
+
+    @property
+    def uncommitted(self) -> int:
+        """Entries in the log not known to be committed: a leader's write backlog."""
+        log = self.raft.log
+        return log.last_index() - log.committed
+
+    @property
     def conf_state(self) -> ConfState:
         """The membership in force now (cheap: read for every inbound peer batch)."""
         return self.raft.conf

@@ -325,8 +325,7 @@ class RaftNode:
         """The batching window for the load now: none when lightly loaded."""
         inflight = len(self._proposals) + len(self._pending) + len(self._forwarded)
         if self.role == StateRole.LEADER:
-            st = self.node.basic_status()
-            inflight = max(inflight, st.last_index - st.commit)
+            inflight = max(inflight, self.node.uncommitted)
         low = self.options.batch_min_inflight
         if inflight < low:
             return 0.0
@@ -336,9 +335,9 @@ class RaftNode:
         batch, self._proposals = self._proposals, []
         # The core's role now, not the last Ready's: this round's ticks and messages may
         # have changed it.
-        st = self.node.basic_status()
-        if st.role != StateRole.LEADER:
-            self._forward_proposals(batch, st.leader)
+        node = self.node
+        if node.role != StateRole.LEADER:
+            self._forward_proposals(batch, node.leader)
             return
         live = [(d, f) for d, _, f in batch if not f.done()]
         if not live:

@@ -307,7 +307,9 @@ def handlers(api: str, table: StatusTable, internal: Callable[[BaseException], s
         @functools.wraps(fn)
         async def wrapper(self: Any, request: Any, context: GrpcContext) -> Resp:
             try:
-                return await fn(self, _checked(request), request_context(api, name, context))
+                if type(request) is Undecodable:
+                    _checked(request)  # raises BadRequest
+                return await fn(self, request, request_context(api, name, context))
             except Exception as e:
                 await abort(context, e, name)
             raise AssertionError("unreachable")

@@ -108,7 +108,8 @@ class Core:
                    ) -> None:
         """Check ``access``, then wait until local state may answer it: at once for a
         serializable read, after a ReadIndex round for a linearizable one."""
-        self.check(ctx, access)
+        if self.guards:  # reads are the busiest path: no call when nothing guards
+            self.check(ctx, access)
         if serializable:
             self.consensus.require_node()
         else:

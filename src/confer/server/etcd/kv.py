@@ -48,10 +48,13 @@ def known(kind: type[E], value: int, what: str) -> E:
 
 def range_op(r: rpc_pb2.RangeRequest) -> store.RangeOp:
     """etcd sorts ascending by default when a sort target other than the key is named."""
-    order = known(store.SortOrder, r.sort_order, "sort order")
-    target = known(store.SortTarget, r.sort_target, "sort target")
-    if order == store.SortOrder.NONE and target != store.SortTarget.KEY:
-        order = store.SortOrder.ASCEND
+    if r.sort_order or r.sort_target:  # most reads sort nothing: no enum lookups for them
+        order = known(store.SortOrder, r.sort_order, "sort order")
+        target = known(store.SortTarget, r.sort_target, "sort target")
+        if order == store.SortOrder.NONE and target != store.SortTarget.KEY:
+            order = store.SortOrder.ASCEND
+    else:
+        order, target = store.SortOrder.NONE, store.SortTarget.KEY
     return store.RangeOp(require_key(r.key), r.range_end, r.revision, r.limit, r.keys_only,
                          r.count_only, order, target, r.min_mod_revision,
                          r.max_mod_revision, r.min_create_revision, r.max_create_revision)
