@@ -13,7 +13,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from confer.server.rpc import LogLimiter, client_host, handlers, register
+from confer.server.log_limit import LogLimiter
+from confer.server.rpc import client_host, handlers, register
 from confer.v1 import kv_pb2, kv_pb2_grpc
 from testing import ProcessCluster
 

@@ -361,9 +361,9 @@ class ConferServer:
             return True
         if self._transport is not None:
             self._transport.stats.bad_snapshots += 1
-            self._transport.warn.warning(("snapshot",), "node %d: dropped a received snapshot "
-                                         "of %d bytes that does not decode", self.node_id,
-                                         len(data))
+            self._transport.warn.warning(
+                log, ("snapshot",), "node %d: dropped a received snapshot of %d bytes that "
+                "does not decode", self.node_id, len(data))
         return False
 
     # -- Raft plumbing ------------------------------------------------------------------------

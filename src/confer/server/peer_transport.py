@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ import grpc
 
 from confer.raft.types import Entry, Message, MessageType
 from confer.server.codec import MalformedBatch, decode_messages, encode_messages
+from confer.server.log_limit import LogLimiter
 from confer.server.transport import MessageHandler
 from confer.v1 import confer_pb2, peer_pb2, peer_pb2_grpc
 
@@ -39,8 +39,6 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
 ]
-LOG_INTERVAL = 60.0
-"""Seconds between two log lines about the same sender and kind of refusal."""
 
 Admission = Callable[[int, int], str | None]
 """``(sender id, cluster id) -> why the sender is refused``, or None to admit it."""
@@ -64,25 +62,6 @@ class PeerStats:
     """Forwarded entries dropped because they fail the request layer's write checks."""
     bad_snapshots: int = 0
     """Received snapshots dropped because they do not decode as this state machine's."""
-
-
-class RateLimitedLog:
-    """Logs a warning at most once per key per :data:`LOG_INTERVAL` (an attacker must not
-    be able to fill the disk with our log)."""
-
-    def __init__(self, logger: logging.Logger, interval: float = LOG_INTERVAL) -> None:
-        self.logger = logger
-        self.interval = interval
-        self._last: dict[tuple[object, ...], float] = {}
-
-    def warning(self, key: tuple[object, ...], msg: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, -self.interval) < self.interval:
-            return
-        if len(self._last) > 10_000:  # many distinct senders: forget the old ones
-            self._last = {k: t for k, t in self._last.items() if now - t < self.interval}
-        self._last[key] = now
-        self.logger.warning(msg, *args)
 
 
 class _PeerSender:
@@ -135,8 +114,8 @@ class _PeerSender:
                     return
                 if e.code() == grpc.StatusCode.PERMISSION_DENIED:
                     self.transport.warn.warning(
-                        ("refused by", self.peer_id), "peer %d at %s refuses this node: %s",
-                        self.peer_id, addr, e.details())
+                        log, ("refused by", self.peer_id),
+                        "peer %d at %s refuses this node: %s", self.peer_id, addr, e.details())
                 if self.queue:
                     log.debug("peer %d at %s: %s", self.peer_id, addr, e.code().name)
                     self.queue.clear()
@@ -172,7 +151,7 @@ class GrpcPeerTransport:
         self.on_removed = on_removed
         """Called when a peer says this node was removed from the cluster."""
         self.stats = PeerStats()
-        self.warn = RateLimitedLog(log)
+        self.warn = LogLimiter()
         self._handler: MessageHandler | None = None
         self._senders: dict[int, _PeerSender] = {}
 
@@ -221,7 +200,8 @@ class GrpcPeerTransport:
             why = f"message for node {batch.to} reached node {self.node_id}"
         if why is not None:
             self.stats.refused_batches += 1
-            self.warn.warning(("refused", sender), "refusing peer messages from %d (%s): %s",
+            self.warn.warning(log, ("refused", sender),
+                              "refusing peer messages from %d (%s): %s",
                               sender, batch.from_addr[:100], why)
             raise PeerRefused(why)
         try:
@@ -232,8 +212,8 @@ class GrpcPeerTransport:
                     raise MalformedBatch(f"a message from {m.frm} in a batch from {sender}")
         except MalformedBatch as e:
             self.stats.malformed_batches += 1
-            self.warn.warning(("malformed", sender), "dropped a malformed batch from peer %d: %s",
-                              sender, e)
+            self.warn.warning(log, ("malformed", sender),
+                              "dropped a malformed batch from peer %d: %s", sender, e)
             return
         if batch.from_addr:
             self._learned[sender] = batch.from_addr
@@ -257,7 +237,7 @@ class GrpcPeerTransport:
                 kept.append(e)
                 continue
             self.stats.dropped_proposals += 1
-            self.warn.warning(("proposal", sender),
+            self.warn.warning(log, ("proposal", sender),
                               "dropped a proposal forwarded by peer %d: %s", sender, why)
         return kept
 
