@@ -15,6 +15,10 @@ from typing import Any
 
 DEFAULT_CLIENT_ADDR = "127.0.0.1:7379"
 DEFAULT_PEER_ADDR = "127.0.0.1:7380"
+DEFAULT_MAX_REQUEST_BYTES = 1536 * 1024
+"""etcd's default --max-request-bytes (1.5 MiB)."""
+DEFAULT_QUOTA_BACKEND_BYTES = 2 << 30
+"""etcd's default --quota-backend-bytes (2 GiB)."""
 
 
 class ConfigError(ValueError):
@@ -46,16 +50,29 @@ class ServerConfig:
     snapshot_every: int = 100_000
     snapshot_catchup_entries: int = 5_000
     """Entries kept in the log after a snapshot, so that slow followers catch up from the log."""
-    auto_compaction_retention: int = 0
-    """Keep this many revisions of history; 0 = compact only by hand."""
+    auto_compaction_retention: int = 10_000
+    """Keep this many revisions of history (the leader compacts older ones); 0 = compact
+    only by hand, as etcd without --auto-compaction-*."""
     batch_window_ms: int = 20
     """Under load, rounds of the Raft loop at least this far apart (at most a quarter tick),
     so that each carries many writes; 0 = off. See NodeOptions.batch_window."""
     max_key_bytes: int = 4096
     max_value_bytes: int = 1 << 20
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    """Largest write, encoded as its log entry (etcd's --max-request-bytes)."""
+    quota_backend_bytes: int = 0
+    """Store size that raises the NOSPACE alarm: 0 = the default (2 GiB), negative = no
+    quota (etcd's --quota-backend-bytes). See :attr:`quota_bytes`."""
     log_level: str = "info"
     log_format: str = "text"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def quota_bytes(self) -> int:
+        """The effective quota: 0 when there is none (etcd: negative turns it off)."""
+        if self.quota_backend_bytes < 0:
+            return 0
+        return self.quota_backend_bytes or DEFAULT_QUOTA_BACKEND_BYTES
 
     @property
     def client_url(self) -> str:
@@ -117,6 +134,8 @@ class ServerConfig:
             raise ConfigError("snapshot-every must be positive, snapshot-catchup-entries >= 0")
         if self.max_key_bytes <= 0 or self.max_value_bytes <= 0:
             raise ConfigError("max-key-bytes and max-value-bytes must be positive")
+        if self.max_request_bytes <= 0:
+            raise ConfigError("max-request-bytes must be positive")
         if self.auto_compaction_retention < 0:
             raise ConfigError("auto-compaction-retention must be >= 0")
         if sum(bool(x) for x in (self.initial_cluster, self.join, self.wait_init)) > 1:

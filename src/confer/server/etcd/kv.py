@@ -65,13 +65,11 @@ def compare(c: rpc_pb2.Compare) -> store.Compare:
 
 
 class Commands:
-    """etcd requests as store commands, checked as etcd checks them before proposing."""
+    """etcd requests as store commands, checked as etcd checks them before proposing (the
+    sizes of keys, values and the whole request: by the request layer, for both APIs)."""
 
-    def __init__(self, max_value_bytes: int) -> None:
-        self.max_value_bytes = max_value_bytes
-
-    def put(self, r: rpc_pb2.PutRequest) -> PutCommand:
-        store.validate_value(r.value, self.max_value_bytes)
+    @staticmethod
+    def put(r: rpc_pb2.PutRequest) -> PutCommand:
         return PutCommand(require_key(r.key), r.value, r.lease, r.prev_kv, r.ignore_value,
                           r.ignore_lease)
 
@@ -135,7 +133,7 @@ class EtcdKV(Adapter, rpc_pb2_grpc.KVServicer):
 
     def __init__(self, layer: RequestLayer) -> None:
         super().__init__(layer)
-        self.commands = Commands(layer.max_value_bytes)
+        self.commands = Commands()
 
     @etcd_rpc
     async def Range(self, req: rpc_pb2.RangeRequest, ctx: RequestContext
