@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from confer.kv import Compact, encode_command
 from confer.raft.core import Config
 from confer.raft.rawnode import bootstrap
+from confer.server import config
 from confer.server.api import RequestContext, RequestLayer
 from confer.server.api.core import ClusterListener
 from confer.server.config import ConfigError, ServerConfig
@@ -151,7 +152,9 @@ class ConferServer:
     async def _start_grpc(self) -> None:
         # No SO_REUSEPORT (grpcio sets it on Linux): a second process on the same port must
         # fail to start, not silently take half of this one's connections.
-        server = grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0)])
+        server = grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0),
+                                          ("grpc.max_concurrent_streams",
+                                           config.MAX_CONCURRENT_STREAMS)])
         services = GenericHandlersOnly(server)
         # The busiest first: a call's method is looked up in one service after another.
         # etcd's v3 API is on the same port (docs/etcd-compatibility.md).

@@ -19,6 +19,9 @@ DEFAULT_MAX_REQUEST_BYTES = 1536 * 1024
 """etcd's default --max-request-bytes (1.5 MiB)."""
 DEFAULT_QUOTA_BACKEND_BYTES = 2 << 30
 """etcd's default --quota-backend-bytes (2 GiB)."""
+MAX_CONCURRENT_STREAMS = 1_000
+"""Calls (unary or streams) one client connection may have open at once; more wait in the
+client (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS). etcd leaves it unbounded."""
 
 
 class ConfigError(ValueError):
