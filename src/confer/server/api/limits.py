@@ -51,15 +51,10 @@ class WriteLimits:
 
     def check(self, command: Command, size: int) -> None:
         """Refuse a write whose encoded entry is ``size`` bytes if it breaks a size rule
-        (InvalidArgument naming it) or if it needs space the store does not have
-        (:class:`NoSpace`; :meth:`over_quota` tells whether to raise the alarm)."""
-        if size > self.max_request_bytes:
-            raise RequestTooLarge(f"request is too large: {size} bytes, at most "
-                                  f"{self.max_request_bytes} (--max-request-bytes)")
-        if type(command) is Put:  # the hot path first
-            self._check_put(command)
-        elif type(command) is Txn:
-            self._check_txn(command)
+        (:meth:`check_sizes`), if too many writes wait already (:class:`TooManyRequests`),
+        or if it needs space while the NOSPACE alarm is active (:class:`NoSpace`;
+        :meth:`over_quota` tells whether a write raises the alarm)."""
+        self.check_sizes(command, size)
         if self.pending >= MAX_PENDING_WRITES or (
                 self.pending_bytes + size > MAX_PENDING_WRITE_BYTES and self.pending):
             raise TooManyRequests(f"too many requests: {self.pending} writes "
@@ -79,6 +74,18 @@ class WriteLimits:
                     "(--quota-backend-bytes): raising the NOSPACE alarm",
                     self.kv.size_bytes(), self.quota_bytes)
         return encode_command(Alarm(AlarmAction.ACTIVATE, node_id, AlarmType.NOSPACE))
+
+    def check_sizes(self, command: Command, size: int) -> None:
+        """The size rules alone: the encoded entry (``size`` bytes) at most
+        ``max_request_bytes`` (:class:`RequestTooLarge`), and every put's key and value
+        within ``max_key_bytes`` and ``max_value_bytes`` (InvalidArgument naming the rule)."""
+        if size > self.max_request_bytes:
+            raise RequestTooLarge(f"request is too large: {size} bytes, at most "
+                                  f"{self.max_request_bytes} (--max-request-bytes)")
+        if type(command) is Put:  # the hot path first
+            self._check_put(command)
+        elif type(command) is Txn:
+            self._check_txn(command)
 
     def _check_put(self, put: Put) -> None:
         if len(put.key) > self.max_key_bytes:
