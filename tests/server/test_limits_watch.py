@@ -16,10 +16,11 @@ import pytest
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.kv import Event, EventType, KeyValue
 from confer.server import config, watch
-from confer.server.api import watches
-from confer.server.api.watches import ResponseQueue, split_batch
+from confer.server.api.watches import ResponseQueue
 from confer.server.app import ConferServer
 from confer.server.config import ServerConfig
+from confer.server.watch import split_batch
+from confer.v1 import kv_pb2, kv_pb2_grpc
 
 MiB = 1 << 20
 CREATE = rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(
@@ -86,9 +87,9 @@ def test_a_watcher_that_never_reads_holds_at_most_its_queue_bound(tmp_path: Path
         assert len(queues) == 1
         queue = queues[0]
         await put_mib(ch, 40)  # 40 MiB, never read
-        await wait_for(lambda: queue.bytes >= watches.STREAM_QUEUE_BYTES - MiB,
-                       "the queue to fill")
-        assert queue.peak_bytes <= watches.STREAM_QUEUE_BYTES + MiB
+        await wait_for(lambda: queue.bytes >= MiB, "responses to wait in the queue")
+        # At most the documented 4 MiB of the 40 MiB (80 counting each event's prev_kv).
+        assert queue.peak_bytes <= 4 * MiB
         # Reading now, every event arrives once, in order: the watch fell back to history.
         last = srv.fsm.kv.revision
         got = [e.kv.mod_revision for r in await read_events(call, last) for e in r.events]
@@ -107,8 +108,7 @@ def test_a_stalled_watch_whose_history_was_compacted_is_cancelled(
         assert (await call.read()).created
         queue = next(iter(srv.api.watches.queues))
         await put_mib(ch, 40)
-        await wait_for(lambda: queue.bytes >= watches.STREAM_QUEUE_BYTES - MiB,
-                       "the queue to fill")
+        await wait_for(lambda: queue.bytes >= MiB, "responses to wait in the queue")
         await put_mib(ch, 10)  # more than the hub buffers for a watcher: history it is
         compacted = srv.fsm.kv.revision
         await rpc_pb2_grpc.KVStub(ch).Compact(rpc_pb2.CompactionRequest(revision=compacted),
@@ -155,14 +155,43 @@ def test_a_connection_holds_a_bounded_number_of_streams(tmp_path: Path,
     asyncio.run(with_server(tmp_path, body))
 
 
+def test_a_catch_up_of_large_values_comes_in_responses_of_about_a_mib(tmp_path: Path) -> None:
+    """70 values of 1 MiB replayed from revision 1 were one 70 MiB response, over gRPC's
+    64 MiB limit: the watch failed on both APIs."""
+    async def body(srv: ConferServer, ch: grpc.aio.Channel) -> None:
+        await put_mib(ch, 70)
+        last = srv.fsm.kv.revision
+        etcd = rpc_pb2_grpc.WatchStub(ch).Watch(requests(rpc_pb2.WatchRequest(
+            create_request=rpc_pb2.WatchCreateRequest(key=b"/w/", range_end=b"/w0",
+                                                      start_revision=1))))
+        assert (await etcd.read()).created
+        responses = await read_events(etcd, last)
+        assert [e.kv.mod_revision for r in responses for e in r.events] == list(
+            range(2, last + 1))
+        assert max(r.ByteSize() for r in responses) < 3 * MiB
+        etcd.cancel()
+        native = kv_pb2_grpc.KVStub(ch).Watch(kv_pb2.WatchRequest(path="/w", recursive=True,
+                                                                  start_revision=1))
+        revisions: list[int] = []
+        async for resp in native:
+            assert resp.ByteSize() < 3 * MiB
+            revisions += [e.kv.mod_revision for e in resp.events]
+            if revisions and revisions[-1] == last:
+                break
+        assert revisions == list(range(2, last + 1))
+        native.cancel()
+
+    asyncio.run(with_server(tmp_path, body))
+
+
 def event(revision: int, size: int) -> Event:
     return Event(EventType.PUT, KeyValue(b"/k", revision, revision, 1, b"v" * size))
 
 
 def test_batches_are_split_between_revisions_only() -> None:
     batch = [event(2, 600), event(2, 600), event(3, 600), event(4, 10)]
-    runs = split_batch(batch, prev_kv=False, limit=1000)
-    assert [[e.kv.mod_revision for e in run] for run, _ in runs] == [[2, 2], [3, 4]]
+    runs = split_batch(batch, limit=1000)
+    assert [[e.kv.mod_revision for e in run] for run in runs] == [[2, 2], [3, 4]]
 
 
 def test_the_response_queue_waits_for_room() -> None:

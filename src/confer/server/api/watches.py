@@ -24,11 +24,6 @@ STREAM_QUEUE_BYTES = 4 << 20
 that its watches wait, and the hub lets each fall back to reading history."""
 STREAM_QUEUE_RESPONSES = 1_024
 """Responses one stream may hold, whatever their size."""
-RESPONSE_BYTES = 1 << 20
-"""Events are sent in responses of about this many bytes (never splitting a revision):
-a catch-up batch of large values would otherwise be one response of gigabytes."""
-EVENT_OVERHEAD = 32
-"""Bytes counted per event besides its keys and values (an estimate, not the wire size)."""
 
 
 class ResponseQueue(Generic[T]):
@@ -83,32 +78,6 @@ class ResponseQueue(Generic[T]):
         self.bytes -= size
         self._room.set()
         return item
-
-
-def event_size(e: Event, prev_kv: bool) -> int:
-    """An event's approximate size in a response (keys, values, :data:`EVENT_OVERHEAD`)."""
-    size = len(e.kv.key) + len(e.kv.value) + EVENT_OVERHEAD
-    if prev_kv and e.prev_kv is not None:
-        size += len(e.prev_kv.key) + len(e.prev_kv.value)
-    return size
-
-
-def split_batch(batch: list[Event], prev_kv: bool, limit: int = RESPONSE_BYTES
-                ) -> list[tuple[list[Event], int]]:
-    """``batch`` cut into runs of about ``limit`` bytes, each with its size; a cut falls
-    only between two revisions (etcd's watch guarantee: a revision is never split)."""
-    out: list[tuple[list[Event], int]] = []
-    run: list[Event] = []
-    size = 0
-    for e in batch:
-        if size >= limit and e.kv.mod_revision != run[-1].kv.mod_revision:
-            out.append((run, size))
-            run, size = [], 0
-        run.append(e)
-        size += event_size(e, prev_kv)
-    if run:
-        out.append((run, size))
-    return out
 
 
 def boundary_match(path: bytes) -> Callable[[bytes], bool]:

@@ -21,12 +21,7 @@ from confer import kv as store
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.kv import Put as PutCommand
 from confer.server.api import RequestContext, RequestLayer
-from confer.server.api.watches import (
-    MAX_WATCHES_PER_STREAM,
-    ResponseQueue,
-    split_batch,
-    with_progress,
-)
+from confer.server.api.watches import MAX_WATCHES_PER_STREAM, ResponseQueue, with_progress
 from confer.server.etcd.common import (
     etcd_rpc,
     etcd_stream,
@@ -36,7 +31,7 @@ from confer.server.etcd.common import (
     require_key,
 )
 from confer.server.rpc import COMPARE_VALUE_FIELDS, Adapter
-from confer.server.watch import Watcher
+from confer.server.watch import Watcher, event_bytes
 
 # -- requests to commands ---------------------------------------------------------------------
 E = TypeVar("E", bound=enum.IntEnum)
@@ -249,8 +244,8 @@ class WatchStream:
             await self.send(wid, canceled=True)
 
     async def feed(self, w: _Watch) -> None:
-        """Send ``w``'s events as the hub hands them over, filtered, in responses of about
-        ``RESPONSE_BYTES`` each; waits while the stream's queue is full."""
+        """Send ``w``'s events as the hub hands them over (runs of about a MiB), filtered,
+        one response per run; waits while the stream's queue is full."""
         c = w.create
         skip = {store.EventType.PUT if f == rpc_pb2.WatchCreateRequest.NOPUT
                 else store.EventType.DELETE for f in c.filters}
@@ -261,10 +256,10 @@ class WatchStream:
                 if batch is None:
                     await self.send(w.id)  # progress: no events, the header's revision
                     continue
-                kept = [e for e in batch if e.type not in skip] if skip else batch
-                for run, size in split_batch(kept, c.prev_kv):
-                    await self.send(w.id, size,
-                                    events=[event_to_etcd(e, c.prev_kv) for e in run])
+                events = [e for e in batch if e.type not in skip] if skip else batch
+                if events:
+                    await self.send(w.id, sum(map(event_bytes, events)),
+                                    events=[event_to_etcd(e, c.prev_kv) for e in events])
         except store.CompactedError as e:
             self.watches.pop(w.id, None)
             await self.send(w.id, canceled=True, compact_revision=e.compact_revision,
