@@ -214,6 +214,11 @@ def test_close_stops_the_thread_and_every_socket(echo_addr: str) -> None:
     finally:
         sock.close()
         network.close()  # idempotent; cleans up if an assertion failed before
+    # The echo server's thread for the closed connection ends when it reads the close: soon,
+    # but not necessarily before close() returns. The proxy's own threads must all end too.
+    deadline = time.monotonic() + 10
+    while not set(threading.enumerate()) <= before and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert set(threading.enumerate()) <= before
     assert all(_refused(addr) for addr in addrs)
 

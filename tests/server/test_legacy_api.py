@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from confer.v1 import confer_pb2, confer_pb2_grpc
+from confer.v1 import confer_pb2, confer_pb2_grpc, kv_pb2, kv_pb2_grpc
 from testing import ProcessCluster
 
 
@@ -149,3 +150,13 @@ def test_init_bootstraps_nodes_started_empty(tmp_path: Path) -> None:
         ch, stub = stub_for(c.nodes[3].client_addr)
         with ch:
             assert stub.Get(confer_pb2.ConfigPath(path="/inited"), timeout=10).value == b"yes"
+            # Init replaced node 1's Raft node: it still publishes its client address.
+            cluster = kv_pb2_grpc.ClusterStub(ch)
+            deadline = time.monotonic() + 20
+            while True:
+                members = cluster.MemberList(kv_pb2.MemberListRequest(), timeout=10).members
+                addrs = {m.id: m.client_addr for m in members}
+                if addrs == {i: n.client_addr for i, n in c.nodes.items()}:
+                    break
+                assert time.monotonic() < deadline, f"client addresses never published: {addrs}"
+                time.sleep(0.2)

@@ -1,6 +1,7 @@
 """Request bounds, the same through both APIs (the request layer checks every write once):
 ``--max-request-bytes`` on the whole write (a txn counts whole), the key and value sizes,
-the bound on writes waiting for the log, and the settings that configure them."""
+the bound on writes waiting for the log, and the settings that configure them; gRPC's
+receive limit on the client port (``--max-request-bytes`` + 512 KiB) before all that."""
 
 from __future__ import annotations
 
@@ -43,13 +44,21 @@ def refused(call: object, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUME
     raise AssertionError("the request was accepted")
 
 
+def txn_of(count: int, size: int) -> rpc_pb2.TxnRequest:
+    return rpc_pb2.TxnRequest(success=[
+        rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"/big/%d" % i, value=b"v" * size))
+        for i in range(count)])
+
+
 def test_an_etcd_txn_of_sixty_values_of_one_mib_is_refused_whole(node: grpc.Channel) -> None:
     kv = rpc_pb2_grpc.KVStub(node)
-    value = b"v" * (MiB - 100)  # each value within --max-value-bytes
-    txn = rpc_pb2.TxnRequest(success=[
-        rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"/big/%d" % i, value=value))
-        for i in range(60)])
-    assert refused(lambda: kv.Txn(txn, timeout=30)) == "etcdserver: request is too large"
+    # Each value within --max-value-bytes; together far past the client port's gRPC limit.
+    details = refused(lambda: kv.Txn(txn_of(60, MiB - 100), timeout=30),
+                      grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert "larger than max" in details and str(1536 * 1024 + 512 * 1024) in details
+    # Under gRPC's limit but over --max-request-bytes: the request layer refuses it.
+    assert refused(lambda: kv.Txn(txn_of(2, 900_000), timeout=30)) == (
+        "etcdserver: request is too large")
     got = kv.Range(rpc_pb2.RangeRequest(key=b"/big/", range_end=b"/big0", count_only=True),
                    timeout=10)
     assert got.count == 0
@@ -57,7 +66,7 @@ def test_an_etcd_txn_of_sixty_values_of_one_mib_is_refused_whole(node: grpc.Chan
 
 def test_a_native_txn_over_the_request_limit_is_refused(node: grpc.Channel) -> None:
     kv = kv_pb2_grpc.KVStub(node)
-    value = b"v" * (MiB - 100)
+    value = b"v" * 900_000  # two: over --max-request-bytes, under gRPC's limit
     txn = kv_pb2.TxnRequest(success=[
         kv_pb2.RequestOp(put=kv_pb2.PutRequest(path=f"/big/{i}", value=value))
         for i in range(2)])
@@ -72,9 +81,11 @@ def test_the_etcd_api_has_the_native_key_size_limit(node: grpc.Channel) -> None:
     details = refused(lambda: kv.Put(rpc_pb2.PutRequest(key=b"k" * 4097, value=b"1"),
                                      timeout=10))
     assert details.startswith("etcdserver: key is too large: 4097 bytes, at most 4096")
+    huge = rpc_pb2.PutRequest(key=b"k" * (10 * MiB), value=b"1")  # past gRPC's limit
+    refused(lambda: kv.Put(huge, timeout=30), grpc.StatusCode.RESOURCE_EXHAUSTED)
     txn = rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(
-        request_put=rpc_pb2.PutRequest(key=b"k" * (10 * MiB), value=b"1"))])
-    refused(lambda: kv.Txn(txn, timeout=30))
+        request_put=rpc_pb2.PutRequest(key=b"k" * MiB, value=b"1"))])
+    assert refused(lambda: kv.Txn(txn, timeout=30)).startswith("etcdserver: key is too large")
     kv.Put(rpc_pb2.PutRequest(key=b"k" * 4096, value=b"1"), timeout=10)  # at the limit: fine
     native = kv_pb2_grpc.KVStub(node)
     refused(lambda: native.Put(kv_pb2.PutRequest(path="/" + "k" * 4096, value=b"1"),

@@ -37,6 +37,11 @@ def setup_logging(level: str, fmt: str) -> None:
     logging.getLogger("grpc").setLevel(logging.WARNING)
 
 
+EXIT_FAILED = 1
+"""`confer serve`'s exit status when it could not start (one line on stderr says why) or
+stopped on a failure (the Raft loop, the disk: logged at ERROR)."""
+
+
 async def serve(cfg: ServerConfig) -> int:
     from confer.server.app import ConferServer
 
@@ -54,7 +59,9 @@ async def serve(cfg: ServerConfig) -> int:
           f"(port {server.client_port}), peers {cfg.peer_url} (port {server.peer_port}), "
           f"data {Path(cfg.data_dir).resolve()}", file=sys.stderr, flush=True)
     await server.stopped.wait()
-    return 0
+    # Stopped by a signal or by removal from the cluster: 0. On a failure (the cause is
+    # logged): 1, as etcd exits, so that a supervisor restarts the member.
+    return 0 if server.fatal is None else EXIT_FAILED
 
 
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -98,6 +105,9 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--join", {"help": "Client address of a running member: join its cluster."}),
     ("--wait-init", {"is_flag": True, "default": None,
                      "help": "Start empty and wait for the Init RPC."}),
+    ("--init-token", {"help": "Secret the Init RPC must carry (prefer CONFER_INIT_TOKEN: "
+                              "flags are visible to other users). Without it, Init is taken "
+                              "from this host only."}),
     ("--peer-routes", {"help": "Dial peers here instead: ID=HOST:PORT,... (e.g. via proxies)."}),
     ("--tick-ms", {"type": int, "help": "Raft tick in milliseconds [100]."}),
     ("--election-ticks", {"type": int, "help": "Election timeout in ticks [10]."}),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from confer.raft import quorum
@@ -62,6 +63,11 @@ class Config:
     snapshot_chunk_size: int = 1 << 20
     disable_proposal_forwarding: bool = False
     """A follower refuses proposals (NotLeader) instead of forwarding them to the leader."""
+    snapshot_check: Callable[[bytes], bool] | None = None
+    """Whether a snapshot received from a peer holds a valid state (the state machine's own
+    format), checked once all its chunks are in, before it replaces anything. A snapshot that
+    fails is dropped unanswered (the leader resends after an election timeout). It must be a
+    pure function of the bytes, as the rest of the core."""
 
     def validate(self) -> None:
         if self.id <= 0:
@@ -412,7 +418,9 @@ class Raft:
         new = self.conf.apply(cc)
         if not new.voters:
             raise ValueError("a membership change may not remove the last voter")
-        if new == self.conf:
+        if new == self.conf and not cc.context:
+            # With a context, the change re-announces a member (its new address): the voters
+            # stay as they are, the application learns the context when it is committed.
             raise ValueError(f"membership change {cc.type.name} {cc.node_id} changes nothing")
         last = self._append_entries([Entry(0, 0, cc.encode(), EntryType.CONF_CHANGE)])
         self.pending_conf_index = last
@@ -716,6 +724,7 @@ class Raft:
                 continue
             if pr.recent_active and not pr.is_learner:
                 active += 1
+            pr.active_before = pr.recent_active
             pr.recent_active = False
         return active >= quorum.majority(len(self.conf.voters))
 
@@ -804,6 +813,9 @@ class Raft:
             return
         self.incoming_snapshot = None
         snap = Snapshot(meta, bytes(inc.buf))
+        check = self.cfg.snapshot_check
+        if check is not None and not check(snap.data):
+            return
         if self.restore(snap):
             self.send(Message(MT.APP_RESP, to=m.frm, index=self.log.last_index()))
         else:

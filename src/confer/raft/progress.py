@@ -55,6 +55,7 @@ class Inflights:
 
 class Progress:
     __slots__ = (
+        "active_before",
         "inflights",
         "is_learner",
         "match",
@@ -75,6 +76,9 @@ class Progress:
         self.state = ProgressState.PROBE
         self.probe_sent = False
         self.recent_active = False
+        # recent_active of the previous CheckQuorum period: recent_active alone is False for
+        # every follower just after each check, until it answers again.
+        self.active_before = False
         self.is_learner = is_learner
         self.inflights = Inflights(max_inflight, max_inflight_bytes)
         self.pending_snapshot = 0
@@ -92,6 +96,10 @@ class Progress:
         self.snap_stall_ticks = 0
         self.state = state
         self.inflights.reset()
+
+    def is_live(self) -> bool:
+        """Heard from within the last one or two election timeouts (CheckQuorum periods)."""
+        return self.recent_active or self.active_before
 
     def become_probe(self) -> None:
         if self.state == ProgressState.SNAPSHOT:

@@ -69,6 +69,9 @@ class Status(BasicStatus):
 
     conf_state: ConfState
     progress: dict[int, int]  # node -> match index (leader only)
+    live: frozenset[int]
+    """Leader only: the members it heard from within the last one or two election timeouts
+    (itself included); what a membership change must keep a quorum of."""
 
 
 class RawNode:
@@ -213,6 +216,11 @@ class RawNode:
         """The current term: the cheapest read, for every response header."""
         return self.raft.term
 
+    @property
+    def conf_state(self) -> ConfState:
+        """The membership in force now (cheap: read for every inbound peer batch)."""
+        return self.raft.conf
+
     def basic_status(self) -> BasicStatus:
         """Term, vote, leader, role and log indexes (no copies of membership or progress)."""
         r = self.raft
@@ -224,11 +232,13 @@ class RawNode:
         """:meth:`basic_status` plus the membership and the leader's view of progress."""
         r = self.raft
         log = r.log
-        progress = (
-            {n: pr.match for n, pr in r.prs.items()} if r.role == StateRole.LEADER else {}
-        )
+        leader = r.role == StateRole.LEADER
+        progress = {n: pr.match for n, pr in r.prs.items()} if leader else {}
+        live = (frozenset(n for n, pr in r.prs.items() if n == r.id or pr.is_live())
+                if leader else frozenset())
         return Status(r.id, r.term, r.vote, r.lead, r.role, log.committed, log.applied,
-                      log.last_index(), log.first_index(), r.lead_transferee, r.conf, progress)
+                      log.last_index(), log.first_index(), r.lead_transferee, r.conf, progress,
+                      live)
 
 
 def bootstrap(storage: BootstrapTarget, voters: list[int],

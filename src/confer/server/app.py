@@ -8,7 +8,9 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,21 +30,33 @@ from confer.server.fsm import ServerStateMachine
 from confer.server.leases import Lessor
 from confer.server.members import Member, MembershipEvent, cluster_id_for, encode_publish
 from confer.server.native import add_native_services
-from confer.server.node import NodeOptions, RaftNode
+from confer.server.node import NodeOptions, RaftNode, describe_failure
+from confer.server.peer_checks import ProposalChecks
 from confer.server.peer_transport import GRPC_OPTIONS, GrpcPeerTransport, PeerServicer
 from confer.server.registry import GenericHandlersOnly
 from confer.server.watch import WatchHub
-from confer.storage import DurableStorage
+from confer.storage import (
+    Disk,
+    DurableStorage,
+    SnapshotCorruptionError,
+    StorageError,
+    WALCorruptionError,
+)
+from confer.storage.disk import DIR_MODE, FILE_MODE
 from confer.v1 import kv_pb2, kv_pb2_grpc, peer_pb2_grpc
 
 log = logging.getLogger("confer.server")
 
 
 class ConferServer:
-    """One member: its storage, Raft node, peer transport, request layer and gRPC server."""
+    """One member: its storage, Raft node, peer transport, request layer and gRPC server.
 
-    def __init__(self, cfg: ServerConfig) -> None:
+    ``disk`` is the file-system seam its log and snapshots go through (tests inject faults).
+    """
+
+    def __init__(self, cfg: ServerConfig, *, disk: Disk | None = None) -> None:
         self.cfg = cfg
+        self._disk = disk
         self.data_dir = Path(cfg.data_dir)
         self.fsm = ServerStateMachine()
         self.hub = WatchHub(self.fsm.kv)
@@ -50,15 +64,32 @@ class ConferServer:
         self.storage: DurableStorage | None = None
         self.node_id = cfg.node_id
         self.grpc_server: grpc.aio.Server | None = None
+        """Serves clients (both APIs) on the client port."""
+        self.peer_server: grpc.aio.Server | None = None
+        """Serves the other members (Raft, the internal Leader service) on the peer port."""
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else None
         self.client_port = 0
         self.peer_port = 0
         self.stopped = asyncio.Event()
+        self.fatal: str | None = None
+        """Why the member stopped on its own, if it did (see :meth:`fail`)."""
+        self._started = False
+        self._stopping = False
         self.cluster_listeners: list[ClusterListener] = []
         """Called with (kind, member, leader id) on membership and leader changes."""
         self._routes = cfg.routes()
         self._routes_mtime = self._routes_file_mtime()
         self._transport: GrpcPeerTransport | None = None
+        self._cluster_id = 0
+        """The cluster id as fixed at bootstrap, Init or join (member.json), else as first
+        heard from a peer while this node was empty; see :meth:`admit_peer`."""
+        self._saved_cluster_id = 0
+        self._first_contact = False
+        """The cluster id was taken from the first peer that reached this empty node."""
+        self._join_peers: set[int] = set()
+        """The members that a joining node was told of when it was added: it admits them
+        before its own log tells it the membership."""
+        self._proposal_checks = ProposalChecks(cfg.max_key_bytes, cfg.max_value_bytes)
         self._background: list[asyncio.Task[Any]] = []
         self._removing = False
         self.fsm.membership_listeners.append(self._on_membership)
@@ -77,28 +108,53 @@ class ConferServer:
 
     def _load_identity(self) -> None:
         if self._identity_file.exists():
-            ident = json.loads(self._identity_file.read_text())
+            try:
+                ident = json.loads(self._identity_file.read_text())
+                int(ident["id"])
+            except (OSError, ValueError, TypeError, KeyError) as e:
+                raise SystemExit(f"{self._identity_file}: unreadable member identity ({e}); "
+                                 "restore it from a backup or replace the member") from None
             if self.cfg.node_id and self.cfg.node_id != ident["id"]:
                 raise SystemExit(f"data dir {self.data_dir} belongs to node {ident['id']}, "
                                  f"not {self.cfg.node_id}")
             self.node_id = ident["id"]
+            self._cluster_id = self._saved_cluster_id = int(ident.get("cluster_id", 0))
+            self._join_peers = set(ident.get("join_peers", ()))
 
     def _save_identity(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         tmp = self._identity_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"id": self.node_id, "name": self.cfg.name}))
+        ident: dict[str, Any] = {"id": self.node_id, "name": self.cfg.name}
+        if self._saved_cluster_id:
+            ident["cluster_id"] = self._saved_cluster_id
+        if self._join_peers:
+            ident["join_peers"] = sorted(self._join_peers)
+        _write_private(tmp, json.dumps(ident))
         tmp.replace(self._identity_file)
+        Disk().fsync_dir(str(self.data_dir))  # the rename, durable
+
+    def _fix_cluster_id(self, cluster_id: int) -> None:
+        """Record the cluster id this member belongs to, durably (member.json)."""
+        self._cluster_id = self._saved_cluster_id = cluster_id
+        self._save_identity()
+
+    def cluster_id(self) -> int:
+        """This member's cluster id; 0 while it has none (empty, waiting for Init or its
+        first contact)."""
+        return self._cluster_id or self.fsm.membership.cluster_id
 
     def member(self) -> Member:
         return Member(self.node_id, self.cfg.name, self.cfg.peer_url, self.cfg.client_url)
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
+        """Open the data dir, serve, and start Raft. Any reason not to start (the data dir
+        in use, unusable or damaged, a port taken) is a SystemExit with one line."""
         cfg = self.cfg
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._open_data_dir()
+        assert self.storage is not None
         self._load_identity()
         await self._start_grpc()
-        self.storage = DurableStorage.open(self.data_dir / "raft")
         fresh = self.storage.last_index() == 0
         if fresh and cfg.join:
             if not self._identity_file.exists():
@@ -112,77 +168,111 @@ class ConferServer:
         if not self.node_id:
             self.node_id = cfg.node_id or 1
         self._save_identity()
-        self._start_node()
+        try:
+            self._start_node()
+        except Exception as e:  # the state machine cannot take the recovered snapshot
+            raise SystemExit(f"{self.data_dir}: cannot recover this member's state "
+                             f"({describe_failure(e)}); {REPLACE_MEMBER}") from None
         if cfg.join and fresh:
-            self._background.append(asyncio.create_task(self._promote_when_caught_up()))
-        self._background.append(asyncio.create_task(self._publish_attributes()))
-        self._background.append(asyncio.create_task(self.lessor.run()))
+            self._spawn(self._promote_when_caught_up(), "self-promotion")
+        self._spawn(self._publish_attributes(), "member publication")
+        self._spawn(self.lessor.run(), "lease expiry")
         if cfg.auto_compaction_retention:
-            self._background.append(asyncio.create_task(self._auto_compact()))
+            self._spawn(self._auto_compact(), "auto-compaction")
         log.info("node %d (%s) serving clients on %s, peers on %s", self.node_id, cfg.name,
                  cfg.client_url, cfg.peer_url)
+        self._started = True
+
+    def _open_data_dir(self) -> None:
+        """Make the data dir private, take its lock and recover the log: first, so that a
+        second process on the same dir, an unusable dir or a damaged log stop the start
+        before any port is bound (one line each, never a traceback)."""
+        try:
+            _private_dir(self.data_dir)
+            self.storage = DurableStorage.open(self.data_dir / "raft", disk=self._disk)
+        except (WALCorruptionError, SnapshotCorruptionError) as e:
+            raise SystemExit(f"{e}; {REPLACE_MEMBER}") from None
+        except StorageError as e:
+            raise SystemExit(str(e)) from None
+        except OSError as e:
+            raise SystemExit(f"cannot use data dir {self.data_dir}: {e}") from None
 
     def _bootstrap(self, founders: list[Member]) -> None:
         assert self.storage is not None
         cid = cluster_id_for(self.cfg.cluster_token, founders)
         bootstrap(self.storage, [m.id for m in founders],
                   {m.id: m.context(cid) for m in founders})
+        self._fix_cluster_id(cid)
 
     def _start_node(self) -> None:
         assert self.storage is not None
         cfg = self.cfg
         self._transport = GrpcPeerTransport(
-            self.node_id, self.cfg.peer_url, self._peer_addr,
-            lambda: self.fsm.membership.cluster_id, self._report_unreachable,
+            self.node_id, self.cfg.peer_url, self.peer_address, self.cluster_id,
+            self.admit_peer, self._proposal_checks.refusal, self._report_unreachable,
             self._told_removed)
         self._peer_servicer.transport = self._transport
         node = RaftNode(
-            Config(id=self.node_id, election_tick=cfg.election_ticks, heartbeat_tick=1),
+            Config(id=self.node_id, election_tick=cfg.election_ticks, heartbeat_tick=1,
+                   snapshot_check=self._check_snapshot),
             self.storage, self._transport, self.fsm,
             NodeOptions(tick_interval=cfg.tick_ms / 1000, snapshot_every=cfg.snapshot_every,
                         keep_entries=cfg.snapshot_catchup_entries,
                         batch_window=cfg.batch_window_ms / 1000),
         )
         node.leader_listeners.append(self._on_leader)
+        node.failure_listeners.append(lambda e: self.fail(describe_failure(e)))
         self.node = node
         if node.status().conf_state.voters == {self.node_id}:
             node.campaign()  # sole voter: no reason to wait out an election timeout
         self._background.append(asyncio.create_task(node.start()))
 
     async def _start_grpc(self) -> None:
-        # No SO_REUSEPORT (grpcio sets it on Linux): a second process on the same port must
-        # fail to start, not silently take half of this one's connections.
-        server = grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0),
-                                          ("grpc.max_concurrent_streams",
-                                           config.MAX_CONCURRENT_STREAMS)])
-        services = GenericHandlersOnly(server)
+        # Two servers, so that nothing of the peer protocol is reachable where clients are
+        # (and no client service where peers are): Raft and the internal Leader service only
+        # on the peer port, both APIs only on the client port; health on both. The client
+        # port's receive limit follows --max-request-bytes (peers need 64 MiB).
+        client = _grpc_server(config.client_grpc_options(self.cfg))
+        services = GenericHandlersOnly(client)
         # The busiest first: a call's method is looked up in one service after another.
         # etcd's v3 API is on the same port (docs/etcd-compatibility.md).
         add_etcd_services(self.api, services)
         add_native_services(self.api, services)
-        services.add_generic_rpc_handlers([self.api.leader_service.handlers()])
-        self._peer_servicer = PeerServicer(
-            None, lambda cmd: self.consensus.propose_here(cmd, 10.0),
-            self.fsm.membership.removed.__contains__)
-        peer_pb2_grpc.add_PeerServicer_to_server(self._peer_servicer, services)
+        peer = _grpc_server()
+        peer_services = GenericHandlersOnly(peer)
+        peer_services.add_generic_rpc_handlers([self.api.leader_service.handlers()])
+        self._peer_servicer = PeerServicer(None, self.fsm.membership.removed.__contains__)
+        peer_pb2_grpc.add_PeerServicer_to_server(self._peer_servicer, peer_services)
         if self.health is not None:
             # GenericHandlersOnly stands in for the server (see registry.py).
-            health_pb2_grpc.add_HealthServicer_to_server(self.health,
-                                                         cast(grpc.aio.Server, services))
-        self.client_port = _listen(server, self.cfg.listen_client, "client")
-        if self.cfg.listen_peer != self.cfg.listen_client:
-            self.peer_port = _listen(server, self.cfg.listen_peer, "peer")
-        else:
-            self.peer_port = self.client_port
-        await server.start()
-        self.grpc_server = server
+            for registry in (services, peer_services):
+                health_pb2_grpc.add_HealthServicer_to_server(self.health,
+                                                             cast(grpc.aio.Server, registry))
+        self.client_port = _listen(client, self.cfg.listen_client, "client")
+        self.peer_port = _listen(peer, self.cfg.listen_peer, "peer")
+        await client.start()
+        self.grpc_server = client
+        await peer.start()
+        self.peer_server = peer
         if self.health is not None:
             await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float = 1.0) -> None:
-        if self.stopped.is_set():
+        """Stop serving: health NOT_SERVING first, then gRPC (``grace`` seconds for calls
+        in flight), Raft and the log. ``stopped`` is set in the end, whatever fails."""
+        if self._stopping:
+            await self.stopped.wait()
             return
-        log.info("node %d shutting down", self.node_id)
+        self._stopping = True
+        try:
+            await self._shutdown(grace)
+        finally:
+            self._close_storage()
+            self.stopped.set()
+
+    async def _shutdown(self, grace: float) -> None:
+        if self._started:  # not after a failed start: its one line says why
+            log.info("node %d shutting down", self.node_id)
         if self.health is not None:
             await self.health.enter_graceful_shutdown()
         self.hub.close()
@@ -190,17 +280,99 @@ class ConferServer:
         for task in self._background:
             if task is not current:  # stop() may run inside one of them
                 task.cancel()
-        if self.grpc_server is not None:
-            await self.grpc_server.stop(grace)
+        servers = [s for s in (self.grpc_server, self.peer_server) if s is not None]
+        await asyncio.gather(*(server.stop(grace) for server in servers))
         if self.node is not None:
             await self.node.stop()
         await self.api.close()
-        if self.storage is not None:
+
+    def fail(self, cause: str) -> None:
+        """Stop serving because something essential failed (the Raft loop, the disk, a
+        duty such as lease expiry): a node that stays up with a dead loop would answer
+        health SERVING and "no leader" for ever. Health turns NOT_SERVING at the next
+        turn of the event loop, then the member stops and ``confer serve`` exits with
+        status 1 (as etcd exits), so a supervisor restarts it or an operator looks. The
+        cause is logged once, by whoever found it."""
+        if self._stopping or self.fatal is not None:
+            return
+        self.fatal = cause
+        self._background.append(asyncio.create_task(self.stop(), name="stop-on-failure"))
+
+    def _spawn(self, duty: Coroutine[Any, Any, None], what: str) -> None:
+        """Run one of the member's duties beside the Raft loop; if it dies of an
+        exception, the member stops (:meth:`fail`)."""
+        task = asyncio.create_task(duty, name=what)
+        task.add_done_callback(self._duty_ended)
+        self._background.append(task)
+
+    def _duty_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._stopping:
+            return
+        exc = task.exception()
+        if exc is None:
+            return  # done with its work (promoted, published)
+        cause = f"{task.get_name()} failed: {describe_failure(exc)}"
+        log.error("node %d: %s; the node stops serving", self.node_id, cause)
+        log.debug("node %d: %s", self.node_id, task.get_name(), exc_info=exc)
+        self.fail(cause)
+
+    def _close_storage(self) -> None:
+        if self.storage is None:
+            return
+        try:
             self.storage.close()
-        self.stopped.set()
+        except (StorageError, OSError) as e:  # the final sync: the disk failed at the end
+            if self.fatal is None:
+                self.fatal = f"closing the log failed: {describe_failure(e)}"
+                log.error("node %d: %s", self.node_id, self.fatal)
+
+    # -- peer admission ----------------------------------------------------------------------
+    def admit_peer(self, sender: int, cluster_id: int, first_contact: bool = True
+                   ) -> str | None:
+        """Why a peer message from ``sender`` naming ``cluster_id`` is refused, or None.
+
+        The cluster id is mandatory and must be this member's. The sender must be a member:
+        in the Raft membership now in force (voter or learner), in the member table, or one
+        of the members a joining node was told of. A node that is still empty (no cluster
+        id, no membership: waiting for Init, or added by hand and started with
+        ``--wait-init``) has nothing to protect and no way to know its cluster: with
+        ``first_contact`` it takes the cluster id of the first peer that reaches it, and
+        admits that cluster's members until its log names them (trust on first use; TLS,
+        issue 13, is what authenticates peers).
+        """
+        if not cluster_id:
+            return "no cluster id: every peer message must name its cluster"
+        mine = self.cluster_id()
+        if mine and cluster_id != mine:
+            return f"message from cluster {cluster_id:x}, this is cluster {mine:x}"
+        node = self.node
+        conf = node.conf_state.members() if node is not None else frozenset()
+        if (sender in conf or sender in self.fsm.membership.members
+                or sender in self._join_peers):
+            return None
+        if not conf and first_contact and (not mine or self._first_contact):
+            if not mine:
+                log.info("node %d: first contact from member %d of cluster %x", self.node_id,
+                         sender, cluster_id)
+                self._cluster_id = cluster_id
+                self._first_contact = True
+            return None  # until its log tells it the members, any of that cluster's
+        return f"{sender} is not a member of cluster {mine or cluster_id:x}"
+
+    def _check_snapshot(self, data: bytes) -> bool:
+        if self.fsm.snapshot_is_valid(data):
+            return True
+        if self._transport is not None:
+            self._transport.stats.bad_snapshots += 1
+            self._transport.warn.warning(("snapshot",), "node %d: dropped a received snapshot "
+                                         "of %d bytes that does not decode", self.node_id,
+                                         len(data))
+        return False
 
     # -- Raft plumbing ------------------------------------------------------------------------
-    def _peer_addr(self, node_id: int) -> str | None:
+    def peer_address(self, node_id: int) -> str | None:
+        """Where to reach member ``node_id``'s peer port (the routes first, see
+        ``--peer-routes``), if known."""
         routes = self._current_routes()
         if node_id in routes:
             return routes[node_id]
@@ -236,6 +408,12 @@ class ConferServer:
             listener("leader", self.fsm.membership.members.get(leader), leader)
 
     def _on_membership(self, event: MembershipEvent) -> None:
+        learned = self.fsm.membership.cluster_id
+        if learned and learned != self._saved_cluster_id:
+            self._fix_cluster_id(learned)  # learned from the log: a data dir of before
+        if self._join_peers and event.member.id == self.node_id and event.kind != "removed":
+            self._join_peers = set()  # its log names the members now
+            self._save_identity()
         log.info("membership: %s node %d (%s)", event.kind, event.member.id,
                  event.member.peer_addr)
         for listener in list(self.cluster_listeners):
@@ -269,7 +447,6 @@ class ConferServer:
 
     async def _publish_attributes(self) -> None:
         """Make sure the member table holds this node's current name and client address."""
-        node = self.consensus.require_node()
         while True:
             await asyncio.sleep(self.cfg.tick_ms / 1000 * 2)
             me = self.fsm.membership.members.get(self.node_id)
@@ -278,7 +455,8 @@ class ConferServer:
                 if me is not None:
                     return
                 continue
-            if not node.leader:
+            node = self.node  # looked up each time: Init replaces it
+            if node is None or not node.leader:
                 continue
             command = encode_publish(self.member())
             try:
@@ -328,6 +506,11 @@ class ConferServer:
         finally:
             await ch.close()
         self.node_id = resp.member.id
+        # Until its log tells it the membership, it admits the members it was told of (the
+        # leader among them) from the cluster named in the answer.
+        self._join_peers = {m.id for m in resp.members if m.id != self.node_id}
+        if resp.header.cluster_id:
+            self._fix_cluster_id(resp.header.cluster_id)
         log.info("joined the cluster at %s as learner %d", addr, self.node_id)
 
     async def _promote_when_caught_up(self) -> None:
@@ -360,6 +543,42 @@ class ConferServer:
 
 
 JOIN_RETRY_SECONDS = 60.0
+
+REPLACE_MEMBER = ("do not start this member on this data: remove it from the cluster and add "
+                  "a new one with an empty data dir (docs/operations.md, "
+                  "'Replacing a damaged member')")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a new file that only this user may read (mode 0600), durably: the identity it
+    holds must survive a crash that the WAL written after it survives."""
+    path.unlink(missing_ok=True)  # a leftover would keep its old mode
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _private_dir(path: Path) -> None:
+    """Create the data dir with mode 0700, or tighten an existing one that other users may
+    enter (etcd only warns; Confer closes it, and says so)."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        path.chmod(mode & DIR_MODE)
+        log.warning("data dir %s was open to other users (mode %04o); set to %04o", path, mode,
+                    mode & DIR_MODE)
+
+
+def _grpc_server(options: list[tuple[str, int]] | None = None) -> grpc.aio.Server:
+    """A gRPC server with the peer transport's options, ``options`` replacing any of the
+    same name."""
+    mine = dict(options or ())
+    # No SO_REUSEPORT (grpcio sets it on Linux): a second process on the same port must
+    # fail to start, not silently take half of this one's connections.
+    return grpc.aio.server(options=[*(o for o in GRPC_OPTIONS if o[0] not in mine),
+                                    *mine.items(), ("grpc.so_reuseport", 0)])
 
 
 def _listen(server: grpc.aio.Server, addr: str, what: str) -> int:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from confer.server.addresses import address_problem, member_id_problem
+
 DEFAULT_CLIENT_ADDR = "127.0.0.1:7379"
 DEFAULT_PEER_ADDR = "127.0.0.1:7380"
 DEFAULT_MAX_REQUEST_BYTES = 1536 * 1024
@@ -22,6 +24,9 @@ DEFAULT_QUOTA_BACKEND_BYTES = 2 << 30
 MAX_CONCURRENT_STREAMS = 1_000
 """Calls (unary or streams) one client connection may have open at once; more wait in the
 client (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS). etcd leaves it unbounded."""
+GRPC_REQUEST_OVERHEAD = 512 * 1024
+"""What the client port's gRPC receive limit allows beyond --max-request-bytes (etcd's
+``grpcOverheadBytes``): a request's proto is larger than its log entry."""
 
 
 class ConfigError(ValueError):
@@ -48,6 +53,9 @@ class ServerConfig:
     """Client address of a running member: ask it to add this node, then catch up."""
     wait_init: bool = False
     """Start empty and wait for the ``Init`` RPC instead of bootstrapping."""
+    init_token: str = ""
+    """A secret that ``Init`` must present (its ``token``); without one, only a caller on
+    this host (loopback) may call ``Init``. See :mod:`confer.server.api.init_access`."""
     tick_ms: int = 100
     election_ticks: int = 10
     snapshot_every: int = 100_000
@@ -90,9 +98,11 @@ class ServerConfig:
         out = []
         for part in filter(None, (p.strip() for p in self.initial_cluster.split(","))):
             ident, sep, addr = part.partition("=")
-            if not sep or not ident.strip().isdigit() or int(ident) <= 0 or not addr:
+            if (not sep or not ident.strip().isdigit() or member_id_problem(int(ident))
+                    or not addr):
                 raise ConfigError(
-                    f"initial-cluster entry {part!r}: expected ID=HOST:PORT with a positive ID"
+                    f"initial-cluster entry {part!r}: expected ID=HOST:PORT with an ID "
+                    f"1..2**63-1"
                 )
             name, at, peer = addr.partition("@")
             if not at:
@@ -123,12 +133,14 @@ class ServerConfig:
 
     def validate(self) -> None:
         for key in ("listen_client", "listen_peer"):
-            check_addr(key.replace("_", "-"), getattr(self, key))
+            check_addr(key.replace("_", "-"), getattr(self, key), allow_port_zero=True)
         for key in ("advertise_client", "advertise_peer"):
             if getattr(self, key):
                 check_addr(key.replace("_", "-"), getattr(self, key))
-        if self.node_id < 0:
-            raise ConfigError("id must be a positive integer")
+        if self.join:
+            check_addr("join", self.join)
+        if self.node_id != 0 and member_id_problem(self.node_id):
+            raise ConfigError("id must be an integer 1..2**63-1")
         if self.tick_ms <= 0 or self.election_ticks < 2:
             raise ConfigError("tick-ms must be positive and election-ticks at least 2")
         if self.batch_window_ms < 0:
@@ -145,6 +157,12 @@ class ServerConfig:
             raise ConfigError("use only one of initial-cluster, join and wait-init")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log-format must be text or json")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log-level must be debug, info, warning or error, "
+                              f"not {self.log_level!r}")
+        if self.listen_peer == self.listen_client and not self.listen_peer.endswith(":0"):
+            raise ConfigError(f"listen-peer and listen-client are both {self.listen_peer}: "
+                              "peers and clients need separate ports")
         self.routes()
         founders = self.founders()
         if founders and self.node_id and self.node_id not in {i for i, _, _ in founders}:
@@ -157,10 +175,20 @@ class ServerConfig:
             self.node_id = matches[0]
 
 
-def check_addr(setting: str, addr: str) -> None:
-    host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{setting}: {addr!r} is not HOST:PORT")
+def client_grpc_options(cfg: ServerConfig) -> list[tuple[str, int]]:
+    """The client port's gRPC server options: gRPC itself refuses (RESOURCE_EXHAUSTED,
+    before parsing) a message larger than ``max_request_bytes`` + ``GRPC_REQUEST_OVERHEAD``,
+    and a connection holds at most ``MAX_CONCURRENT_STREAMS`` calls at once."""
+    return [("grpc.max_receive_message_length",
+             cfg.max_request_bytes + GRPC_REQUEST_OVERHEAD),
+            ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS)]
+
+
+def check_addr(setting: str, addr: str, *, allow_port_zero: bool = False) -> None:
+    """Refuse ``addr`` unless it is a valid ``HOST:PORT`` (:func:`address_problem`)."""
+    problem = address_problem(addr, allow_port_zero=allow_port_zero)
+    if problem:
+        raise ConfigError(f"{setting}: {addr!r} is not a valid HOST:PORT: {problem}")
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig) if f.name != "extra"}

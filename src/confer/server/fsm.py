@@ -86,6 +86,18 @@ class ServerStateMachine(StateMachine):
                    _bin_header(sum(map(len, kv))), *kv, members]
             return
 
+    @staticmethod
+    def snapshot_is_valid(data: bytes) -> bool:
+        """Whether ``data`` restores as a snapshot of this state machine (checked before a
+        snapshot received from a peer is persisted: a garbage one once made every restart
+        fail). Restores into a scratch instance: snapshots arrive rarely, and only a full
+        restore proves that every part decodes."""
+        try:
+            ServerStateMachine().restore(data)
+        except Exception:  # whatever a malformed snapshot makes the decoders raise
+            return False
+        return bool(data)
+
     def restore(self, data: bytes) -> None:
         if not data:
             return

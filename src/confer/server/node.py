@@ -148,6 +148,12 @@ class RaftNode:
         self.role = StateRole.FOLLOWER
         self.leader_listeners: list[Callable[[int, int], None]] = []
         """Called with (leader id, term) whenever the known leader changes."""
+        self.failure: Exception | None = None
+        """Why the node stopped on its own: its loop failed (a bug, a failed WAL write) or
+        writing a snapshot did. None while it runs, or after stop()."""
+        self.failure_listeners: list[Callable[[Exception], None]] = []
+        """Called once, with the cause, when the node fails (see :attr:`failure`): it then
+        serves nothing, and its process should stop (see ConferServer.fail)."""
 
     @property
     def id(self) -> int:
@@ -234,6 +240,11 @@ class RaftNode:
         """:meth:`basic_status` plus the membership and the leader's view of progress."""
         return self.node.status()
 
+    @property
+    def conf_state(self) -> ConfState:
+        """The membership in force now (cheap, unlike :meth:`status`)."""
+        return self.node.conf_state
+
     def _new_future(self) -> asyncio.Future[Any]:
         if self._stopped:
             raise NodeStopped(f"node {self.id} is stopped")
@@ -263,6 +274,8 @@ class RaftNode:
                     await asyncio.sleep(wait)
             self._last_round = loop.time()
             self._wake.clear()
+            if self._stopped:  # failed while waiting (writing a snapshot): no more rounds
+                return
             try:
                 while self._ticks:
                     self._ticks -= 1
@@ -283,15 +296,30 @@ class RaftNode:
                     self._submit_conf_changes()
                 if self._reads:
                     self._submit_reads()
-                while node.has_ready():
+                while node.has_ready() and not self._stopped:
                     await self._handle_ready(node.ready())
                 if self._snapshot_built is not None:
                     self._record_snapshot()
-            except Exception:
-                log.exception("node %d: fatal error in the Raft loop; stopping", self.id)
-                self._stopped = True
-                self._fail_all(NodeStopped(f"node {self.id} failed"))
-                return  # logged: stop() still ends the ticker and closes the transport
+            except Exception as e:
+                self._fail(e)
+                return  # stop() still ends the ticker and closes the transport
+
+    def _fail(self, cause: Exception) -> None:
+        """The node cannot go on: its loop failed (the Ready being handled was neither
+        sent nor advanced, so nothing it held was acknowledged), or writing a snapshot
+        did. Every waiting request fails, and the listeners (the process) learn why. One
+        line at ERROR; the traceback only at DEBUG (a full disk is not a bug, and its
+        traceback would only bury the cause)."""
+        if self.failure is not None or self._closed:
+            return
+        log.error("node %d stops serving: %s", self.id, describe_failure(cause))
+        log.debug("node %d: failure", self.id, exc_info=cause)
+        self._stopped = True
+        self.failure = cause
+        self._wake.set()  # the loop, if it is waiting (a snapshot failed), sees it and ends
+        self._fail_all(NodeStopped(f"node {self.id} failed: {describe_failure(cause)}"))
+        for listener in self.failure_listeners:
+            listener(cause)
 
     def _round_spacing(self) -> float:
         """The batching window for the load now: none when lightly loaded."""
@@ -551,7 +579,11 @@ class RaftNode:
             data = await loop.run_in_executor(None, finish, parts)
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # aborted by a compaction or restore, or a disk error
+        except OSError as e:  # the disk failed (full, EIO): as for the WAL, stop (etcd too)
+            self._snapshot_job = None
+            self._fail(e)
+            return
+        except Exception as e:  # aborted by a compaction or a restore meanwhile
             log.info("node %d: snapshot at %d abandoned (%s); will retry", self.id,
                      meta.index, e)
             self._snapshot_job = None
@@ -585,20 +617,35 @@ class RaftNode:
                 f.set_exception(exc)
         self._read_wait.clear()
 
-    def _fail_all(self, exc: Exception) -> None:
+    def _fail_all(self, exc: NodeStopped) -> None:
+        """Fail every waiting request: with ``exc`` those that never reached the log, with
+        OutcomeUnknown the writes that did (appended here, or forwarded to the leader): the
+        others may have them, or this node's log may, and commit them later."""
         self._fail_reads(exc)
         futures = [f for _, _, f in self._proposals] + [f for _, f in self._conf_changes]
-        futures += [f for _, f in self._reads] + [f for _, f in self._pending.values()]
-        futures += [f for _, f in self._read_ready] + list(self._forwarded.values())
+        futures += [f for _, f in self._reads] + [f for _, f in self._read_ready]
         for f in futures:
             if not f.done():
                 f.set_exception(exc)
+        unknown = OutcomeUnknown(f"{exc}; the write may still be applied")
+        for f in [f for _, f in self._pending.values()] + list(self._forwarded.values()):
+            if not f.done():
+                f.set_exception(unknown)
         self._proposals, self._conf_changes, self._reads = [], [], []
         self._pending.clear()
         self._forwarded.clear()
         self._forward_expiry.clear()
         self._deadlines.clear()
         self._read_ready = []
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line naming an exception and, if it wraps one (a failed WAL write), its cause."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__
+    if cause is not None and str(cause) not in text and repr(cause) not in text:
+        text += f" (caused by {type(cause).__name__}: {cause})"
+    return text.replace("\n", " ")
 
 
 def _timed(call: Callable[[], object]) -> float:

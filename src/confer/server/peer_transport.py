@@ -3,6 +3,14 @@
 Sending never blocks the Raft loop: messages go into a bounded per-peer queue that a sender
 task drains, coalescing everything queued into one batch. Raft tolerates loss, so when a peer is
 down or its queue is full, messages are dropped and the core is told the peer is unreachable.
+
+Receiving trusts nothing (docs/security-notes/peer.md): a batch must name this node's cluster
+and come from a member (:meth:`GrpcPeerTransport.deliver` asks the server's admission check),
+else the stream is aborted with PERMISSION_DENIED; its messages must decode as well-formed
+Raft messages for this node (codec.py), else the batch is dropped; and proposals forwarded
+through it must pass the request layer's write checks (peer_checks.py), else they are dropped.
+Every refusal is counted (:class:`PeerStats`) and logged at most once per sender and kind per
+minute.
 """
 
 from __future__ import annotations
@@ -10,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import grpc
 
-from confer.raft.types import Message
-from confer.server.codec import decode_messages, encode_messages
+from confer.raft.types import Entry, Message, MessageType
+from confer.server.codec import MalformedBatch, decode_messages, encode_messages
 from confer.server.transport import MessageHandler
 from confer.v1 import confer_pb2, peer_pb2, peer_pb2_grpc
 
@@ -29,6 +39,50 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
 ]
+LOG_INTERVAL = 60.0
+"""Seconds between two log lines about the same sender and kind of refusal."""
+
+Admission = Callable[[int, int], str | None]
+"""``(sender id, cluster id) -> why the sender is refused``, or None to admit it."""
+ProposalCheck = Callable[[Entry, int], str | None]
+"""``(forwarded entry, sender id) -> why it is dropped``, or None to append it."""
+
+
+class PeerRefused(Exception):
+    """A peer batch (or internal call) whose sender is not admitted: the stream is aborted."""
+
+
+@dataclass(slots=True)
+class PeerStats:
+    """What the peer side refused or dropped since start (issue 14 exports these)."""
+
+    refused_batches: int = 0
+    """Batches refused by admission: no or another cluster id, a non-member, wrong ``to``."""
+    malformed_batches: int = 0
+    """Batches dropped because a message did not decode as a well-formed Raft message."""
+    dropped_proposals: int = 0
+    """Forwarded entries dropped because they fail the request layer's write checks."""
+    bad_snapshots: int = 0
+    """Received snapshots dropped because they do not decode as this state machine's."""
+
+
+class RateLimitedLog:
+    """Logs a warning at most once per key per :data:`LOG_INTERVAL` (an attacker must not
+    be able to fill the disk with our log)."""
+
+    def __init__(self, logger: logging.Logger, interval: float = LOG_INTERVAL) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last: dict[tuple[object, ...], float] = {}
+
+    def warning(self, key: tuple[object, ...], msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -self.interval) < self.interval:
+            return
+        if len(self._last) > 10_000:  # many distinct senders: forget the old ones
+            self._last = {k: t for k, t in self._last.items() if now - t < self.interval}
+        self._last[key] = now
+        self.logger.warning(msg, *args)
 
 
 class _PeerSender:
@@ -55,7 +109,10 @@ class _PeerSender:
             if not self.queue:
                 continue
             batch, self.queue = self.queue, []
-            yield peer_pb2.RaftBatch(cluster_id=t.cluster_id(), to=self.peer_id,
+            cluster_id = t.cluster_id()
+            if not cluster_id:
+                continue  # peers refuse a batch without one; Raft tolerates the loss
+            yield peer_pb2.RaftBatch(cluster_id=cluster_id, to=self.peer_id,
                                      messages=encode_messages(batch), from_addr=t.own_addr,
                                      **{"from": t.node_id})
 
@@ -76,6 +133,10 @@ class _PeerSender:
                         e.details() or ""):
                     self.transport.on_removed()
                     return
+                if e.code() == grpc.StatusCode.PERMISSION_DENIED:
+                    self.transport.warn.warning(
+                        ("refused by", self.peer_id), "peer %d at %s refuses this node: %s",
+                        self.peer_id, addr, e.details())
                 if self.queue:
                     log.debug("peer %d at %s: %s", self.peer_id, addr, e.code().name)
                     self.queue.clear()
@@ -87,10 +148,17 @@ class _PeerSender:
 
 
 class GrpcPeerTransport:
-    """Implements :class:`~confer.server.transport.Transport` over the ``Peer`` gRPC service."""
+    """Implements :class:`~confer.server.transport.Transport` over the ``Peer`` gRPC service.
+
+    Args:
+        cluster_id: this node's cluster id (0 while it does not know it yet).
+        admit: the server's admission check of a batch's sender and cluster id.
+        check_proposal: why a forwarded entry must be dropped (None: append it).
+    """
 
     def __init__(self, node_id: int, own_addr: str, resolve: Callable[[int], str | None],
-                 cluster_id: Callable[[], int],
+                 cluster_id: Callable[[], int], admit: Admission,
+                 check_proposal: ProposalCheck | None = None,
                  report_unreachable: Callable[[int], None] = lambda _peer: None,
                  on_removed: Callable[[], None] = lambda: None) -> None:
         self.node_id = node_id
@@ -98,9 +166,13 @@ class GrpcPeerTransport:
         self.resolve = resolve
         self._learned: dict[int, str] = {}  # addresses seen on inbound batches
         self.cluster_id = cluster_id
+        self.admit = admit
+        self.check_proposal = check_proposal
         self.report_unreachable = report_unreachable
         self.on_removed = on_removed
         """Called when a peer says this node was removed from the cluster."""
+        self.stats = PeerStats()
+        self.warn = RateLimitedLog(log)
         self._handler: MessageHandler | None = None
         self._senders: dict[int, _PeerSender] = {}
 
@@ -138,40 +210,65 @@ class GrpcPeerTransport:
         self._handler = None
 
     def deliver(self, batch: peer_pb2.RaftBatch) -> None:
-        """Hand an inbound batch to the node (called by the Peer servicer)."""
-        cid = self.cluster_id()
-        if cid and batch.cluster_id and batch.cluster_id != cid:
-            raise PermissionError(
-                f"message from cluster {batch.cluster_id:x}, this is cluster {cid:x}"
-            )
-        if batch.to != self.node_id:
-            raise PermissionError(f"message for node {batch.to} reached node {self.node_id}")
+        """Hand an inbound batch to the node (called by the Peer servicer).
+
+        Raises :class:`PeerRefused` if its sender is not admitted; drops (and counts) a batch
+        that does not decode, and forwarded proposals that fail the write checks.
+        """
+        sender = getattr(batch, "from")
+        why = self.admit(sender, batch.cluster_id)
+        if why is None and batch.to != self.node_id:
+            why = f"message for node {batch.to} reached node {self.node_id}"
+        if why is not None:
+            self.stats.refused_batches += 1
+            self.warn.warning(("refused", sender), "refusing peer messages from %d (%s): %s",
+                              sender, batch.from_addr[:100], why)
+            raise PeerRefused(why)
+        try:
+            messages = decode_messages(batch.messages, self.node_id)
+            for m in messages:
+                # A forwarded leadership transfer names its target, not its sender.
+                if m.frm != sender and m.type != MessageType.TRANSFER_LEADER:
+                    raise MalformedBatch(f"a message from {m.frm} in a batch from {sender}")
+        except MalformedBatch as e:
+            self.stats.malformed_batches += 1
+            self.warn.warning(("malformed", sender), "dropped a malformed batch from peer %d: %s",
+                              sender, e)
+            return
         if batch.from_addr:
-            self._learned[getattr(batch, "from")] = batch.from_addr
+            self._learned[sender] = batch.from_addr
         handler = self._handler
         if handler is None:
             return
-        for m in decode_messages(batch.messages):
+        check = self.check_proposal
+        for m in messages:
+            if m.type == MessageType.PROP and check is not None:
+                m.entries = self._checked_proposals(m.entries, sender, check)
+                if not m.entries:
+                    continue
             handler(m)
+
+    def _checked_proposals(self, entries: list[Entry], sender: int,
+                           check: ProposalCheck) -> list[Entry]:
+        kept = []
+        for e in entries:
+            why = check(e, sender)
+            if why is None:
+                kept.append(e)
+                continue
+            self.stats.dropped_proposals += 1
+            self.warn.warning(("proposal", sender),
+                              "dropped a proposal forwarded by peer %d: %s", sender, why)
+        return kept
 
 
 class PeerServicer(peer_pb2_grpc.PeerServicer):
+    """Serves ``confer.v1.Peer`` (on the peer port only)."""
+
     def __init__(self, transport: GrpcPeerTransport | None,
-                 propose: Callable[[bytes], Awaitable[object]],
                  is_removed: Callable[[int], bool]) -> None:
         self.transport = transport
-        self.propose = propose
         self.is_removed = is_removed
-
-    async def Propose(
-            self, request: peer_pb2.ProposeRequest,
-            context: grpc.aio.ServicerContext[peer_pb2.ProposeRequest, confer_pb2.Empty],
-    ) -> confer_pb2.Empty:
-        try:
-            await self.propose(request.command)
-        except Exception as e:  # the caller retries; say why it failed
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{type(e).__name__}: {e}")
-        return confer_pb2.Empty()
 
     async def Raft(self, request_iterator: AsyncIterator[peer_pb2.RaftBatch],
                    context: grpc.aio.ServicerContext[peer_pb2.RaftBatch, confer_pb2.Empty],
@@ -185,6 +282,6 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
                 continue  # not started yet: Raft tolerates the loss
             try:
                 self.transport.deliver(batch)
-            except PermissionError as e:
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+            except PeerRefused as e:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         return confer_pb2.Empty()

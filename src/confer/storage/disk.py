@@ -21,6 +21,10 @@ import os
 # macOS has no fdatasync; fsync is the closest (stronger, slower) call there.
 _fdatasync = getattr(os, "fdatasync", os.fsync)
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+"""Modes of what storage creates, as etcd's: the log holds every key and value, so only the
+owner may read it (the umask may narrow them further)."""
 
 
 class Disk:
@@ -54,7 +58,7 @@ class Disk:
     # -- files -----------------------------------------------------------------------------------
     def create(self, path: str) -> int:
         """Create (or empty) the file ``path`` and open it for appending."""
-        return os.open(path, _APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+        return os.open(path, _APPEND | os.O_CREAT | os.O_TRUNC, FILE_MODE)
 
     def open_append(self, path: str) -> int:
         """Open the existing file ``path`` for appending."""
@@ -80,7 +84,7 @@ class Disk:
 
         Raises BlockingIOError if someone else holds it.
         """
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BaseException:
@@ -103,8 +107,8 @@ class Disk:
         return os.path.isdir(path)
 
     def makedirs(self, path: str) -> None:
-        """Create ``path`` and any missing parents; nothing if it exists."""
-        os.makedirs(path, exist_ok=True)
+        """Create ``path`` and any missing parents (mode 0700); nothing if it exists."""
+        os.makedirs(path, DIR_MODE, exist_ok=True)
 
 
 class NoSyncDisk(Disk):

@@ -244,7 +244,8 @@ def _lock(disk: Disk, root: str) -> int:
     try:
         return disk.lock(os.path.join(root, "LOCK"))
     except BlockingIOError:
-        raise StorageError(f"{root}: data directory is already open") from None
+        raise StorageError(f"{root}: data directory is already open: another process "
+                           "(or storage) holds its LOCK file") from None
 
 
 def _has_files(disk: Disk, dirpath: str, suffix: str) -> bool:

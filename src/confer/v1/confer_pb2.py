@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63onfer/v1/confer.proto\x12\tconfer.v1\"\x07\n\x05\x45mpty\"\x1a\n\nConfigPath\x12\x0c\n\x04path\x18\x01 \x01(\t\"\x1c\n\x0b\x43onfigValue\x12\r\n\x05value\x18\x01 \x01(\x0c\"\x1b\n\nConfigList\x12\r\n\x05paths\x18\x01 \x03(\t\"^\n\x10SetConfigRequest\x12#\n\x04path\x18\x01 \x01(\x0b\x32\x15.confer.v1.ConfigPath\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.confer.v1.ConfigValue\"%\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\"-\n\x0bInitRequest\x12\x1e\n\x05nodes\x18\x01 \x03(\x0b\x32\x0f.confer.v1.Node\"2\n\x11\x41\x64\x64LearnerRequest\x12\x1d\n\x04node\x18\x01 \x01(\x0b\x32\x0f.confer.v1.Node\":\n\x17\x43hangeMembershipRequest\x12\x0f\n\x07members\x18\x01 \x03(\x04\x12\x0e\n\x06retain\x18\x02 \x01(\x08\"@\n\x13\x43lientWriteResponse\x12)\n\nmembership\x18\x03 \x01(\x0b\x32\x15.confer.v1.Membership\"\xa3\x01\n\nMembership\x12%\n\x07\x63onfigs\x18\x01 \x03(\x0b\x32\x14.confer.v1.NodeIdSet\x12/\n\x05nodes\x18\x02 \x03(\x0b\x32 .confer.v1.Membership.NodesEntry\x1a=\n\nNodesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.confer.v1.Node:\x02\x38\x01\"\x82\x01\n\tNodeIdSet\x12\x33\n\x08node_ids\x18\x01 \x03(\x0b\x32!.confer.v1.NodeIdSet.NodeIdsEntry\x1a@\n\x0cNodeIdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.confer.v1.Empty:\x02\x38\x01\"{\n\x0c\x43onfigUpdate\x12\x17\n\rupdated_value\x18\x01 \x01(\x0cH\x00\x12#\n\x07removed\x18\x02 \x01(\x0b\x32\x10.confer.v1.EmptyH\x00\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\x03\x42\r\n\x0bupdate_type\"\xd1\x01\n\rClusterUpdate\x12)\n\x0eleader_changed\x18\x01 \x01(\x0b\x32\x0f.confer.v1.NodeH\x00\x12\'\n\x0cmember_added\x18\x02 \x01(\x0b\x32\x0f.confer.v1.NodeH\x00\x12\x18\n\x0emember_removed\x18\x03 \x01(\x04H\x00\x12\x19\n\x0fmember_promoted\x18\x04 \x01(\x04H\x00\x12(\n\rlearner_added\x18\x05 \x01(\x0b\x32\x0f.confer.v1.NodeH\x00\x42\r\n\x0bupdate_type2\xf3\x04\n\rConferService\x12\x34\n\x03Get\x12\x15.confer.v1.ConfigPath\x1a\x16.confer.v1.ConfigValue\x12\x34\n\x03Set\x12\x1b.confer.v1.SetConfigRequest\x1a\x10.confer.v1.Empty\x12\x31\n\x06Remove\x12\x15.confer.v1.ConfigPath\x1a\x10.confer.v1.Empty\x12\x34\n\x04List\x12\x15.confer.v1.ConfigPath\x1a\x15.confer.v1.ConfigList\x12?\n\x0bWatchConfig\x12\x15.confer.v1.ConfigPath\x1a\x17.confer.v1.ConfigUpdate0\x01\x12\x38\n\rUnwatchConfig\x12\x15.confer.v1.ConfigPath\x1a\x10.confer.v1.Empty\x12<\n\x0cWatchCluster\x12\x10.confer.v1.Empty\x1a\x18.confer.v1.ClusterUpdate0\x01\x12\x30\n\x04Init\x12\x16.confer.v1.InitRequest\x1a\x10.confer.v1.Empty\x12J\n\nAddLearner\x12\x1c.confer.v1.AddLearnerRequest\x1a\x1e.confer.v1.ClientWriteResponse\x12V\n\x10\x43hangeMembership\x12\".confer.v1.ChangeMembershipRequest\x1a\x1e.confer.v1.ClientWriteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63onfer/v1/confer.proto\x12\tconfer.v1\"\x07\n\x05\x45mpty\"\x1a\n\nConfigPath\x12\x0c\n\x04path\x18\x01 \x01(\t\"\x1c\n\x0b\x43onfigValue\x12\r\n\x05value\x18\x01 \x01(\x0c\"\x1b\n\nConfigList\x12\r\n\x05paths\x18\x01 \x03(\t\"^\n\x10SetConfigRequest\x12#\n\x04path\x18\x01 \x01(\x0b\x32\x15.confer.v1.ConfigPath\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.confer.v1.ConfigValue\"%\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\"<\n\x0bInitRequest\x12\x1e\n\x05nodes\x18\x01 \x03(\x0b\x32\x0f.confer.v1.Node\x12\r\n\x05token\x18\x02 \x01(\t\"2\n\x11\x41\x64\x64LearnerRequest\x12\x1d\n\x04node\x18\x01 \x01(\x0b\x32\x0f.confer.v1.Node\":\n\x17\x43hangeMembershipRequest\x12\x0f\n\x07members\x18\x01 \x03(\x04\x12\x0e\n\x06retain\x18\x02 \x01(\x08\"@\n\x13\x43lientWriteResponse\x12)\n\nmembership\x18\x03 \x01(\x0b\x32\x15.confer.v1.Membership\"\xa3\x01\n\nMembership\x12%\n\x07\x63onfigs\x18\x01 \x03(\x0b\x32\x14.confer.v1.NodeIdSet\x12/\n\x05nodes\x18\x02 \x03(\x0b\x32 .confer.v1.Membership.NodesEntry\x1a=\n\nNodesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.confer.v1.Node:\x02\x38\x01\"\x82\x01\n\tNodeIdSet\x12\x33\n\x08node_ids\x18\x01 \x03(\x0b\x32!.confer.v1.NodeIdSet.NodeIdsEntry\x1a@\n\x0cNodeIdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.confer.v1.Empty:\x02\x38\x01\"{\n\x0c\x43onfigUpdate\x12\x17\n\rupdated_value\x18\x01 \x01(\x0cH\x00\x12#\n\x07removed\x18\x02 \x01(\x0b\x32\x10.confer.v1.EmptyH\x00\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\x03\x42\r\n\x0bupdate_type\"\xd1\x01\n\rClusterUpdate\x12)\n\x0eleader_changed\x18\x01 \x01(\x0b\x32\x0f.confer.v1.NodeH\x00\x12\'\n\x0cmember_added\x18\x02 \x01(\x0b\x32\x0f.confer.v1.NodeH\x00\x12\x18\n\x0emember_removed\x18\x03 \x01(\x04H\x00\x12\x19\n\x0fmember_promoted\x18\x04 \x01(\x04H\x00\x12(\n\rlearner_added\x18\x05 \x01(\x0b\x32\x0f.confer.v1.NodeH\x00\x42\r\n\x0bupdate_type2\xf3\x04\n\rConferService\x12\x34\n\x03Get\x12\x15.confer.v1.ConfigPath\x1a\x16.confer.v1.ConfigValue\x12\x34\n\x03Set\x12\x1b.confer.v1.SetConfigRequest\x1a\x10.confer.v1.Empty\x12\x31\n\x06Remove\x12\x15.confer.v1.ConfigPath\x1a\x10.confer.v1.Empty\x12\x34\n\x04List\x12\x15.confer.v1.ConfigPath\x1a\x15.confer.v1.ConfigList\x12?\n\x0bWatchConfig\x12\x15.confer.v1.ConfigPath\x1a\x17.confer.v1.ConfigUpdate0\x01\x12\x38\n\rUnwatchConfig\x12\x15.confer.v1.ConfigPath\x1a\x10.confer.v1.Empty\x12<\n\x0cWatchCluster\x12\x10.confer.v1.Empty\x1a\x18.confer.v1.ClusterUpdate0\x01\x12\x30\n\x04Init\x12\x16.confer.v1.InitRequest\x1a\x10.confer.v1.Empty\x12J\n\nAddLearner\x12\x1c.confer.v1.AddLearnerRequest\x1a\x1e.confer.v1.ClientWriteResponse\x12V\n\x10\x43hangeMembership\x12\".confer.v1.ChangeMembershipRequest\x1a\x1e.confer.v1.ClientWriteResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,25 +48,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODE']._serialized_start=229
   _globals['_NODE']._serialized_end=266
   _globals['_INITREQUEST']._serialized_start=268
-  _globals['_INITREQUEST']._serialized_end=313
-  _globals['_ADDLEARNERREQUEST']._serialized_start=315
-  _globals['_ADDLEARNERREQUEST']._serialized_end=365
-  _globals['_CHANGEMEMBERSHIPREQUEST']._serialized_start=367
-  _globals['_CHANGEMEMBERSHIPREQUEST']._serialized_end=425
-  _globals['_CLIENTWRITERESPONSE']._serialized_start=427
-  _globals['_CLIENTWRITERESPONSE']._serialized_end=491
-  _globals['_MEMBERSHIP']._serialized_start=494
-  _globals['_MEMBERSHIP']._serialized_end=657
-  _globals['_MEMBERSHIP_NODESENTRY']._serialized_start=596
-  _globals['_MEMBERSHIP_NODESENTRY']._serialized_end=657
-  _globals['_NODEIDSET']._serialized_start=660
-  _globals['_NODEIDSET']._serialized_end=790
-  _globals['_NODEIDSET_NODEIDSENTRY']._serialized_start=726
-  _globals['_NODEIDSET_NODEIDSENTRY']._serialized_end=790
-  _globals['_CONFIGUPDATE']._serialized_start=792
-  _globals['_CONFIGUPDATE']._serialized_end=915
-  _globals['_CLUSTERUPDATE']._serialized_start=918
-  _globals['_CLUSTERUPDATE']._serialized_end=1127
-  _globals['_CONFERSERVICE']._serialized_start=1130
-  _globals['_CONFERSERVICE']._serialized_end=1757
+  _globals['_INITREQUEST']._serialized_end=328
+  _globals['_ADDLEARNERREQUEST']._serialized_start=330
+  _globals['_ADDLEARNERREQUEST']._serialized_end=380
+  _globals['_CHANGEMEMBERSHIPREQUEST']._serialized_start=382
+  _globals['_CHANGEMEMBERSHIPREQUEST']._serialized_end=440
+  _globals['_CLIENTWRITERESPONSE']._serialized_start=442
+  _globals['_CLIENTWRITERESPONSE']._serialized_end=506
+  _globals['_MEMBERSHIP']._serialized_start=509
+  _globals['_MEMBERSHIP']._serialized_end=672
+  _globals['_MEMBERSHIP_NODESENTRY']._serialized_start=611
+  _globals['_MEMBERSHIP_NODESENTRY']._serialized_end=672
+  _globals['_NODEIDSET']._serialized_start=675
+  _globals['_NODEIDSET']._serialized_end=805
+  _globals['_NODEIDSET_NODEIDSENTRY']._serialized_start=741
+  _globals['_NODEIDSET_NODEIDSENTRY']._serialized_end=805
+  _globals['_CONFIGUPDATE']._serialized_start=807
+  _globals['_CONFIGUPDATE']._serialized_end=930
+  _globals['_CLUSTERUPDATE']._serialized_start=933
+  _globals['_CLUSTERUPDATE']._serialized_end=1142
+  _globals['_CONFERSERVICE']._serialized_start=1145
+  _globals['_CONFERSERVICE']._serialized_end=1772
 # @@protoc_insertion_point(module_scope)

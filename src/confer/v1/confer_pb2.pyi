@@ -45,10 +45,12 @@ class Node(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., addr: _Optional[str] = ...) -> None: ...
 
 class InitRequest(_message.Message):
-    __slots__ = ("nodes",)
+    __slots__ = ("nodes", "token")
     NODES_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[Node]
-    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ...) -> None: ...
+    token: str
+    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., token: _Optional[str] = ...) -> None: ...
 
 class AddLearnerRequest(_message.Message):
     __slots__ = ("node",)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from confer.v1 import confer_pb2 as confer_dot_v1_dot_confer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63onfer/v1/peer.proto\x12\tconfer.v1\x1a\x16\x63onfer/v1/confer.proto\"^\n\tRaftBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\x04\x12\n\n\x02to\x18\x03 \x01(\x04\x12\x10\n\x08messages\x18\x04 \x01(\x0c\x12\x11\n\tfrom_addr\x18\x05 \x01(\t\"!\n\x0eProposeRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\x0c\x32p\n\x04Peer\x12\x30\n\x04Raft\x12\x14.confer.v1.RaftBatch\x1a\x10.confer.v1.Empty(\x01\x12\x36\n\x07Propose\x12\x19.confer.v1.ProposeRequest\x1a\x10.confer.v1.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63onfer/v1/peer.proto\x12\tconfer.v1\x1a\x16\x63onfer/v1/confer.proto\"^\n\tRaftBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\x04\x12\n\n\x02to\x18\x03 \x01(\x04\x12\x10\n\x08messages\x18\x04 \x01(\x0c\x12\x11\n\tfrom_addr\x18\x05 \x01(\t28\n\x04Peer\x12\x30\n\x04Raft\x12\x14.confer.v1.RaftBatch\x1a\x10.confer.v1.Empty(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RAFTBATCH']._serialized_start=59
   _globals['_RAFTBATCH']._serialized_end=153
-  _globals['_PROPOSEREQUEST']._serialized_start=155
-  _globals['_PROPOSEREQUEST']._serialized_end=188
-  _globals['_PEER']._serialized_start=190
-  _globals['_PEER']._serialized_end=302
+  _globals['_PEER']._serialized_start=155
+  _globals['_PEER']._serialized_end=211
 # @@protoc_insertion_point(module_scope)

@@ -17,9 +17,3 @@ class RaftBatch(_message.Message):
     messages: bytes
     from_addr: str
     def __init__(self, cluster_id: _Optional[int] = ..., to: _Optional[int] = ..., messages: _Optional[bytes] = ..., from_addr: _Optional[str] = ..., **kwargs) -> None: ...
-
-class ProposeRequest(_message.Message):
-    __slots__ = ("command",)
-    COMMAND_FIELD_NUMBER: _ClassVar[int]
-    command: bytes
-    def __init__(self, command: _Optional[bytes] = ...) -> None: ...

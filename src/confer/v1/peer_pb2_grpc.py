@@ -40,11 +40,6 @@ class PeerStub:
                 request_serializer=confer_dot_v1_dot_peer__pb2.RaftBatch.SerializeToString,
                 response_deserializer=confer_dot_v1_dot_confer__pb2.Empty.FromString,
                 _registered_method=True)
-        self.Propose = channel.unary_unary(
-                '/confer.v1.Peer/Propose',
-                request_serializer=confer_dot_v1_dot_peer__pb2.ProposeRequest.SerializeToString,
-                response_deserializer=confer_dot_v1_dot_confer__pb2.Empty.FromString,
-                _registered_method=True)
 
 
 class PeerServicer:
@@ -52,14 +47,9 @@ class PeerServicer:
 
     def Raft(self, request_iterator, context):
         """A stream of Raft message batches from one node to another.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Propose(self, request, context):
-        """A follower forwards an internal state-machine command (e.g. publishing its client
-        address) to the leader. Client writes are forwarded as the client's own RPC instead.
+        (A Propose RPC used to take a state-machine command from anyone and append it
+        unchecked; it is gone: followers forward proposals as Raft PROP messages, which the
+        receiver checks like client writes.)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -71,11 +61,6 @@ def add_PeerServicer_to_server(servicer, server):
             'Raft': grpc.stream_unary_rpc_method_handler(
                     servicer.Raft,
                     request_deserializer=confer_dot_v1_dot_peer__pb2.RaftBatch.FromString,
-                    response_serializer=confer_dot_v1_dot_confer__pb2.Empty.SerializeToString,
-            ),
-            'Propose': grpc.unary_unary_rpc_method_handler(
-                    servicer.Propose,
-                    request_deserializer=confer_dot_v1_dot_peer__pb2.ProposeRequest.FromString,
                     response_serializer=confer_dot_v1_dot_confer__pb2.Empty.SerializeToString,
             ),
     }
@@ -105,33 +90,6 @@ class Peer:
             target,
             '/confer.v1.Peer/Raft',
             confer_dot_v1_dot_peer__pb2.RaftBatch.SerializeToString,
-            confer_dot_v1_dot_confer__pb2.Empty.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Propose(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/confer.v1.Peer/Propose',
-            confer_dot_v1_dot_peer__pb2.ProposeRequest.SerializeToString,
             confer_dot_v1_dot_confer__pb2.Empty.FromString,
             options,
             channel_credentials,

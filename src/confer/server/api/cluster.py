@@ -14,11 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from confer import __version__
-from confer.raft.types import ConfChange, ConfChangeType
+from confer.kv import InvalidArgument
+from confer.raft.quorum import majority
+from confer.raft.types import ConfChange, ConfChangeType, StateRole
+from confer.server.addresses import address_problem, member_id_problem
 from confer.server.api.context import Access, AccessKind, RequestContext
 from confer.server.api.core import Core
 from confer.server.api.errors import (
     AlreadyInitialized,
+    LastVoter,
     LearnerNotReady,
     MemberExists,
     MemberNotFound,
@@ -27,7 +31,9 @@ from confer.server.api.errors import (
     PeerAddressInUse,
     TransfereeIsLearner,
     UnknownMembers,
+    UnsafeReconfiguration,
 )
+from confer.server.api.init_access import check_init_caller
 from confer.server.members import Member
 
 LEARNER_SYNC_ENTRIES = 1000
@@ -70,6 +76,19 @@ def _pack(m: Member) -> list[Any]:
 def _unpack(fields: list[Any]) -> Member:
     return Member(int(fields[0]), str(fields[1]), str(fields[2]), str(fields[3]),
                   bool(fields[4]))
+
+
+def check_member_id(member_id: int) -> None:
+    problem = member_id_problem(member_id)
+    if problem:
+        raise InvalidArgument(problem)
+
+
+def check_member_addr(what: str, addr: str) -> None:
+    """Refuse an address no member could have (before it is dialled or logged)."""
+    problem = address_problem(addr)
+    if problem:
+        raise InvalidArgument(f"{what} {addr[:80]!r} is not a valid HOST:PORT: {problem}")
 
 
 class ClusterRequests:
@@ -132,6 +151,25 @@ class ClusterRequests:
             self.host.cluster_listeners.remove(listener)
 
     # -- changes (at the leader) ----------------------------------------------------------------
+    def _check_live_quorum(self, change: str, add: int = 0, remove: int = 0) -> None:
+        """Leader: refuse a change of the voters (``add`` one, or ``remove`` one) after which
+        fewer voters would be live than a quorum of the new voter set: the cluster could
+        never commit again (etcd's strict reconfiguration check). A new voter counts as not
+        live until it has answered the leader (as a learner); a learner never counts."""
+        st = self.core.consensus.require_node().status()
+        if st.role != StateRole.LEADER:
+            return  # no longer leads: the change itself is refused with NotLeader
+        voters = set(st.conf_state.voters)
+        if add:
+            voters.add(add)
+        if remove:
+            voters.discard(remove)
+            if not voters:
+                raise LastVoter(remove)
+        live = len(voters & st.live)
+        if live < majority(len(voters)):
+            raise UnsafeReconfiguration(change, live, len(voters), majority(len(voters)))
+
     async def _change(self, kind: ConfChangeType, member: Member, ctx: RequestContext) -> None:
         """A membership change on this member, which must lead (NotLeader otherwise)."""
         cc = ConfChange(kind, member.id, member.context(self.host.fsm.membership.cluster_id))
@@ -153,6 +191,11 @@ class ClusterRequests:
                          client_addr: str, is_learner: bool) -> tuple[Member, list[Member]]:
         """Add a member (``member_id`` 0: the next free id); the member as added, and the
         member list after the change (as the leader has it)."""
+        if member_id:
+            check_member_id(member_id)
+        check_member_addr("peer address", peer_addr)
+        if client_addr:
+            check_member_addr("client address", client_addr)
         await self.core.admin(ctx)
 
         async def local() -> list[Any]:
@@ -165,6 +208,8 @@ class ClusterRequests:
             new_id = member_id or max(members, default=0) + 1
             member = Member(new_id, name or f"node-{new_id}", peer_addr,
                             client_addr or peer_addr, is_learner)
+            if not is_learner:
+                self._check_live_quorum(f"adding voter {new_id}", add=new_id)
             kind = ConfChangeType.ADD_LEARNER if is_learner else ConfChangeType.ADD_VOTER
             await self._change(kind, member, ctx)
             return [_pack(member), [_pack(m) for m in self.member_list()]]
@@ -175,7 +220,10 @@ class ClusterRequests:
 
     async def remove_member(self, ctx: RequestContext, member_id: int) -> list[Member]:
         async def local() -> None:
-            await self._change(ConfChangeType.REMOVE, self.member(member_id), ctx)
+            member = self.member(member_id)
+            if not member.is_learner:
+                self._check_live_quorum(f"removing voter {member_id}", remove=member_id)
+            await self._change(ConfChangeType.REMOVE, member, ctx)
 
         return await self._members_after(ctx, "member_remove", [member_id], local)
 
@@ -187,6 +235,7 @@ class ClusterRequests:
                 raise NotALearner(member_id)
             if not self.learner_caught_up(member_id):
                 raise LearnerNotReady(member_id)
+            self._check_live_quorum(f"promoting learner {member_id}", add=member_id)
             await self._change(ConfChangeType.ADD_VOTER, member, ctx)
 
         return await self._members_after(ctx, "member_promote", [member_id], local)
@@ -194,13 +243,17 @@ class ClusterRequests:
     async def demote_member(self, ctx: RequestContext, member_id: int) -> list[Member]:
         """Make a voter a learner (it keeps its log and keeps receiving entries)."""
         async def local() -> None:
-            await self._change(ConfChangeType.ADD_LEARNER, self.member(member_id), ctx)
+            member = self.member(member_id)
+            if not member.is_learner:
+                self._check_live_quorum(f"demoting voter {member_id}", remove=member_id)
+            await self._change(ConfChangeType.ADD_LEARNER, member, ctx)
 
         return await self._members_after(ctx, "member_demote", [member_id], local)
 
     async def update_member(self, ctx: RequestContext, member_id: int, peer_addr: str
                             ) -> list[Member]:
         """Announce a member again with a new peer address (same id, same role)."""
+        check_member_addr("peer address", peer_addr)
         async def local() -> None:
             old = self.member(member_id)
             for m in self.host.fsm.membership.members.values():
@@ -259,9 +312,15 @@ class ClusterRequests:
         while node.leader != target and time.monotonic() < ctx.deadline:
             await asyncio.sleep(consensus.retry_interval)
 
-    async def initialize(self, ctx: RequestContext, founders: list[Member]) -> None:
-        """Bootstrap a member that was started empty (``--wait-init``)."""
+    async def initialize(self, ctx: RequestContext, founders: list[Member],
+                         token: str = "") -> None:
+        """Bootstrap a member that was started empty (``--wait-init``), for a caller that
+        :func:`~confer.server.api.init_access.check_init_caller` admits."""
         await self.core.admin(ctx)
+        check_init_caller(ctx, token, self.host.cfg.init_token)
+        for m in founders:
+            check_member_id(m.id)
+            check_member_addr("peer address", m.peer_addr)
         try:
             await self.host.initialize(founders)
         except FileExistsError as e:

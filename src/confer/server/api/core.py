@@ -45,6 +45,17 @@ class Host(Protocol):
 
     def storage_bytes(self) -> int: ...
 
+    def cluster_id(self) -> int: ...
+
+    def peer_address(self, node_id: int) -> str | None:
+        """Where member ``node_id``'s peer port is reached."""
+        ...
+
+    def admit_peer(self, sender: int, cluster_id: int, first_contact: bool = True
+                   ) -> str | None:
+        """Why a peer's message (or internal call) is refused, or None to admit it."""
+        ...
+
     async def initialize(self, founders: list[Member]) -> None: ...
 
 

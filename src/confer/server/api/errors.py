@@ -61,6 +61,27 @@ class LearnerNotReady(RequestError):
         self.member_id = member_id
 
 
+class UnsafeReconfiguration(RequestError):
+    """A membership change that would leave fewer live voters than a quorum of the new
+    configuration (etcd's strict reconfiguration check): the cluster could not commit again."""
+
+    def __init__(self, change: str, live: int, voters: int, quorum: int) -> None:
+        super().__init__(
+            f"{change}: refused, only {live} of the {voters} voters after it would be live, a "
+            f"quorum needs {quorum} (a voter counts as live once the leader heard from it "
+            f"within the last election timeout; add a new member as a learner, start it, "
+            f"then promote it)")
+        self.change, self.live, self.voters, self.quorum = change, live, voters, quorum
+
+
+class LastVoter(RequestError):
+    """Removing (or demoting) the only voter: the cluster would have none."""
+
+    def __init__(self, member_id: int) -> None:
+        super().__init__(f"member {member_id} is the last voter; a cluster needs at least one")
+        self.member_id = member_id
+
+
 class TransfereeIsLearner(RequestError):
     def __init__(self, member_id: int) -> None:
         super().__init__(f"member {member_id} is a learner")

@@ -10,6 +10,11 @@ error table, exactly as it maps a local one, whichever API the request came in t
 
 Messages are msgpack: a call is ``[op, args]``; an answer is ``[0, result]`` or
 ``[1, error type, message, error fields]``.
+
+The service is on the peer port only, beside Raft, and admits the same callers Raft does:
+each call names the calling member and its cluster in its metadata (:data:`MEMBER_KEY`,
+:data:`CLUSTER_KEY`), and the leader refuses (PERMISSION_DENIED) a caller that its admission
+check refuses (see ``ConferServer.admit_peer``).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from confer.server.peer_transport import GRPC_OPTIONS
 SERVICE = "confer.internal.Leader"
 CALL = f"/{SERVICE}/Call"
 RENEW = f"/{SERVICE}/Renew"
+MEMBER_KEY = "confer-member-id"
+CLUSTER_KEY = "confer-cluster-id"
 
 
 class LeaderError(api_errors.RequestError):
@@ -110,12 +117,11 @@ class LeaderLink:
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def channel(self) -> grpc.aio.Channel:
-        """A channel to the current leader. Its peer port serves every service too, so it
-        works even before the leader has published its client address."""
+        """A channel to the current leader's peer port (where this service is served; the
+        same address Raft uses, so through ``--peer-routes`` if given)."""
         host = self.core.host
         leader = self.core.consensus.require_node().leader
-        member = host.fsm.membership.members.get(leader)
-        addr = member and (member.client_addr or member.peer_addr)
+        addr = host.peer_address(leader)
         if not addr:
             raise NoLeader(f"leader {leader} has no known address")
         ch = self._channels.get(addr)
@@ -123,11 +129,16 @@ class LeaderLink:
             ch = self._channels[addr] = grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
         return ch
 
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """Who calls: this member and its cluster (the leader admits members only)."""
+        host = self.core.host
+        return ((MEMBER_KEY, str(host.node_id)), (CLUSTER_KEY, str(host.cluster_id())))
+
     async def call(self, op: str, args: list[Any], deadline: float) -> Any:
         """Run ``op`` on the leader's request layer (:data:`LeaderCall`)."""
         call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self.channel().unary_unary(CALL)
         try:
-            data = await call(pack([op, args]),
+            data = await call(pack([op, args]), metadata=self.metadata(),
                               timeout=max(0.0, deadline - time.monotonic()))
         except grpc.aio.AioRpcError as e:
             raise transport_error(e) from None
@@ -155,7 +166,8 @@ class UpstreamRenewals:
         leader = self.link.core.consensus.require_node().leader
         if self.call is None or leader != self.leader:
             self.close()
-            self.call = self.link.channel().stream_stream(RENEW)()
+            self.call = self.link.channel().stream_stream(RENEW)(
+                metadata=self.link.metadata())
             self.leader = leader
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
@@ -225,8 +237,23 @@ class LeaderService:
         return RequestContext.with_timeout("internal", method, context.time_remaining(),
                                            forwarded=True, peer=context.peer())
 
+    async def _admit(self, context: grpc.aio.ServicerContext[Any, bytes]) -> None:
+        """Abort the call (PERMISSION_DENIED) unless a member of this cluster makes it."""
+        meta = {k: v for k, v in (context.invocation_metadata() or ())}
+        member, cluster = str(meta.get(MEMBER_KEY, "")), str(meta.get(CLUSTER_KEY, ""))
+        if not (member.isdigit() and cluster.isdigit()):
+            why: str | None = "the caller does not name its member id and cluster id"
+        else:
+            why = self.core.host.admit_peer(int(member), int(cluster), first_contact=False)
+        if why is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+
     async def call(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        op, args = msgpack.unpackb(request)
+        await self._admit(context)
+        try:
+            op, args = msgpack.unpackb(request)
+        except Exception:  # any undecodable call is just a bad call
+            return encode_error(LeaderError("undecodable internal call"))
         fn = self.ops.get(op)
         if fn is None:
             return encode_error(LeaderError(f"unknown internal operation {op!r}"))
@@ -237,6 +264,7 @@ class LeaderService:
 
     async def renew(self, requests: AsyncIterator[bytes],
                     context: grpc.aio.ServicerContext[bytes, bytes]) -> AsyncIterator[bytes]:
+        await self._admit(context)
         ctx = self._context(context, "lease_keep_alive")
         session = self.leases.keep_alive(ctx, _NoUpstream())
         async for request in requests:

@@ -30,10 +30,15 @@ def addr_of(urls: list[str] | Any) -> str:
         raise InvalidArgument(f"etcdserver: Confer members have exactly one peer URL, got "
                               f"{len(urls)}")
     url = urls[0] if "://" in urls[0] else f"http://{urls[0]}"
-    parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname or not parts.port or parts.path not in (
-            "", "/"):
-        raise InvalidArgument(f"etcdserver: peer URL {urls[0]!r}: expected http://host:port")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError when out of range
+    except ValueError:
+        port = None
+    if port is None or parts.scheme != "http" or not parts.hostname or parts.path not in (
+            "", "/") or parts.query or parts.fragment:
+        raise InvalidArgument(f"etcdserver: peer URL {urls[0][:80]!r}: expected "
+                              f"http://host:port")
     return parts.netloc
 
 

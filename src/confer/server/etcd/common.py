@@ -48,6 +48,8 @@ ERR_MEMBER_NOT_LEARNER = (Code.FAILED_PRECONDITION, "etcdserver: can only promot
                           "member")
 ERR_LEARNER_NOT_READY = (Code.FAILED_PRECONDITION, "etcdserver: can only promote a learner "
                          "member which is in sync with leader")
+ERR_NOT_ENOUGH_STARTED = (Code.FAILED_PRECONDITION, "etcdserver: re-configuration failed due "
+                          "to not enough started members")
 ERR_BAD_LEADER_TRANSFEREE = (Code.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
 ERR_NOT_CAPABLE = (Code.UNAVAILABLE, "etcdserver: not capable")
 ERR_NO_LEADER = (Code.UNAVAILABLE, "etcdserver: no leader")
@@ -109,6 +111,8 @@ _STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Sta
     (api.NotALearner, ERR_MEMBER_NOT_LEARNER),
     (api.LearnerNotReady, ERR_LEARNER_NOT_READY),
     (api.TransfereeIsLearner, ERR_BAD_LEADER_TRANSFEREE),
+    (api.UnsafeReconfiguration, ERR_UNHEALTHY),
+    (api.LastVoter, ERR_NOT_ENOUGH_STARTED),
     ((api.WaiterLost, api.CandidateVanished), ERR_LOCK_SESSION_EXPIRED),
     (api.NotElectionLeader, ERR_ELECTION_NOT_LEADER),
     (api.NoElectionLeader, ERR_ELECTION_NO_LEADER),

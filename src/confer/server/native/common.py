@@ -5,6 +5,8 @@ Every user error becomes a gRPC status whose message names the rule.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import grpc
 
 from confer import kv as store
@@ -36,6 +38,7 @@ _STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...],
       api.NoElectionLeader), Code.NOT_FOUND),
     ((store.LeaseExists, api.MemberExists, api.PeerAddressInUse), Code.ALREADY_EXISTS),
     ((ConfChangeInProgress, api.NotALearner, api.LearnerNotReady, api.TransfereeIsLearner,
+      api.UnsafeReconfiguration, api.LastVoter,
       api.AlreadyInitialized, api.UnknownMembers, api.LockHeldByOther,
       api.NotElectionLeader), Code.FAILED_PRECONDITION),
     (api.NotMemberOfInit, Code.INVALID_ARGUMENT),
@@ -79,16 +82,48 @@ def header_pb(h: Header) -> kv_pb2.ResponseHeader:
                                  leader_id=h.leader_id)
 
 
-def kv_to_pb(kv: store.KeyValue, keys_only: bool = False) -> kv_pb2.KeyValue:
-    return kv_pb2.KeyValue(path=kv.key.decode("utf-8", "surrogateescape"),
+def kv_to_pb(kv: store.KeyValue, keys_only: bool = False, path: str | None = None
+             ) -> kv_pb2.KeyValue:
+    """``kv`` as a confer.v1 KeyValue (``path``: its key, already decoded)."""
+    return kv_pb2.KeyValue(path=text(kv.key) if path is None else path,
                            create_revision=kv.create_revision, mod_revision=kv.mod_revision,
                            version=kv.version, value=b"" if keys_only else kv.value,
                            lease=kv.lease)
 
 
-def event_to_pb(e: store.Event, prev_kv: bool) -> kv_pb2.Event:
-    return kv_pb2.Event(type=_EVENT_TYPES[e.type], kv=kv_to_pb(e.kv),
-                        prev_kv=kv_to_pb(e.prev_kv) if prev_kv and e.prev_kv else None)
+# Keys that are not UTF-8 (only the etcd API can write them) are no native paths: a proto
+# string cannot carry them, and no native request could name them. Listings and watch
+# streams leave them out (docs/api.md); where a response must still name one, its invalid
+# bytes read as U+FFFD (``text``).
+def path_of(key: bytes) -> str | None:
+    """The key as a native path, or None if it is not valid UTF-8."""
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def shown_kvs(kvs: Iterable[store.KeyValue], keys_only: bool = False
+              ) -> list[kv_pb2.KeyValue]:
+    """The keys of a listing that are native paths, as confer.v1 KeyValues."""
+    out = []
+    for kv in kvs:
+        path = path_of(kv.key)
+        if path is not None:
+            out.append(kv_to_pb(kv, keys_only, path))
+    return out
+
+
+def shown_events(events: Iterable[store.Event], prev_kv: bool) -> list[kv_pb2.Event]:
+    """The events of a watch batch whose key is a native path."""
+    out = []
+    for e in events:
+        path = path_of(e.kv.key)
+        if path is not None:
+            out.append(kv_pb2.Event(
+                type=_EVENT_TYPES[e.type], kv=kv_to_pb(e.kv, path=path),
+                prev_kv=kv_to_pb(e.prev_kv, path=path) if prev_kv and e.prev_kv else None))
+    return out
 
 
 _EVENT_TYPES = {store.EventType.PUT: kv_pb2.Event.PUT,
@@ -107,9 +142,11 @@ def path_key(path: str, max_bytes: int, *, allow_root: bool = False) -> bytes:
     return validate_path(path, max_bytes, allow_root=False)
 
 
-__all__ = ["Code", "RpcError", "event_to_pb", "header_pb", "kv_to_pb", "member_to_pb",
-           "native_status", "path_key", "rpc", "stream_rpc", "text"]
+__all__ = ["Code", "RpcError", "header_pb", "kv_to_pb", "member_to_pb", "native_status",
+           "path_key", "path_of", "rpc", "shown_events", "shown_kvs", "stream_rpc", "text"]
 
 
 def text(key: bytes) -> str:
-    return key.decode("utf-8", "surrogateescape")
+    """A key (or name) for a proto string: invalid UTF-8 bytes read as U+FFFD (a lone
+    surrogate, which ``surrogateescape`` would give, cannot be serialised)."""
+    return key.decode("utf-8", "replace")

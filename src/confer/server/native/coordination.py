@@ -8,7 +8,15 @@ from collections.abc import AsyncIterator
 from confer.kv import InvalidArgument, TxnResult, validate_path
 from confer.server.api import RequestContext, RequestLayer
 from confer.server.api.coordination import candidate_key
-from confer.server.native.common import header_pb, kv_to_pb, path_key, rpc, stream_rpc, text
+from confer.server.native.common import (
+    header_pb,
+    kv_to_pb,
+    path_key,
+    path_of,
+    rpc,
+    stream_rpc,
+    text,
+)
 from confer.server.rpc import Adapter
 from confer.v1 import coord_pb2, coord_pb2_grpc, kv_pb2
 
@@ -47,7 +55,7 @@ class LeaseService(Adapter, coord_pb2_grpc.LeaseServicer):
         resp.granted_ttl = got.granted_ttl
         resp.ttl = int(got.remaining)
         resp.remaining_ms = int(got.remaining * 1000)
-        resp.keys.extend(text(k) for k in got.keys)
+        resp.keys.extend(p for p in map(path_of, got.keys) if p is not None)
         return resp
 
     @rpc

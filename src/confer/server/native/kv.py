@@ -7,6 +7,7 @@ Raft and answers once it has applied them itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +15,16 @@ from confer import kv as store
 from confer.server.api import RequestContext, RequestLayer
 from confer.server.api.kv import tree_delete, tree_deleted
 from confer.server.api.watches import with_progress
-from confer.server.native.common import event_to_pb, header_pb, kv_to_pb, path_key, rpc, stream_rpc
+from confer.server.native.common import (
+    header_pb,
+    kv_to_pb,
+    path_key,
+    path_of,
+    rpc,
+    shown_events,
+    shown_kvs,
+    stream_rpc,
+)
 from confer.server.rpc import COMPARE_VALUE_FIELDS, Adapter
 from confer.v1 import kv_pb2, kv_pb2_grpc
 
@@ -152,13 +162,22 @@ class KVService(Adapter, kv_pb2_grpc.KVServicer):
         path = self.commands.path(req.path, allow_root=req.recursive)
         if req.limit < 0 or req.revision < 0:
             raise store.InvalidArgument("limit and revision must be >= 0")
-        kvs, count, more, _ = await self.layer.kv.tree(
+        tree = self.layer.kv.tree
+        kvs, count, more, rev = await tree(
             ctx, path, recursive=req.recursive, revision=req.revision, limit=req.limit,
             start_after=req.start_after.encode(), keys_only=req.keys_only,
             count_only=req.count_only, serializable=req.serializable)
-        return kv_pb2.RangeResponse(header=self.responses.header(),
-                                    kvs=[kv_to_pb(kv, req.keys_only) for kv in kvs],
-                                    more=more, count=count)
+        shown = shown_kvs(kvs, req.keys_only)
+        # Keys that are no native paths took places in the page: fill it from after the
+        # last key read, at the same revision, so that a page is never empty while `more`.
+        while req.limit and more and kvs and len(shown) < req.limit:
+            kvs, _, more, _ = await tree(
+                ctx, path, recursive=req.recursive, revision=rev,
+                limit=req.limit - len(shown), start_after=kvs[-1].key,
+                keys_only=req.keys_only, serializable=True)
+            shown.extend(shown_kvs(kvs, req.keys_only))
+        return kv_pb2.RangeResponse(header=self.responses.header(), kvs=shown, more=more,
+                                    count=count)
 
     @rpc
     async def Children(self, req: kv_pb2.ChildrenRequest, ctx: RequestContext
@@ -169,12 +188,16 @@ class KVService(Adapter, kv_pb2_grpc.KVServicer):
         if req.revision:
             raise store.InvalidArgument("children: reading children at a past revision is not "
                                   "supported; use Range with recursive and revision")
-        names, more = await self.layer.kv.children(
-            ctx, path, start_after=req.start_after.encode(), limit=req.limit,
-            serializable=req.serializable)
-        return kv_pb2.ChildrenResponse(
-            header=self.responses.header(),
-            names=[n.decode("utf-8", "surrogateescape") for n in names], more=more)
+        children = self.layer.kv.children
+        names, more = await children(ctx, path, start_after=req.start_after.encode(),
+                                     limit=req.limit, serializable=req.serializable)
+        shown = [name for name in map(path_of, names) if name is not None]
+        while req.limit and more and names and len(shown) < req.limit:  # as in Range
+            names, more = await children(ctx, path, start_after=names[-1],
+                                         limit=req.limit - len(shown), serializable=True)
+            shown.extend(name for name in map(path_of, names) if name is not None)
+        return kv_pb2.ChildrenResponse(header=self.responses.header(), names=shown,
+                                       more=more)
 
     @rpc
     async def Put(self, req: kv_pb2.PutRequest, ctx: RequestContext) -> kv_pb2.PutResponse:
@@ -206,8 +229,11 @@ class KVService(Adapter, kv_pb2_grpc.KVServicer):
     async def Watch(self, req: kv_pb2.WatchRequest, ctx: RequestContext
                     ) -> AsyncIterator[kv_pb2.WatchResponse]:
         path = self.commands.path(req.path, allow_root=req.recursive)
-        if req.start_revision < 0 or req.progress_interval < 0:
-            raise store.InvalidArgument("start_revision and progress_interval must be >= 0")
+        if req.start_revision < 0:
+            raise store.InvalidArgument("start_revision must be >= 0")
+        if not (math.isfinite(req.progress_interval) and req.progress_interval >= 0):
+            raise store.InvalidArgument(f"progress_interval {req.progress_interval}: must be a "
+                                        f"finite number of seconds >= 0")
         watches = self.layer.watches
         w = watches.watch_tree(ctx, path, req.recursive, req.start_revision)
         yield kv_pb2.WatchResponse(header=self.responses.header(), created=True)
@@ -216,9 +242,10 @@ class KVService(Adapter, kv_pb2_grpc.KVServicer):
                 if batch is None:
                     yield kv_pb2.WatchResponse(header=self.responses.header(), progress=True)
                     continue
-                events = [event_to_pb(e, req.prev_kv) for e in batch
-                          if not (req.no_put and e.type == store.EventType.PUT)
-                          and not (req.no_delete and e.type == store.EventType.DELETE)]
+                events = shown_events(
+                    (e for e in batch if not (req.no_put and e.type == store.EventType.PUT)
+                     and not (req.no_delete and e.type == store.EventType.DELETE)),
+                    req.prev_kv)
                 if events:
                     yield kv_pb2.WatchResponse(
                         header=self.responses.header(batch[-1].kv.mod_revision),

@@ -8,7 +8,7 @@ from confer.kv import DeleteRange, EventType, InvalidArgument, Put, RangeOp
 from confer.server.api import RequestContext, RequestLayer
 from confer.server.api.cluster import ClusterEvent
 from confer.server.members import Member
-from confer.server.native.common import Code, RpcError, path_key, rpc, stream_rpc, text
+from confer.server.native.common import Code, RpcError, path_key, path_of, rpc, stream_rpc
 from confer.server.rpc import Adapter
 from confer.server.watch import Watcher
 from confer.v1 import confer_pb2, confer_pb2_grpc
@@ -51,7 +51,8 @@ class LegacyService(Adapter, confer_pb2_grpc.ConferServiceServicer):
                    ) -> confer_pb2.ConfigList:
         path = self._path(req.path or "/", allow_root=True)
         kvs, _, _, _ = await self.layer.kv.tree(ctx, path, recursive=True, keys_only=True)
-        return confer_pb2.ConfigList(paths=[text(kv.key) for kv in kvs])
+        return confer_pb2.ConfigList(paths=[p for p in (path_of(kv.key) for kv in kvs)
+                                            if p is not None])
 
     @stream_rpc
     async def WatchConfig(self, req: confer_pb2.ConfigPath, ctx: RequestContext
@@ -64,8 +65,10 @@ class LegacyService(Adapter, confer_pb2_grpc.ConferServiceServicer):
         try:
             async for batch in watches.events(w):
                 for e in batch:
-                    upd = confer_pb2.ConfigUpdate(path=text(e.kv.key),
-                                                  revision=e.kv.mod_revision)
+                    changed = path_of(e.kv.key)
+                    if changed is None:
+                        continue  # not a native path (docs/api.md)
+                    upd = confer_pb2.ConfigUpdate(path=changed, revision=e.kv.mod_revision)
                     if e.type == EventType.PUT:
                         upd.updated_value = e.kv.value
                     else:
@@ -100,7 +103,7 @@ class LegacyService(Adapter, confer_pb2_grpc.ConferServiceServicer):
         if any(n.node_id <= 0 or not n.addr for n in req.nodes):
             raise InvalidArgument("every Init node needs a positive node_id and an addr")
         founders = [Member(n.node_id, f"node-{n.node_id}", n.addr, n.addr) for n in req.nodes]
-        await self.layer.cluster.initialize(ctx, founders)
+        await self.layer.cluster.initialize(ctx, founders, req.token)
         return confer_pb2.Empty()
 
     def membership_response(self) -> confer_pb2.ClientWriteResponse:
