@@ -87,6 +87,8 @@ def test_the_etcd_api_has_the_native_key_size_limit(node: grpc.Channel) -> None:
         request_put=rpc_pb2.PutRequest(key=b"k" * MiB, value=b"1"))])
     assert refused(lambda: kv.Txn(txn, timeout=30)).startswith("etcdserver: key is too large")
     kv.Put(rpc_pb2.PutRequest(key=b"k" * 4096, value=b"1"), timeout=10)  # at the limit: fine
+    assert refused(lambda: kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"k" * 4097),
+                                          timeout=10)).startswith("etcdserver: key is too large")
     native = kv_pb2_grpc.KVStub(node)
     refused(lambda: native.Put(kv_pb2.PutRequest(path="/" + "k" * 4096, value=b"1"),
                                timeout=10))

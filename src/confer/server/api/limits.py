@@ -16,6 +16,7 @@ from confer.kv import (
     AlarmAction,
     AlarmType,
     Command,
+    DeleteRange,
     InvalidArgument,
     KVStore,
     Put,
@@ -77,27 +78,35 @@ class WriteLimits:
 
     def check_sizes(self, command: Command, size: int) -> None:
         """The size rules alone: the encoded entry (``size`` bytes) at most
-        ``max_request_bytes`` (:class:`RequestTooLarge`), and every put's key and value
-        within ``max_key_bytes`` and ``max_value_bytes`` (InvalidArgument naming the rule)."""
+        ``max_request_bytes`` (:class:`RequestTooLarge`), then :func:`check_key_sizes`."""
         if size > self.max_request_bytes:
             raise RequestTooLarge(f"request is too large: {size} bytes, at most "
                                   f"{self.max_request_bytes} (--max-request-bytes)")
-        if type(command) is Put:  # the hot path first
-            self._check_put(command)
-        elif type(command) is Txn:
-            self._check_txn(command)
+        check_key_sizes(command, self.max_key_bytes, self.max_value_bytes)
 
-    def _check_put(self, put: Put) -> None:
-        if len(put.key) > self.max_key_bytes:
-            raise InvalidArgument(f"key is too large: {len(put.key)} bytes, at most "
-                                  f"{self.max_key_bytes} (--max-key-bytes)")
-        if len(put.value) > self.max_value_bytes:
-            raise InvalidArgument(f"value is too large: {len(put.value)} bytes, at most "
-                                  f"{self.max_value_bytes} (--max-value-bytes)")
 
-    def _check_txn(self, txn: Txn) -> None:
-        for op in (*txn.success, *txn.failure):
-            if type(op) is Put:
-                self._check_put(op)
-            elif type(op) is Txn:
-                self._check_txn(op)
+def check_key_sizes(command: Command, max_key_bytes: int, max_value_bytes: int) -> None:
+    """Every key a write puts or deletes at most ``max_key_bytes`` and every value it puts
+    at most ``max_value_bytes`` (InvalidArgument naming the rule), nested txns included:
+    the same rules for a client's write on either API and for a proposal a peer forwards."""
+    if type(command) is Put:  # the hot path first
+        _check_put(command, max_key_bytes, max_value_bytes)
+    elif type(command) is DeleteRange:
+        _check_key(command.key, max_key_bytes)
+    elif type(command) is Txn:
+        for op in (*command.success, *command.failure):
+            if type(op) is Put or type(op) is DeleteRange or type(op) is Txn:
+                check_key_sizes(op, max_key_bytes, max_value_bytes)
+
+
+def _check_put(put: Put, max_key_bytes: int, max_value_bytes: int) -> None:
+    _check_key(put.key, max_key_bytes)
+    if len(put.value) > max_value_bytes:
+        raise InvalidArgument(f"value is too large: {len(put.value)} bytes, at most "
+                              f"{max_value_bytes} (--max-value-bytes)")
+
+
+def _check_key(key: bytes, max_key_bytes: int) -> None:
+    if len(key) > max_key_bytes:
+        raise InvalidArgument(f"key is too large: {len(key)} bytes, at most {max_key_bytes} "
+                              "(--max-key-bytes)")
