@@ -28,9 +28,11 @@ class ChaosCluster:
     def __init__(self, size: int, base_dir: Path, *, seed: int, tick_ms: int = 50,
                  snapshot_every: int = 200, snapshot_catchup_entries: int = 50) -> None:
         self.base_dir = Path(base_dir)
+        # The checker replays every event from revision 1: keep the whole history.
         self.procs = ProcessCluster(size, self.base_dir, tick_ms=tick_ms, seed=seed, extra_args=[
             "--snapshot-every", str(snapshot_every),
-            "--snapshot-catchup-entries", str(snapshot_catchup_entries)])
+            "--snapshot-catchup-entries", str(snapshot_catchup_entries),
+            "--auto-compaction-retention", "0"])
         self.members: set[int] = set(self.procs.nodes)
         """Ids the harness believes are members (it makes every membership change)."""
         self.paused: set[int] = set()

@@ -116,11 +116,17 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--snapshot-catchup-entries", {"type": int,
                                     "help": "Log entries kept after a snapshot [5000]."}),
     ("--auto-compaction-retention", {"type": int,
-                                     "help": "Keep this many revisions of history [0 = off]."}),
+                                     "help": "Keep this many revisions of history "
+                                             "[10000; 0 = compact only by hand]."}),
     ("--batch-window-ms", {"type": int,
                            "help": "Under load, batch writes over this many ms [20; 0 = off]."}),
     ("--max-key-bytes", {"type": int, "help": "Longest key path in bytes [4096]."}),
     ("--max-value-bytes", {"type": int, "help": "Largest value in bytes [1048576]."}),
+    ("--max-request-bytes", {"type": int, "help": "Largest write request in bytes "
+                                                  "[1572864, as etcd]."}),
+    ("--quota-backend-bytes", {"type": int,
+                               "help": "Store size that raises the NOSPACE alarm "
+                                       "[0 = 2 GiB; negative = no quota]."}),
     ("--log-level", {"help": "debug, info, warning or error [info]."}),
     ("--log-format", {"help": "text or json [text]."}),
 ]

@@ -14,6 +14,7 @@ from confer.kv.commands import (
     MAX_LEASE_ID,
     MAX_LEASE_TTL,
     MAX_TXN_OPS,
+    Alarm,
     Command,
     Compact,
     Compare,
@@ -40,11 +41,15 @@ from confer.kv.errors import (
     KVError,
     LeaseExists,
     LeaseNotFound,
+    NoSpace,
     TooManyOps,
 )
 from confer.kv.paths import prefix_end, subtree_range, validate_key, validate_path, validate_value
 from confer.kv.store import KVStore
 from confer.kv.types import (
+    AlarmAction,
+    AlarmResult,
+    AlarmType,
     CompactResult,
     CompareResult,
     CompareTarget,
@@ -70,6 +75,10 @@ __all__ = [
     "MAX_LEASE_ID",
     "MAX_LEASE_TTL",
     "MAX_TXN_OPS",
+    "Alarm",
+    "AlarmAction",
+    "AlarmResult",
+    "AlarmType",
     "BadCommand",
     "Command",
     "Compact",
@@ -98,6 +107,7 @@ __all__ = [
     "LeaseNotFound",
     "LeaseRevoke",
     "LeaseRevokeResult",
+    "NoSpace",
     "Op",
     "OpResult",
     "Put",

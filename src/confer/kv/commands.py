@@ -13,10 +13,11 @@ tag::
     Compact      [4, revision]
     LeaseGrant   [5, id, ttl]                        id 0: the store picks one
     LeaseRevoke  [6, id]
+    Alarm        [7, action, member_id, alarm]     etcd's numbers (AlarmAction, AlarmType)
 
-A RangeOp is only valid inside a Txn (a plain read is not replicated); Compact, LeaseGrant and
-LeaseRevoke only at the top level. Decoding is strict about types, so a decoded command never
-makes ``apply`` raise.
+A RangeOp is only valid inside a Txn (a plain read is not replicated); Compact, LeaseGrant,
+LeaseRevoke and Alarm only at the top level. Decoding is strict about types, so a decoded
+command never makes ``apply`` raise.
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ import msgpack
 from confer.envelope import EntryKind
 from confer.kv import keyrange
 from confer.kv.errors import BadCommand, DuplicateKey, InvalidArgument, TooManyOps
-from confer.kv.types import CompareResult, CompareTarget, SortOrder, SortTarget
+from confer.kv.types import (
+    AlarmAction,
+    AlarmType,
+    CompareResult,
+    CompareTarget,
+    SortOrder,
+    SortTarget,
+)
 
 MAX_TXN_OPS = 128
 """etcd's default ``--max-txn-ops``: checked when a command is proposed, not when applied."""
@@ -40,7 +48,8 @@ MAX_LEASE_TTL = 9_000_000_000
 MAX_LEASE_ID = (1 << 63) - 1
 """Lease ids are positive int64s (etcd's ``LeaseID``)."""
 
-_PUT, _DELETE, _RANGE, _TXN, _COMPACT, _LEASE_GRANT, _LEASE_REVOKE = 0, 1, 2, 3, 4, 5, 6
+_PUT, _DELETE, _RANGE, _TXN, _COMPACT, _LEASE_GRANT, _LEASE_REVOKE, _ALARM = range(8)
+MAX_MEMBER_ID = (1 << 64) - 1
 _SORT_ORDERS = frozenset(SortOrder)
 _SORT_TARGETS = frozenset(SortTarget)
 _COMPARE_TARGETS = frozenset(CompareTarget)
@@ -138,9 +147,20 @@ class LeaseRevoke:
     id: int
 
 
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    """Raise (ACTIVATE) or clear (DEACTIVATE) ``alarm`` for member ``member_id`` (etcd's
+    replicated alarm store). While any NOSPACE alarm is active the store refuses every
+    write that needs space: puts, transactions that hold a put, lease grants."""
+
+    action: AlarmAction
+    member_id: int
+    alarm: AlarmType = AlarmType.NOSPACE
+
+
 Op = Put | DeleteRange | RangeOp | Txn
 """An operation inside a transaction."""
-Command = Put | DeleteRange | Txn | Compact | LeaseGrant | LeaseRevoke
+Command = Put | DeleteRange | Txn | Compact | LeaseGrant | LeaseRevoke | Alarm
 """What a Raft entry carries."""
 
 
@@ -156,6 +176,9 @@ def encode_command(cmd: Command) -> bytes:
         return _KIND_PREFIX + msgpack.packb([_LEASE_GRANT, cmd.id, cmd.ttl])
     if type(cmd) is LeaseRevoke:
         return _KIND_PREFIX + msgpack.packb([_LEASE_REVOKE, cmd.id])
+    if type(cmd) is Alarm:
+        return _KIND_PREFIX + msgpack.packb([_ALARM, int(cmd.action), cmd.member_id,
+                                             int(cmd.alarm)])
     if type(cmd) is DeleteRange or type(cmd) is Txn:
         return _KIND_PREFIX + msgpack.packb(_encode_op(cmd))
     raise TypeError(f"not a command: {cmd!r}")
@@ -229,6 +252,8 @@ def command_from_raw(raw: list[object]) -> Command:
             return LeaseGrant(_int(raw[2]), _int(raw[1]))
         if raw[0] == _LEASE_REVOKE and len(raw) == 2:
             return LeaseRevoke(_int(raw[1]))
+        if raw[0] == _ALARM and len(raw) == 4:
+            return Alarm(AlarmAction(_int(raw[1])), _int(raw[2]), AlarmType(_int(raw[3])))
         op = _decode_op(raw, 0)
     except BadCommand:
         raise
@@ -317,6 +342,8 @@ def validate_command(cmd: Command, max_txn_ops: int = MAX_TXN_OPS) -> None:
         check_lease_grant(cmd)
     elif type(cmd) is LeaseRevoke:
         check_lease_revoke(cmd)
+    elif type(cmd) is Alarm:
+        check_alarm(cmd)
     else:
         raise InvalidArgument(f"not a command: {type(cmd).__name__}")
 
@@ -374,6 +401,32 @@ def check_lease_revoke(cmd: LeaseRevoke) -> None:
     if type(cmd.id) is not int or not 0 < cmd.id <= MAX_LEASE_ID:
         raise InvalidArgument(f"lease revoke: id must be an integer in 1..2^63-1, "
                               f"got {cmd.id!r}")
+
+
+def check_alarm(cmd: Alarm) -> None:
+    """Stateless checks of an alarm change: ACTIVATE or DEACTIVATE of a NOSPACE alarm (the
+    only kind Confer raises) for a member id in 0..2^64-1."""
+    if cmd.action not in (AlarmAction.ACTIVATE, AlarmAction.DEACTIVATE):
+        raise InvalidArgument(f"alarm: action must be ACTIVATE or DEACTIVATE, got "
+                              f"{cmd.action!r}")
+    if cmd.alarm != AlarmType.NOSPACE:
+        raise InvalidArgument(f"alarm: Confer raises only NOSPACE alarms, got {cmd.alarm!r}")
+    if type(cmd.member_id) is not int or not 0 <= cmd.member_id <= MAX_MEMBER_ID:
+        raise InvalidArgument(f"alarm: member id must be an integer in 0..2^64-1, got "
+                              f"{cmd.member_id!r}")
+
+
+def needs_space(cmd: Command) -> bool:
+    """Whether ``cmd`` may grow the store (etcd's quota cost > 0): a put, a transaction
+    holding a put in either branch, a lease grant. What a NOSPACE alarm refuses."""
+    if type(cmd) is Put or type(cmd) is LeaseGrant:
+        return True
+    return type(cmd) is Txn and _txn_puts(cmd)
+
+
+def _txn_puts(txn: Txn) -> bool:
+    return any(type(op) is Put or (type(op) is Txn and _txn_puts(op))
+               for op in (*txn.success, *txn.failure))
 
 
 def check_delete(op: DeleteRange) -> None:

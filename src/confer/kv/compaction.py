@@ -6,7 +6,7 @@ from bisect import bisect_right
 
 from confer.kv.commands import Compact
 from confer.kv.errors import CompactedError, ErrorCode, FutureRevisionError
-from confer.kv.state import MOD, StoreState
+from confer.kv.state import MOD, VERSION_OVERHEAD, StoreState
 from confer.kv.types import CompactResult, ErrorResult
 
 
@@ -47,6 +47,8 @@ def _compact_to(st: StoreState, rev: int) -> None:
         if hist[keep].version == 0:
             keep += 1
         if keep:
+            st._size -= sum(len(kv.value) for kv in hist[:keep]) + keep * (
+                len(key) + VERSION_OVERHEAD)
             del hist[:keep]
         if not hist:  # only a dead key's history can empty: a live key keeps its latest
             del history[key]

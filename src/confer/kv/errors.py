@@ -22,6 +22,7 @@ class ErrorCode(enum.IntEnum):
     BAD_COMMAND = 7
     LEASE_NOT_FOUND = 8
     LEASE_EXISTS = 9
+    NO_SPACE = 10
 
 
 class KVError(Exception):
@@ -81,6 +82,13 @@ def lease_not_found(lease: int, what: str = "") -> LeaseNotFound:
     context = f" ({what})" if what else ""
     return LeaseNotFound(f"etcdserver: requested lease not found: lease {lease} "
                          f"({lease:#x}){context}")
+
+
+class NoSpace(KVError):
+    """A write that needs space while the NOSPACE alarm is active (etcd: "etcdserver: mvcc:
+    database space exceeded"). Deletes, lease revocations and compactions still pass."""
+
+    code = ErrorCode.NO_SPACE
 
 
 class CompactedError(KVError):

@@ -7,7 +7,7 @@ from confer.kv.commands import LeaseGrant, LeaseRevoke, check_lease_grant, check
 from confer.kv.errors import KVError, LeaseExists, lease_not_found
 from confer.kv.state import Change, StoreState, commit, log
 from confer.kv.types import ErrorResult, LeaseGrantResult, LeaseInfo, LeaseRevokeResult
-from confer.kv.writes import delete
+from confer.kv.writes import delete, no_space
 
 
 def lease_keys(st: StoreState, lease: int) -> list[bytes]:
@@ -39,6 +39,8 @@ def apply_grant(st: StoreState, cmd: LeaseGrant) -> LeaseGrantResult | ErrorResu
         check_lease_grant(cmd)
     except KVError as e:
         return ErrorResult.of(e, st._rev)
+    if st._nospace:
+        return ErrorResult.of(no_space(), st._rev)
     lease = cmd.id
     if lease == 0:
         lease = st._last_lease_id + 1

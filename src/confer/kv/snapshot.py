@@ -9,11 +9,12 @@ from typing import Any
 
 import msgpack
 
-from confer.kv.state import MOD, StoreState
+from confer.kv.alarms import update_nospace
+from confer.kv.state import MOD, VERSION_OVERHEAD, StoreState
 from confer.kv.types import KeyValue, new_kv
 
-SNAPSHOT_VERSION = 2
-"""2 added the lease table; version 1 snapshots (no leases) are still read."""
+SNAPSHOT_VERSION = 3
+"""2 added the lease table, 3 the alarms; versions 1 and 2 are still read."""
 SNAPSHOT_STEP_KEYS = 2000
 """Keys serialised per step of :func:`snapshot_steps` (a few milliseconds' work)."""
 
@@ -24,9 +25,9 @@ class SnapshotAborted(Exception):
 
 
 def snapshot(st: StoreState) -> bytes:
-    """Serialise the whole state: one version byte (2), then a msgpack array
+    """Serialise the whole state: one version byte (3), then a msgpack array
     ``[revision, compact_revision, applied_index, keys, histories, events, leases,
-    last_lease_id]``.
+    last_lease_id, alarms]``.
 
     ``keys`` is the sorted list of keys with retained history; ``histories[i]`` flattens
     the versions of ``keys[i]`` as ``create, mod, version, value, lease`` quintuples
@@ -34,8 +35,10 @@ def snapshot(st: StoreState) -> bytes:
     ``compact_revision + 1 + j``, the indexes into ``keys`` of the keys it changed, in
     order. An event's kv is the key's version at that revision and its prev_kv the version
     before, so events cost no copy of any value. ``leases`` flattens the lease table as
-    ``id, ttl`` pairs by id; ``last_lease_id`` is the last id the store picked. Equal
-    states give equal bytes. Version 1 (:meth:`restore` still reads it) had no leases.
+    ``id, ttl`` pairs by id; ``last_lease_id`` is the last id the store picked; ``alarms``
+    flattens the active alarms as ``member id, alarm type`` pairs, sorted. Equal states give
+    equal bytes. Version 1 (:meth:`restore` still reads it) had no leases, version 2 no
+    alarms.
     """
     for parts in snapshot_steps(st, step=1 << 62):
         if parts is not None:
@@ -68,6 +71,7 @@ def _snapshot_steps(st: StoreState, step: int) -> Iterator[list[bytes] | None]:
     for lease in sorted(st._leases):
         leases += (lease, st._leases[lease])
     last_lease_id = st._last_lease_id
+    alarms = [x for pair in sorted(st._alarms) for x in pair]
     yield None  # captured: the state as of now
 
     def check() -> None:
@@ -84,7 +88,7 @@ def _snapshot_steps(st: StoreState, step: int) -> Iterator[list[bytes] | None]:
         parts.append(packer.bytes())
         packer.reset()
 
-    packer.pack_array_header(8)
+    packer.pack_array_header(9)
     for x in (rev, compact, applied, keys):
         packer.pack(x)
     packer.pack_array_header(len(keys))
@@ -112,6 +116,7 @@ def _snapshot_steps(st: StoreState, step: int) -> Iterator[list[bytes] | None]:
         yield None
     packer.pack(leases)
     packer.pack(last_lease_id)
+    packer.pack(alarms)
     cut()
     check()
     yield parts
@@ -123,7 +128,7 @@ def restore(st: StoreState, data: bytes) -> None:
     if not data:
         st._reset()
     else:
-        if data[0] not in (1, SNAPSHOT_VERSION):
+        if data[0] not in (1, 2, SNAPSHOT_VERSION):
             raise ValueError(f"unknown kv snapshot version {data[0]}")
         _load(st, msgpack.unpackb(memoryview(data)[1:]), data[0])
     for callback in st._restore_listeners:
@@ -140,19 +145,24 @@ def _load(st: StoreState, body: list[Any], version: int) -> None:
     events: list[list[int]]  # per revision, indexes into keys
     leases: list[int]
     last_lease_id: int
+    alarms: list[int] = []  # flat [member id, alarm type] * n
     if version == 1:  # before leases: keys may name leases that were never granted
         rev, compact, applied, keys, histories, events = body
         leases = []
         last_lease_id = 0
-    else:
+    elif version == 2:  # before alarms
         rev, compact, applied, keys, histories, events, leases, last_lease_id = body
+    else:
+        rev, compact, applied, keys, histories, events, leases, last_lease_id, alarms = body
     st._reset()
     live: dict[bytes, KeyValue] = {}
     history: dict[bytes, list[KeyValue]] = {}
     dead: list[bytes] = []
+    size = 0
     for k, flat in zip(keys, histories, strict=True):
         hist = [new_kv(k, flat[i], flat[i + 1], flat[i + 2], flat[i + 3], flat[i + 4])
                 for i in range(0, len(flat), 5)]
+        size += sum(len(kv.value) for kv in hist) + len(hist) * (len(k) + VERSION_OVERHEAD)
         history[k] = hist
         last = hist[-1]
         if last.version:
@@ -170,5 +180,8 @@ def _load(st: StoreState, body: list[Any], version: int) -> None:
     st._rev, st._compact, st.applied_index = rev, compact, applied
     st._leases = dict(zip(leases[::2], leases[1::2], strict=True))
     st._last_lease_id = last_lease_id
+    st._size = size
+    st._alarms = set(zip(alarms[::2], alarms[1::2], strict=True))
+    update_nospace(st)
     if len(st._log) != rev - compact:
         raise ValueError("kv snapshot is inconsistent: event log does not match revisions")

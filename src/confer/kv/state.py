@@ -27,6 +27,12 @@ Data structures (n live keys, h retained versions of a key, r retained revisions
 - ``_leases``: lease id -> TTL of every granted lease, and ``_lease_keys``: lease id -> its live
   keys, so revoking a lease deletes its keys without a scan. Only TTLs are state: deadlines
   are kept by the leader, on its own clock, outside the state machine.
+- ``_size``: the store's approximate size in bytes, what the server's space quota is checked
+  against: every retained version counts its key, its value and ``VERSION_OVERHEAD``. It is
+  kept as versions are added and compacted away, so it costs nothing to read and is the same
+  on every member that applied the same entries.
+- ``_alarms``: the active alarms, ``(member id, alarm type)`` pairs (etcd's alarm store);
+  ``_nospace`` is true while one of them is a NOSPACE alarm (checked by every put).
 """
 
 from __future__ import annotations
@@ -49,6 +55,10 @@ PUT, DELETE = EventType.PUT, EventType.DELETE
 EventListener = Callable[[tuple[Event, ...]], None]
 LeaseListener = Callable[[int, int], None]
 """Called with ``(lease id, ttl)`` after a grant and ``(lease id, 0)`` after a revocation."""
+VERSION_OVERHEAD = 64
+"""Bytes counted per retained version besides its key and value (its revisions, version,
+lease and the index entries that hold it): a rough, fixed figure, so the size is cheap and
+deterministic."""
 Change = tuple[KeyValue, KeyValue | None]
 """A key's change in a revision: (its new version or tombstone, its previous version)."""
 
@@ -80,6 +90,9 @@ class StoreState:
         self._lease_keys: dict[int, set[bytes]] = {}
         self._leases: dict[int, int] = {}  # lease id -> TTL in seconds
         self._last_lease_id = 0  # the last id the store picked for a grant of id 0
+        self._size = 0
+        self._alarms: set[tuple[int, int]] = set()
+        self._nospace = False
         self.applied_index = 0
         """Index of the last Raft entry given to :meth:`apply` (kept in snapshots)."""
 

@@ -12,6 +12,7 @@ over the :class:`~confer.kv.state.StoreState` it extends:
 - :mod:`confer.kv.writes`: put, delete and transactions;
 - :mod:`confer.kv.leases`: the lease table;
 - :mod:`confer.kv.compaction`: dropping old history;
+- :mod:`confer.kv.alarms`: the alarm store and the size the space quota measures;
 - :mod:`confer.kv.reads`: ranges, children and the watch history;
 - :mod:`confer.kv.snapshot`: snapshots, whole or incremental, and restore.
 
@@ -23,10 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from confer.kv import alarms as alarm_store  # (not ``alarms``: a method of the same name)
 from confer.kv import compaction, reads
 from confer.kv import leases as lease_table  # (not ``leases``: a method of the same name)
 from confer.kv import snapshot as snapshots  # (likewise)
+from confer.kv.alarms import apply_alarm
 from confer.kv.commands import (
+    Alarm,
     Command,
     Compact,
     DeleteRange,
@@ -84,6 +88,13 @@ class KVStore(StoreState):
     lease_keys = lease_table.lease_keys
     lease_ttl = lease_table.lease_ttl
     leases = lease_table.leases
+    alarms = alarm_store.alarms
+    size_bytes = alarm_store.size_bytes
+
+    @property
+    def nospace(self) -> bool:
+        """Whether a NOSPACE alarm is active: writes that need space are refused."""
+        return self._nospace
 
     # -- the StateMachine seam --------------------------------------------------------------------
     def apply(self, entry: Entry) -> Result:
@@ -120,6 +131,8 @@ class KVStore(StoreState):
             return apply_grant(self, cmd)
         if type(cmd) is LeaseRevoke:
             return apply_revoke(self, cmd)
+        if type(cmd) is Alarm:
+            return apply_alarm(self, cmd)
         return ErrorResult(ErrorCode.BAD_COMMAND, f"not a command: {type(cmd).__name__}", self._rev)
 
     snapshot = snapshots.snapshot

@@ -21,6 +21,7 @@ from confer.kv.errors import (
     KVError,
     LeaseExists,
     LeaseNotFound,
+    NoSpace,
     TooManyOps,
 )
 
@@ -118,6 +119,22 @@ class CompareResult(enum.IntEnum):
     NOT_EQUAL = 3
 
 
+class AlarmType(enum.IntEnum):
+    """etcd's ``AlarmType``; Confer raises only NOSPACE."""
+
+    NONE = 0
+    NOSPACE = 1
+    CORRUPT = 2
+
+
+class AlarmAction(enum.IntEnum):
+    """etcd's ``AlarmRequest.AlarmAction`` (GET is a read, never a command)."""
+
+    GET = 0
+    ACTIVATE = 1
+    DEACTIVATE = 2
+
+
 # -- results ---------------------------------------------------------------------------------------
 # ``revision`` is always the store's revision after the command (etcd's response header
 # revision): the new revision for a write, the unchanged one when nothing changed.
@@ -187,6 +204,15 @@ class LeaseRevokeResult:
 
 
 @dataclass(frozen=True, slots=True)
+class AlarmResult:
+    """The alarms an :class:`~confer.kv.commands.Alarm` command raised or cleared, as
+    ``(member id, alarm type)`` pairs (empty when it changed nothing). Takes no revision."""
+
+    revision: int
+    changed: list[tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseInfo:
     """A granted lease: its id and its time-to-live in seconds. Deadlines are not replicated
     state: only the leader keeps them (see ``confer.server.leases``)."""
@@ -203,6 +229,7 @@ _ERRORS: dict[ErrorCode, type[KVError]] = {
     ErrorCode.BAD_COMMAND: BadCommand,
     ErrorCode.LEASE_NOT_FOUND: LeaseNotFound,
     ErrorCode.LEASE_EXISTS: LeaseExists,
+    ErrorCode.NO_SPACE: NoSpace,
 }
 
 
@@ -237,5 +264,5 @@ OpResult = RangeResult | PutResult | DeleteResult | TxnResult
 """The result of one operation inside a transaction."""
 
 Result = (PutResult | DeleteResult | TxnResult | CompactResult | LeaseGrantResult
-          | LeaseRevokeResult | ErrorResult)
+          | LeaseRevokeResult | AlarmResult | ErrorResult)
 """What :meth:`KVStore.apply` returns."""

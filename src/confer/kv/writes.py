@@ -20,6 +20,7 @@ from confer.kv.commands import (
     Txn,
     check_delete,
     hits,
+    needs_space,
     validate_txn,
 )
 from confer.kv.errors import (
@@ -28,9 +29,10 @@ from confer.kv.errors import (
     InvalidArgument,
     KeyNotFound,
     KVError,
+    NoSpace,
     lease_not_found,
 )
-from confer.kv.state import PUT, Change, StoreState, commit, notify
+from confer.kv.state import PUT, VERSION_OVERHEAD, Change, StoreState, commit, notify
 from confer.kv.types import (
     CompareResult,
     CompareTarget,
@@ -63,6 +65,8 @@ def apply_put(st: StoreState, key: bytes, value: bytes, lease: int, flags: int
     # are already checked, by the decoder or by execute().
     if not key:
         return ErrorResult(ErrorCode.INVALID_ARGUMENT, "put: key is not provided", st._rev)
+    if st._nospace:
+        return ErrorResult.of(no_space(), st._rev)
     if flags & 6:
         error = _check_ignore_flags(st, key, value, lease, flags)
         if error is not None:
@@ -77,6 +81,12 @@ def apply_put(st: StoreState, key: bytes, value: bytes, lease: int, flags: int
     if st._listeners:
         notify(st, (new_event(PUT, kv, prev),), rev)
     return new_put_result(rev, prev if flags & 1 else None)
+
+
+def no_space() -> NoSpace:
+    """The refusal of a write that needs space while a NOSPACE alarm is active."""
+    return NoSpace("database space exceeded: a NOSPACE alarm is active; free space (delete, "
+                   "compact), then disarm it (docs/operations.md)")
 
 
 def _check_ignore_flags(st: StoreState, key: bytes, value: bytes, lease: int, flags: int
@@ -96,6 +106,7 @@ def _put(st: StoreState, key: bytes, value: bytes, lease: int, flags: int, rev: 
     prev = live.get(key)
     if prev is None:
         kv = new_kv(key, rev, rev, 1, value, lease)
+        st._size += len(key) + len(value) + VERSION_OVERHEAD
         live[key] = kv
         hist = st._history.get(key)
         if hist is None:
@@ -111,6 +122,7 @@ def _put(st: StoreState, key: bytes, value: bytes, lease: int, flags: int, rev: 
             if flags & 4:
                 lease = prev.lease
         kv = new_kv(key, prev.create_revision, rev, prev.version + 1, value, lease)
+        st._size += len(key) + len(value) + VERSION_OVERHEAD
         # The key is already in the sorted index: set the dict entry directly and skip
         # SortedDict's own membership test (hot path).
         dict.__setitem__(live, key, kv)  # type: ignore[index]  # mypy misreads an unbound dict.__setitem__
@@ -143,6 +155,7 @@ def delete(st: StoreState, key: bytes, rev: int, changes: list[Change]) -> KeyVa
     """Delete the live ``key`` at ``rev`` (appending the change); return its last version."""
     prev: KeyValue = st._live.pop(key)
     tomb = new_kv(key, 0, rev, 0, b"", 0)
+    st._size += len(key) + VERSION_OVERHEAD
     st._history[key].append(tomb)
     st._dead.add(key)
     st._dirty.add(key)
@@ -185,6 +198,8 @@ def apply_txn(st: StoreState, txn: Txn) -> TxnResult | ErrorResult:
     # nothing.
     try:
         validate_txn(txn, max_ops=None)
+        if st._nospace and needs_space(txn):
+            raise no_space()
         path: list[bool] = []
         _choose(st, txn, path)
         mutates = _check_path(st, txn, iter(path))

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from confer.kv import Compact, encode_command
 from confer.raft.core import Config
 from confer.raft.rawnode import bootstrap
+from confer.server import config
 from confer.server.api import RequestContext, RequestLayer
 from confer.server.api.core import ClusterListener
 from confer.server.config import ConfigError, ServerConfig
@@ -231,8 +232,9 @@ class ConferServer:
     async def _start_grpc(self) -> None:
         # Two servers, so that nothing of the peer protocol is reachable where clients are
         # (and no client service where peers are): Raft and the internal Leader service only
-        # on the peer port, both APIs only on the client port; health on both.
-        client = _grpc_server()
+        # on the peer port, both APIs only on the client port; health on both. The client
+        # port's receive limit follows --max-request-bytes (peers need 64 MiB).
+        client = _grpc_server(config.client_grpc_options(self.cfg))
         services = GenericHandlersOnly(client)
         # The busiest first: a call's method is looked up in one service after another.
         # etcd's v3 API is on the same port (docs/etcd-compatibility.md).
@@ -568,10 +570,14 @@ def _private_dir(path: Path) -> None:
                     mode & DIR_MODE)
 
 
-def _grpc_server() -> grpc.aio.Server:
+def _grpc_server(options: list[tuple[str, int]] | None = None) -> grpc.aio.Server:
+    """A gRPC server with the peer transport's options, ``options`` replacing any of the
+    same name."""
+    mine = dict(options or ())
     # No SO_REUSEPORT (grpcio sets it on Linux): a second process on the same port must
     # fail to start, not silently take half of this one's connections.
-    return grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0)])
+    return grpc.aio.server(options=[*(o for o in GRPC_OPTIONS if o[0] not in mine),
+                                    *mine.items(), ("grpc.so_reuseport", 0)])
 
 
 def _listen(server: grpc.aio.Server, addr: str, what: str) -> int:

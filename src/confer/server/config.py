@@ -17,6 +17,16 @@ from confer.server.addresses import address_problem, member_id_problem
 
 DEFAULT_CLIENT_ADDR = "127.0.0.1:7379"
 DEFAULT_PEER_ADDR = "127.0.0.1:7380"
+DEFAULT_MAX_REQUEST_BYTES = 1536 * 1024
+"""etcd's default --max-request-bytes (1.5 MiB)."""
+DEFAULT_QUOTA_BACKEND_BYTES = 2 << 30
+"""etcd's default --quota-backend-bytes (2 GiB)."""
+MAX_CONCURRENT_STREAMS = 1_000
+"""Calls (unary or streams) one client connection may have open at once; more wait in the
+client (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS). etcd leaves it unbounded."""
+GRPC_REQUEST_OVERHEAD = 512 * 1024
+"""What the client port's gRPC receive limit allows beyond --max-request-bytes (etcd's
+``grpcOverheadBytes``): a request's proto is larger than its log entry."""
 
 
 class ConfigError(ValueError):
@@ -51,16 +61,29 @@ class ServerConfig:
     snapshot_every: int = 100_000
     snapshot_catchup_entries: int = 5_000
     """Entries kept in the log after a snapshot, so that slow followers catch up from the log."""
-    auto_compaction_retention: int = 0
-    """Keep this many revisions of history; 0 = compact only by hand."""
+    auto_compaction_retention: int = 10_000
+    """Keep this many revisions of history (the leader compacts older ones); 0 = compact
+    only by hand, as etcd without --auto-compaction-*."""
     batch_window_ms: int = 20
     """Under load, rounds of the Raft loop at least this far apart (at most a quarter tick),
     so that each carries many writes; 0 = off. See NodeOptions.batch_window."""
     max_key_bytes: int = 4096
     max_value_bytes: int = 1 << 20
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    """Largest write, encoded as its log entry (etcd's --max-request-bytes)."""
+    quota_backend_bytes: int = 0
+    """Store size that raises the NOSPACE alarm: 0 = the default (2 GiB), negative = no
+    quota (etcd's --quota-backend-bytes). See :attr:`quota_bytes`."""
     log_level: str = "info"
     log_format: str = "text"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def quota_bytes(self) -> int:
+        """The effective quota: 0 when there is none (etcd: negative turns it off)."""
+        if self.quota_backend_bytes < 0:
+            return 0
+        return self.quota_backend_bytes or DEFAULT_QUOTA_BACKEND_BYTES
 
     @property
     def client_url(self) -> str:
@@ -126,6 +149,8 @@ class ServerConfig:
             raise ConfigError("snapshot-every must be positive, snapshot-catchup-entries >= 0")
         if self.max_key_bytes <= 0 or self.max_value_bytes <= 0:
             raise ConfigError("max-key-bytes and max-value-bytes must be positive")
+        if self.max_request_bytes <= 0:
+            raise ConfigError("max-request-bytes must be positive")
         if self.auto_compaction_retention < 0:
             raise ConfigError("auto-compaction-retention must be >= 0")
         if sum(bool(x) for x in (self.initial_cluster, self.join, self.wait_init)) > 1:
@@ -148,6 +173,15 @@ class ServerConfig:
                 raise ConfigError("set --id: initial-cluster has no single entry for this "
                                   f"node's peer address {self.peer_url}")
             self.node_id = matches[0]
+
+
+def client_grpc_options(cfg: ServerConfig) -> list[tuple[str, int]]:
+    """The client port's gRPC server options: gRPC itself refuses (RESOURCE_EXHAUSTED,
+    before parsing) a message larger than ``max_request_bytes`` + ``GRPC_REQUEST_OVERHEAD``,
+    and a connection holds at most ``MAX_CONCURRENT_STREAMS`` calls at once."""
+    return [("grpc.max_receive_message_length",
+             cfg.max_request_bytes + GRPC_REQUEST_OVERHEAD),
+            ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS)]
 
 
 def check_addr(setting: str, addr: str, *, allow_port_zero: bool = False) -> None:

@@ -13,16 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from confer.envelope import EntryKind, MalformedEntry, kind_of, unwrap_forwarded
-from confer.kv import (
-    Command,
-    DeleteRange,
-    Put,
-    Txn,
-    validate_command,
-)
+from confer.kv import validate_command
 from confer.kv.commands import decode_command
-from confer.kv.errors import InvalidArgument, KVError
+from confer.kv.errors import KVError
 from confer.raft.types import Entry, EntryType
+from confer.server.api.limits import check_key_sizes
 from confer.server.members import decode_publish
 
 _FORWARDED = int(EntryKind.FORWARDED)
@@ -61,27 +56,10 @@ class ProposalChecks:
         try:
             cmd = decode_command(data)
             validate_command(cmd)
-            self._check_sizes(cmd)
+            check_key_sizes(cmd, self.max_key_bytes, self.max_value_bytes)
         except KVError as e:  # BadCommand, InvalidArgument and its kin
             return str(e)
         return None
-
-    def _check_sizes(self, cmd: Command) -> None:
-        if type(cmd) is Put:
-            if len(cmd.key) > self.max_key_bytes:
-                raise InvalidArgument(f"key of {len(cmd.key)} bytes: at most "
-                                      f"{self.max_key_bytes} allowed")
-            if len(cmd.value) > self.max_value_bytes:
-                raise InvalidArgument(f"value of {len(cmd.value)} bytes: at most "
-                                      f"{self.max_value_bytes} allowed")
-        elif type(cmd) is DeleteRange:
-            if len(cmd.key) > self.max_key_bytes:
-                raise InvalidArgument(f"key of {len(cmd.key)} bytes: at most "
-                                      f"{self.max_key_bytes} allowed")
-        elif type(cmd) is Txn:
-            for op in (*cmd.success, *cmd.failure):
-                if type(op) is Put or type(op) is DeleteRange or type(op) is Txn:
-                    self._check_sizes(op)
 
 
 def _publish_refusal(data: bytes, sender: int) -> str | None:

@@ -4,7 +4,9 @@ A watcher first catches up from the store's event history (from its start revisi
 receives new events as the local state machine applies them. A watcher that falls behind
 is never dropped: when its buffer is full it stops being fed and catches up from the
 history again, and only if that history was compacted meanwhile does it end, with an
-explicit "compacted" error naming the oldest revision still available.
+explicit "compacted" error naming the oldest revision still available. Batches are handed
+over in runs of about ``BATCH_BYTES`` (a revision is never split), so that one response
+never carries a catch-up of large values whole.
 """
 
 from __future__ import annotations
@@ -17,6 +19,37 @@ from confer.kv import CompactedError, Event, KVStore
 
 MAX_BUFFERED_EVENTS = 10_000
 CATCH_UP_BATCH = 1_000
+BATCH_BYTES = 1 << 20
+"""A batch handed to a watch stream holds about this many bytes of events at most: 1,000
+events of 1 MiB would otherwise be one response of a gigabyte (over gRPC's limit)."""
+EVENT_OVERHEAD = 32
+"""Bytes counted per event besides its keys and values (an estimate, not the wire size)."""
+
+
+def event_bytes(e: Event) -> int:
+    """An event's approximate size in a response: keys, values (``prev_kv`` included) and
+    :data:`EVENT_OVERHEAD`."""
+    size = len(e.kv.key) + len(e.kv.value) + EVENT_OVERHEAD
+    if e.prev_kv is not None:
+        size += len(e.prev_kv.key) + len(e.prev_kv.value)
+    return size
+
+
+def split_batch(batch: list[Event], limit: int = BATCH_BYTES) -> list[list[Event]]:
+    """``batch`` cut into runs of about ``limit`` bytes; a cut falls only between two
+    revisions (etcd's watch guarantee: a revision's events are never split)."""
+    out: list[list[Event]] = []
+    run: list[Event] = []
+    size = 0
+    for e in batch:
+        if size >= limit and e.kv.mod_revision != run[-1].kv.mod_revision:
+            out.append(run)
+            run, size = [], 0
+        run.append(e)
+        size += event_bytes(e)
+    if run:
+        out.append(run)
+    return out
 
 
 class WatchClosed(Exception):
@@ -99,9 +132,8 @@ class WatchHub:
         try:
             while not w.cancelled:
                 if not w.synced:
-                    batch = self._catch_up(w)
-                    if batch:
-                        yield batch
+                    for run in split_batch(self._catch_up(w)):
+                        yield run
                     continue
                 if not w.buffered:
                     w.wake.clear()
@@ -111,7 +143,8 @@ class WatchHub:
                 batch = [e for e in batch if e.kv.mod_revision >= w.next_revision]
                 if batch:
                     w.next_revision = batch[-1].kv.mod_revision + 1
-                    yield batch
+                    for run in split_batch(batch):
+                        yield run
         finally:
             self.watchers.discard(w)
         if self._closed:
@@ -132,4 +165,5 @@ class WatchHub:
         return events
 
 
-__all__ = ["CompactedError", "WatchClosed", "WatchHub", "Watcher"]
+__all__ = ["CompactedError", "WatchClosed", "WatchHub", "Watcher", "event_bytes",
+           "split_batch"]

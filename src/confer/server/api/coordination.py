@@ -37,7 +37,7 @@ from confer.kv import (
     Txn,
     TxnResult,
 )
-from confer.kv.paths import subtree_range, validate_value
+from confer.kv.paths import subtree_range
 from confer.server.api.context import DEFAULT_TIMEOUT, Access, AccessKind, RequestContext
 from confer.server.api.core import Core
 from confer.server.api.errors import (
@@ -335,8 +335,6 @@ class CoordinationRequests:
                        ) -> Candidate:
         """Wait until the caller's lease leads the election ``name``. Campaigning again with
         a lease that already has a key there proclaims the new value (etcd)."""
-        validate_value(value, self.core.max_value_bytes)
-
         async def on_reuse(cand: Candidate) -> None:
             if cand.value != value:
                 await self.proclaim(ctx, cand.key, cand.rev, cand.lease, value)
@@ -347,7 +345,6 @@ class CoordinationRequests:
                        value: bytes, *, check_lease: bool = True) -> TxnResult:
         """Set the leader's value, only while ``key`` is still the key created at ``rev``
         (and, with ``check_lease``, still held by ``lease``): NotElectionLeader otherwise."""
-        validate_value(value, self.core.max_value_bytes)
         compares = [_created_at(key, rev)]
         if check_lease:
             compares.append(Compare(key, target=CompareTarget.LEASE,

@@ -10,9 +10,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, Protocol, TypeVar
 
-from confer.kv import Command, ErrorResult, KVStore, encode_command, validate_command
+from confer.kv import Command, ErrorResult, KVStore, NoSpace, encode_command, validate_command
 from confer.raft.errors import NotLeader
 from confer.server.api.context import Access, AccessKind, Guard, RequestContext
+from confer.server.api.limits import WriteLimits
 from confer.server.config import ServerConfig
 from confer.server.consensus import Consensus, NoLeader
 from confer.server.fsm import ServerStateMachine
@@ -82,7 +83,7 @@ class Core:
         self.consensus = host.consensus
         cfg = host.cfg
         self.max_key_bytes = cfg.max_key_bytes
-        self.max_value_bytes = cfg.max_value_bytes
+        self.limits = WriteLimits(cfg, self.kv)
         self.guards: list[Guard] = []
         """Checked, in order, before every access: authentication, authorization, quotas and
         metrics register here."""
@@ -121,10 +122,32 @@ class Core:
         for access in accesses:
             self.check(ctx, access)
         validate_command(command)
-        result = await self.consensus.replicate(encode_command(command), ctx.deadline)
+        data = encode_command(command)
+        size = len(data)
+        limits = self.limits
+        limits.check(command, size)
+        if limits.over_quota(command, size):
+            await self._raise_nospace(ctx)
+        limits.pending += 1
+        limits.pending_bytes += size
+        try:
+            result = await self.consensus.replicate(data, ctx.deadline)
+        finally:
+            limits.pending -= 1
+            limits.pending_bytes -= size
         if isinstance(result, ErrorResult):
             raise result.to_exception()
         return result
+
+    async def _raise_nospace(self, ctx: RequestContext) -> None:
+        """Replicate this member's NOSPACE alarm (unless one is active), then refuse."""
+        if not self.kv.nospace:
+            await self.consensus.replicate(self.limits.nospace_alarm(self.host.node_id),
+                                           ctx.deadline)
+        raise NoSpace(f"database space exceeded: the store's {self.kv.size_bytes()} bytes "
+                      f"and this write exceed the quota of {self.limits.quota_bytes} bytes "
+                      "(--quota-backend-bytes); the NOSPACE alarm is raised: free space "
+                      "(delete, compact), then disarm it (docs/operations.md)")
 
     async def admin(self, ctx: RequestContext) -> None:
         """Check a cluster-wide administrative access."""

@@ -7,6 +7,8 @@ adapters too. Each adapter maps all of them to its API's statuses in one table.
 
 from __future__ import annotations
 
+from confer.kv.errors import InvalidArgument
+
 
 class RequestError(Exception):
     """Base class of the request layer's errors."""
@@ -15,6 +17,16 @@ class RequestError(Exception):
 class PermissionDenied(RequestError):
     """A guard refused the request (authorization, quota or rate limit: the message says
     which rule)."""
+
+
+class RequestTooLarge(InvalidArgument):
+    """The write's log entry is larger than ``--max-request-bytes`` (etcd: "etcdserver:
+    request is too large")."""
+
+
+class TooManyRequests(RequestError):
+    """Too many writes already wait for the log on this member (etcd: "etcdserver: too many
+    requests"); the client should back off and retry."""
 
 
 # -- cluster ----------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ from __future__ import annotations
 import crc32c
 
 from confer.kv import (
+    Alarm,
+    AlarmAction,
+    AlarmResult,
+    AlarmType,
     Compact,
     CompactResult,
     DeleteRange,
@@ -184,6 +188,21 @@ class KVRequests:
         accesses = txn_accesses(txn) if self.core.guards else ()
         result: TxnResult = await self.core.write(ctx, txn, *accesses)
         return result
+
+    # -- alarms ---------------------------------------------------------------------------------
+    async def alarms(self, ctx: RequestContext) -> list[tuple[int, int]]:
+        """The active alarms, ``(member id, alarm type)``, as this member applied them."""
+        await self.core.admin(ctx)
+        self.core.consensus.require_node()
+        return self.store.alarms()
+
+    async def alarm(self, ctx: RequestContext, action: AlarmAction, member_id: int,
+                    alarm: AlarmType) -> list[tuple[int, int]]:
+        """Raise or clear an alarm on every member; the alarms that changed."""
+        await self.core.admin(ctx)
+        result: AlarmResult = await self.core.write(ctx, Alarm(action, member_id, alarm),
+                                                    Access(WRITE))
+        return result.changed
 
     async def compact(self, ctx: RequestContext, revision: int) -> CompactResult:
         await self.core.admin(ctx)

@@ -37,10 +37,6 @@ class RequestLayer:
     def max_key_bytes(self) -> int:
         return self.core.max_key_bytes
 
-    @property
-    def max_value_bytes(self) -> int:
-        return self.core.max_value_bytes
-
     def header(self, revision: int = 0) -> Header:
         return self.core.header(revision)
 

@@ -4,13 +4,80 @@ its event batches (:mod:`confer.server.watch` feeds them from applied state)."""
 from __future__ import annotations
 
 import asyncio
+import weakref
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Generic, TypeVar
 
 from confer.kv import Event
 from confer.server.api.context import Access, AccessKind, RequestContext
 from confer.server.api.core import Core
 from confer.server.api.kv import tree_span
 from confer.server.watch import Watcher
+
+T = TypeVar("T")
+
+MAX_WATCHES_PER_STREAM = 1_000
+"""Watches one etcd Watch stream may hold; more are refused (etcd has no bound)."""
+STREAM_QUEUE_BYTES = 4 << 20
+"""Bytes of responses one stream may hold for a client that does not read them: beyond
+that its watches wait, and the hub lets each fall back to reading history."""
+STREAM_QUEUE_RESPONSES = 1_024
+"""Responses one stream may hold, whatever their size."""
+
+
+class ResponseQueue(Generic[T]):
+    """The responses of one stream on their way to its client, bounded in bytes and count.
+
+    Producers wait in :meth:`put` while it is full, so a client that stops reading stops
+    its watches (their events wait in the hub, which falls back to history) instead of
+    growing the server. One response is always admitted, whatever its size.
+    """
+
+    def __init__(self, max_bytes: int = STREAM_QUEUE_BYTES,
+                 max_items: int = STREAM_QUEUE_RESPONSES) -> None:
+        self.max_bytes = max_bytes
+        self.max_items = max_items
+        self.bytes = 0
+        self.peak_bytes = 0
+        """The most bytes it ever held (for tests and metrics)."""
+        self._items: deque[tuple[T, int]] = deque()
+        self._not_empty = asyncio.Event()
+        self._room = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _has_room(self, size: int) -> bool:
+        items = self._items
+        return not items or (len(items) < self.max_items and self.bytes + size <= self.max_bytes)
+
+    async def put(self, item: T, size: int) -> None:
+        """Queue ``item`` (``size`` bytes), waiting for room."""
+        while not self._has_room(size):
+            self._room.clear()
+            await self._room.wait()
+        self._append(item, size)
+
+    def put_nowait(self, item: T) -> None:
+        """Queue a marker of no size at once (the end of the stream), bound or not."""
+        self._append(item, 0)
+
+    def _append(self, item: T, size: int) -> None:
+        self._items.append((item, size))
+        self.bytes += size
+        self.peak_bytes = max(self.peak_bytes, self.bytes)
+        self._not_empty.set()
+
+    async def get(self) -> T:
+        """The oldest response, waiting for one."""
+        while not self._items:
+            self._not_empty.clear()
+            await self._not_empty.wait()
+        item, size = self._items.popleft()
+        self.bytes -= size
+        self._room.set()
+        return item
 
 
 def boundary_match(path: bytes) -> Callable[[bytes], bool]:
@@ -25,6 +92,14 @@ class WatchRequests:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.hub = core.host.hub
+        self.queues: weakref.WeakSet[ResponseQueue[object]] = weakref.WeakSet()
+        """The response queue of every open multiplexed (etcd) stream."""
+
+    def queue(self) -> ResponseQueue[T]:
+        """A new stream's bounded response queue (see :class:`ResponseQueue`)."""
+        q: ResponseQueue[T] = ResponseQueue()
+        self.queues.add(q)  # type: ignore[arg-type]  # tracked whatever it holds
+        return q
 
     def watch(self, ctx: RequestContext, key: bytes, range_end: bytes, start_revision: int
               ) -> Watcher:

@@ -2,8 +2,8 @@
 against a Confer cluster. One store underneath: etcd and native requests see the same keys
 (docs/etcd-compatibility.md).
 
-Modules: ``common`` (headers, etcd's errors), ``kv`` (KV, Watch), ``lease``, ``cluster``
-(Cluster, Maintenance), ``coord`` (v3lock, v3election), ``auth``.
+Modules: ``common`` (headers, etcd's errors), ``kv`` (KV, Watch), ``lease``, ``cluster``,
+``maintenance``, ``coord`` (v3lock, v3election), ``auth``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from confer.etcdpb.v3electionpb import v3election_pb2_grpc
 from confer.etcdpb.v3lockpb import v3lock_pb2_grpc
 from confer.server.api import RequestLayer
 from confer.server.etcd.auth import EtcdAuth
-from confer.server.etcd.cluster import EtcdCluster, EtcdMaintenance
+from confer.server.etcd.cluster import EtcdCluster
 from confer.server.etcd.coord import EtcdElection, EtcdLock
 from confer.server.etcd.kv import EtcdKV, EtcdWatch
 from confer.server.etcd.lease import EtcdLease
+from confer.server.etcd.maintenance import EtcdMaintenance
 from confer.server.registry import GenericHandlersOnly
 from confer.server.rpc import register
 

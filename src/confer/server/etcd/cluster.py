@@ -1,4 +1,5 @@
-"""etcd's ``Cluster`` and ``Maintenance`` services, on the native membership logic.
+"""etcd's ``Cluster`` service, on the native membership logic (``Maintenance``:
+:mod:`confer.server.etcd.maintenance`).
 
 Addresses: Confer names members by ``host:port``; etcd by URLs. A member's address is shown
 as ``http://host:port``, and a URL given to MemberAdd/MemberUpdate is taken as its
@@ -7,30 +8,15 @@ as ``http://host:port``, and a URL given to MemberAdd/MemberUpdate is taken as i
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
-
-import grpc
 
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.kv import InvalidArgument
 from confer.server.api import RequestContext, RequestLayer
-from confer.server.etcd.common import (
-    ERR_BAD_LEADER_TRANSFEREE,
-    etcd_error,
-    etcd_rpc,
-    etcd_stream,
-    header,
-)
+from confer.server.etcd.common import etcd_rpc, header
 from confer.server.members import Member
 from confer.server.rpc import Adapter
-
-ETCD_VERSION = "3.5.0"
-"""The etcd API version Confer reports (Status, Snapshot): what etcd's clients check."""
-SNAPSHOT_MAGIC = b"CONFER-KV-SNAPSHOT\n"
-SNAPSHOT_CHUNK = 64 * 1024
 
 
 def url_of(addr: str) -> list[str]:
@@ -108,79 +94,3 @@ class EtcdCluster(Adapter, rpc_pb2_grpc.ClusterServicer):
         members = await self.cluster.update_member(ctx, req.ID, addr_of(req.peerURLs))
         return rpc_pb2.MemberUpdateResponse(header=header(self.layer),
                                             members=self._members(members))
-
-
-def snapshot_blob(state: bytes) -> bytes:
-    """Confer's store snapshot framed as etcd's clients expect a snapshot stream: a magic
-    line, the state's length (8 bytes), the state, zeros up to a multiple of 512 bytes, then
-    the SHA-256 of everything before (etcd appends that hash; its tools look for it)."""
-    body = SNAPSHOT_MAGIC + len(state).to_bytes(8, "big") + state
-    body += b"\0" * (-len(body) % 512)
-    return body + hashlib.sha256(body).digest()
-
-
-class EtcdMaintenance(Adapter, rpc_pb2_grpc.MaintenanceServicer):
-    """``etcdserverpb.Maintenance``."""
-
-    @etcd_rpc
-    async def Status(self, req: rpc_pb2.StatusRequest, ctx: RequestContext
-                     ) -> rpc_pb2.StatusResponse:
-        st = self.layer.cluster.status(ctx)
-        return rpc_pb2.StatusResponse(
-            header=header(self.layer), version=ETCD_VERSION, dbSize=st.storage_bytes,
-            dbSizeInUse=st.storage_bytes, leader=st.leader_id, raftIndex=st.commit_index,
-            raftTerm=st.raft_term, raftAppliedIndex=st.applied_index,
-            isLearner=st.is_learner, storageVersion=ETCD_VERSION[:3] + ".0")
-
-    @etcd_rpc
-    async def Alarm(self, req: rpc_pb2.AlarmRequest, ctx: RequestContext
-                    ) -> rpc_pb2.AlarmResponse:
-        """Confer raises no alarms (no space quota, no corruption check): always none."""
-        return rpc_pb2.AlarmResponse(header=header(self.layer))
-
-    @etcd_rpc
-    async def Defragment(self, req: rpc_pb2.DefragmentRequest, ctx: RequestContext
-                         ) -> rpc_pb2.DefragmentResponse:
-        """A no-op: Confer's storage has no free pages to reclaim (docs/etcd-compatibility.md)."""
-        return rpc_pb2.DefragmentResponse(header=header(self.layer))
-
-    @etcd_rpc
-    async def Hash(self, req: rpc_pb2.HashRequest, ctx: RequestContext) -> rpc_pb2.HashResponse:
-        value, _, revision = await self.layer.kv.hash(ctx)
-        return rpc_pb2.HashResponse(header=header(self.layer, revision), hash=value)
-
-    @etcd_rpc
-    async def HashKV(self, req: rpc_pb2.HashKVRequest, ctx: RequestContext
-                     ) -> rpc_pb2.HashKVResponse:
-        """The hash of the keys as of ``revision`` (0: now)."""
-        value, compact, revision = await self.layer.kv.hash(ctx, req.revision)
-        return rpc_pb2.HashKVResponse(header=header(self.layer), hash=value,
-                                      compact_revision=compact, hash_revision=revision)
-
-    @etcd_stream
-    async def Snapshot(self, req: rpc_pb2.SnapshotRequest, ctx: RequestContext
-                       ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
-        """This member's store, in Confer's snapshot format (``etcdutl snapshot restore``
-        cannot read it; see docs/etcd-compatibility.md)."""
-        blob = snapshot_blob(await self.layer.kv.snapshot(ctx))
-        for start in range(0, len(blob), SNAPSHOT_CHUNK):
-            chunk = blob[start:start + SNAPSHOT_CHUNK]
-            yield rpc_pb2.SnapshotResponse(header=header(self.layer), blob=chunk,
-                                           remaining_bytes=len(blob) - start - len(chunk),
-                                           version=ETCD_VERSION)
-
-    @etcd_rpc
-    async def MoveLeader(self, req: rpc_pb2.MoveLeaderRequest, ctx: RequestContext
-                         ) -> rpc_pb2.MoveLeaderResponse:
-        target = next((m for m in self.layer.cluster.member_list() if m.id == req.targetID),
-                      None)
-        if target is None or target.is_learner:
-            raise etcd_error(ERR_BAD_LEADER_TRANSFEREE)
-        await self.layer.cluster.transfer_leadership(ctx, req.targetID)
-        return rpc_pb2.MoveLeaderResponse(header=header(self.layer))
-
-    @etcd_rpc
-    async def Downgrade(self, req: rpc_pb2.DowngradeRequest, ctx: RequestContext
-                        ) -> rpc_pb2.DowngradeResponse:
-        raise etcd_error((grpc.StatusCode.UNIMPLEMENTED,
-                          "etcdserver: downgrade is not supported by Confer"))

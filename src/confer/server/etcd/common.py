@@ -64,6 +64,9 @@ ERR_AUTH_FAILED = (Code.INVALID_ARGUMENT, "etcdserver: authentication failed, in
                    "or password")
 
 
+ERR_REQUEST_TOO_LARGE = (Code.INVALID_ARGUMENT, "etcdserver: request is too large")
+ERR_TOO_MANY_REQUESTS = (Code.RESOURCE_EXHAUSTED, "etcdserver: too many requests")
+ERR_NO_SPACE = (Code.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded")
 ERR_PERMISSION_DENIED = (Code.PERMISSION_DENIED, "etcdserver: permission denied")
 ERR_LOCK_SESSION_EXPIRED = (Code.NOT_FOUND, "etcdserver: requested lease not found")
 ERR_ELECTION_NOT_LEADER = (Code.FAILED_PRECONDITION, "election: not leader")
@@ -96,6 +99,9 @@ _STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Sta
     (store.FutureRevisionError, ERR_FUTURE_REV),
     (store.DuplicateKey, ERR_DUPLICATE_KEY),
     (store.TooManyOps, ERR_TOO_MANY_OPS),
+    (api.RequestTooLarge, ERR_REQUEST_TOO_LARGE),
+    (api.TooManyRequests, ERR_TOO_MANY_REQUESTS),
+    (store.NoSpace, ERR_NO_SPACE),
     (store.KeyNotFound, ERR_KEY_NOT_FOUND),
     (store.LeaseNotFound, ERR_LEASE_NOT_FOUND),
     (store.LeaseExists, ERR_LEASE_EXISTS),

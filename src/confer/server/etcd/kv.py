@@ -21,7 +21,7 @@ from confer import kv as store
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.kv import Put as PutCommand
 from confer.server.api import RequestContext, RequestLayer
-from confer.server.api.watches import with_progress
+from confer.server.api.watches import MAX_WATCHES_PER_STREAM, ResponseQueue, with_progress
 from confer.server.etcd.common import (
     etcd_rpc,
     etcd_stream,
@@ -31,7 +31,7 @@ from confer.server.etcd.common import (
     require_key,
 )
 from confer.server.rpc import COMPARE_VALUE_FIELDS, Adapter
-from confer.server.watch import Watcher
+from confer.server.watch import Watcher, event_bytes
 
 # -- requests to commands ---------------------------------------------------------------------
 E = TypeVar("E", bound=enum.IntEnum)
@@ -68,13 +68,11 @@ def compare(c: rpc_pb2.Compare) -> store.Compare:
 
 
 class Commands:
-    """etcd requests as store commands, checked as etcd checks them before proposing."""
+    """etcd requests as store commands, checked as etcd checks them before proposing (the
+    sizes of keys, values and the whole request: by the request layer, for both APIs)."""
 
-    def __init__(self, max_value_bytes: int) -> None:
-        self.max_value_bytes = max_value_bytes
-
-    def put(self, r: rpc_pb2.PutRequest) -> PutCommand:
-        store.validate_value(r.value, self.max_value_bytes)
+    @staticmethod
+    def put(r: rpc_pb2.PutRequest) -> PutCommand:
         return PutCommand(require_key(r.key), r.value, r.lease, r.prev_kv, r.ignore_value,
                           r.ignore_lease)
 
@@ -138,7 +136,7 @@ class EtcdKV(Adapter, rpc_pb2_grpc.KVServicer):
 
     def __init__(self, layer: RequestLayer) -> None:
         super().__init__(layer)
-        self.commands = Commands(layer.max_value_bytes)
+        self.commands = Commands()
 
     @etcd_rpc
     async def Range(self, req: rpc_pb2.RangeRequest, ctx: RequestContext
@@ -183,34 +181,50 @@ class _Watch:
     task: asyncio.Task[None] | None = None
 
 
+CONTROL_RESPONSE_BYTES = 64
+"""What a response without events counts in its stream's queue."""
+
+
 @dataclass(eq=False)
 class WatchStream:
-    """One client's Watch stream: many watches, all feeding one queue of responses."""
+    """One client's Watch stream: many watches (at most ``MAX_WATCHES_PER_STREAM``), all
+    feeding one bounded queue of responses. A client that stops reading fills the queue;
+    its watches then wait, and the hub lets each fall back to the history, so the server
+    holds at most the queue's bound for it (and a watch whose history was compacted
+    meanwhile is cancelled with ``compact_revision``, as etcd does)."""
 
     layer: RequestLayer
     ctx: RequestContext
-    out: asyncio.Queue[rpc_pb2.WatchResponse | None] = field(default_factory=asyncio.Queue)
+    out: ResponseQueue[rpc_pb2.WatchResponse | None]
     watches: dict[int, _Watch] = field(default_factory=dict)
     next_id: int = 0
 
-    def send(self, watch_id: int, **fields: Any) -> None:
-        self.out.put_nowait(rpc_pb2.WatchResponse(header=header(self.layer),
-                                                  watch_id=watch_id, **fields))
+    async def send(self, watch_id: int, size: int = CONTROL_RESPONSE_BYTES,
+                   **fields: Any) -> None:
+        await self.out.put(rpc_pb2.WatchResponse(header=header(self.layer),
+                                                 watch_id=watch_id, **fields), size)
 
-    def handle(self, req: rpc_pb2.WatchRequest) -> None:
+    async def handle(self, req: rpc_pb2.WatchRequest) -> None:
         kind = req.WhichOneof("request_union")
         if kind == "create_request":
-            self.create(req.create_request)
+            await self.create(req.create_request)
         elif kind == "cancel_request":
-            self.cancel(req.cancel_request.watch_id)
+            await self.cancel(req.cancel_request.watch_id)
         elif kind == "progress_request":
-            self.send(CANCELED_WATCH_ID)
+            await self.send(CANCELED_WATCH_ID)
 
-    def create(self, c: rpc_pb2.WatchCreateRequest) -> None:
+    async def create(self, c: rpc_pb2.WatchCreateRequest) -> None:
         wid = c.watch_id
-        if wid in self.watches or wid < 0:
-            self.send(CANCELED_WATCH_ID, created=True, canceled=True,
-                      cancel_reason="mvcc: duplicate watch ID provided on the WatchStream")
+        if wid < 0 or (wid and wid in self.watches):  # 0 is never a duplicate: it is "any"
+            await self.send(CANCELED_WATCH_ID, created=True, canceled=True,
+                            cancel_reason="mvcc: duplicate watch ID provided on the "
+                                          "WatchStream")
+            return
+        if len(self.watches) >= MAX_WATCHES_PER_STREAM:
+            await self.send(CANCELED_WATCH_ID, created=True, canceled=True,
+                            cancel_reason=f"etcdserver: too many watches on one stream "
+                                          f"(at most {MAX_WATCHES_PER_STREAM}); cancel one "
+                                          "or open another stream")
             return
         if not wid:  # 0 asks the server to choose: the lowest unused id from next_id on
             while self.next_id in self.watches:
@@ -221,19 +235,20 @@ class WatchStream:
         w = _Watch(wid, c, self.layer.watches.watch(self.ctx, c.key, c.range_end,
                                                     c.start_revision))
         self.watches[wid] = w
-        self.send(wid, created=True)
+        await self.send(wid, created=True)
         w.task = asyncio.ensure_future(self.feed(w))
 
-    def cancel(self, wid: int) -> None:
+    async def cancel(self, wid: int) -> None:
         w = self.watches.pop(wid, None)
         if w is not None:
             self.layer.watches.cancel(w.watcher)
             if w.task is not None:
                 w.task.cancel()
-            self.send(wid, canceled=True)
+            await self.send(wid, canceled=True)
 
     async def feed(self, w: _Watch) -> None:
-        """Send ``w``'s events, one response per batch the hub hands over, filtered."""
+        """Send ``w``'s events as the hub hands them over (runs of about a MiB), filtered,
+        one response per run; waits while the stream's queue is full."""
         c = w.create
         skip = {store.EventType.PUT if f == rpc_pb2.WatchCreateRequest.NOPUT
                 else store.EventType.DELETE for f in c.filters}
@@ -242,15 +257,16 @@ class WatchStream:
             async for batch in with_progress(batches,
                                              PROGRESS_INTERVAL if c.progress_notify else None):
                 if batch is None:
-                    self.send(w.id)  # progress: no events, the header's revision
+                    await self.send(w.id)  # progress: no events, the header's revision
                     continue
-                events = [event_to_etcd(e, c.prev_kv) for e in batch if e.type not in skip]
+                events = [e for e in batch if e.type not in skip] if skip else batch
                 if events:
-                    self.send(w.id, events=events)
+                    await self.send(w.id, sum(map(event_bytes, events)),
+                                    events=[event_to_etcd(e, c.prev_kv) for e in events])
         except store.CompactedError as e:
             self.watches.pop(w.id, None)
-            self.send(w.id, canceled=True, compact_revision=e.compact_revision,
-                      cancel_reason="mvcc: required revision has been compacted")
+            await self.send(w.id, canceled=True, compact_revision=e.compact_revision,
+                            cancel_reason="mvcc: required revision has been compacted")
         finally:
             with contextlib.suppress(Exception):
                 await batches.aclose()
@@ -270,12 +286,12 @@ class EtcdWatch(Adapter, rpc_pb2_grpc.WatchServicer):
     async def Watch(self, requests: AsyncIterator[rpc_pb2.WatchRequest], ctx: RequestContext
                     ) -> AsyncIterator[rpc_pb2.WatchResponse]:
         self.layer.core.consensus.require_node()
-        stream = WatchStream(self.layer, ctx)
+        stream = WatchStream(self.layer, ctx, self.layer.watches.queue())
 
         async def read() -> None:
             try:
                 async for req in requests:
-                    stream.handle(req)
+                    await stream.handle(req)  # waits while the queue is full
                 # As etcd: the client closing its side does not end the watches.
             finally:
                 stream.out.put_nowait(None)

@@ -47,6 +47,7 @@ _STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...],
       WatchClosed), Code.UNAVAILABLE),
     (api.Unsupported, Code.UNIMPLEMENTED),
     (api.PermissionDenied, Code.PERMISSION_DENIED),
+    ((store.NoSpace, api.TooManyRequests), Code.RESOURCE_EXHAUSTED),
     ((api.CandidateVanished, LeaderError), Code.INTERNAL),
 ]
 

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from confer import kv as store
-from confer.kv.paths import validate_value
 from confer.server.api import RequestContext, RequestLayer
 from confer.server.api.kv import tree_delete, tree_deleted
 from confer.server.api.watches import with_progress
@@ -35,16 +34,14 @@ _RESULTS = frozenset(int(r) for r in store.CompareResult)
 class Commands:
     """confer.v1 requests as store commands, checked against the path rules."""
 
-    def __init__(self, max_key_bytes: int, max_value_bytes: int) -> None:
+    def __init__(self, max_key_bytes: int) -> None:
         self.max_key_bytes = max_key_bytes
-        self.max_value_bytes = max_value_bytes
 
     def path(self, path: str, *, allow_root: bool = False) -> bytes:
         return path_key(path, self.max_key_bytes, allow_root=allow_root)
 
     def put(self, req: kv_pb2.PutRequest) -> store.Put:
         key = self.path(req.path)
-        validate_value(req.value, self.max_value_bytes)
         return store.Put(key, req.value, lease=req.lease, prev_kv=req.prev_kv)
 
     def delete(self, req: kv_pb2.DeleteRequest) -> store.DeleteRange | store.Txn:
@@ -156,7 +153,7 @@ class Responses:
 class KVService(Adapter, kv_pb2_grpc.KVServicer):
     def __init__(self, layer: RequestLayer) -> None:
         super().__init__(layer)
-        self.commands = Commands(layer.max_key_bytes, layer.max_value_bytes)
+        self.commands = Commands(layer.max_key_bytes)
         self.responses = Responses(layer)
 
     @rpc

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from confer.kv import DeleteRange, EventType, InvalidArgument, Put, RangeOp
-from confer.kv.paths import validate_value
 from confer.server.api import RequestContext, RequestLayer
 from confer.server.api.cluster import ClusterEvent
 from confer.server.members import Member
@@ -38,7 +37,6 @@ class LegacyService(Adapter, confer_pb2_grpc.ConferServiceServicer):
     async def Set(self, req: confer_pb2.SetConfigRequest, ctx: RequestContext
                   ) -> confer_pb2.Empty:
         key = self._path(req.path.path)
-        validate_value(req.value.value, self.layer.max_value_bytes)
         await self.layer.kv.put(ctx, Put(key, req.value.value))
         return confer_pb2.Empty()
 
