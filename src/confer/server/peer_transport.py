@@ -4,7 +4,7 @@ Sending never blocks the Raft loop: messages go into a bounded per-peer queue th
 task drains, coalescing everything queued into one batch. Raft tolerates loss, so when a peer is
 down or its queue is full, messages are dropped and the core is told the peer is unreachable.
 
-Receiving trusts nothing (docs/security-notes/peer.md): a batch must name this node's cluster
+Receiving trusts nothing (docs/security.md): a batch must name this node's cluster
 and come from a member (:meth:`GrpcPeerTransport.deliver` asks the server's admission check),
 else the stream is aborted with PERMISSION_DENIED; its messages must decode as well-formed
 Raft messages for this node (codec.py), else the batch is dropped; and proposals forwarded
