@@ -81,8 +81,11 @@ def test_single_node_refuses_a_voter_that_would_lose_quorum_and_stays_writable(
             assert members(c.nodes[1].client_addr) == {1: False}
             put_ok(kv, "/still/writable")
             # A learner does not count towards quorum: always allowed.
-            cluster.MemberAdd(kv_pb2.MemberAddRequest(id=7, peer_addr="127.0.0.1:1",
-                                                      is_learner=True), timeout=10)
+            added = cluster.MemberAdd(kv_pb2.MemberAddRequest(id=7, peer_addr="127.0.0.1:1",
+                                                              is_learner=True), timeout=10)
+            # No client address until it starts and publishes one: its peer port serves no
+            # client API, so it must not be advertised as one.
+            assert (added.member.peer_addr, added.member.client_addr) == ("127.0.0.1:1", "")
             put_ok(kv, "/still/writable")
             # Promoting a learner that never answered is refused as before (not caught up).
             err = refused(cluster.MemberPromote, kv_pb2.MemberPromoteRequest(id=7))

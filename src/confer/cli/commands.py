@@ -202,9 +202,11 @@ def register(cli: click.Group) -> None:
             members = c.member_list(serializable=True)
             rows: list[tuple[Any, Status | None, str]] = []
             for m in members:
-                addr = m.client_addr or m.peer_addr
+                if not m.client_addr:  # added, but it has not started (or published) yet
+                    rows.append((m, None, "not started"))
+                    continue
                 try:
-                    rows.append((m, c.status(addr), "healthy"))
+                    rows.append((m, c.status(m.client_addr), "healthy"))
                 except ConferError as e:
                     rows.append((m, None, f"unhealthy: {type(e).__name__}"))
         if ctx.json:
@@ -214,7 +216,7 @@ def register(cli: click.Group) -> None:
         print_table(
             ["ID", "NAME", "ENDPOINT", "ROLE", "TERM", "COMMIT", "APPLIED", "REVISION",
              "STORAGE", "HEALTH"],
-            [[m.id, m.name, m.client_addr or m.peer_addr,
+            [[m.id, m.name, m.client_addr or "-",
               (s.role + (" (learner)" if s.is_learner else "")) if s else "-",
               s.raft_term if s else "-", s.commit_index if s else "-",
               s.applied_index if s else "-", s.revision if s else "-",

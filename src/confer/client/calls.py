@@ -213,7 +213,8 @@ def member_add(peer_addr: str, client_addr: str = "", name: str = "", learner: b
 
     Args:
         peer_addr: where the other members will reach it.
-        client_addr: where clients will reach it (default: ``peer_addr``).
+        client_addr: where clients will reach it (default: none until the member starts
+            and publishes its own).
         name: a name (default: ``node-<id>``).
         learner: add it as a non-voting learner, to promote once caught up.
         id: its id (0: the cluster picks one).

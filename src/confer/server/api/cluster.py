@@ -206,8 +206,10 @@ class ClusterRequests:
             if member_id and member_id in members:
                 raise MemberExists(member_id)
             new_id = member_id or max(members, default=0) + 1
-            member = Member(new_id, name or f"node-{new_id}", peer_addr,
-                            client_addr or peer_addr, is_learner)
+            # No client address until the member publishes its own (if none was given):
+            # its peer address serves no client API.
+            member = Member(new_id, name or f"node-{new_id}", peer_addr, client_addr,
+                            is_learner)
             if not is_learner:
                 self._check_live_quorum(f"adding voter {new_id}", add=new_id)
             kind = ConfChangeType.ADD_LEARNER if is_learner else ConfChangeType.ADD_VOTER
