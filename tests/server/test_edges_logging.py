@@ -13,6 +13,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from confer.etcdpb.v3electionpb import v3election_pb2, v3election_pb2_grpc
 from confer.server.log_limit import LogLimiter
 from confer.server.rpc import client_host, handlers, register
 from confer.v1 import kv_pb2, kv_pb2_grpc
@@ -191,3 +193,27 @@ def _refuses_garbage(kind: Any, method: str) -> None:
             call(GARBAGE, timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
     assert "does not decode" in (info.value.details() or ""), method
+
+
+def test_a_call_that_waits_out_its_callers_deadline_ends_quietly(tmp_path: Path) -> None:
+    """A Campaign (or Lock) waits until the caller's deadline, when gRPC ends the call
+    itself: the server must not then try to send a status (which fails in gRPC's core and
+    was logged as ERROR ExecuteBatchError with a traceback, about one call in three)."""
+    with ProcessCluster(1, tmp_path) as c:
+        c.leader()
+        node = c.nodes[1]
+        with grpc.insecure_channel(node.client_addr) as ch:
+            leases = rpc_pb2_grpc.LeaseStub(ch)
+            election = v3election_pb2_grpc.ElectionStub(ch)
+            holder = leases.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60), timeout=10).ID
+            election.Campaign(v3election_pb2.CampaignRequest(name=b"e", lease=holder,
+                                                             value=b"a"), timeout=10)
+            waiter = leases.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60), timeout=10).ID
+            for _ in range(30):
+                with pytest.raises(grpc.RpcError) as info:
+                    election.Campaign(v3election_pb2.CampaignRequest(
+                        name=b"e", lease=waiter, value=b"b"), timeout=0.2)
+                assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            kv_pb2_grpc.KVStub(ch).Put(kv_pb2.PutRequest(path="/ok", value=b"1"), timeout=10)
+        log = node.log_text()
+        assert "ExecuteBatchError" not in log and "Traceback" not in log, log[-3000:]

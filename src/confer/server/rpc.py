@@ -10,6 +10,7 @@ bug) is answered INTERNAL and logged with its traceback once a minute per method
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -211,6 +212,10 @@ Status = tuple[grpc.StatusCode, str]
 StatusTable = Callable[[BaseException], Status | None]
 """An API's error table: the status for an exception, None for an unexpected one."""
 
+DEADLINE_SLACK = 0.01
+"""Seconds before a caller's deadline within which a failure is no longer answered (the
+clocks of gRPC's deadline and of the request layer's waits differ by less)."""
+
 ORIGIN = "x-confer-origin"
 """Trailing metadata on statuses a Confer server chose, as opposed to transport failures."""
 
@@ -263,6 +268,12 @@ def handlers(api: str, table: StatusTable, internal: Callable[[BaseException], s
             if count is not None:
                 log.error("%s %s failed%s", api, name, held_back(count), exc_info=exc)
             status = (grpc.StatusCode.INTERNAL, internal(exc))
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= DEADLINE_SLACK:
+            # The caller's deadline has come (our waits end at it too): gRPC ends the call
+            # with DEADLINE_EXCEEDED itself, and a status sent now would fail in its core
+            # and be logged as an error with a traceback. Nobody is listening: just stop.
+            raise asyncio.CancelledError
         context.set_trailing_metadata(((ORIGIN, "server"),))
         await context.abort(*status)
 
