@@ -5,7 +5,10 @@ per minute and no traceback; an unexpected exception still logs its traceback, o
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,7 +20,7 @@ from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.etcdpb.v3electionpb import v3election_pb2, v3election_pb2_grpc
 from confer.server.log_limit import LogLimiter
 from confer.server.rpc import client_host, handlers, register
-from confer.v1 import kv_pb2, kv_pb2_grpc
+from confer.v1 import coord_pb2, coord_pb2_grpc, kv_pb2, kv_pb2_grpc
 from testing import ProcessCluster
 
 GARBAGE = b"\xff\xff\xff\xff"
@@ -101,6 +104,9 @@ class FakeContext:
 
     def peer(self) -> str:
         return "ipv4:10.0.0.1:4000"
+
+    def cancelled(self) -> bool:
+        return False
 
     def set_trailing_metadata(self, md: Any) -> None:
         pass
@@ -197,8 +203,9 @@ def _refuses_garbage(kind: Any, method: str) -> None:
 
 def test_a_call_that_waits_out_its_callers_deadline_ends_quietly(tmp_path: Path) -> None:
     """A Campaign (or Lock) waits until the caller's deadline, when gRPC ends the call
-    itself: the server must not then try to send a status (which fails in gRPC's core and
-    was logged as ERROR ExecuteBatchError with a traceback, about one call in three)."""
+    itself, and a keep-alive stream answers until then: the server must not then try to
+    send a status or a message (which fails in gRPC's core and was logged as ERROR
+    ExecuteBatchError with a traceback, about one call in three)."""
     with ProcessCluster(1, tmp_path) as c:
         c.leader()
         node = c.nodes[1]
@@ -214,6 +221,25 @@ def test_a_call_that_waits_out_its_callers_deadline_ends_quietly(tmp_path: Path)
                     election.Campaign(v3election_pb2.CampaignRequest(
                         name=b"e", lease=waiter, value=b"b"), timeout=0.2)
                 assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            # A stream answering as its deadline comes: keep-alives sent without pause.
+            lease = coord_pb2_grpc.LeaseStub(ch)
+            lease_id = lease.Grant(coord_pb2.LeaseGrantRequest(ttl=60), timeout=10).id
+            for held_open in [False, True] * 15:
+                with pytest.raises(grpc.RpcError) as info:
+                    for _answer in lease.KeepAlive(
+                            keep_alives(lease_id, held_open), timeout=0.2):
+                        pass
+                assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             kv_pb2_grpc.KVStub(ch).Put(kv_pb2.PutRequest(path="/ok", value=b"1"), timeout=10)
         log = node.log_text()
         assert "ExecuteBatchError" not in log and "Traceback" not in log, log[-3000:]
+
+
+def keep_alives(lease_id: int, held_open: bool) -> Iterator[coord_pb2.LeaseKeepAliveRequest]:
+    """Keep-alives as fast as they go, or two and then the request stream held open (until
+    the call's deadline cancels it)."""
+    if not held_open:
+        yield from itertools.repeat(coord_pb2.LeaseKeepAliveRequest(id=lease_id), 5000)
+        return
+    yield from itertools.repeat(coord_pb2.LeaseKeepAliveRequest(id=lease_id), 2)
+    time.sleep(0.4)

@@ -239,6 +239,15 @@ class Adapter:
         self.layer = layer
 
 
+def stop_if_caller_gone(context: GrpcContext) -> None:
+    """Raise CancelledError if the caller cancelled the call or its deadline has come (the
+    request layer's waits end at it too): gRPC ends the call itself, and a message or status
+    sent now would fail in its core and be logged as an error with a traceback."""
+    remaining = context.time_remaining()
+    if (remaining is not None and remaining <= DEADLINE_SLACK) or context.cancelled():
+        raise asyncio.CancelledError
+
+
 def request_context(api: str, method: str, context: GrpcContext
                     ) -> RequestContext:
     return RequestContext.with_timeout(api, method, context.time_remaining(),
@@ -268,12 +277,7 @@ def handlers(api: str, table: StatusTable, internal: Callable[[BaseException], s
             if count is not None:
                 log.error("%s %s failed%s", api, name, held_back(count), exc_info=exc)
             status = (grpc.StatusCode.INTERNAL, internal(exc))
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= DEADLINE_SLACK:
-            # The caller's deadline has come (our waits end at it too): gRPC ends the call
-            # with DEADLINE_EXCEEDED itself, and a status sent now would fail in its core
-            # and be logged as an error with a traceback. Nobody is listening: just stop.
-            raise asyncio.CancelledError
+        stop_if_caller_gone(context)
         context.set_trailing_metadata(((ORIGIN, "server"),))
         await context.abort(*status)
 
@@ -303,7 +307,9 @@ def handlers(api: str, table: StatusTable, internal: Callable[[BaseException], s
                 request = (_checked_stream(request) if hasattr(request, "__aiter__")
                            else _checked(request))
                 async for item in fn(self, request, request_context(api, name, context)):
+                    stop_if_caller_gone(context)
                     yield item
+                stop_if_caller_gone(context)  # else gRPC sends the final status
             except Exception as e:
                 await abort(context, e, name)
 
