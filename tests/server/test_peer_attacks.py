@@ -163,7 +163,8 @@ BEFORE = {b"/before": b"1"}
 
 
 def members_before(t: Target) -> dict[int, tuple[str, bool]]:
-    return {1: (t.srv.cfg.client_url, False), MEMBER: ("127.0.0.1:9", True)}
+    # The learner never started: no client address published.
+    return {1: (t.srv.cfg.client_url, False), MEMBER: ("", True)}
 
 
 def put(key: bytes, value: bytes = b"x") -> bytes:
