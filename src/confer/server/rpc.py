@@ -18,6 +18,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from grpc._cython.cygrpc import (  # type: ignore[import-not-found]  # no stubs
+    ExecuteBatchError,  # what a send on a call that has ended raises
+)
 
 from confer.kv import CompareTarget
 from confer.server.api import RequestContext, RequestLayer
@@ -257,7 +260,7 @@ def request_context(api: str, method: str, context: GrpcContext
 def handlers(api: str, table: StatusTable, internal: Callable[[BaseException], str]
              ) -> tuple[Callable[[Callable[..., Awaitable[Resp]]], Callable[..., Awaitable[Resp]]],
                         Callable[[Callable[..., AsyncIterator[Resp]]],
-                                 Callable[..., AsyncIterator[Resp]]]]:
+                                 Callable[..., Awaitable[None]]]]:
     """Decorators for an API's unary and streaming handlers.
 
     A decorated handler is called as ``handler(self, request, ctx)`` with a
@@ -296,20 +299,24 @@ def handlers(api: str, table: StatusTable, internal: Callable[[BaseException], s
 
         return wrapper
 
-    def stream(fn: Callable[..., AsyncIterator[Resp]]) -> Callable[..., AsyncIterator[Resp]]:
+    def stream(fn: Callable[..., AsyncIterator[Resp]]) -> Callable[..., Awaitable[None]]:
         name = fn.__name__
 
         @functools.wraps(fn)
-        async def wrapper(self: Any, request: Any,
-                          context: GrpcContext) -> AsyncIterator[Resp]:
+        async def wrapper(self: Any, request: Any, context: GrpcContext) -> None:
+            # Written here rather than yielded to gRPC: a send that fails because the caller
+            # went away under it then fails here, where it is expected, instead of in gRPC's
+            # loop, which logs it as an error with a traceback.
             try:
                 # A streamed request is checked as each message arrives.
                 request = (_checked_stream(request) if hasattr(request, "__aiter__")
                            else _checked(request))
                 async for item in fn(self, request, request_context(api, name, context)):
                     stop_if_caller_gone(context)
-                    yield item
+                    await context.write(item)
                 stop_if_caller_gone(context)  # else gRPC sends the final status
+            except ExecuteBatchError:
+                raise asyncio.CancelledError from None  # the call is gone: nothing to send
             except Exception as e:
                 await abort(context, e, name)
 
