@@ -34,7 +34,6 @@ from confer.server.native import add_native_services
 from confer.server.node import NodeOptions, RaftNode, describe_failure
 from confer.server.peer_checks import ProposalChecks
 from confer.server.peer_transport import GRPC_OPTIONS, GrpcPeerTransport, PeerServicer
-from confer.server.registry import GenericHandlersOnly
 from confer.server.rpc import register_refusing
 from confer.server.watch import WatchHub
 from confer.storage import (
@@ -235,20 +234,18 @@ class ConferServer:
         # on the peer port, both APIs only on the client port; health on both. The client
         # port's receive limit follows --max-request-bytes (peers need 64 MiB).
         client = _grpc_server(config.client_grpc_options(self.cfg))
-        services = GenericHandlersOnly(client)
         # The busiest first: a call's method is looked up in one service after another.
         # etcd's v3 API is on the same port (docs/etcd-compatibility.md).
-        add_etcd_services(self.api, services)
-        add_native_services(self.api, services)
+        add_etcd_services(self.api, client)
+        add_native_services(self.api, client)
         peer = _grpc_server()
-        peer_services = GenericHandlersOnly(peer)
-        peer_services.add_generic_rpc_handlers([self.api.leader_service.handlers()])
+        peer.add_generic_rpc_handlers([self.api.leader_service.handlers()])
         self._peer_servicer = PeerServicer(None, self.fsm.membership.removed.__contains__)
         register_refusing("peer", peer_pb2_grpc.add_PeerServicer_to_server,
-                          self._peer_servicer, peer_services)
-        for registry in (services, peer_services):
+                          self._peer_servicer, peer)
+        for server in (client, peer):
             register_refusing("health", health_pb2_grpc.add_HealthServicer_to_server,
-                              self.health, registry)
+                              self.health, server)
         self.client_port = _listen(client, self.cfg.listen_client, "client")
         self.peer_port = _listen(peer, self.cfg.listen_peer, "peer")
         await client.start()

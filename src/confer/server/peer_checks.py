@@ -21,7 +21,6 @@ from confer.server.api.limits import check_key_sizes
 from confer.server.members import decode_publish
 
 _FORWARDED = int(EntryKind.FORWARDED)
-_KV = int(EntryKind.KV_COMMAND)
 MAX_PUBLISH_FIELD = 1024
 """Longest name or client address a member may publish (characters)."""
 

@@ -92,7 +92,9 @@ class _TolerantRegistry:
     """Stands in for the server while a generated ``add_*Servicer_to_server`` registers a
     service: it registers the service's method handlers (which the generated code passes as
     "registered methods") as one generic handler, with :func:`tolerant` deserialisers, and
-    drops the generic handler the generated code built with the plain ones. With
+    drops the generic handler the generated code built with the plain ones. (Generic
+    handlers also cost less: for registered methods, grpcio's asyncio server (1.6x-1.85)
+    keeps one pending task per method and waits on all of them for every call.) With
     ``refuse_as``, each handler refuses undecodable requests itself (see
     :func:`register_refusing`)."""
 

@@ -20,12 +20,11 @@ from confer.server.etcd.coord import EtcdElection, EtcdLock
 from confer.server.etcd.kv import EtcdKV, EtcdWatch
 from confer.server.etcd.lease import EtcdLease
 from confer.server.etcd.maintenance import EtcdMaintenance
-from confer.server.registry import GenericHandlersOnly
 from confer.server.rpc import register
 
 
 def add_etcd_services(layer: RequestLayer,
-                      grpc_server: grpc.aio.Server | GenericHandlersOnly) -> None:
+                      grpc_server: grpc.aio.Server) -> None:
     """Register etcd's KV, Watch, Lease, Cluster, Maintenance, Auth, Lock and Election."""
     register(layer, grpc_server, [
         (rpc_pb2_grpc.add_KVServicer_to_server, EtcdKV),

@@ -14,13 +14,12 @@ from confer.server.native.cluster import ClusterService
 from confer.server.native.coordination import ElectionService, LeaseService, LockService
 from confer.server.native.kv import KVService
 from confer.server.native.legacy import LegacyService
-from confer.server.registry import GenericHandlersOnly
 from confer.server.rpc import register
 from confer.v1 import confer_pb2_grpc, coord_pb2_grpc, kv_pb2_grpc
 
 
 def add_native_services(layer: RequestLayer,
-                        grpc_server: grpc.aio.Server | GenericHandlersOnly) -> None:
+                        grpc_server: grpc.aio.Server) -> None:
     """Register KV, Cluster, ConferService, Lease, Lock and Election."""
     register(layer, grpc_server, [
         (kv_pb2_grpc.add_KVServicer_to_server, KVService),
