@@ -201,6 +201,7 @@ def _refuses_garbage(kind: Any, method: str) -> None:
     assert "does not decode" in (info.value.details() or ""), method
 
 
+@pytest.mark.serial  # 0.2 s deadlines: under the parallel run's load a call may miss them
 def test_a_call_that_waits_out_its_callers_deadline_ends_quietly(tmp_path: Path) -> None:
     """A Campaign (or Lock) waits until the caller's deadline, when gRPC ends the call
     itself, and a keep-alive stream answers until then: the server must not then try to
