@@ -154,12 +154,13 @@ def restore_cmd(file: Path, data_dir: Path, **flags: Any) -> None:
     the same flags but its own --id (or --name) and --data-dir, then start each with
     `confer serve --data-dir DIR` and its addresses."""
     from confer.server.config import ConfigError, ServerConfig
-    from confer.server.restore import RestoreError, restore
+    from confer.server.restore import RestoreError, preflight, restore
     from confer.server.snapshot_file import SnapshotFileError, read
 
     flags["advertise_peer"] = _strip_scheme(flags["advertise_peer"])
     cfg = ServerConfig(data_dir=data_dir, **{k: v for k, v in flags.items() if v is not None})
     try:
+        preflight(data_dir, cfg)  # bad flags or data dir: say so before reading a large file
         with Progress(f"Reading {file}", _size(file)) as bar:
             snap = read(file, bar.add)
         done = restore(snap, data_dir, cfg)

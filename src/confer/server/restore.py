@@ -52,11 +52,16 @@ class Restored:
     keys: int
 
 
-def new_members(cfg: ServerConfig) -> tuple[int, list[Member]]:
-    """This member's id and the new cluster's members, as ``confer serve`` would found it
-    with the same settings: ``--initial-cluster`` (this member picked by ``--id``, by
-    ``--name`` or by its peer address), else a single member (``--id`` or 1, ``--name``,
-    the peer address). Raises :class:`~confer.server.config.ConfigError`."""
+def preflight(data_dir: Path, cfg: ServerConfig) -> tuple[int, list[Member]]:
+    """Check what a restore can check before reading the file: ``data_dir`` is absent or
+    empty, and ``cfg`` names this member and the new cluster's members as ``confer serve``
+    would found it: ``--initial-cluster`` (this member picked by ``--id``, by ``--name`` or
+    by its peer address), else a single member (``--id`` or 1, ``--name``, the peer
+    address). Returns this member's id and the members. Raises :class:`RestoreError` or
+    :class:`~confer.server.config.ConfigError`."""
+    if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
+        raise RestoreError(f"data dir {data_dir} already exists and is not empty: restore "
+                           "into a new directory")
     founders = cfg.founders()
     if founders and not cfg.node_id:
         named = [i for i, name, _ in founders if name == cfg.name]
@@ -74,10 +79,7 @@ def restore(snap: SnapshotFile, data_dir: Path, cfg: ServerConfig) -> Restored:
     cluster holding ``snap``'s store. Raises :class:`RestoreError`,
     :class:`~confer.server.snapshot_file.SnapshotFileError` or
     :class:`~confer.server.config.ConfigError`, having written nothing."""
-    if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
-        raise RestoreError(f"data dir {data_dir} already exists and is not empty: restore "
-                           "into a new directory")
-    node_id, members = new_members(cfg)
+    node_id, members = preflight(data_dir, cfg)
     store = snap.store()
     # The file's hash in the cluster id: a new cluster, never the one backed up (whose
     # surviving members must not be able to talk to it), the same on every member restored

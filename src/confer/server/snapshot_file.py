@@ -90,7 +90,7 @@ def read(path: Path, progress: Callable[[int], None] | None = None) -> SnapshotF
                 if progress is not None:
                     progress(len(chunk))
     except OSError as e:
-        raise SnapshotFileError(f"cannot read {path}: {e.strerror or e}") from None
+        raise SnapshotFileError(f"cannot read the file: {e.strerror or e}") from None
     return unframe(buf)
 
 

@@ -1,0 +1,142 @@
+"""Backup and disaster recovery with real processes (docs/operations.md, "Backup and disaster
+recovery"): a snapshot of a loaded cluster restored into a new cluster holds every key,
+revision, history and lease; losing one member; losing the majority."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from confer.client import Client, EventType
+from testing import ProcessCluster
+from tests.cli.test_cli import ok
+
+LAST = "/zz/last"
+"""The loader's last key: a watch replaying the history has seen it all when it sees this."""
+
+
+def load(c: Client) -> int:
+    """Keys with history (created, updated, deleted, in a transaction), a compaction, and a
+    lease with keys; returns the final revision."""
+    for i in range(40):
+        c.put(f"/data/k{i:02}", f"v{i}-0")
+    compact_at = c.put("/data/k00", "v0-1").revision
+    c.compact(compact_at)  # history before it goes; the snapshot keeps the compact revision
+    for i in range(0, 40, 3):
+        c.put(f"/data/k{i:02}", f"v{i}-2")
+    for i in range(0, 40, 7):
+        c.delete(f"/data/k{i:02}")
+    lease = c.lease_grant(600).id
+    for i in range(3):
+        c.put(f"/leased/k{i}", "held", lease=lease)
+    c.put(f"/data/k{1:02}", b"\x00\xffbinary")
+    return c.put(LAST, "end").revision
+
+
+def dump(c: Client) -> dict[str, Any]:
+    """Everything a restore must keep: the revisions, every key, the history since the
+    compaction, and the leases with their keys."""
+    listing = c.list("/")
+    status = c.status()
+    history = []
+    watch = c.watch("/", recursive=True, start_revision=status.compact_revision + 1)
+    try:
+        for event in watch:
+            history.append((event.type, event.kv, event.revision))
+            if event.type is EventType.PUT and event.kv.path == LAST:
+                break
+    finally:
+        watch.cancel()
+    leases = {}
+    for lease in c.lease_list():
+        ttl = c.lease_time_to_live(lease.id, keys=True)
+        assert ttl is not None
+        leases[lease.id] = (lease.granted_ttl, sorted(ttl.keys))
+    return {"revision": status.revision, "compact_revision": status.compact_revision,
+            "kvs": listing.kvs, "history": history, "leases": leases}
+
+
+def restored_cluster(snapshot: Path, base: Path, size: int) -> ProcessCluster:
+    """A new cluster of ``size`` members (not started), each restored from ``snapshot``
+    with the same --initial-cluster, as docs/operations.md tells."""
+    cluster = ProcessCluster(size, base)
+    initial = ",".join(f"{n.node_id}={n.peer_addr}" for n in cluster.nodes.values())
+    for n in cluster.nodes.values():
+        out = ok("snapshot", "restore", str(snapshot), "--data-dir", str(n.data_dir),
+                 "--id", str(n.node_id), "--initial-cluster", initial)
+        assert f"Restored member {n.node_id} of new cluster" in out
+    return cluster
+
+
+def serves(cluster: ProcessCluster, expected: dict[str, Any]) -> None:
+    """Every member of the running ``cluster`` holds ``expected``, and the cluster takes
+    new writes after it."""
+    cluster.leader()
+    for endpoint in cluster.endpoints:
+        with Client([endpoint]) as c:
+            assert dump(c) == expected, endpoint
+    with Client(cluster.endpoints) as c:
+        assert c.put("/after", "restore").revision == expected["revision"] + 1
+        assert {m.id for m in c.member_list()} == set(cluster.nodes)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_loaded_3_node_cluster_restores_into_a_new_3_node_cluster(tmp_path: Path) -> None:
+    backup = tmp_path / "backup.snap"
+    with ProcessCluster(3, tmp_path / "old") as old:
+        old.leader()
+        with Client(old.endpoints) as c:
+            load(c)
+        source = old.nodes[2].client_addr  # any member: a follower, probably
+        with Client([source]) as c:
+            expected = dump(c)  # a linearizable read there: it has applied every write
+        assert "Snapshot saved at" in ok("snapshot", "save", str(backup), "--endpoints", source)
+    assert expected["compact_revision"] > 0 and len(expected["leases"]) == 1
+    with restored_cluster(backup, tmp_path / "new", 3) as new:
+        serves(new, expected)
+
+
+def test_losing_one_member_the_others_go_on_and_a_new_member_replaces_it(
+        tmp_path: Path) -> None:
+    """docs/operations.md: a lost member is removed and a new one joins with an empty data
+    dir; no backup needed while a majority is up."""
+    with ProcessCluster(3, tmp_path) as c:
+        c.leader()
+        with Client(c.endpoints) as client:
+            load(client)
+            c.nodes[3].kill()  # gone for good, with its disk
+            expected = dump(client)
+            assert "removed" in ok("member", "remove", "3", "--endpoints",
+                                   c.nodes[1].client_addr)
+            new = c.add_node(4, join=c.nodes[1].client_addr)
+            wait_for(lambda: {m.id: m.is_learner for m in client.member_list()}
+                     == {1: False, 2: False, 4: False}, 60, "node 4 to join as a voter")
+        with Client([new.client_addr]) as client:
+            assert dump(client) == expected
+
+
+def test_losing_the_majority_a_survivor_s_snapshot_makes_a_new_cluster(tmp_path: Path) -> None:
+    """docs/operations.md: with 2 of 3 members gone for good the survivor cannot write, but
+    it still serves `snapshot save`; its snapshot restores into a new cluster."""
+    backup = tmp_path / "survivor.snap"
+    with ProcessCluster(3, tmp_path / "old") as old:
+        old.leader()
+        with Client(old.endpoints) as c:
+            load(c)
+        survivor = old.nodes[1]
+        with Client([survivor.client_addr]) as c:
+            expected = dump(c)
+        old.nodes[2].kill()
+        old.nodes[3].kill()
+        out = ok("snapshot", "save", str(backup), "--endpoints", survivor.client_addr)
+        assert f"revision {expected['revision']}" in out
+    with restored_cluster(backup, tmp_path / "new", 3) as new:
+        serves(new, expected)
