@@ -4,12 +4,14 @@ revision, history and lease; losing one member; losing the majority."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confer.client import Client, EventType
+from confer.client import Client, EventType, Op
 from testing import ProcessCluster
 from tests.cli.test_cli import ok
 
@@ -136,7 +138,47 @@ def test_losing_the_majority_a_survivor_s_snapshot_makes_a_new_cluster(tmp_path:
             expected = dump(c)
         old.nodes[2].kill()
         old.nodes[3].kill()
+        # Stopped too, and started alone: it finds no quorum, but serves its data.
+        assert survivor.stop() == 0
+        survivor.start()
+        survivor.wait_ready()
         out = ok("snapshot", "save", str(backup), "--endpoints", survivor.client_addr)
         assert f"revision {expected['revision']}" in out
     with restored_cluster(backup, tmp_path / "new", 3) as new:
         serves(new, expected)
+
+
+def test_a_snapshot_taken_under_writes_is_the_store_at_one_revision(tmp_path: Path) -> None:
+    """The member goes on applying writes while it serialises a large store a slice at a
+    time; the file still holds the store as of one revision, no write after it."""
+    backup = tmp_path / "busy.snap"
+    stop = threading.Event()
+    with ProcessCluster(1, tmp_path / "old") as old:
+        old.leader()
+        with Client(old.endpoints) as c:
+            for start in range(0, 6000, 120):  # several slices of the member's snapshot
+                c.txn().then(*(Op.put(f"/bulk/{i:05}", "v" * 20)
+                               for i in range(start, start + 120))).commit()
+
+            def write() -> None:
+                for i in range(10_000):
+                    if stop.is_set():
+                        return
+                    c.put(f"/busy/{i % 50}", str(i))
+
+            writer = threading.Thread(target=write)
+            writer.start()
+            try:
+                time.sleep(0.3)
+                ok("snapshot", "save", str(backup), "--endpoints", old.endpoints[0])
+            finally:
+                stop.set()
+                writer.join(30)
+            revision = json.loads(ok("snapshot", "status", str(backup), "-o", "json"))[
+                "revision"]
+            assert c.status().revision > revision  # written to after the snapshot
+            expected = c.list("/", revision=revision).kvs
+    with restored_cluster(backup, tmp_path / "new", 1) as new, Client(new.endpoints) as c:
+        new.leader()
+        assert c.status().revision == revision
+        assert c.list("/").kvs == expected
