@@ -4,14 +4,23 @@ revision, history and lease; losing one member; losing the majority."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from confer.client import Client, EventType, Op
+from confer.kv import KVStore, Put
+from confer.server import restore as restore_module
+from confer.server.config import ServerConfig
+from confer.server.restore import RestoreError, restore
+from confer.server.snapshot_file import frame, unframe
 from testing import ProcessCluster
 from tests.cli.test_cli import ok
 
@@ -182,3 +191,28 @@ def test_a_snapshot_taken_under_writes_is_the_store_at_one_revision(tmp_path: Pa
         new.leader()
         assert c.status().revision == revision
         assert c.list("/").kvs == expected
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new dir", "existing empty dir"])
+def test_a_restore_that_fails_half_way_removes_what_it_wrote(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool) -> None:
+    """A write that fails after the log is in place (here: moving the identity file, the
+    last step) leaves the data dir as it was: absent, or empty."""
+    store = KVStore()
+    store.execute(Put(b"/a", b"1"))
+    snap = unframe(frame(store.snapshot()))
+    target = tmp_path / "member"
+    if existing:
+        target.mkdir()
+    real_rename = os.rename
+
+    def rename(src: Any, dst: Any) -> None:
+        if Path(dst).name in ("member", "member.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(restore_module.os, "rename", rename)
+    with pytest.raises(RestoreError, match=r"cannot write .*No space left on device"):
+        restore(snap, target, ServerConfig())
+    assert os.listdir(tmp_path) == (["member"] if existing else [])
+    assert not existing or os.listdir(target) == []

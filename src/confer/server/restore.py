@@ -8,8 +8,8 @@ restored from the same file with the same ``--initial-cluster``: their snapshots
 their states, are equal. Written through the storage layer (``DurableStorage``) and the
 state machine's own snapshot, so the member starts as from any snapshot.
 
-Nothing is left behind on failure: the data dir is built under a temporary name beside it
-and renamed into place only when complete and synced.
+Nothing is left behind on failure: the data dir's contents are built under a temporary name
+and moved into place only when complete and synced.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from confer.raft.types import (
     SnapshotMeta,
 )
 from confer.server.config import ServerConfig
-from confer.server.datadir import RAFT_DIR, save_identity
+from confer.server.datadir import IDENTITY_FILE, RAFT_DIR, save_identity
 from confer.server.fsm import ServerStateMachine
 from confer.server.members import Member, cluster_id_for
 from confer.server.snapshot_file import SnapshotFile
@@ -103,13 +103,18 @@ def restore(snap: SnapshotFile, data_dir: Path, cfg: ServerConfig) -> Restored:
 
 
 def _write(data_dir: Path, snapshot: Snapshot, ident: dict[str, object]) -> None:
-    """Build the data dir under a temporary name beside it, sync it, rename it into place."""
-    parent = data_dir.absolute().parent
+    """Build the data dir's contents in a temporary dir, sync them, then move them into
+    place: the temporary dir itself, renamed, for a new data dir; its entries, one by one
+    (the identity file last), for an existing empty one, which may be a mount point that no
+    rename can replace. On failure, whatever was made is removed."""
+    in_place = data_dir.is_dir()  # and empty: checked
+    where = data_dir if in_place else data_dir.absolute().parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.restoring-", dir=parent))
+        where.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.restoring-", dir=where))
     except OSError as e:
         raise RestoreError(f"cannot create {data_dir}: {e.strerror or e}") from None
+    moved: list[Path] = []
     try:
         with DurableStorage.open(tmp / RAFT_DIR) as storage:
             storage.apply_snapshot(snapshot)
@@ -117,11 +122,21 @@ def _write(data_dir: Path, snapshot: Snapshot, ident: dict[str, object]) -> None
                                              commit=snapshot.meta.index))
             storage.sync()
         save_identity(tmp, ident)
-        os.rename(tmp, data_dir)  # replaces an empty dir; fails if one appeared meanwhile
-        Disk().fsync_dir(str(parent))
+        if in_place:
+            for name in (RAFT_DIR, IDENTITY_FILE):
+                os.rename(tmp / name, data_dir / name)
+                moved.append(data_dir / name)
+            tmp.rmdir()
+        else:
+            os.rename(tmp, data_dir)  # fails if the data dir appeared meanwhile
+        Disk().fsync_dir(str(where))
     except BaseException as e:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp)
+        for path in [tmp, *moved]:
+            with contextlib.suppress(OSError):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
         if isinstance(e, OSError):
             raise RestoreError(f"cannot write {data_dir}: {e.strerror or e}") from None
         raise
