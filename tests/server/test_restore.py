@@ -22,7 +22,7 @@ from confer.server.config import ServerConfig
 from confer.server.restore import RestoreError, restore
 from confer.server.snapshot_file import frame, unframe
 from testing import ProcessCluster
-from tests.cli.test_cli import ok
+from tests.cli.test_cli import confer, ok
 
 LAST = "/zz/last"
 """The loader's last key: a watch replaying the history has seen it all when it sees this."""
@@ -151,6 +151,11 @@ def test_losing_the_majority_a_survivor_s_snapshot_makes_a_new_cluster(tmp_path:
         assert survivor.stop() == 0
         survivor.start()
         survivor.wait_ready()
+        # Step 1 of the procedure: the survivor's revision, though it has no quorum.
+        rows = confer("status", "--endpoints", survivor.client_addr,
+                      "--timeout", "1").stdout.splitlines()
+        column = rows[0].split().index("REVISION")
+        assert rows[2].split()[column] == str(expected["revision"]), rows
         out = ok("snapshot", "save", str(backup), "--endpoints", survivor.client_addr)
         assert f"revision {expected['revision']}" in out
     with restored_cluster(backup, tmp_path / "new", 3) as new:
