@@ -4,21 +4,19 @@ from them (docs/operations.md, "Backup and disaster recovery")."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from confer.cli.context import Ctx, client_options
 from confer.cli.output import EXIT_ERROR, EXIT_UNAVAILABLE, fail, print_json, print_table
-
-if TYPE_CHECKING:
-    from confer.server.snapshot_file import SnapshotStatus
 
 EXIT_USAGE = 2
 
@@ -44,6 +42,7 @@ def save(ctx: Ctx, file: Path) -> None:
     """Save a consistent snapshot of one member's store (every key with its history, and the
     leases, at one revision) to FILE. Give one endpoint: the member to copy."""
     from confer.server.snapshot_file import SnapshotFileError, read, status
+    from confer.storage import Disk
 
     if len(ctx.endpoints) != 1:
         fail(f"snapshot save copies one member: give one endpoint, not "
@@ -59,13 +58,13 @@ def save(ctx: Ctx, file: Path) -> None:
         except SnapshotFileError as e:
             fail(f"the snapshot from {endpoint} is damaged ({e}); nothing saved")
         os.replace(part, file)
-        _fsync_dir(file)
+        Disk().fsync_dir(str(file.absolute().parent))  # the rename, durable
     except OSError as e:
         fail(f"cannot write {file}: {e.strerror or e}")
     finally:
         part.unlink(missing_ok=True)
     if ctx.json:
-        print_json({"file": str(file), **_status_fields(st)})
+        print_json({"file": str(file), **dataclasses.asdict(st)})
     else:
         click.echo(f"Snapshot saved at {file}: revision {st.revision}, {st.keys} keys, "
                    f"{st.size} bytes, {st.checksum}")
@@ -78,18 +77,15 @@ async def _download(endpoint: str, part: Path, timeout: float) -> None:
 
     from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
-    with open(part, "wb") as out:
+    with open(part, "wb") as out, contextlib.ExitStack() as stack:
         bar: Progress | None = None
         try:
             async with grpc.aio.insecure_channel(endpoint) as channel:
                 call = rpc_pb2_grpc.MaintenanceStub(channel).Snapshot(rpc_pb2.SnapshotRequest())
-                while True:
-                    resp = await asyncio.wait_for(call.read(), timeout)
-                    if resp is grpc.aio.EOF:
-                        break
-                    if bar is None:
-                        bar = Progress(f"Saving from {endpoint}",
-                                       len(resp.blob) + resp.remaining_bytes).__enter__()
+                while (resp := await asyncio.wait_for(call.read(), timeout)) is not grpc.aio.EOF:
+                    if bar is None:  # the first message tells the size
+                        bar = stack.enter_context(Progress(
+                            f"Saving from {endpoint}", len(resp.blob) + resp.remaining_bytes))
                     out.write(resp.blob)
                     bar.add(len(resp.blob))
         except grpc.aio.AioRpcError as e:
@@ -101,9 +97,6 @@ async def _download(endpoint: str, part: Path, timeout: float) -> None:
         except TimeoutError:
             raise SaveFailed(f"snapshot save from {endpoint}: no data for {timeout:g}s",
                              EXIT_UNAVAILABLE) from None
-        finally:
-            if bar is not None:
-                bar.__exit__(None, None, None)
         out.flush()
         os.fsync(out.fileno())
 
@@ -121,15 +114,11 @@ def status_cmd(file: Path, output: str) -> None:
         st = status(read(file))
     except SnapshotFileError as e:
         fail(f"{file}: {e}")
-    fields = _status_fields(st)
+    fields = dataclasses.asdict(st)
     if output == "json":
         print_json(fields)
     else:
         print_table([k.upper() for k in fields], [list(fields.values())])
-
-
-def _status_fields(st: SnapshotStatus) -> dict[str, Any]:
-    return dataclasses.asdict(st)
 
 
 @snapshot.command("restore")
@@ -191,14 +180,6 @@ def _size(file: Path) -> int:
         return file.stat().st_size
     except OSError:
         return 0  # read() says why
-
-
-def _fsync_dir(file: Path) -> None:
-    fd = os.open(file.absolute().parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Progress:
