@@ -19,6 +19,7 @@ from confer.client import Client, EventType, Op
 from confer.kv import KVStore, Put
 from confer.server import restore as restore_module
 from confer.server.config import ServerConfig
+from confer.server.members import Member, cluster_id_for
 from confer.server.restore import RestoreError, restore
 from confer.server.snapshot_file import frame, unframe
 from testing import ProcessCluster
@@ -110,9 +111,23 @@ def test_a_loaded_3_node_cluster_restores_into_a_new_3_node_cluster(tmp_path: Pa
         with Client([source]) as c:
             expected = dump(c)  # a linearizable read there: it has applied every write
         assert "Snapshot saved at" in ok("snapshot", "save", str(backup), "--endpoints", source)
+        old_cluster_id = cluster_ids(old)
     assert expected["compact_revision"] > 0 and len(expected["leases"]) == 1
     with restored_cluster(backup, tmp_path / "new", 3) as new:
         serves(new, expected)
+        new_cluster_id = cluster_ids(new)
+    assert new_cluster_id != old_cluster_id
+
+
+def cluster_ids(cluster: ProcessCluster) -> int:
+    """The cluster id, which every member must report alike."""
+    ids = set()
+    for n in cluster.nodes.values():
+        status = n.status(timeout=5)
+        assert status is not None
+        ids.add(status.header.cluster_id)
+    assert len(ids) == 1 and 0 not in ids, ids
+    return ids.pop()
 
 
 def test_losing_one_member_the_others_go_on_and_a_new_member_replaces_it(
@@ -221,3 +236,17 @@ def test_a_restore_that_fails_half_way_removes_what_it_wrote(
         restore(snap, target, ServerConfig())
     assert os.listdir(tmp_path) == (["member"] if existing else [])
     assert not existing or os.listdir(target) == []
+
+
+def test_members_restored_from_one_file_share_a_cluster_id_that_is_not_the_old_one(
+        tmp_path: Path) -> None:
+    """Even with the members and token of the backed-up cluster: its surviving members
+    must not be able to talk to the new one."""
+    initial = "1=127.0.0.1:20001,2=127.0.0.1:20002"
+    old_id = cluster_id_for("confer", [Member(i, name, peer, "") for i, name, peer in
+                                       ServerConfig(initial_cluster=initial).founders()])
+    snap = unframe(frame(KVStore().snapshot()))
+    first = restore(snap, tmp_path / "a", ServerConfig(initial_cluster=initial, node_id=1))
+    second = restore(snap, tmp_path / "b", ServerConfig(initial_cluster=initial, node_id=2))
+    assert first.cluster_id == second.cluster_id != old_id
+    assert (first.node_id, second.node_id) == (1, 2)
