@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,9 +38,44 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
 @pytest.fixture(scope="module")
 def backup(source: tuple[str, int], tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("backup") / "backup.snap"
-    out = ok("snapshot", "save", str(path), "--endpoints", source[0])
-    assert out.startswith(f"Snapshot saved at {path}: revision {source[1]}, 30 keys")
+    r = confer("snapshot", "save", str(path), "--endpoints", source[0])
+    assert r.returncode == 0 and r.stderr == "", r  # no progress bar off a terminal
+    assert r.stdout.startswith(f"Snapshot saved at {path}: revision {source[1]}, 30 keys")
     return path
+
+
+def on_a_terminal(*args: str) -> str:
+    """Run `confer ARGS` with stderr on a pseudo-terminal; what it wrote there."""
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "confer", *args], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=slave)
+    finally:
+        os.close(slave)
+    out = b""
+    try:
+        for _ in range(10_000):  # until the child closes the terminal (EIO), bounded
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+        assert proc.wait(timeout=60) == 0, out
+    return out.decode(errors="replace")
+
+
+def test_save_and_restore_show_a_progress_bar_on_a_terminal(
+        source: tuple[str, int], backup: Path, tmp_path: Path) -> None:
+    shown = on_a_terminal("snapshot", "save", str(tmp_path / "tty.snap"), "--endpoints",
+                          source[0])
+    assert f"Saving from {source[0]}" in shown and "100%" in shown and "MiB/s" in shown
+    shown = on_a_terminal("snapshot", "restore", str(backup), "--data-dir",
+                          str(tmp_path / "member"))
+    assert f"Reading {backup}" in shown and "100%" in shown and "MiB/s" in shown
 
 
 def test_save_then_status_shows_the_revision_keys_size_and_checksum(
