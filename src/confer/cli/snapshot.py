@@ -40,7 +40,8 @@ def snapshot() -> None:
 @client_options
 def save(ctx: Ctx, file: Path) -> None:
     """Save a consistent snapshot of one member's store (every key with its history, and the
-    leases, at one revision) to FILE. Give one endpoint: the member to copy."""
+    leases, at one revision) to FILE. Give one endpoint: the member to copy. --timeout
+    bounds each wait for data once the member has started sending."""
     from confer.server.snapshot_file import SnapshotFileError, read, status
     from confer.storage import Disk
 
@@ -72,7 +73,7 @@ def save(ctx: Ctx, file: Path) -> None:
 
 async def _download(endpoint: str, part: Path, timeout: float) -> None:
     """Stream the member's snapshot into ``part`` and fsync it. Raises :class:`SaveFailed`
-    if the member cannot be reached, refuses, or sends nothing for ``timeout`` seconds."""
+    if the member cannot be reached, refuses, or stops sending for ``timeout`` seconds."""
     import grpc
 
     from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
@@ -82,12 +83,17 @@ async def _download(endpoint: str, part: Path, timeout: float) -> None:
         try:
             async with grpc.aio.insecure_channel(endpoint) as channel:
                 call = rpc_pb2_grpc.MaintenanceStub(channel).Snapshot(rpc_pb2.SnapshotRequest())
-                while (resp := await asyncio.wait_for(call.read(), timeout)) is not grpc.aio.EOF:
+                # The first message waits for the member to serialise its whole store, which
+                # takes longer the larger it is (gRPC itself reports a member it cannot
+                # reach); after it, ``timeout`` bounds each wait.
+                resp = await call.read()
+                while resp is not grpc.aio.EOF:
                     if bar is None:  # the first message tells the size
                         bar = stack.enter_context(Progress(
                             f"Saving from {endpoint}", len(resp.blob) + resp.remaining_bytes))
                     out.write(resp.blob)
                     bar.add(len(resp.blob))
+                    resp = await asyncio.wait_for(call.read(), timeout)
         except grpc.aio.AioRpcError as e:
             code = e.code()
             raise SaveFailed(f"snapshot save from {endpoint}: {code.name}: {e.details()}",
