@@ -75,10 +75,11 @@ _serve_command()
 
 
 def _client_commands() -> None:
-    from confer.cli import commands, coord
+    from confer.cli import commands, coord, snapshot
 
     commands.register(cli)
     coord.register(cli)
+    snapshot.register(cli)
 
 
 _client_commands()

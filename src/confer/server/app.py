@@ -25,6 +25,7 @@ from confer.server.api import RequestContext, RequestLayer
 from confer.server.api.core import ClusterListener
 from confer.server.config import ConfigError, ServerConfig
 from confer.server.consensus import Consensus
+from confer.server.datadir import IDENTITY_FILE, RAFT_DIR, save_identity
 from confer.server.etcd import add_etcd_services
 from confer.server.fsm import ServerStateMachine
 from confer.server.health_service import HealthService
@@ -43,7 +44,7 @@ from confer.storage import (
     StorageError,
     WALCorruptionError,
 )
-from confer.storage.disk import DIR_MODE, FILE_MODE
+from confer.storage.disk import DIR_MODE
 from confer.v1 import kv_pb2, kv_pb2_grpc, peer_pb2_grpc
 
 log = logging.getLogger("confer.server")
@@ -105,7 +106,7 @@ class ConferServer:
     # -- identity -----------------------------------------------------------------------------
     @property
     def _identity_file(self) -> Path:
-        return self.data_dir / "member.json"
+        return self.data_dir / IDENTITY_FILE
 
     def _load_identity(self) -> None:
         if self._identity_file.exists():
@@ -123,16 +124,12 @@ class ConferServer:
             self._join_peers = set(ident.get("join_peers", ()))
 
     def _save_identity(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._identity_file.with_suffix(".tmp")
         ident: dict[str, Any] = {"id": self.node_id, "name": self.cfg.name}
         if self._saved_cluster_id:
             ident["cluster_id"] = self._saved_cluster_id
         if self._join_peers:
             ident["join_peers"] = sorted(self._join_peers)
-        _write_private(tmp, json.dumps(ident))
-        tmp.replace(self._identity_file)
-        Disk().fsync_dir(str(self.data_dir))  # the rename, durable
+        save_identity(self.data_dir, ident)
 
     def _fix_cluster_id(self, cluster_id: int) -> None:
         """Record the cluster id this member belongs to, durably (member.json)."""
@@ -190,7 +187,7 @@ class ConferServer:
         before any port is bound (one line each, never a traceback)."""
         try:
             _private_dir(self.data_dir)
-            self.storage = DurableStorage.open(self.data_dir / "raft", disk=self._disk)
+            self.storage = DurableStorage.open(self.data_dir / RAFT_DIR, disk=self._disk)
         except (WALCorruptionError, SnapshotCorruptionError) as e:
             raise SystemExit(f"{e}; {REPLACE_MEMBER}") from None
         except StorageError as e:
@@ -543,17 +540,6 @@ JOIN_RETRY_SECONDS = 60.0
 REPLACE_MEMBER = ("do not start this member on this data: remove it from the cluster and add "
                   "a new one with an empty data dir (docs/operations.md, "
                   "'Replacing a damaged member')")
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a new file that only this user may read (mode 0600), durably: the identity it
-    holds must survive a crash that the WAL written after it survives."""
-    path.unlink(missing_ok=True)  # a leftover would keep its old mode
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _private_dir(path: Path) -> None:
