@@ -45,6 +45,14 @@ class KeyPair:
                                       serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption())
 
+    @classmethod
+    def load(cls, cert_path: Path, key_path: Path) -> KeyPair:
+        """Read a pair written by :meth:`write` (e.g. a directory's CA, to issue more)."""
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{key_path}: not an EC private key")
+        return cls(x509.load_pem_x509_certificate(cert_path.read_bytes()), key)
+
     def write(self, cert_path: Path, key_path: Path) -> None:
         """Write the certificate, and the key readable by this user only (0600)."""
         cert_path.write_bytes(self.cert_pem)
@@ -131,6 +139,11 @@ def init_dir(directory: Path, *, client_cn: str = CLIENT_CN, days: int = 365,
     for stem, cn in (("server", SERVER_CN), ("peer", PEER_CN), ("client", client_cn)):
         issue(ca, cn, names=names, days=days).write(directory / f"{stem}.pem",
                                                      directory / f"{stem}-key.pem")
+
+
+def load_ca(directory: Path) -> KeyPair:
+    """The CA of a directory made by :func:`init_dir` (to issue more certificates)."""
+    return KeyPair.load(directory / "ca.pem", directory / "ca-key.pem")
 
 
 def server_flags(directory: Path) -> list[str]:
