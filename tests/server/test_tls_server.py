@@ -4,6 +4,7 @@ are told, and certificates rotated without a restart."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import socket
 import ssl
@@ -56,10 +57,10 @@ async def serving(tmp_path: Path, cert: Path, key: Path, ca: Path) -> AsyncItera
         await srv.stop(grace=0)
 
 
-def client(srv: ConferServer, d: Path, **kw: object) -> confer.aio.Client:
+def client(srv: ConferServer, d: Path, timeout: float = 5, **kw: object) -> confer.aio.Client:
     files = {"cacert": str(d / "ca.pem"), "cert": str(d / "client.pem"),
              "key": str(d / "client-key.pem"), **kw}
-    return confer.aio.Client([f"127.0.0.1:{srv.client_port}"], timeout=2,
+    return confer.aio.Client([f"127.0.0.1:{srv.client_port}"], timeout=timeout,
                              **files)  # type: ignore[arg-type]
 
 
@@ -95,14 +96,20 @@ async def _mtls_client_port(tmp_path: Path, certs: Path, stranger: Path) -> None
             health = await health_pb2_grpc.HealthStub(ch).Check(
                 health_pb2.HealthCheckRequest(), timeout=5)
             assert health.status == health_pb2.HealthCheckResponse.SERVING
+        now = datetime.datetime.now(datetime.UTC)
+        issue(load_ca(certs), "old", not_before=now - datetime.timedelta(days=2),
+              not_after=now - datetime.timedelta(days=1)).write(tmp_path / "old.pem",
+                                                                 tmp_path / "old-key.pem")
         refused = [
             ({"cert": str(stranger / "client.pem"), "key": str(stranger / "client-key.pem")},
              "is not signed by a CA it trusts"),
+            ({"cert": str(tmp_path / "old.pem"), "key": str(tmp_path / "old-key.pem")},
+             "old.pem expired on"),
             ({"cert": None, "key": None}, "it requires a client certificate"),
             ({"cacert": str(stranger / "ca.pem")}, "certificate is not trusted"),
         ]
         for files, why in refused:
-            async with client(srv, certs, **files) as c:
+            async with client(srv, certs, timeout=0.5, **files) as c:
                 with pytest.raises(Unavailable):
                     await c.put("/tls/a", b"2")
             problem = await asyncio.to_thread(
@@ -110,7 +117,7 @@ async def _mtls_client_port(tmp_path: Path, certs: Path, stranger: Path) -> None
                                           "cert": str(certs / "client.pem"),
                                           "key": str(certs / "client-key.pem"), **files})
             assert problem is not None and why in problem, (files, problem)
-        async with confer.aio.Client([endpoint], timeout=1) as plain:
+        async with confer.aio.Client([endpoint], timeout=0.5) as plain:
             with pytest.raises(Unavailable):
                 await plain.put("/tls/a", b"3")
         problem = await asyncio.to_thread(tls_problem, endpoint)
