@@ -7,13 +7,17 @@ from pathlib import Path
 
 import click
 
-GRPC_EXPERIMENTS = "-event_engine_listener,-event_engine_client,-event_engine_callback_cq"
+GRPC_EXPERIMENTS = "-event_engine_listener,-event_engine_callback_cq"
 """grpcio experiments the `confer` processes turn off (unless GRPC_EXPERIMENTS is set),
 read once when grpc is first imported, so set here, first. With them on, grpcio 1.85 hands
 every call between several threads: an echo server under `etcdctl check perf --load=m`
 (200 connections, 1,000 calls/s) made ~10 context switches and spent 0.72 ms of CPU per
 call; with them off, 5 and 0.60 ms, and its slowest call took 28 ms instead of 330 ms.
-(Unknown names are logged and ignored, should a later grpcio retire them.)"""
+(Unknown names are logged and ignored, should a later grpcio retire them.)
+``event_engine_client`` (outgoing connections) stays on: with it off, a TLS channel whose
+first connection attempt is refused never connects afterwards (grpcio 1.85.3), so a
+client started before its member listens, or a member dialling a restarted peer, would
+fail for ever."""
 os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
 # grpc's C core logs each failed TLS handshake on stderr (a line per connection: a CLI
 # error would not be one line, and a server could be flooded); errors only, unless set.

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from cryptography import x509
 
 from confer.client.errors import InvalidArgument
 from confer.client.plans import Cancellable, Open, Recv, Send, Sleep, Spawn, Stop, Unary
@@ -122,6 +121,8 @@ def tls_problem(endpoint: str, cacert: str | None = None, cert: str | None = Non
 
 
 def _client_cert_problem(cert: str | None) -> str:
+    from cryptography import x509  # only to explain a refusal: not on every client's import
+
     if not cert:
         return "it requires a client certificate (--cert, --key)"
     try:

@@ -22,8 +22,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 log = logging.getLogger("confer.tls")
 
@@ -74,6 +72,10 @@ def load_pems(files: TlsFiles, prefix: str = "") -> Pems:
     """Read and check ``files``: a PEM certificate (chain), the private key that matches its
     first certificate, a certificate valid now, and a CA file holding certificates.
     ``prefix`` names the flags (``"peer-"`` for the peer port's). Raises :class:`TlsError`."""
+    # Imported here: a member without TLS (and every `confer` command) does without it.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     cert_flag, key_flag, ca_flag = (f"{prefix}cert-file", f"{prefix}key-file",
                                     f"{prefix}trusted-ca-file")
     chain = _read(cert_flag, files.cert_file)
