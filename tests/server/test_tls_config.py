@@ -109,6 +109,16 @@ def test_serve_refuses_a_mismatched_key_in_one_line_and_touches_nothing(
     assert not data.exists()
 
 
+def test_etcd_member_urls_show_and_take_https() -> None:
+    from confer.server.etcd.cluster import addr_of, member_to_etcd
+    from confer.server.members import Member
+
+    assert addr_of(["https://127.0.0.1:7380"]) == addr_of(["http://127.0.0.1:7380"])
+    m = member_to_etcd(Member(1, "a", "127.0.0.1:7380", "127.0.0.1:7379"), True, False)
+    assert list(m.peerURLs) == ["https://127.0.0.1:7380"]
+    assert list(m.clientURLs) == ["http://127.0.0.1:7379"]
+
+
 def test_peer_identity_by_common_name() -> None:
     auth = {"x509_common_name": [b"confer-peer"], "transport_security_type": [b"ssl"]}
     assert identity_refusal(auth, ()) is None

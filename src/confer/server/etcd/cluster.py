@@ -39,7 +39,7 @@ def addr_of(urls: list[str] | Any) -> str:
     if (port is None or parts.scheme not in ("http", "https") or not parts.hostname
             or parts.path not in ("", "/") or parts.query or parts.fragment):
         raise InvalidArgument(f"etcdserver: peer URL {urls[0][:80]!r}: expected "
-                              f"http://host:port")
+                              f"http://host:port or https://host:port")
     return parts.netloc
 
 
