@@ -200,6 +200,16 @@ def test_a_peer_with_a_valid_certificate_but_not_a_peer_name_is_refused(
     assert code == grpc.StatusCode.PERMISSION_DENIED
     assert details == ("the peer certificate's common name 'intruder' is not an allowed peer "
                        f"name ({PEER_CN})")
+    # The right name, but a certificate that is not valid for the victim's leader's peer
+    # address (--peer-cert-match-address): a member cannot pose as another.
+    impostor = issue(load_ca(certs), PEER_CN, names=["elsewhere.example"])
+    creds = grpc.ssl_channel_credentials((certs / "ca.pem").read_bytes(), impostor.key_pem,
+                                         impostor.cert_pem)
+    code, details = asyncio.run(_peer_call(cluster.nodes[victim].peer_addr, creds,
+                                           header["cluster_id"], leader, victim))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert details == (f"the peer certificate is not valid for member {leader}'s peer address "
+                       f"{cluster.nodes[leader].peer_addr} (its names: elsewhere.example)")
     # The right name from another CA does not even complete the handshake.
     creds = grpc.ssl_channel_credentials(
         (certs / "ca.pem").read_bytes(), (stranger / "peer-key.pem").read_bytes(),

@@ -18,7 +18,7 @@ from confer.cli.tls import FILES, init_dir, issue, load_ca, new_ca, server_flags
 from confer.client import InvalidArgument
 from confer.client.transport import tls_credentials
 from confer.server.config import ConfigError, load_config
-from confer.server.tls import TlsError, TlsFiles, identity_refusal, load_pems
+from confer.server.tls import TlsError, TlsFiles, address_refusal, identity_refusal, load_pems
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ({"peer_cert_file": "c", "peer_key_file": "k", "peer_client_cert_auth": "true"},
      "peer-client-cert-auth needs peer-trusted-ca-file"),
     ({"peer_cert_allowed_cn": "x"}, "peer-cert-allowed-cn needs peer mTLS"),
+    ({"peer_cert_match_address": True}, "peer-cert-match-address needs peer mTLS"),
 ])
 def test_inconsistent_tls_settings_are_refused(flags: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -128,6 +129,18 @@ def test_peer_identity_by_common_name() -> None:
     assert why is not None and "'intruder' is not an allowed peer name" in why
     why = identity_refusal({"transport_security_type": [b"insecure"]}, ("confer-peer",))
     assert why == "the peer presented no certificate with a common name"
+
+
+def test_peer_identity_by_advertised_address() -> None:
+    auth = {"x509_subject_alternative_name": [b"127.0.0.1", b"::1", b"node2.example"]}
+    assert address_refusal(auth, 2, "127.0.0.1:7380") is None
+    assert address_refusal(auth, 2, "[0:0::1]:7380") is None
+    assert address_refusal(auth, 2, "NODE2.example:7380") is None
+    assert address_refusal(auth, 2, None) is None  # not known here yet
+    assert address_refusal(auth, 3, "10.0.0.3:7380") == (
+        "the peer certificate is not valid for member 3's peer address 10.0.0.3:7380 "
+        "(its names: 127.0.0.1, ::1, node2.example)")
+    assert "(its names: none)" in (address_refusal({}, 3, "h:1") or "")
 
 
 def test_client_tls_arguments(certs: Path, monkeypatch: pytest.MonkeyPatch) -> None:

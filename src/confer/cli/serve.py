@@ -143,6 +143,9 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
                                          "--peer-trusted-ca-file)."}),
     ("--peer-cert-allowed-cn", {"help": "Accept only peers whose certificate has this common "
                                         "name (comma-separated list)."}),
+    ("--peer-cert-match-address", {"is_flag": True, "default": None,
+                                    "help": "A peer's certificate must be valid for the peer "
+                                            "address of the member it speaks as."}),
     ("--log-level", {"help": "debug, info, warning or error [info]."}),
     ("--log-format", {"help": "text or json [text]."}),
 ]

@@ -153,7 +153,7 @@ def server_flags(directory: Path) -> list[str]:
             "--trusted-ca-file", str(d / "ca.pem"), "--client-cert-auth",
             "--peer-cert-file", str(d / "peer.pem"), "--peer-key-file", str(d / "peer-key.pem"),
             "--peer-trusted-ca-file", str(d / "ca.pem"), "--peer-client-cert-auth",
-            "--peer-cert-allowed-cn", PEER_CN]
+            "--peer-cert-allowed-cn", PEER_CN, "--peer-cert-match-address"]
 
 
 def client_flags(directory: Path) -> list[str]:

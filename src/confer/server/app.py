@@ -38,6 +38,7 @@ from confer.server.rpc import register_refusing
 from confer.server.tls import (
     PeerChannelCredentials,
     TlsError,
+    address_refusal,
     identity_refusal,
     load_pems,
     server_credentials,
@@ -219,10 +220,17 @@ class ConferServer:
         """A new channel to a peer port (TLS when peer TLS is on)."""
         return dial(addr, self.peer_channel_credentials())
 
-    def peer_identity_refusal(self, auth: Mapping[str, Iterable[bytes]]) -> str | None:
-        """Why a peer connection with TLS identity ``auth`` (gRPC's auth context) is
-        refused (its certificate's common name is not allowed), or None."""
-        return identity_refusal(auth, self.cfg.allowed_peer_cns)
+    def peer_identity_refusal(self, auth: Mapping[str, Iterable[bytes]],
+                              member: int | None = None) -> str | None:
+        """Why a peer connection with TLS identity ``auth`` (gRPC's auth context) claiming
+        to be ``member`` is refused: its certificate's common name is not allowed, or (with
+        ``--peer-cert-match-address``) it is not valid for that member's peer address. None:
+        admitted."""
+        why = identity_refusal(auth, self.cfg.allowed_peer_cns)
+        if why is None and member is not None and self.cfg.peer_cert_match_address:
+            known = self.fsm.membership.members.get(member)
+            why = address_refusal(auth, member, known.peer_addr if known else None)
+        return why
 
     def _open_data_dir(self) -> None:
         """Make the data dir private, take its lock and recover the log: first, so that a

@@ -90,6 +90,9 @@ class ServerConfig:
     peer_client_cert_auth: bool = False
     peer_cert_allowed_cn: str = ""
     """Comma-separated common names a peer's certificate must carry (with peer mTLS)."""
+    peer_cert_match_address: bool = False
+    """A peer's certificate must name the host of the advertised peer address of the member
+    it speaks as (a subject alternative name), so no member can pose as another."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -202,9 +205,10 @@ class ServerConfig:
             if getattr(self, prefix + "client_cert_auth") and not ca:
                 raise ConfigError(f"{flag}client-cert-auth needs {flag}trusted-ca-file (the "
                                   "CA that signs the certificates to accept)")
-        if self.peer_cert_allowed_cn and not self.peer_trusted_ca_file:
-            raise ConfigError("peer-cert-allowed-cn needs peer mTLS: peer-cert-file, "
-                              "peer-key-file and peer-trusted-ca-file")
+        for flag in ("peer_cert_allowed_cn", "peer_cert_match_address"):
+            if getattr(self, flag) and not self.peer_trusted_ca_file:
+                raise ConfigError(f"{flag.replace('_', '-')} needs peer mTLS: peer-cert-file, "
+                                  "peer-key-file and peer-trusted-ca-file")
 
     @property
     def client_tls(self) -> TlsFiles | None:

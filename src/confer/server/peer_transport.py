@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -44,8 +45,9 @@ Admission = Callable[[int, int], str | None]
 """``(sender id, cluster id) -> why the sender is refused``, or None to admit it."""
 ProposalCheck = Callable[[Entry, int], str | None]
 """``(forwarded entry, sender id) -> why it is dropped``, or None to append it."""
-IdentityCheck = Callable[[Mapping[str, Iterable[bytes]]], str | None]
-"""``(the connection's TLS auth context) -> why the peer is refused``, or None to admit it."""
+IdentityCheck = Callable[[Mapping[str, Iterable[bytes]], int | None], str | None]
+"""``(the connection's TLS auth context, the member id it claims or None) -> why the peer is
+refused``, or None to admit it."""
 
 
 def dial(addr: str, creds: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
@@ -261,7 +263,7 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
 
     def __init__(self, transport: GrpcPeerTransport | None,
                  is_removed: Callable[[int], bool],
-                 identity_refusal: IdentityCheck = lambda _auth: None) -> None:
+                 identity_refusal: IdentityCheck = lambda _auth, _member: None) -> None:
         self.transport = transport
         self.is_removed = is_removed
         self.identity_refusal = identity_refusal
@@ -270,15 +272,16 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
     async def Raft(self, request_iterator: AsyncIterator[peer_pb2.RaftBatch],
                    context: grpc.aio.ServicerContext[peer_pb2.RaftBatch, confer_pb2.Empty],
                    ) -> confer_pb2.Empty:
-        why = self.identity_refusal(context.auth_context())
-        if why is not None:  # before reading anything: the peer's certificate is not a member's
-            if self.transport is not None:
-                self.transport.stats.refused_batches += 1
-            self.warn.warning(log, ("identity", context.peer()),
-                              "refusing a peer connection from %s: %s", context.peer(), why)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+        auth = context.auth_context()
+        # Before reading anything: is the certificate a member's at all? Then, for each
+        # member id the stream claims, is it that member's?
+        await self._check_identity(context, auth, None)
+        checked = None
         async for batch in request_iterator:
             sender = getattr(batch, "from")
+            if sender != checked:
+                await self._check_identity(context, auth, sender)
+                checked = sender
             if self.is_removed(sender):
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                     f"member {sender} {REMOVED}")
@@ -289,3 +292,14 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
             except PeerRefused as e:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         return confer_pb2.Empty()
+
+    async def _check_identity(self, context: grpc.aio.ServicerContext[Any, Any],
+                              auth: Mapping[str, Iterable[bytes]], member: int | None) -> None:
+        why = self.identity_refusal(auth, member)
+        if why is None:
+            return
+        if self.transport is not None:
+            self.transport.stats.refused_batches += 1
+        self.warn.warning(log, ("identity", context.peer()),
+                          "refusing a peer connection from %s: %s", context.peer(), why)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)

@@ -8,13 +8,16 @@ every new TLS handshake, so a rotated certificate serves the next connection, wi
 restart, while connections already open keep theirs. A member dials its peers with its
 peer certificate as client certificate (:class:`PeerChannelCredentials`, re-read the same
 way), and with peer client-certificate auth it refuses a peer whose certificate does not
-name an allowed common name (:func:`identity_refusal`), before the cluster-id and
-membership admission (``ConferServer.admit_peer``).
+name an allowed common name (:func:`identity_refusal`) or, with
+``--peer-cert-match-address``, that is not valid for the peer address of the member it
+claims to be (:func:`address_refusal`), before the cluster-id and membership admission
+(``ConferServer.admit_peer``).
 """
 
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import logging
 import os
 import threading
@@ -202,6 +205,31 @@ class PeerChannelCredentials:
         if pems is not None:
             self._creds = self._make(pems)
         return self._creds
+
+
+def address_refusal(auth: Mapping[str, Iterable[bytes]], member: int, peer_addr: str | None
+                    ) -> str | None:
+    """Why a peer with the TLS identity ``auth`` may not speak as ``member``, whose
+    advertised peer address is ``peer_addr``: the certificate must name that address's host
+    among its subject alternative names (an IP address or a DNS name). None: admitted, or
+    the member's address is not known here yet (an empty node's first contact)."""
+    if peer_addr is None:
+        return None
+    host = peer_addr.rpartition(":")[0].strip("[]").lower()
+    names = [n.decode(errors="replace").lower()
+             for n in auth.get("x509_subject_alternative_name", ())]
+    if any(_same_host(host, n) for n in names):
+        return None
+    shown = ", ".join(n[:60] for n in names[:5]) or "none"
+    return (f"the peer certificate is not valid for member {member}'s peer address "
+            f"{peer_addr[:100]} (its names: {shown})")
+
+
+def _same_host(host: str, name: str) -> bool:
+    try:
+        return ipaddress.ip_address(host) == ipaddress.ip_address(name)
+    except ValueError:
+        return host == name
 
 
 def identity_refusal(auth: Mapping[str, Iterable[bytes]], allowed_cn: Sequence[str]

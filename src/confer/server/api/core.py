@@ -58,8 +58,10 @@ class Host(Protocol):
         """Why a peer's message (or internal call) is refused, or None to admit it."""
         ...
 
-    def peer_identity_refusal(self, auth: Mapping[str, Iterable[bytes]]) -> str | None:
-        """Why a peer connection with this TLS identity (gRPC's auth context) is refused."""
+    def peer_identity_refusal(self, auth: Mapping[str, Iterable[bytes]],
+                              member: int | None = None) -> str | None:
+        """Why a peer connection with this TLS identity (gRPC's auth context), claiming to
+        be ``member``, is refused."""
         ...
 
     def peer_channel_credentials(self) -> grpc.ChannelCredentials | None:

@@ -251,7 +251,8 @@ class LeaderService:
         """Abort the call (PERMISSION_DENIED) unless a member of this cluster makes it."""
         meta = {k: v for k, v in (context.invocation_metadata() or ())}
         member, cluster = str(meta.get(MEMBER_KEY, "")), str(meta.get(CLUSTER_KEY, ""))
-        refused = self.core.host.peer_identity_refusal(context.auth_context())
+        refused = self.core.host.peer_identity_refusal(
+            context.auth_context(), int(member) if member.isdigit() else None)
         if refused is not None:
             why: str | None = refused
         elif not (member.isdigit() and cluster.isdigit()):
