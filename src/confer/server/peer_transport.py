@@ -10,7 +10,9 @@ else the stream is aborted with PERMISSION_DENIED; its messages must decode as w
 Raft messages for this node (codec.py), else the batch is dropped; and proposals forwarded
 through it must pass the request layer's write checks (peer_checks.py), else they are dropped.
 Every refusal is counted (:class:`PeerStats`) and logged at most once per sender and kind per
-minute.
+minute. With peer TLS (confer.server.tls), members dial each other with their peer
+certificate (:func:`dial`), and a stream whose certificate is not a member's (common name,
+advertised address) is aborted with PERMISSION_DENIED before any of its batches is read.
 """
 
 from __future__ import annotations
