@@ -10,7 +10,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,16 @@ from confer.server.members import Member, MembershipEvent, cluster_id_for, encod
 from confer.server.native import add_native_services
 from confer.server.node import NodeOptions, RaftNode, describe_failure
 from confer.server.peer_checks import ProposalChecks
-from confer.server.peer_transport import GRPC_OPTIONS, GrpcPeerTransport, PeerServicer
+from confer.server.peer_transport import GRPC_OPTIONS, GrpcPeerTransport, PeerServicer, dial
 from confer.server.rpc import register_refusing
+from confer.server.tls import (
+    PeerChannelCredentials,
+    TlsError,
+    address_refusal,
+    identity_refusal,
+    load_pems,
+    server_credentials,
+)
 from confer.server.watch import WatchHub
 from confer.storage import (
     Disk,
@@ -102,6 +110,9 @@ class ConferServer:
         self.cluster_listeners.append(self.lessor.on_cluster_event)
         self.api = RequestLayer(self)
         """Every client request of both APIs goes through it (confer.server.api)."""
+        self._client_creds: grpc.ServerCredentials | None = None
+        self._peer_creds: grpc.ServerCredentials | None = None
+        self._peer_dial_creds: PeerChannelCredentials | None = None
 
     # -- identity -----------------------------------------------------------------------------
     @property
@@ -149,6 +160,7 @@ class ConferServer:
         """Open the data dir, serve, and start Raft. Any reason not to start (the data dir
         in use, unusable or damaged, a port taken) is a SystemExit with one line."""
         cfg = self.cfg
+        self._load_certificates()
         self._open_data_dir()
         assert self.storage is not None
         self._load_identity()
@@ -181,6 +193,42 @@ class ConferServer:
                  cfg.client_url, cfg.peer_url)
         self._started = True
 
+    def _load_certificates(self) -> None:
+        """Check the TLS files and make the ports' credentials: first, so that an unusable
+        certificate or key stops the start (one line naming the file) before anything is
+        touched."""
+        try:
+            if self.cfg.client_tls is not None:
+                self._client_creds = server_credentials(self.cfg.client_tls)
+            if self.cfg.peer_tls is not None:
+                self._peer_creds = server_credentials(self.cfg.peer_tls, "peer-")
+                self._peer_dial_creds = PeerChannelCredentials(self.cfg.peer_tls)
+            if self.cfg.join and self.cfg.client_tls is not None:
+                load_pems(self.cfg.client_tls)  # _join dials with these; checked now
+        except TlsError as e:
+            raise SystemExit(f"cannot start with TLS: {e}") from None
+
+    def peer_channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """How this member dials a peer port: its peer certificate (current files) over
+        TLS, or None for plaintext when peer TLS is off."""
+        return None if self._peer_dial_creds is None else self._peer_dial_creds.get()
+
+    def dial_peer(self, addr: str) -> grpc.aio.Channel:
+        """A new channel to a peer port (TLS when peer TLS is on)."""
+        return dial(addr, self.peer_channel_credentials())
+
+    def peer_identity_refusal(self, auth: Mapping[str, Iterable[bytes]],
+                              member: int | None = None) -> str | None:
+        """Why a peer connection with TLS identity ``auth`` (gRPC's auth context) claiming
+        to be ``member`` is refused: its certificate's common name is not allowed, or (with
+        ``--peer-cert-match-address``) it is not valid for that member's peer address. None:
+        admitted."""
+        why = identity_refusal(auth, self.cfg.allowed_peer_cns)
+        if why is None and member is not None and self.cfg.peer_cert_match_address:
+            known = self.fsm.membership.members.get(member)
+            why = address_refusal(auth, member, known.peer_addr if known else None)
+        return why
+
     def _open_data_dir(self) -> None:
         """Make the data dir private, take its lock and recover the log: first, so that a
         second process on the same dir, an unusable dir or a damaged log stop the start
@@ -208,7 +256,7 @@ class ConferServer:
         self._transport = GrpcPeerTransport(
             self.node_id, self.cfg.peer_url, self.peer_address, self.cluster_id,
             self.admit_peer, self._proposal_checks.refusal, self._report_unreachable,
-            self._told_removed)
+            self._told_removed, self.dial_peer)
         self._peer_servicer.transport = self._transport
         node = RaftNode(
             Config(id=self.node_id, election_tick=cfg.election_ticks, heartbeat_tick=1,
@@ -237,14 +285,15 @@ class ConferServer:
         add_native_services(self.api, client)
         peer = _grpc_server()
         peer.add_generic_rpc_handlers([self.api.leader_service.handlers()])
-        self._peer_servicer = PeerServicer(None, self.fsm.membership.removed.__contains__)
+        self._peer_servicer = PeerServicer(None, self.fsm.membership.removed.__contains__,
+                                           self.peer_identity_refusal)
         register_refusing("peer", peer_pb2_grpc.add_PeerServicer_to_server,
                           self._peer_servicer, peer)
         for server in (client, peer):
             register_refusing("health", health_pb2_grpc.add_HealthServicer_to_server,
                               self.health, server)
-        self.client_port = _listen(client, self.cfg.listen_client, "client")
-        self.peer_port = _listen(peer, self.cfg.listen_peer, "peer")
+        self.client_port = _listen(client, self.cfg.listen_client, "client", self._client_creds)
+        self.peer_port = _listen(peer, self.cfg.listen_peer, "peer", self._peer_creds)
         await client.start()
         self.grpc_server = client
         await peer.start()
@@ -479,7 +528,7 @@ class ConferServer:
         Refusals that pass (no leader, a timeout, another membership change still in
         progress) are retried for up to ``JOIN_RETRY_SECONDS``; anything else is final.
         """
-        ch = grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
+        ch = dial(addr, _join_credentials(self.cfg))
         request = kv_pb2.MemberAddRequest(
             id=self.cfg.node_id, name=self.cfg.name, peer_addr=self.cfg.peer_url,
             client_addr=self.cfg.client_url, is_learner=True)
@@ -563,10 +612,24 @@ def _grpc_server(options: list[tuple[str, int]] | None = None) -> grpc.aio.Serve
                                     *mine.items(), ("grpc.so_reuseport", 0)])
 
 
-def _listen(server: grpc.aio.Server, addr: str, what: str) -> int:
-    """Bind ``addr``; the port bound (``:0`` picks one). Exits with one line if it cannot."""
+def _join_credentials(cfg: ServerConfig) -> grpc.ChannelCredentials | None:
+    """``--join`` dials a member's client port: over TLS when this member's client port
+    serves TLS (the cluster's client ports alike), its client certificate as its own, the
+    client CA (or the system's) as roots."""
+    files = cfg.client_tls
+    if files is None:
+        return None
+    pems = load_pems(files)
+    return grpc.ssl_channel_credentials(pems.ca, pems.key, pems.cert_chain)
+
+
+def _listen(server: grpc.aio.Server, addr: str, what: str,
+            creds: grpc.ServerCredentials | None) -> int:
+    """Bind ``addr`` (TLS with ``creds``); the port bound (``:0`` picks one). Exits with one
+    line if it cannot."""
     try:
-        port = server.add_insecure_port(addr)
+        port = (server.add_insecure_port(addr) if creds is None
+                else server.add_secure_port(addr, creds))
     except RuntimeError:  # grpcio's "Failed to bind": in use, or not an address of this host
         port = 0
     if not port:
