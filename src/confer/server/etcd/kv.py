@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from confer import kv as store
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.kv import Put as PutCommand
+from confer.kv.keyrange import FROM_KEY
 from confer.server.api import RequestContext, RequestLayer
 from confer.server.api.watches import MAX_WATCHES_PER_STREAM, ResponseQueue, with_progress
 from confer.server.etcd.common import (
@@ -213,26 +214,35 @@ class WatchStream:
         elif kind == "progress_request":
             await self.send(CANCELED_WATCH_ID)
 
-    async def create(self, c: rpc_pb2.WatchCreateRequest) -> None:
-        wid = c.watch_id
-        if wid < 0 or (wid and wid in self.watches):  # 0 is never a duplicate: it is "any"
-            await self.send(CANCELED_WATCH_ID, created=True, canceled=True,
-                            cancel_reason="mvcc: duplicate watch ID provided on the "
-                                          "WatchStream")
-            return
+    def refusal(self, c: rpc_pb2.WatchCreateRequest) -> str | None:
+        """Why etcd would refuse this create (answered created + canceled, the stream goes
+        on), or None. Only an explicit id can be a duplicate: 0 asks for any free one."""
+        if c.start_revision < 0:
+            return "etcdserver: mvcc: required revision has been compacted"
+        if c.range_end not in (b"", FROM_KEY) and (c.key or b"\0") >= c.range_end:
+            return "mvcc: watcher range is empty"
+        if c.watch_id < 0 or (c.watch_id and c.watch_id in self.watches):
+            return "mvcc: duplicate watch ID provided on the WatchStream"
         if len(self.watches) >= MAX_WATCHES_PER_STREAM:
+            return (f"etcdserver: too many watches on one stream (at most "
+                    f"{MAX_WATCHES_PER_STREAM}); cancel one or open another stream")
+        return None
+
+    async def create(self, c: rpc_pb2.WatchCreateRequest) -> None:
+        reason = self.refusal(c)
+        if reason is not None:
             await self.send(CANCELED_WATCH_ID, created=True, canceled=True,
-                            cancel_reason=f"etcdserver: too many watches on one stream "
-                                          f"(at most {MAX_WATCHES_PER_STREAM}); cancel one "
-                                          "or open another stream")
+                            cancel_reason=reason)
             return
-        if not wid:  # 0 asks the server to choose: the lowest unused id from next_id on
+        wid = c.watch_id
+        if not wid:  # etcd's auto id: the lowest id from next_id on that no watch holds
             while self.next_id in self.watches:
                 self.next_id += 1
             wid = self.next_id
             self.next_id += 1
-        # Registered before the "created" response goes out: no event can be missed.
-        w = _Watch(wid, c, self.layer.watches.watch(self.ctx, c.key, c.range_end,
+        # Registered before the "created" response goes out: no event can be missed. An
+        # empty key is etcd's smallest key, "\0".
+        w = _Watch(wid, c, self.layer.watches.watch(self.ctx, c.key or b"\0", c.range_end,
                                                     c.start_revision))
         self.watches[wid] = w
         await self.send(wid, created=True)
