@@ -261,3 +261,29 @@ def test_etcdctl_interactive_watch_prints_every_watch(etcdctl: Etcdctl, cluster:
         assert "canceled" not in out.read_text()
     finally:
         kill(proc)
+
+
+def test_progress_notifications_go_to_each_watch_that_asked(tmp_path: Any) -> None:
+    cluster = ProcessCluster(1, tmp_path)
+    try:
+        for n in cluster.nodes.values():
+            n.start(env={"CONFER_ETCD_WATCH_PROGRESS_INTERVAL": "0.3"})
+            n.wait_ready(30)
+        with grpc.insecure_channel(cluster.endpoints[0]) as ch:
+            s = Stream(ch)
+            try:
+                a = s.create(key=b"/p/a", progress_notify=True).watch_id
+                b = s.create(key=b"/p/b").watch_id
+                c = s.create(key=b"/p/c", progress_notify=True).watch_id
+                seen: set[int] = set()
+                for _ in range(50):  # a tick every 0.3 s: a few suffice
+                    r = s.next()
+                    assert not r.events and not r.canceled and r.header.revision > 0, r
+                    seen.add(r.watch_id)
+                    if seen >= {a, c}:
+                        break
+                assert seen == {a, c} and b not in seen
+            finally:
+                s.close()
+    finally:
+        cluster.stop()

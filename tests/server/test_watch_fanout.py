@@ -15,8 +15,7 @@ from confer.kv import DeleteRange, Event, KVStore, Put, Txn, encode_command, pre
 from confer.raft.types import Entry
 from confer.server import watch as watch_mod
 from confer.server.api.kv import tree_span
-from confer.server.api.watches import boundary_match
-from confer.server.watch import Watcher, WatchHub
+from confer.server.watch import Watcher, WatchHub, boundary_match
 
 KEYS = [b"/a", b"/a/b", b"/a/b/c", b"/a-", b"/a.b", b"/ab", b"/b", b"/b/x", b"/c", b"a", b"\xff"]
 key = st.sampled_from(KEYS)
@@ -31,6 +30,7 @@ class Spec:
     end: bytes
     start: int  # 0: from now
     accept: object = None
+    path: bytes = b""  # of a tree watch
     watcher: Watcher | None = None
     first: int = 0  # the first revision it may see
     got: list[tuple[int, bytes, int]] = field(default_factory=list)
@@ -55,7 +55,7 @@ def spec_of(shape: str, k: bytes, other: bytes, start: int) -> Spec:
         return Spec(shape, k, other, start)
     path = k if k.startswith(b"/") else b"/"
     lo, hi = tree_span(path)
-    return Spec("tree", lo, hi, start, accept=boundary_match(path))
+    return Spec("tree", lo, hi, start, accept=boundary_match(path), path=path)
 
 
 OPS = st.one_of(
@@ -112,7 +112,8 @@ def test_index_fanout_equals_brute_force(ops: list[tuple], limit: int) -> None: 
             elif op[0] == "watch":
                 s = spec_of(op[1], op[2], op[3], min(op[4], kv.revision))
                 s.first = s.start or kv.revision + 1
-                s.watcher = hub.watcher(s.key, s.end, s.start, s.accept)  # type: ignore[arg-type]
+                s.watcher = (hub.tree_watcher(s.path, (s.key, s.end), s.start)
+                             if s.shape == "tree" else hub.watcher(s.key, s.end, s.start))
                 specs.append(s)
                 if op[5]:
                     drain(hub, s)  # live from now on: later events come pushed, not read

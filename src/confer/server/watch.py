@@ -53,6 +53,14 @@ def split_batch(batch: list[Event], limit: int = BATCH_BYTES) -> list[list[Event
     return out
 
 
+def boundary_match(path: bytes) -> Callable[[bytes], bool]:
+    """Does a key lie at ``path`` or below it (``/app`` does not cover ``/application``)?"""
+    if path == b"/":
+        return lambda k: k.startswith(b"/")
+    under = path + b"/"
+    return lambda k: k == path or k.startswith(under)
+
+
 class WatchClosed(Exception):
     """The server is shutting down or the watch was cancelled."""
 
@@ -72,12 +80,14 @@ class Watcher:
     that serves many watchers with one task (etcd's Watch) learns which."""
     cancelled: bool = False
     accept_key: Callable[[bytes], bool] | None = None
-    """A finer filter inside the range (e.g. the path boundary of a subtree watch)."""
+    """A finer filter inside the range when reading history: the path boundary of a
+    subtree watch (live events come matched exactly by the index)."""
 
 
 class WatchHub:
     """Feeds watchers from the store. An applied revision costs the watchers its keys match
-    (found through a :class:`~confer.kv.WatchIndex`), not all of them."""
+    (found through a :class:`~confer.kv.WatchIndex`, path subtrees included), not all of
+    them."""
 
     def __init__(self, kv: KVStore) -> None:
         self.kv = kv
@@ -106,11 +116,6 @@ class WatchHub:
             w = watchers[wid]
             if not w.synced:
                 continue
-            if w.accept_key is not None:
-                accept = w.accept_key
-                matched = [e for e in matched if accept(e.kv.key)]
-                if not matched:
-                    continue
             if len(w.buffered) + len(matched) > MAX_BUFFERED_EVENTS:
                 # Too slow to keep up live: fall back to reading the history.
                 w.synced = False
@@ -142,17 +147,30 @@ class WatchHub:
             self.index.remove(w.id)
 
     def watcher(self, key: bytes, range_end: bytes, start_revision: int,
-                accept_key: Callable[[bytes], bool] | None = None,
                 notify: Callable[[], None] | None = None) -> Watcher:
-        """Register a watcher; ``start_revision`` 0 means "changes after now". Consume it
-        with :meth:`events`, or with :meth:`take` each time ``notify`` is called."""
+        """Register a watcher of ``key``, or of the range to ``range_end`` (etcd's forms);
+        ``start_revision`` 0 means "changes after now". Consume it with :meth:`events`, or
+        with :meth:`take` each time ``notify`` is called."""
         if self._closed:
             raise WatchClosed("server shutting down")
         start = start_revision or self.kv.revision + 1
-        w = Watcher(key, range_end, start, next(self._ids), accept_key=accept_key,
-                    notify=notify)
+        w = Watcher(key, range_end, start, next(self._ids), notify=notify)
         self.watchers[w.id] = w
         self.index.add(w.id, key, range_end)
+        return w
+
+    def tree_watcher(self, path: bytes, span: tuple[bytes, bytes], start_revision: int,
+                     notify: Callable[[], None] | None = None) -> Watcher:
+        """Register a watcher of ``path`` and its subtree, at path boundaries (``/app``
+        does not cover ``/application``); ``span`` is the key range that holds them (read
+        from the history, then filtered). Otherwise as :meth:`watcher`."""
+        if self._closed:
+            raise WatchClosed("server shutting down")
+        key, end = span
+        w = Watcher(key, end, start_revision or self.kv.revision + 1, next(self._ids),
+                    accept_key=boundary_match(path), notify=notify)
+        self.watchers[w.id] = w
+        self.index.add_tree(w.id, path)
         return w
 
     def take(self, w: Watcher) -> list[Event]:
@@ -208,5 +226,5 @@ class WatchHub:
         return events
 
 
-__all__ = ["CompactedError", "WatchClosed", "WatchHub", "Watcher", "event_bytes",
-           "split_batch"]
+__all__ = ["CompactedError", "WatchClosed", "WatchHub", "Watcher", "boundary_match",
+           "event_bytes", "split_batch"]

@@ -87,14 +87,6 @@ class ResponseQueue(Generic[T]):
         return item
 
 
-def boundary_match(path: bytes) -> Callable[[bytes], bool]:
-    """Does a key lie at ``path`` or below it (``/app`` does not cover ``/application``)?"""
-    if path == b"/":
-        return lambda k: k.startswith(b"/")
-    under = path + b"/"
-    return lambda k: k == path or k.startswith(under)
-
-
 class WatchRequests:
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -127,7 +119,7 @@ class WatchRequests:
         key, end = tree_span(path)
         self.core.check(ctx, Access(AccessKind.READ, key, end))
         self.core.consensus.require_node()
-        return self.hub.watcher(key, end, start_revision, boundary_match(path))
+        return self.hub.tree_watcher(path, (key, end), start_revision)
 
     def events(self, watcher: Watcher) -> AsyncGenerator[list[Event], None]:
         """The watcher's event batches in revision order; CompactedError if its next
