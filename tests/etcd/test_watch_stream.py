@@ -11,6 +11,7 @@ from confer.kv import Compact, KVStore, Put, encode_command
 from confer.raft.types import Entry
 from confer.server.api.core import Header
 from confer.server.api.watches import ResponseQueue
+from confer.server.etcd import kv as etcd_kv
 from confer.server.etcd.kv import WatchStream
 from confer.server.watch import Watcher, WatchHub
 
@@ -149,3 +150,20 @@ def test_a_watch_behind_compaction_is_cancelled_with_its_revision_and_the_rest_g
             stream.close()
 
     asyncio.run(main())
+
+
+def test_a_run_is_encoded_once_per_round_within_a_bound(monkeypatch: Any) -> None:
+    layer = Layer()
+    events: list[Any] = []
+    layer.kv.add_listener(events.extend)
+    for i in range(20):
+        layer.do(Put(b"k%d" % i, b"x" * 100))
+    enc = etcd_kv.Encodings(layer)  # type: ignore[arg-type]
+    first, size = enc.response(events[:2], False)
+    assert enc.response(events[:2], False)[0] is first  # the same run: not encoded again
+    assert enc.response(events[:2], True)[0] is not first  # prev_kv asked: another encoding
+    assert [e.kv.value for e in first.events] == [b"x" * 100] * 2 and size > 200
+    monkeypatch.setattr(etcd_kv, "ENCODINGS_BYTES", 3 * size)
+    for i in range(0, 20, 2):  # distinct runs: the round keeps at most the bound
+        enc.response(events[i:i + 2], False)
+        assert enc.bytes <= 3 * size

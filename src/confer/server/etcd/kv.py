@@ -193,6 +193,40 @@ def filtered_types(c: rpc_pb2.WatchCreateRequest) -> frozenset[store.EventType]:
                      else store.EventType.DELETE for f in c.filters)
 
 
+ENCODINGS_BYTES = 4 << 20
+"""Bytes of encoded responses one stream round keeps for reuse (the watches of a prefix
+all get the same revision: one encoding serves them all); beyond, it starts afresh, so a
+round of many distinct catch-ups holds no more than this besides the queue."""
+
+
+class Encodings:
+    """The responses one round of a stream has built, by the runs of events they carry,
+    so that a run many watches get is encoded once and copied for each."""
+
+    def __init__(self, layer: RequestLayer) -> None:
+        self.layer = layer
+        self.bytes = 0
+        # (prev_kv, id of each event) -> (the run, kept so no id is reused; response; size)
+        self.built: dict[tuple[Any, ...], tuple[list[store.Event], rpc_pb2.WatchResponse,
+                                                int]] = {}
+
+    def response(self, run: list[store.Event], prev_kv: bool
+                 ) -> tuple[rpc_pb2.WatchResponse, int]:
+        """A response (without watch id) carrying ``run``, and its size for the queue."""
+        key = (prev_kv, *map(id, run))
+        hit = self.built.get(key)
+        if hit is None:
+            size = sum(map(event_bytes, run))
+            if self.bytes + size > ENCODINGS_BYTES:
+                self.built.clear()
+                self.bytes = 0
+            hit = self.built[key] = (run, rpc_pb2.WatchResponse(
+                header=header(self.layer), events=[event_to_etcd(e, prev_kv) for e in run]),
+                size)
+            self.bytes += size
+        return hit[1], hit[2]
+
+
 @dataclass(eq=False)
 class WatchStream:
     """One client's Watch stream: many watches (at most ``MAX_WATCHES_PER_STREAM``), served
@@ -298,8 +332,7 @@ class WatchStream:
                 await self.wake.wait()
                 continue
             ready, self.ready = self.ready, {}
-            encoded: dict[tuple[Any, ...], tuple[list[store.Event], rpc_pb2.WatchResponse,
-                                                 int]] = {}
+            encoded = Encodings(self.layer)
             for w in ready:
                 if self.watches.get(w.id) is not w:
                     continue  # cancelled, or not yet announced (it is marked again then)
@@ -316,26 +349,16 @@ class WatchStream:
                 if batch:
                     await self.send_events(w, batch, encoded)
 
-    async def send_events(self, w: _Watch, batch: list[store.Event],
-                          encoded: dict[tuple[Any, ...], tuple[list[store.Event],
-                                                               rpc_pb2.WatchResponse, int]]
+    async def send_events(self, w: _Watch, batch: list[store.Event], encoded: Encodings
                           ) -> None:
         """Queue ``w``'s events, filtered, one response per run of about a MiB (never
-        splitting a revision). ``encoded`` holds the responses built in this round by the
-        runs they carry: a run that another watch of the stream already sent (most watches
-        of a prefix get the same) is copied with its watch id changed, not encoded again."""
+        splitting a revision), each copied from the round's :class:`Encodings` with the
+        watch's id."""
         events = [e for e in batch if e.type not in w.skip] if w.skip else batch
         if not events:
             return
-        prev_kv = w.create.prev_kv
         for run in split_batch(events):
-            key = (prev_kv, *map(id, run))  # the run kept in the value: no id is reused
-            hit = encoded.get(key)
-            if hit is None:
-                hit = encoded[key] = (run, rpc_pb2.WatchResponse(
-                    header=header(self.layer),
-                    events=[event_to_etcd(e, prev_kv) for e in run]), sum(map(event_bytes, run)))
-            _, template, size = hit
+            template, size = encoded.response(run, w.create.prev_kv)
             await self.out.room(size)
             if self.watches.get(w.id) is not w:
                 return  # cancelled while the queue was full: its "canceled" went out
