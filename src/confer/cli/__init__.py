@@ -18,7 +18,7 @@ os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="confer")
+@click.version_option(package_name="confer-kv")
 def cli() -> None:
     """Confer: a strongly consistent coordination service."""
 
