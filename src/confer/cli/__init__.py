@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,11 +17,18 @@ call; with them off, 5 and 0.60 ms, and its slowest call took 28 ms instead of 3
 (Unknown names are logged and ignored, should a later grpcio retire them.)"""
 os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
 
+from confer.cli.context import global_options  # noqa: E402 - imports grpc: after the above
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="confer-kv")
-def cli() -> None:
-    """Confer: a strongly consistent coordination service."""
+@global_options
+@click.pass_context
+def cli(ctx: click.Context, **connection: Any) -> None:
+    """Confer: a strongly consistent coordination service.
+
+    The connection and output options may come before the command or after it."""
+    ctx.obj = connection
 
 
 @cli.command("demo")

@@ -1,0 +1,75 @@
+"""Rough edges of the `confer` command line met by a new user, through the real entry point
+against one real node (shared by the module's tests; each uses its own paths)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from testing import ProcessCluster
+from testing.procs import free_port
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with ProcessCluster(1, tmp_path_factory.mktemp("rough")) as c:
+        c.leader()
+        yield c.endpoints[0]
+
+
+def confer(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None,
+           timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+    """``confer ARGS`` with no CONFER_* variable of the test's environment (only ``env``)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CONFER_")}
+    return subprocess.run([sys.executable, "-m", "confer", *args], input=stdin,
+                          capture_output=True, env={**base, **(env or {})}, timeout=timeout)
+
+
+def ok(*args: str, **kw: object) -> bytes:
+    r = confer(*args, **kw)  # type: ignore[arg-type]
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r.stdout
+
+
+def one_line(r: subprocess.CompletedProcess[bytes]) -> str:
+    """The error line of a failed command: exactly one, no traceback."""
+    lines = r.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0]
+    return lines[0]
+
+
+def test_connection_options_may_come_before_or_after_the_command(endpoint: str) -> None:
+    ok("--endpoints", endpoint, "put", "/opts/a", "1")
+    assert json.loads(ok("-o", "json", "--endpoints", endpoint, "get", "/opts/a"))["value"] == "1"
+    assert json.loads(ok("get", "/opts/a", "-o", "json", "--endpoints", endpoint))["version"] == 1
+    # After the command wins over before it, which wins over the environment.
+    assert ok("--endpoints", "127.0.0.1:1", "get", "/opts/a", "--endpoints", endpoint,
+              env={"CONFER_ENDPOINTS": "127.0.0.1:2"}) == b"1\n"
+    assert ok("-o", "json", "--timeout", "5", "get", "/opts/a",
+              env={"CONFER_ENDPOINTS": endpoint, "CONFER_OUTPUT": "table"}).startswith(b"{")
+
+
+def test_endpoints_may_be_http_urls(endpoint: str) -> None:
+    ok("put", "/opts/url", "u", "--endpoints", f"http://{endpoint}/")
+    assert ok("get", "/opts/url", env={"CONFER_ENDPOINTS": f"http://{endpoint}"}) == b"u\n"
+
+
+def test_a_malformed_endpoint_is_a_usage_error() -> None:
+    r = confer("get", "/x", "--endpoints", "ftp://127.0.0.1:7379")
+    assert r.returncode == 2 and b"ftp://127.0.0.1:7379" in r.stderr and b"HOST:PORT" in r.stderr
+
+
+def test_when_every_endpoint_refuses_the_command_fails_at_once_naming_them() -> None:
+    dead = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    # A 600 s request timeout: only failing fast ends the command within the 60 s allowed.
+    r = confer("get", "/x", "--timeout", "600", "--endpoints",
+               f"http://{dead[0]},{dead[1]}", timeout=60)
+    assert r.returncode == 3
+    line = one_line(r)
+    assert f"could not connect to {dead[0]}, {dead[1]} (connection refused)" in line
