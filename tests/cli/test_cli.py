@@ -42,7 +42,7 @@ def test_put_get_ls_del(endpoints: str) -> None:
     ok("put", "/application/name", "other", endpoints=endpoints)
     assert ok("get", "/app/config/timeout", endpoints=endpoints) == "30\n"
     kv = json.loads(ok("get", "/app/config/timeout", "-o", "json", endpoints=endpoints))
-    assert kv["value"] == "30" and kv["version"] == 1
+    assert kv["value"] == "MzA=" and kv["version"] == 1  # base64 of b"30"
     assert ok("ls", "/app", endpoints=endpoints).split() == ["config"]
     assert ok("ls", "/app/config", endpoints=endpoints).split() == ["retries", "timeout"]
     listing = json.loads(ok("ls", "-r", "/app", "-o", "json", endpoints=endpoints))

@@ -46,7 +46,8 @@ def one_line(r: subprocess.CompletedProcess[bytes]) -> str:
 
 def test_connection_options_may_come_before_or_after_the_command(endpoint: str) -> None:
     ok("--endpoints", endpoint, "put", "/opts/a", "1")
-    assert json.loads(ok("-o", "json", "--endpoints", endpoint, "get", "/opts/a"))["value"] == "1"
+    got = json.loads(ok("-o", "json", "--endpoints", endpoint, "get", "/opts/a"))
+    assert got["value"] == "MQ=="  # base64 of b"1"
     assert json.loads(ok("get", "/opts/a", "-o", "json", "--endpoints", endpoint))["version"] == 1
     # After the command wins over before it, which wins over the environment.
     assert ok("--endpoints", "127.0.0.1:1", "get", "/opts/a", "--endpoints", endpoint,
@@ -73,3 +74,60 @@ def test_when_every_endpoint_refuses_the_command_fails_at_once_naming_them() -> 
     assert r.returncode == 3
     line = one_line(r)
     assert f"could not connect to {dead[0]}, {dead[1]} (connection refused)" in line
+
+
+def test_a_long_value_is_cut_in_tables(endpoint: str) -> None:
+    big = b"x" * (1 << 20)
+    ok("put", "/wide/big", stdin=big, env={"CONFER_ENDPOINTS": endpoint})
+    ok("put", "/wide/small", "s", env={"CONFER_ENDPOINTS": endpoint})
+    out = ok("ls", "-r", "/wide", env={"CONFER_ENDPOINTS": endpoint}).decode()
+    assert len(out) < 1000  # a 1 MiB value once padded every row to 1 MiB
+    _header, _rule, first, second = out.splitlines()
+    assert first.startswith("/wide/big") and "xxx..." in first
+    assert len(first) < 150 and second.split()[:2] == ["/wide/small", "s"]
+    assert len(ok("get", "/wide/big", "--print-value-only",
+                  env={"CONFER_ENDPOINTS": endpoint})) == 1 << 20
+
+
+def test_binary_values_round_trip(endpoint: str) -> None:
+    env = {"CONFER_ENDPOINTS": endpoint}
+    value = b"\x00\xff\n\x80ok"
+    ok("put", "/bin/k", stdin=value, env=env)
+    assert ok("get", "/bin/k", "--print-value-only", env=env) == value  # exact, no newline
+    assert ok("get", "/bin/k", "--hex", env=env) == b"00ff0a806f6b\n"
+    assert json.loads(ok("get", "/bin/k", "-o", "json", env=env))["value"] == "AP8KgG9r"
+    # JSON has one encoding for every value, text or not: base64.
+    ok("put", "/bin/text", "héllo", env=env)
+    listing = json.loads(ok("ls", "-r", "/bin", "-o", "json", env=env))
+    assert [kv["value"] for kv in listing["kvs"]] == ["AP8KgG9r", "aMOpbGxv"]
+    table = ok("ls", "-r", "/bin", env=env).decode().splitlines()
+    assert table[2].split()[:2] == ["/bin/k", "\\x00\\xff\\n\\x80ok"]  # one row per key
+    assert ok("ls", "-r", "/bin", "--hex", env=env).decode().splitlines()[3].split()[1] == (
+        "68c3a96c6c6f")
+    r = confer("get", "/bin/k", "--hex", "--print-value-only", env=env)
+    assert r.returncode == 2
+
+
+def test_ls_of_a_missing_path_is_not_found_like_get(endpoint: str) -> None:
+    env = {"CONFER_ENDPOINTS": endpoint}
+    ok("put", "/there/leaf", "1", env=env)
+    for args in (["ls", "/nowhere"], ["ls", "-r", "/nowhere"], ["get", "/nowhere"]):
+        r = confer(*args, env=env)
+        assert r.returncode == 4, args
+        assert one_line(r) == "Error: /nowhere not found"
+    assert ok("ls", "/there", env=env) == b"leaf\n"
+    assert ok("ls", "/there/leaf", env=env) == b""  # a key without children
+    ok("ls", "/", env=env)  # the root always exists
+
+
+def test_an_invalid_path_is_a_usage_error(endpoint: str) -> None:
+    for args in (["ls", "no-slash"], ["get", "/a//b"], ["put", "rel", "1"]):
+        r = confer(*args, env={"CONFER_ENDPOINTS": endpoint})
+        assert r.returncode == 2, (args, r.stderr)
+        assert "invalid path" in one_line(r)
+
+
+def test_error_messages_do_not_show_internals(endpoint: str) -> None:
+    r = confer("put", "/x", "1", "--lease", "999", env={"CONFER_ENDPOINTS": endpoint})
+    assert r.returncode == 4
+    assert one_line(r) == "Error: Put /x: requested lease not found: lease 999"

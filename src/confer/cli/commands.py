@@ -11,10 +11,13 @@ import click
 
 from confer.cli.context import Ctx, client_options, follow, print_listing
 from confer.cli.output import (
+    EXIT_NOT_FOUND,
+    MAX_CELL,
     fail,
     handle_errors,
     print_json,
     print_table,
+    show_value,
     text,
     to_jsonable,
 )
@@ -29,9 +32,12 @@ from confer.client import (
 from confer.client.errors import ConferError
 
 
-def kv_row(kv: KeyValue) -> list[Any]:
-    return [kv.path, text(kv.value), kv.create_revision, kv.mod_revision, kv.version,
-            kv.lease or ""]
+def kv_row(kv: KeyValue, hex_: bool = False) -> list[Any]:
+    return [kv.path, show_value(kv.value, hex_, MAX_CELL), kv.create_revision,
+            kv.mod_revision, kv.version, kv.lease or ""]
+
+
+hex_option = click.option("--hex", "hex_", is_flag=True, help="Show values in hexadecimal.")
 
 
 KV_HEADERS = ["PATH", "VALUE", "CREATE_REV", "MOD_REV", "VERSION", "LEASE"]
@@ -63,19 +69,27 @@ def register(cli: click.Group) -> None:
     @click.argument("path")
     @click.option("--rev", type=click.IntRange(0), default=0, help="Read at a past revision.")
     @click.option("--serializable", is_flag=True, help="Local read, possibly stale.")
+    @click.option("--print-value-only", "raw", is_flag=True,
+                  help="Write the value's exact bytes, nothing else (no newline).")
+    @hex_option
     @client_options
     @handle_errors
-    def get(ctx: Ctx, path: str, rev: int, serializable: bool) -> None:
-        """Print the value of PATH (table output: the value alone)."""
+    def get(ctx: Ctx, path: str, rev: int, serializable: bool, raw: bool, hex_: bool) -> None:
+        """Print the value of PATH (table output: the value alone, as text)."""
+        if raw and hex_:
+            raise click.UsageError("--print-value-only and --hex exclude each other")
         with ctx.client() as c:
             kv = c.get(path, revision=rev, serializable=serializable)
         if kv is None:
-            fail(f"{path} not found", 4)
+            fail(f"{path} not found", EXIT_NOT_FOUND)
             return
-        if ctx.json:
+        if raw:
+            sys.stdout.buffer.write(kv.value)
+            sys.stdout.buffer.flush()
+        elif ctx.json:
             print_json(kv)
         else:
-            click.echo(text(kv.value))
+            click.echo(kv.value.hex() if hex_ else text(kv.value))
 
     @cli.command("del")
     @click.argument("path")
@@ -100,15 +114,19 @@ def register(cli: click.Group) -> None:
                   help="List every key of the subtree with its value, not just child names.")
     @click.option("--limit", type=click.IntRange(0), default=0, help="At most this many.")
     @click.option("--rev", type=click.IntRange(0), default=0, help="(with -r) a past revision.")
+    @hex_option
     @client_options
     @handle_errors
-    def ls(ctx: Ctx, path: str, recursive: bool, limit: int, rev: int) -> None:
-        """List the children of PATH (like ZooKeeper's ls), or with -r its whole subtree."""
+    def ls(ctx: Ctx, path: str, recursive: bool, limit: int, rev: int, hex_: bool) -> None:
+        """List the children of PATH (like ZooKeeper's ls), or with -r its whole subtree.
+        A PATH that is neither a key nor has keys below it is not found (exit status 4)."""
         with ctx.client() as c:
             if not recursive:
                 if rev:
                     raise click.UsageError("--rev needs --recursive")
                 res = c.children(path, limit=limit)
+                if not res.names and path != "/" and c.get(path) is None:
+                    fail(f"{path} not found", EXIT_NOT_FOUND)
                 if ctx.json:
                     print_json(res)
                 else:
@@ -118,10 +136,12 @@ def register(cli: click.Group) -> None:
                         click.echo("... (more: raise --limit)", err=True)
                 return
             page = c.list(path, recursive=True, limit=limit, revision=rev)
+        if not page.kvs and path != "/":
+            fail(f"{path} not found" + (f" at revision {rev}" if rev else ""), EXIT_NOT_FOUND)
         if ctx.json:
             print_json(page)
             return
-        print_table(KV_HEADERS, [kv_row(kv) for kv in page.kvs])
+        print_table(KV_HEADERS, [kv_row(kv, hex_) for kv in page.kvs])
         if page.more:
             click.echo(f"... {page.count - len(page.kvs)} more (raise --limit)", err=True)
 

@@ -299,7 +299,7 @@ def campaign(election: Election[Client], value: str, printer: Printer) -> None:
     """Campaign, report the election, and lead until lost (exit 3) or interrupted."""
     election.campaign(value)
     printer.emit(f"elected {election.key} (rev {election.rev})",
-                 {"event": "elected", "key": election.key, "value": value,
+                 {"event": "elected", "key": election.key, "value": value.encode(),
                   "rev": election.rev})
     until_lost(election)
 
