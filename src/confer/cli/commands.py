@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ import click
 from confer.cli.context import Ctx, client_options, follow, print_listing
 from confer.cli.output import (
     EXIT_NOT_FOUND,
+    EXIT_UNAVAILABLE,
     MAX_CELL,
     fail,
     handle_errors,
@@ -22,13 +26,17 @@ from confer.cli.output import (
     to_jsonable,
 )
 from confer.client import (
+    Client,
     ClusterEvent,
+    DeadlineExceeded,
     DeleteResult,
     KeyValue,
     PutResult,
     Status,
+    Unavailable,
     WatchEvent,
 )
+from confer.client.endpoints import parse_endpoint
 from confer.client.errors import ConferError
 
 
@@ -38,6 +46,43 @@ def kv_row(kv: KeyValue, hex_: bool = False) -> list[Any]:
 
 
 hex_option = click.option("--hex", "hex_", is_flag=True, help="Show values in hexadecimal.")
+member_timeout_option = click.option(
+    "--member-timeout", type=click.FloatRange(0.1, 3600), default=2.0, show_default=True,
+    help="Seconds to wait for each member's answer (all are asked at once).")
+
+
+@dataclass(frozen=True)
+class EndpointCheck:
+    """One endpoint's health: it answered Status and knows a leader."""
+
+    status: Status | None
+    took: float
+    error: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        return not self.error
+
+
+def check_endpoints(c: Client, addrs: list[str], timeout: float) -> dict[str, EndpointCheck]:
+    """Ask every endpoint for its status at once (a dead or stuck member costs ``timeout``,
+    once), in ``addrs`` order."""
+
+    def check(addr: str) -> EndpointCheck:
+        start = time.monotonic()
+        try:
+            st = c.status(addr, timeout=timeout)
+        except ConferError as e:
+            took = time.monotonic() - start
+            why = "no answer" if isinstance(e, (DeadlineExceeded, Unavailable)) else "error"
+            return EndpointCheck(None, took, f"{why}: {type(e).__name__}")
+        took = time.monotonic() - start
+        return EndpointCheck(st, took, "" if st.leader_id else "no leader")
+
+    if not addrs:
+        return {}
+    with ThreadPoolExecutor(min(len(addrs), 16)) as pool:
+        return dict(zip(addrs, pool.map(check, addrs), strict=True))
 
 
 KV_HEADERS = ["PATH", "VALUE", "CREATE_REV", "MOD_REV", "VERSION", "LEASE"]
@@ -214,33 +259,69 @@ def register(cli: click.Group) -> None:
         click.echo(f"compacted history up to revision {revision}")
 
     @cli.command("status")
+    @member_timeout_option
     @client_options
     @handle_errors
-    def status(ctx: Ctx) -> None:
-        """Show every member: role, term, indexes, revision, storage, health."""
+    def status(ctx: Ctx, member_timeout: float) -> None:
+        """Show every member: role, term, indexes, revision, storage, health. Exit status 3
+        when a member is unhealthy (no answer within --member-timeout, or no leader known)."""
         with ctx.client() as c:
             members = c.member_list(serializable=True)
-            rows: list[tuple[Any, Status | None, str]] = []
-            for m in members:
-                if not m.client_addr:  # added, but it has not started (or published) yet
-                    rows.append((m, None, "not started"))
-                    continue
-                try:
-                    rows.append((m, c.status(m.client_addr), "healthy"))
-                except ConferError as e:
-                    rows.append((m, None, f"unhealthy: {type(e).__name__}"))
+            checks = check_endpoints(c, [m.client_addr for m in members if m.client_addr],
+                                     member_timeout)
+        rows: list[tuple[Any, Status | None, str]] = []
+        for m in members:
+            if not m.client_addr:  # added, but it has not started (or published) yet
+                rows.append((m, None, "not started"))
+                continue
+            check = checks[m.client_addr]
+            rows.append((m, check.status, "healthy" if check.healthy else
+                         f"unhealthy: {check.error}"))
         if ctx.json:
             print_json([{"member": to_jsonable(m), "status": to_jsonable(s), "health": h}
                         for m, s, h in rows])
-            return
-        print_table(
-            ["ID", "NAME", "ENDPOINT", "ROLE", "TERM", "COMMIT", "APPLIED", "REVISION",
-             "STORAGE", "HEALTH"],
-            [[m.id, m.name, m.client_addr or "-",
-              (s.role + (" (learner)" if s.is_learner else "")) if s else "-",
-              s.raft_term if s else "-", s.commit_index if s else "-",
-              s.applied_index if s else "-", s.revision if s else "-",
-              human_bytes(s.storage_bytes) if s else "-", h] for m, s, h in rows])
+        else:
+            print_table(
+                ["ID", "NAME", "ENDPOINT", "ROLE", "TERM", "COMMIT", "APPLIED", "REVISION",
+                 "STORAGE", "HEALTH"],
+                [[m.id, m.name, m.client_addr or "-",
+                  (s.role + (" (learner)" if s.is_learner else "")) if s else "-",
+                  s.raft_term if s else "-", s.commit_index if s else "-",
+                  s.applied_index if s else "-", s.revision if s else "-",
+                  human_bytes(s.storage_bytes) if s else "-", h] for m, s, h in rows])
+        if not all(check.healthy for check in checks.values()):
+            sys.exit(EXIT_UNAVAILABLE)
+
+    @cli.group("endpoint")
+    def endpoint() -> None:
+        """Check the endpoints (as etcdctl's endpoint commands)."""
+
+    @endpoint.command("health")
+    @click.option("--cluster", is_flag=True,
+                  help="Check every member's client address, not only --endpoints.")
+    @member_timeout_option
+    @client_options
+    @handle_errors
+    def endpoint_health(ctx: Ctx, cluster: bool, member_timeout: float) -> None:
+        """Check that each endpoint answers and knows a leader; exit status 3 if one does not
+        (usable as a health check)."""
+        with ctx.client() as c:
+            if cluster:
+                addrs = [m.client_addr for m in c.member_list(serializable=True)
+                         if m.client_addr]
+            else:
+                addrs = [parse_endpoint(e).address for e in ctx.endpoints]
+            checks = check_endpoints(c, addrs, member_timeout)
+        if ctx.json:
+            print_json([{"endpoint": a, "health": ch.healthy, "took": round(ch.took, 6),
+                         "error": ch.error} for a, ch in checks.items()])
+        else:
+            for a, ch in checks.items():
+                took = f"took = {ch.took * 1000:.1f}ms"
+                click.echo(f"{a} is healthy: {took}" if ch.healthy else
+                           f"{a} is unhealthy: {ch.error} ({took})")
+        if not all(ch.healthy for ch in checks.values()):
+            sys.exit(EXIT_UNAVAILABLE)
 
     @cli.group("member")
     def member() -> None:
