@@ -57,6 +57,14 @@ def dev_cmd(nodes: int, base_port: int, data_dir: Path, tick_ms: int) -> None:
     raise SystemExit(run_dev(nodes, base_port, data_dir, tick_ms))
 
 
+class SettingError(click.ClickException):
+    """A bad setting of `confer serve` (flag, environment or config file): one line, the
+    usage errors' exit status (the flags' usage is not what went wrong when the environment
+    or the file is to blame)."""
+
+    exit_code = 2
+
+
 def _serve_command() -> click.Command:
     from confer.cli.serve import SERVE_OPTIONS
 
@@ -71,7 +79,7 @@ def _serve_command() -> click.Command:
         try:
             cfg = load_config(config_file, overrides)
         except ConfigError as e:
-            raise click.UsageError(str(e)) from None
+            raise SettingError(str(e)) from None
         raise SystemExit(run(cfg))
 
     for flag, kwargs in reversed(SERVE_OPTIONS):
