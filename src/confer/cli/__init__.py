@@ -77,7 +77,7 @@ def _serve_command() -> click.Command:
 
         overrides = {("node_id" if k == "id" else k): v for k, v in flags.items()}
         try:
-            cfg = load_config(config_file, overrides)
+            cfg = load_config(config_file, overrides, warn=warn)
         except ConfigError as e:
             raise SettingError(str(e)) from None
         raise SystemExit(run(cfg))
@@ -100,5 +100,35 @@ def _client_commands() -> None:
 _client_commands()
 
 
+def warn(message: str) -> None:
+    """One line on stderr that does not stop the command."""
+    click.echo(f"confer: warning: {message}", err=True)
+
+
+def known_env_vars() -> set[str]:
+    """Every CONFER_* variable a `confer` process reads: one per flag of `confer serve` and
+    per connection option (``CONFER_`` and the flag's name: :func:`context.env_name`), the
+    old names still read, the crash points of the fault-injection tests, and what `confer
+    lock` exports to its command (which may run `confer` in turn)."""
+    from confer import failpoints
+    from confer.cli.context import CONNECTION_OPTIONS, env_name
+    from confer.cli.coord import LOCK_ENV
+    from confer.server import config
+
+    return (config.env_vars() | set(config.DEPRECATED_ENV) | LOCK_ENV
+            | {env_name(o.flags[-1]) for o in CONNECTION_OPTIONS}
+            | {failpoints.ENV, "CONFER_ETCD_WATCH_PROGRESS_INTERVAL"})  # server/etcd/kv.py
+
+
+def warn_unknown_env() -> None:
+    """Warn (one line) of CONFER_* variables no flag reads: a typo, or an old name."""
+    named = sorted(k for k in os.environ if k.startswith("CONFER_"))
+    unknown = [k for k in named if k not in known_env_vars()] if named else []
+    if unknown:
+        warn(f"ignoring unknown environment variable{'s' if len(unknown) > 1 else ''} "
+             f"{', '.join(unknown)} (a flag --some-name reads CONFER_SOME_NAME)")
+
+
 def main() -> None:
+    warn_unknown_env()
     cli()
