@@ -50,11 +50,16 @@ def demo_cmd(data_dir: Path | None, in_memory: bool) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("confer-dev"), show_default=True)
 @click.option("--tick-ms", type=click.IntRange(10, 10_000), default=100, show_default=True)
-def dev_cmd(nodes: int, base_port: int, data_dir: Path, tick_ms: int) -> None:
-    """Start a local cluster of NODES processes until Ctrl-C."""
+@click.option("--restart-delay", type=click.FloatRange(0, 3600), default=5.0,
+              show_default=True,
+              help="Restart a node that exited after this many seconds (0: only on SIGHUP).")
+def dev_cmd(nodes: int, base_port: int, data_dir: Path, tick_ms: int,
+            restart_delay: float) -> None:
+    """Start a local cluster of NODES processes until Ctrl-C. A node that exits is reported
+    and restarted (after --restart-delay, or at once on SIGHUP); the others keep running."""
     from confer.cli.dev import run_dev
 
-    raise SystemExit(run_dev(nodes, base_port, data_dir, tick_ms))
+    raise SystemExit(run_dev(nodes, base_port, data_dir, tick_ms, restart_delay))
 
 
 class SettingError(click.ClickException):
