@@ -74,6 +74,9 @@ def test_when_every_endpoint_refuses_the_command_fails_at_once_naming_them() -> 
     assert r.returncode == 3
     line = one_line(r)
     assert f"could not connect to {dead[0]}, {dead[1]} (connection refused)" in line
+    r = confer("watch", "/x", "--timeout", "600", "--endpoints", ",".join(dead), timeout=60)
+    assert r.returncode == 3
+    assert f"could not connect to {dead[0]}, {dead[1]}" in one_line(r)
 
 
 def test_a_long_value_is_cut_in_tables(endpoint: str) -> None:

@@ -115,9 +115,10 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         shuffle: shuffle the endpoints once (spreads many clients over the members).
         seed: seed the jitter (and shuffle), for reproducible tests.
         grpc_options: extra gRPC channel options, e.g. ``[("grpc.primary_user_agent", "x")]``.
-        fail_fast: a request gives up at once (Unavailable, naming the endpoints) when every
-            endpoint refused the connection, instead of retrying until ``timeout`` (the
-            ``confer`` command line's choice). Watches and lease renewals keep retrying.
+        fail_fast: a request, or a watch being created, gives up at once (Unavailable,
+            naming the endpoints) when every endpoint refused the connection, instead of
+            retrying until ``timeout`` (the ``confer`` command line's choice). A watch that
+            was connected, and lease renewals, keep retrying.
     """
 
     _returns = "{}"

@@ -158,9 +158,9 @@ class Options:
         shuffle: shuffle the endpoints once, to spread many clients over the members.
         seed: seed of the backoff jitter (and of ``shuffle``), for reproducible tests.
         grpc_options: extra gRPC channel options.
-        fail_fast: a request gives up (Unavailable) as soon as every endpoint refused the
-            connection, instead of retrying until its deadline. Watches and lease renewals
-            keep retrying.
+        fail_fast: a request (or a stream's first connection) gives up (Unavailable) as soon
+            as every endpoint refused the connection, instead of retrying until its deadline.
+            Streams that were connected, and lease renewals, keep retrying.
         tls: whether the endpoints were given as ``https://`` URLs (set from ``endpoints``,
             which keeps only the ``host:port`` of each: :mod:`confer.client.endpoints`).
     """
@@ -298,13 +298,14 @@ class Core:
         self.closed = False
 
     def attempts(self, retry: Retry, timeout: float | None, what: str,
-                 endpoint: str | None = None, *, request: bool = False) -> Attempts:
-        """Start the attempts of one call; ``endpoint`` pins it to that endpoint. A
-        ``request`` (not a stream or a renewal) fails fast if the options say so."""
+                 endpoint: str | None = None, *, may_fail_fast: bool = False) -> Attempts:
+        """Start the attempts of one call; ``endpoint`` pins it to that endpoint. With
+        ``may_fail_fast`` (a request, or a stream's first connection: not a reconnection or
+        a lease renewal), the call fails fast if the options say so."""
         if self.closed:
             raise ClientClosed(f"{what}: the client is closed")
         return Attempts(self, retry, self.options.timeout if timeout is None else timeout,
-                        what, endpoint, request and self.options.fail_fast)
+                        what, endpoint, may_fail_fast and self.options.fail_fast)
 
 
 class Attempts:
