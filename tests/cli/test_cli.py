@@ -75,8 +75,8 @@ def test_watch_prints_events_and_status_shows_the_member(endpoints: str) -> None
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["put", "bad//path", "x"], 1, "must start with '/'"),
-    (["put", "/a/", "x"], 1, "must not end with '/'"),
+    (["put", "bad//path", "x"], 2, "must start with '/'"),  # invalid input: usage
+    (["put", "/a/", "x"], 2, "must not end with '/'"),
     (["get", "/does/not/exist"], 4, "not found"),
     (["ls", "/x", "--rev", "3"], 2, "--rev needs --recursive"),
     (["compact", "0"], 2, "0"),
