@@ -42,8 +42,10 @@ def test_status_and_endpoint_health_report_a_dead_or_stuck_member(tmp_path: Path
         assert r.returncode == 3
         lines = r.stdout.decode().splitlines()
         assert [line.split()[2] for line in lines] == ["healthy:", "healthy:", "unhealthy:"]
-        live = {"CONFER_ENDPOINTS": ",".join(c.endpoints[:2])}
-        assert confer("endpoint", "health", env=live).returncode == 0
+        live = {"CONFER_ENDPOINTS": ",".join(f"http://{e}" for e in c.endpoints[:2])}
+        r = confer("endpoint", "health", env=live)
+        assert r.returncode == 0
+        assert r.stdout.decode().startswith(f"{c.endpoints[0]} is healthy: took = ")
         r = confer("status", "-o", "json", env=env, timeout=60)
         assert r.returncode == 3
         health = {m["member"]["id"]: m["health"] for m in json.loads(r.stdout)}

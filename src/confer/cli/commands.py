@@ -36,7 +36,6 @@ from confer.client import (
     Unavailable,
     WatchEvent,
 )
-from confer.client.endpoints import parse_endpoint
 from confer.client.errors import ConferError
 
 
@@ -310,7 +309,7 @@ def register(cli: click.Group) -> None:
                 addrs = [m.client_addr for m in c.member_list(serializable=True)
                          if m.client_addr]
             else:
-                addrs = [parse_endpoint(e).address for e in ctx.endpoints]
+                addrs = ctx.addresses
             checks = check_endpoints(c, addrs, member_timeout)
         if ctx.json:
             print_json([{"endpoint": a, "health": ch.healthy, "took": round(ch.took, 6),

@@ -16,7 +16,7 @@ import click
 
 from confer.cli.output import print_json, print_table
 from confer.client import Client as SyncClient
-from confer.client.endpoints import DEFAULT_ENDPOINT, parse_endpoints
+from confer.client.endpoints import DEFAULT_ENDPOINT, parse_endpoint, parse_endpoints
 from confer.client.errors import InvalidArgument
 
 
@@ -55,6 +55,7 @@ class Ctx:
     """What a client command was given: the settings of :data:`CONNECTION_OPTIONS`."""
 
     endpoints: list[str]
+    """As given: ``host:port`` or a URL (whose ``https`` scheme asks for TLS)."""
     output: str
     timeout: float
 
@@ -65,6 +66,11 @@ class Ctx:
     @property
     def json(self) -> bool:
         return self.output == "json"
+
+    @property
+    def addresses(self) -> list[str]:
+        """The endpoints as gRPC dials them (``host:port``: a URL's scheme dropped)."""
+        return [parse_endpoint(e).address for e in self.endpoints]
 
 
 def global_options(group: Any) -> Any:
