@@ -42,7 +42,7 @@ def test_put_get_ls_del(endpoints: str) -> None:
     ok("put", "/application/name", "other", endpoints=endpoints)
     assert ok("get", "/app/config/timeout", endpoints=endpoints) == "30\n"
     kv = json.loads(ok("get", "/app/config/timeout", "-o", "json", endpoints=endpoints))
-    assert kv["value"] == "30" and kv["version"] == 1
+    assert kv["value"] == "MzA=" and kv["version"] == 1  # base64 of b"30"
     assert ok("ls", "/app", endpoints=endpoints).split() == ["config"]
     assert ok("ls", "/app/config", endpoints=endpoints).split() == ["retries", "timeout"]
     listing = json.loads(ok("ls", "-r", "/app", "-o", "json", endpoints=endpoints))
@@ -75,8 +75,8 @@ def test_watch_prints_events_and_status_shows_the_member(endpoints: str) -> None
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["put", "bad//path", "x"], 1, "must start with '/'"),
-    (["put", "/a/", "x"], 1, "must not end with '/'"),
+    (["put", "bad//path", "x"], 2, "must start with '/'"),  # invalid input: usage
+    (["put", "/a/", "x"], 2, "must not end with '/'"),
     (["get", "/does/not/exist"], 4, "not found"),
     (["ls", "/x", "--rev", "3"], 2, "--rev needs --recursive"),
     (["compact", "0"], 2, "0"),

@@ -147,15 +147,17 @@ def test_client_tls_arguments(certs: Path, monkeypatch: pytest.MonkeyPatch) -> N
     for var in ("CONFER_CACERT", "CONFER_CERT", "CONFER_KEY"):
         monkeypatch.delenv(var, raising=False)
     assert tls_credentials(["a:1", "http://b:2/"], None, None, None) == (("a:1", "b:2"), None)
-    targets, creds = tls_credentials(["https://a:1", "b:2"], None, None, None)
+    targets, creds = tls_credentials(["https://a:1", "https://b:2"], None, None, None)
     assert targets == ("a:1", "b:2") and creds is not None
+    with pytest.raises(InvalidArgument, match="mix https:// and plaintext"):
+        tls_credentials(["https://a:1", "b:2"], None, None, None)
     targets, creds = tls_credentials(["a:1"], str(certs / "ca.pem"), None, None)
     assert creds is not None
     with pytest.raises(InvalidArgument, match="http:// endpoints are plaintext"):
         tls_credentials(["http://a:1"], str(certs / "ca.pem"), None, None)
     with pytest.raises(InvalidArgument, match="needs both cert and key"):
         tls_credentials(["a:1"], None, str(certs / "client.pem"), None)
-    with pytest.raises(InvalidArgument, match="expected HOST:PORT, http:// or https://"):
+    with pytest.raises(InvalidArgument, match="expected HOST:PORT, http://HOST:PORT or https://HOST:PORT"):
         tls_credentials(["unix://x"], None, None, None)
     with pytest.raises(InvalidArgument, match=r"^cacert /nonexistent.pem: No such file"):
         tls_credentials(["a:1"], "/nonexistent.pem", None, None)

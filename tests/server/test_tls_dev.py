@@ -43,7 +43,12 @@ def test_dev_tls_prints_client_settings_that_work(tmp_path: Path) -> None:
             return subprocess.run([sys.executable, "-m", "confer", *args], env=environ,
                                   capture_output=True, text=True, timeout=60)
 
-        put = confer("put", "/dev/tls", "1", "--timeout", "60", environ=env)  # starting
+        # The node may still be starting: the CLI fails fast while nothing listens.
+        deadline = time.monotonic() + 60
+        put = confer("put", "/dev/tls", "1", environ=env)
+        while put.returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            put = confer("put", "/dev/tls", "1", environ=env)
         assert put.returncode == 0, put.stderr + printed
         assert confer("get", "/dev/tls", environ=env).stdout.strip() == "1"
         plain = {k: v for k, v in env.items() if k not in ("CONFER_CACERT", "CONFER_CERT",
@@ -70,10 +75,16 @@ def test_a_tls_client_started_before_the_member_listens_connects_once_it_does(
     init_dir(tmp_path / "tls")
     port, peer = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONFER_", "GRPC_"))}
-    client = subprocess.Popen(
-        [sys.executable, "-m", "confer", "put", "/early", "1", "--timeout", "60",
-         "--endpoints", f"https://127.0.0.1:{port}", *client_flags(tmp_path / "tls")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A client that waits for its member (the CLI fails fast instead), with the grpc settings
+    # `confer` processes make when confer.cli is imported.
+    flags = client_flags(tmp_path / "tls")
+    files = dict(zip(("cacert", "cert", "key"), flags[1::2], strict=True))
+    script = ("import confer.cli, confer, sys\n"
+              f"c = confer.Client('https://127.0.0.1:{port}', timeout=60, **{files!r})\n"
+              "c.put('/early', b'1')\n"
+              "print('OK')\n")
+    client = subprocess.Popen([sys.executable, "-c", script], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     server = None
     try:
         time.sleep(2)  # the client has tried, and been refused

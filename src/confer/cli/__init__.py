@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -23,11 +24,18 @@ os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
 # error would not be one line, and a server could be flooded); errors only, unless set.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
+from confer.cli.context import global_options  # noqa: E402 - imports grpc: after the above
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="confer")
-def cli() -> None:
-    """Confer: a strongly consistent coordination service."""
+@click.version_option(package_name="confer-kv")
+@global_options
+@click.pass_context
+def cli(ctx: click.Context, **connection: Any) -> None:
+    """Confer: a strongly consistent coordination service.
+
+    The connection and output options may come before the command or after it."""
+    ctx.obj = connection
 
 
 @cli.command("demo")
@@ -49,14 +57,19 @@ def demo_cmd(data_dir: Path | None, in_memory: bool) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("confer-dev"), show_default=True)
 @click.option("--tick-ms", type=click.IntRange(10, 10_000), default=100, show_default=True)
+@click.option("--restart-delay", type=click.FloatRange(0, 3600), default=5.0,
+              show_default=True,
+              help="Restart a node that exited after this many seconds (0: only on SIGHUP).")
 @click.option("--tls", is_flag=True,
               help="mTLS on the client and peer ports, with certificates made (once) in "
                    "DATA_DIR/tls by `confer tls init`.")
-def dev_cmd(nodes: int, base_port: int, data_dir: Path, tick_ms: int, tls: bool) -> None:
-    """Start a local cluster of NODES processes until Ctrl-C."""
+def dev_cmd(nodes: int, base_port: int, data_dir: Path, tick_ms: int,
+            restart_delay: float, tls: bool) -> None:
+    """Start a local cluster of NODES processes until Ctrl-C. A node that exits is reported
+    and restarted (after --restart-delay, or at once on SIGHUP); the others keep running."""
     from confer.cli.dev import run_dev
 
-    raise SystemExit(run_dev(nodes, base_port, data_dir, tick_ms, tls))
+    raise SystemExit(run_dev(nodes, base_port, data_dir, tick_ms, restart_delay, tls))
 
 
 @cli.group("tls")
@@ -87,6 +100,14 @@ def tls_init_cmd(directory: Path, days: int, client_cn: str, names: tuple[str, .
                f"client flags: {' '.join(client_flags(directory))}")
 
 
+class SettingError(click.ClickException):
+    """A bad setting of `confer serve` (flag, environment or config file): one line, the
+    usage errors' exit status (the flags' usage is not what went wrong when the environment
+    or the file is to blame)."""
+
+    exit_code = 2
+
+
 def _serve_command() -> click.Command:
     from confer.cli.serve import SERVE_OPTIONS
 
@@ -99,9 +120,9 @@ def _serve_command() -> click.Command:
 
         overrides = {("node_id" if k == "id" else k): v for k, v in flags.items()}
         try:
-            cfg = load_config(config_file, overrides)
+            cfg = load_config(config_file, overrides, warn=warn)
         except ConfigError as e:
-            raise click.UsageError(str(e)) from None
+            raise SettingError(str(e)) from None
         raise SystemExit(run(cfg))
 
     for flag, kwargs in reversed(SERVE_OPTIONS):
@@ -123,5 +144,35 @@ def _client_commands() -> None:
 _client_commands()
 
 
+def warn(message: str) -> None:
+    """One line on stderr that does not stop the command."""
+    click.echo(f"confer: warning: {message}", err=True)
+
+
+def known_env_vars() -> set[str]:
+    """Every CONFER_* variable a `confer` process reads: one per flag of `confer serve` and
+    per connection option (``CONFER_`` and the flag's name: :func:`context.env_name`), the
+    old names still read, the crash points of the fault-injection tests, and what `confer
+    lock` exports to its command (which may run `confer` in turn)."""
+    from confer import failpoints
+    from confer.cli.context import CONNECTION_OPTIONS, env_name
+    from confer.cli.coord import LOCK_ENV
+    from confer.server import config
+
+    return (config.env_vars() | set(config.DEPRECATED_ENV) | LOCK_ENV
+            | {env_name(o.flags[-1]) for o in CONNECTION_OPTIONS}
+            | {failpoints.ENV, "CONFER_ETCD_WATCH_PROGRESS_INTERVAL"})  # server/etcd/kv.py
+
+
+def warn_unknown_env() -> None:
+    """Warn (one line) of CONFER_* variables no flag reads: a typo, or an old name."""
+    named = sorted(k for k in os.environ if k.startswith("CONFER_"))
+    unknown = [k for k in named if k not in known_env_vars()] if named else []
+    if unknown:
+        warn(f"ignoring unknown environment variable{'s' if len(unknown) > 1 else ''} "
+             f"{', '.join(unknown)} (a flag --some-name reads CONFER_SOME_NAME)")
+
+
 def main() -> None:
+    warn_unknown_env()
     cli()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,27 +14,74 @@ import click
 
 from confer.cli.context import Ctx, client_options, follow, print_listing
 from confer.cli.output import (
+    EXIT_NOT_FOUND,
+    EXIT_UNAVAILABLE,
+    MAX_CELL,
     fail,
     handle_errors,
     print_json,
     print_table,
+    show_value,
     text,
     to_jsonable,
 )
 from confer.client import (
+    Client,
     ClusterEvent,
+    DeadlineExceeded,
     DeleteResult,
     KeyValue,
     PutResult,
     Status,
+    Unavailable,
     WatchEvent,
 )
 from confer.client.errors import ConferError
 
 
-def kv_row(kv: KeyValue) -> list[Any]:
-    return [kv.path, text(kv.value), kv.create_revision, kv.mod_revision, kv.version,
-            kv.lease or ""]
+def kv_row(kv: KeyValue, hex_: bool = False) -> list[Any]:
+    return [kv.path, show_value(kv.value, hex_, MAX_CELL), kv.create_revision,
+            kv.mod_revision, kv.version, kv.lease or ""]
+
+
+hex_option = click.option("--hex", "hex_", is_flag=True, help="Show values in hexadecimal.")
+member_timeout_option = click.option(
+    "--member-timeout", type=click.FloatRange(0.1, 3600), default=2.0, show_default=True,
+    help="Seconds to wait for each member's answer (all are asked at once).")
+
+
+@dataclass(frozen=True)
+class EndpointCheck:
+    """One endpoint's health: it answered Status and knows a leader."""
+
+    status: Status | None
+    took: float
+    error: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        return not self.error
+
+
+def check_endpoints(c: Client, addrs: list[str], timeout: float) -> dict[str, EndpointCheck]:
+    """Ask every endpoint for its status at once (a dead or stuck member costs ``timeout``,
+    once), in ``addrs`` order."""
+
+    def check(addr: str) -> EndpointCheck:
+        start = time.monotonic()
+        try:
+            st = c.status(addr, timeout=timeout)
+        except ConferError as e:
+            took = time.monotonic() - start
+            why = "no answer" if isinstance(e, (DeadlineExceeded, Unavailable)) else "error"
+            return EndpointCheck(None, took, f"{why}: {type(e).__name__}")
+        took = time.monotonic() - start
+        return EndpointCheck(st, took, "" if st.leader_id else "no leader")
+
+    if not addrs:
+        return {}
+    with ThreadPoolExecutor(min(len(addrs), 16)) as pool:
+        return dict(zip(addrs, pool.map(check, addrs), strict=True))
 
 
 KV_HEADERS = ["PATH", "VALUE", "CREATE_REV", "MOD_REV", "VERSION", "LEASE"]
@@ -63,19 +113,27 @@ def register(cli: click.Group) -> None:
     @click.argument("path")
     @click.option("--rev", type=click.IntRange(0), default=0, help="Read at a past revision.")
     @click.option("--serializable", is_flag=True, help="Local read, possibly stale.")
+    @click.option("--print-value-only", "raw", is_flag=True,
+                  help="Write the value's exact bytes, nothing else (no newline).")
+    @hex_option
     @client_options
     @handle_errors
-    def get(ctx: Ctx, path: str, rev: int, serializable: bool) -> None:
-        """Print the value of PATH (table output: the value alone)."""
+    def get(ctx: Ctx, path: str, rev: int, serializable: bool, raw: bool, hex_: bool) -> None:
+        """Print the value of PATH (table output: the value alone, as text)."""
+        if raw and hex_:
+            raise click.UsageError("--print-value-only and --hex exclude each other")
         with ctx.client() as c:
             kv = c.get(path, revision=rev, serializable=serializable)
         if kv is None:
-            fail(f"{path} not found", 4)
+            fail(f"{path} not found", EXIT_NOT_FOUND)
             return
-        if ctx.json:
+        if raw:
+            sys.stdout.buffer.write(kv.value)
+            sys.stdout.buffer.flush()
+        elif ctx.json:
             print_json(kv)
         else:
-            click.echo(text(kv.value))
+            click.echo(kv.value.hex() if hex_ else text(kv.value))
 
     @cli.command("del")
     @click.argument("path")
@@ -100,15 +158,19 @@ def register(cli: click.Group) -> None:
                   help="List every key of the subtree with its value, not just child names.")
     @click.option("--limit", type=click.IntRange(0), default=0, help="At most this many.")
     @click.option("--rev", type=click.IntRange(0), default=0, help="(with -r) a past revision.")
+    @hex_option
     @client_options
     @handle_errors
-    def ls(ctx: Ctx, path: str, recursive: bool, limit: int, rev: int) -> None:
-        """List the children of PATH (like ZooKeeper's ls), or with -r its whole subtree."""
+    def ls(ctx: Ctx, path: str, recursive: bool, limit: int, rev: int, hex_: bool) -> None:
+        """List the children of PATH (like ZooKeeper's ls), or with -r its whole subtree.
+        A PATH that is neither a key nor has keys below it is not found (exit status 4)."""
         with ctx.client() as c:
             if not recursive:
                 if rev:
                     raise click.UsageError("--rev needs --recursive")
                 res = c.children(path, limit=limit)
+                if not res.names and path != "/" and c.get(path) is None:
+                    fail(f"{path} not found", EXIT_NOT_FOUND)
                 if ctx.json:
                     print_json(res)
                 else:
@@ -118,10 +180,12 @@ def register(cli: click.Group) -> None:
                         click.echo("... (more: raise --limit)", err=True)
                 return
             page = c.list(path, recursive=True, limit=limit, revision=rev)
+        if not page.kvs and path != "/":
+            fail(f"{path} not found" + (f" at revision {rev}" if rev else ""), EXIT_NOT_FOUND)
         if ctx.json:
             print_json(page)
             return
-        print_table(KV_HEADERS, [kv_row(kv) for kv in page.kvs])
+        print_table(KV_HEADERS, [kv_row(kv, hex_) for kv in page.kvs])
         if page.more:
             click.echo(f"... {page.count - len(page.kvs)} more (raise --limit)", err=True)
 
@@ -194,33 +258,69 @@ def register(cli: click.Group) -> None:
         click.echo(f"compacted history up to revision {revision}")
 
     @cli.command("status")
+    @member_timeout_option
     @client_options
     @handle_errors
-    def status(ctx: Ctx) -> None:
-        """Show every member: role, term, indexes, revision, storage, health."""
+    def status(ctx: Ctx, member_timeout: float) -> None:
+        """Show every member: role, term, indexes, revision, storage, health. Exit status 3
+        when a member is unhealthy (no answer within --member-timeout, or no leader known)."""
         with ctx.client() as c:
             members = c.member_list(serializable=True)
-            rows: list[tuple[Any, Status | None, str]] = []
-            for m in members:
-                if not m.client_addr:  # added, but it has not started (or published) yet
-                    rows.append((m, None, "not started"))
-                    continue
-                try:
-                    rows.append((m, c.status(m.client_addr), "healthy"))
-                except ConferError as e:
-                    rows.append((m, None, f"unhealthy: {type(e).__name__}"))
+            checks = check_endpoints(c, [m.client_addr for m in members if m.client_addr],
+                                     member_timeout)
+        rows: list[tuple[Any, Status | None, str]] = []
+        for m in members:
+            if not m.client_addr:  # added, but it has not started (or published) yet
+                rows.append((m, None, "not started"))
+                continue
+            check = checks[m.client_addr]
+            rows.append((m, check.status, "healthy" if check.healthy else
+                         f"unhealthy: {check.error}"))
         if ctx.json:
             print_json([{"member": to_jsonable(m), "status": to_jsonable(s), "health": h}
                         for m, s, h in rows])
-            return
-        print_table(
-            ["ID", "NAME", "ENDPOINT", "ROLE", "TERM", "COMMIT", "APPLIED", "REVISION",
-             "STORAGE", "HEALTH"],
-            [[m.id, m.name, m.client_addr or "-",
-              (s.role + (" (learner)" if s.is_learner else "")) if s else "-",
-              s.raft_term if s else "-", s.commit_index if s else "-",
-              s.applied_index if s else "-", s.revision if s else "-",
-              human_bytes(s.storage_bytes) if s else "-", h] for m, s, h in rows])
+        else:
+            print_table(
+                ["ID", "NAME", "ENDPOINT", "ROLE", "TERM", "COMMIT", "APPLIED", "REVISION",
+                 "STORAGE", "HEALTH"],
+                [[m.id, m.name, m.client_addr or "-",
+                  (s.role + (" (learner)" if s.is_learner else "")) if s else "-",
+                  s.raft_term if s else "-", s.commit_index if s else "-",
+                  s.applied_index if s else "-", s.revision if s else "-",
+                  human_bytes(s.storage_bytes) if s else "-", h] for m, s, h in rows])
+        if not all(check.healthy for check in checks.values()):
+            sys.exit(EXIT_UNAVAILABLE)
+
+    @cli.group("endpoint")
+    def endpoint() -> None:
+        """Check the endpoints (as etcdctl's endpoint commands)."""
+
+    @endpoint.command("health")
+    @click.option("--cluster", is_flag=True,
+                  help="Check every member's client address, not only --endpoints.")
+    @member_timeout_option
+    @client_options
+    @handle_errors
+    def endpoint_health(ctx: Ctx, cluster: bool, member_timeout: float) -> None:
+        """Check that each endpoint answers and knows a leader; exit status 3 if one does not
+        (usable as a health check)."""
+        with ctx.client() as c:
+            if cluster:
+                addrs = [m.client_addr for m in c.member_list(serializable=True)
+                         if m.client_addr]
+            else:
+                addrs = ctx.addresses
+            checks = check_endpoints(c, addrs, member_timeout)
+        if ctx.json:
+            print_json([{"endpoint": a, "health": ch.healthy, "took": round(ch.took, 6),
+                         "error": ch.error} for a, ch in checks.items()])
+        else:
+            for a, ch in checks.items():
+                took = f"took = {ch.took * 1000:.1f}ms"
+                click.echo(f"{a} is healthy: {took}" if ch.healthy else
+                           f"{a} is unhealthy: {ch.error} ({took})")
+        if not all(ch.healthy for ch in checks.values()):
+            sys.exit(EXIT_UNAVAILABLE)
 
     @cli.group("member")
     def member() -> None:

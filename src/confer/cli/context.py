@@ -1,5 +1,6 @@
-"""What every client command of the `confer` CLI shares: the connection and output options,
-the :class:`Ctx` built from them, and how results and watches are shown.
+"""What every client command of the `confer` CLI shares: the connection and output options
+(global: before or after the command), the :class:`Ctx` built from them, and how results and
+watches are shown.
 
 Both command modules (:mod:`confer.cli.commands`, :mod:`confer.cli.coord`) import this one,
 and neither imports the other."""
@@ -12,17 +13,56 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
+import grpc
 
 from confer.cli.output import print_json, print_table
 from confer.client import Client as SyncClient
-from confer.client.transport import tls_problem
+from confer.client.endpoints import DEFAULT_ENDPOINT, parse_endpoint, parse_endpoints
+from confer.client.errors import InvalidArgument
+from confer.client.transport import tls_credentials, tls_problem
 
-DEFAULT_ENDPOINTS = "127.0.0.1:7379"
+
+@dataclass(frozen=True)
+class ConnectionOption:
+    """An option of every client command, given before the command (``confer -o json get
+    /a``) or after it (``confer get /a -o json``): after wins, then the environment
+    (``CONFER_`` + its name in capitals: :func:`env_name`), then the default."""
+
+    flags: tuple[str, ...]
+    name: str
+    default: Any
+    help: str
+    type: Any = None
+
+
+CONNECTION_OPTIONS: list[ConnectionOption] = [
+    ConnectionOption(("--endpoints",), "endpoints", DEFAULT_ENDPOINT,
+                     "Comma-separated client addresses: HOST:PORT or http(s)://HOST:PORT."),
+    ConnectionOption(("-o", "--output"), "output", "table", "Output format.",
+                     click.Choice(["table", "json"])),
+    ConnectionOption(("--timeout",), "timeout", 10.0, "Seconds per request.",
+                     click.FloatRange(0.1, 3600)),
+    ConnectionOption(("--cacert",), "cacert", None,
+                     "TLS: the CA that signed the servers' certificates. Any of --cacert, "
+                     "--cert, --key, or https:// endpoints, turn TLS on."),
+    ConnectionOption(("--cert",), "cert", None,
+                     "Client certificate (PEM), for TLS servers that require one."),
+    ConnectionOption(("--key",), "key", None, "Client certificate's private key (PEM)."),
+]
+
+
+def env_name(option: str) -> str:
+    """The environment variable of a flag: ``CONFER_`` and its long name in capitals, dashes
+    as underscores (``--data-dir``: ``CONFER_DATA_DIR``). Every flag of ``confer`` follows it."""
+    return "CONFER_" + option.lstrip("-").replace("-", "_").upper()
 
 
 @dataclass
 class Ctx:
+    """What a client command was given: the settings of :data:`CONNECTION_OPTIONS`."""
+
     endpoints: list[str]
+    """As given: ``host:port`` or a URL (whose ``https`` scheme asks for TLS)."""
     output: str
     timeout: float
     cacert: str | None = None
@@ -30,8 +70,17 @@ class Ctx:
     key: str | None = None
 
     def client(self) -> SyncClient:
-        return SyncClient(self.endpoints, timeout=self.timeout, cacert=self.cacert,
-                          cert=self.cert, key=self.key)
+        # A command line gives up at once when nothing listens at any endpoint.
+        return SyncClient(self.endpoints, timeout=self.timeout, fail_fast=True,
+                          cacert=self.cacert, cert=self.cert, key=self.key)
+
+    def aio_channel(self, endpoint: str) -> grpc.aio.Channel:
+        """A channel to one endpoint with this command's TLS settings, for the calls the
+        client does not make (a snapshot's download)."""
+        (address,), credentials = tls_credentials([endpoint], self.cacert, self.cert, self.key)
+        if credentials is None:
+            return grpc.aio.insecure_channel(address)
+        return grpc.aio.secure_channel(address, credentials)
 
     def tls_problem(self) -> str | None:
         """Why no endpoint could be reached, when TLS is the reason (else None)."""
@@ -45,36 +94,45 @@ class Ctx:
     def json(self) -> bool:
         return self.output == "json"
 
+    @property
+    def addresses(self) -> list[str]:
+        """The endpoints as gRPC dials them (``host:port``: a URL's scheme dropped)."""
+        return [parse_endpoint(e).address for e in self.endpoints]
+
+
+def global_options(group: Any) -> Any:
+    """Add :data:`CONNECTION_OPTIONS` to the top-level group (with their defaults and
+    environment variables); its callback keeps their values in ``ctx.obj``."""
+    for o in reversed(CONNECTION_OPTIONS):
+        env = env_name(o.flags[-1])
+        group = click.option(*o.flags, o.name, type=o.type, default=o.default, envvar=env,
+                             show_default=True, help=f"{o.help} [env {env}]")(group)
+    return group
+
 
 def client_options(fn: Any) -> Any:
-    """Add the connection and output options every client command takes, and hand the
-    command a :class:`Ctx` built from them as its first argument."""
+    """Add :data:`CONNECTION_OPTIONS` to a client command, so that they may follow it too,
+    and hand the command a :class:`Ctx` as its first argument: the values given after the
+    command, else before it (or their environment variables and defaults)."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, endpoints: str, output: str, timeout: float, cacert: str | None,
-                cert: str | None, key: str | None, **kwargs: Any) -> Any:
-        eps = [e.strip() for e in endpoints.split(",") if e.strip()]
-        if not eps:
-            raise click.UsageError("--endpoints: give at least one HOST:PORT")
-        return fn(Ctx(eps, output, timeout, cacert, cert, key), *args, **kwargs)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {o.name: kwargs.pop(o.name) for o in CONNECTION_OPTIONS}
+        before = click.get_current_context().find_root().obj or {}
+        settings = {o.name: o.default for o in CONNECTION_OPTIONS} | before | {
+            name: value for name, value in given.items() if value is not None}
+        try:
+            parse_endpoints(settings["endpoints"])
+        except InvalidArgument as e:
+            raise click.UsageError(f"--endpoints: {e}") from None
+        settings["endpoints"] = [e.strip() for e in settings["endpoints"].split(",")
+                                 if e.strip()]
+        return fn(Ctx(**settings), *args, **kwargs)
 
-    for flag, what in (("--key", "Client certificate's private key (PEM) [env CONFER_KEY]."),
-                       ("--cert", "Client certificate (PEM), for TLS servers that require "
-                                  "one [env CONFER_CERT]."),
-                       ("--cacert", "TLS: the CA that signed the servers' certificates "
-                                    "[env CONFER_CACERT]. Any of the three, or https:// "
-                                    "endpoints, turn TLS on.")):
-        wrapper = click.option(flag, envvar="CONFER_" + flag[2:].upper(), default=None,
-                               help=what)(wrapper)
-
-    wrapper = click.option("--timeout", type=click.FloatRange(0.1, 3600), default=10.0,
-                           show_default=True, help="Seconds per request.")(wrapper)
-    wrapper = click.option("-o", "--output", type=click.Choice(["table", "json"]),
-                           default="table", show_default=True, envvar="CONFER_OUTPUT",
-                           help="Output format [env CONFER_OUTPUT].")(wrapper)
-    return click.option("--endpoints", envvar="CONFER_ENDPOINTS", default=DEFAULT_ENDPOINTS,
-                        show_default=True,
-                        help="Comma-separated client addresses [env CONFER_ENDPOINTS].")(wrapper)
+    for o in reversed(CONNECTION_OPTIONS):
+        wrapper = click.option(*o.flags, o.name, type=o.type, default=None,
+                               help=f"{o.help} (May also come before the command.)")(wrapper)
+    return wrapper
 
 
 def show(ctx: Ctx, value: Any, line: str) -> None:

@@ -35,6 +35,8 @@ from confer.client import Client, Election, Instance, KeyValue, Lock, ServiceEve
 from confer.client.coord import Handle
 
 EXIT_LOST = EXIT_UNAVAILABLE
+LOCK_ENV = frozenset({"CONFER_LOCK_KEY", "CONFER_FENCING_TOKEN", "CONFER_LEASE_ID"})
+"""What `confer lock` puts in its command's environment."""
 """What a command exits with when its lease, lock, leadership or registration is lost."""
 TERMINATE_GRACE = 5.0
 """Seconds a command run under a lost lock gets between SIGTERM and SIGKILL."""
@@ -299,7 +301,7 @@ def campaign(election: Election[Client], value: str, printer: Printer) -> None:
     """Campaign, report the election, and lead until lost (exit 3) or interrupted."""
     election.campaign(value)
     printer.emit(f"elected {election.key} (rev {election.rev})",
-                 {"event": "elected", "key": election.key, "value": value,
+                 {"event": "elected", "key": election.key, "value": value.encode(),
                   "rev": election.rev})
     until_lost(election)
 
@@ -382,4 +384,4 @@ def print_service_event(ctx: Ctx, e: ServiceEvent) -> None:
     sys.stdout.flush()
 
 
-__all__ = ["EXIT_LOST", "register"]
+__all__ = ["EXIT_LOST", "LOCK_ENV", "register"]

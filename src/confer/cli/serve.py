@@ -47,10 +47,24 @@ async def serve(cfg: ServerConfig) -> int:
 
     server = ConferServer(cfg)
     loop = asyncio.get_running_loop()
+    starting = asyncio.ensure_future(server.start())
+    stopping: list[asyncio.Future[None]] = []  # a reference, so the task is not collected
+
+    def on_signal() -> None:
+        # While starting (joining may retry for a minute), give up the start at once.
+        if not starting.done():
+            starting.cancel()
+        else:
+            stopping.append(asyncio.ensure_future(server.stop()))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+        loop.add_signal_handler(sig, on_signal)
     try:
-        await server.start()
+        await starting
+    except asyncio.CancelledError:
+        await server.stop(grace=0)
+        print("confer: stopped before it started", file=sys.stderr, flush=True)
+        return 0
     except BaseException:
         await server.stop(grace=0)
         raise

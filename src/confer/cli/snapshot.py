@@ -52,7 +52,7 @@ def save(ctx: Ctx, file: Path) -> None:
     part = file.with_name(file.name + ".part")
     try:
         try:
-            asyncio.run(_download(endpoint, part, ctx.timeout))
+            asyncio.run(_download(ctx, endpoint, part))
             st = status(read(part))
         except SaveFailed as e:
             fail(*e.args)
@@ -71,9 +71,9 @@ def save(ctx: Ctx, file: Path) -> None:
                    f"{st.size} bytes, {st.checksum}")
 
 
-async def _download(endpoint: str, part: Path, timeout: float) -> None:
+async def _download(ctx: Ctx, endpoint: str, part: Path) -> None:
     """Stream the member's snapshot into ``part`` and fsync it. Raises :class:`SaveFailed`
-    if the member cannot be reached, refuses, or stops sending for ``timeout`` seconds."""
+    if the member cannot be reached, refuses, or stops sending for ``ctx.timeout`` seconds."""
     import grpc
 
     from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
@@ -81,7 +81,7 @@ async def _download(endpoint: str, part: Path, timeout: float) -> None:
     with open(part, "wb") as out, contextlib.ExitStack() as stack:
         bar: Progress | None = None
         try:
-            async with grpc.aio.insecure_channel(endpoint) as channel:
+            async with ctx.aio_channel(endpoint) as channel:
                 call = rpc_pb2_grpc.MaintenanceStub(channel).Snapshot(rpc_pb2.SnapshotRequest())
                 # The first message waits for the member to serialise its whole store, which
                 # takes longer the larger it is (gRPC itself reports a member it cannot
@@ -93,7 +93,7 @@ async def _download(endpoint: str, part: Path, timeout: float) -> None:
                             f"Saving from {endpoint}", len(resp.blob) + resp.remaining_bytes))
                     out.write(resp.blob)
                     bar.add(len(resp.blob))
-                    resp = await asyncio.wait_for(call.read(), timeout)
+                    resp = await asyncio.wait_for(call.read(), ctx.timeout)
         except grpc.aio.AioRpcError as e:
             code = e.code()
             raise SaveFailed(f"snapshot save from {endpoint}: {code.name}: {e.details()}",
@@ -101,7 +101,7 @@ async def _download(endpoint: str, part: Path, timeout: float) -> None:
                                                           grpc.StatusCode.DEADLINE_EXCEEDED)
                              else EXIT_ERROR) from None
         except TimeoutError:
-            raise SaveFailed(f"snapshot save from {endpoint}: no data for {timeout:g}s",
+            raise SaveFailed(f"snapshot save from {endpoint}: no data for {ctx.timeout:g}s",
                              EXIT_UNAVAILABLE) from None
         out.flush()
         os.fsync(out.fileno())
@@ -124,7 +124,7 @@ def status_cmd(file: Path, output: str) -> None:
     if output == "json":
         print_json(fields)
     else:
-        print_table([k.upper() for k in fields], [list(fields.values())])
+        print_table([k.upper() for k in fields], [list(fields.values())], max_cell=None)
 
 
 @snapshot.command("restore")

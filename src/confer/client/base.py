@@ -22,6 +22,7 @@ from types import MethodType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar, overload
 
 from confer.client import calls, coord, plans
+from confer.client.endpoints import default_endpoints
 from confer.client.models import ClusterEvent, ServiceEvent, WatchEvent
 from confer.client.plans import Call, Feed, KeyFeed, ServiceFeed
 from confer.client.policy import Core, Options
@@ -98,8 +99,10 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
     """Every method of ``confer.Client`` and ``confer.aio.Client``.
 
     Args:
-        endpoints: client addresses (``"host:port"``) of some or all members, as a list or
-            a comma-separated string. They are tried in this order.
+        endpoints: client addresses (``"host:port"``, or ``http://host:port`` /
+            ``https://host:port`` URLs) of some or all members, as a list or a
+            comma-separated string. They are tried in this order. Default: the environment's
+            ``CONFER_ENDPOINTS``, else ``127.0.0.1:7379``.
         timeout: the default deadline of each call, in seconds, retries included.
         connect_timeout: how long a non-retryable write (txn, compact, member changes) waits
             for a connection to an endpoint before trying the next one.
@@ -112,6 +115,10 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         shuffle: shuffle the endpoints once (spreads many clients over the members).
         seed: seed the jitter (and shuffle), for reproducible tests.
         grpc_options: extra gRPC channel options, e.g. ``[("grpc.primary_user_agent", "x")]``.
+        fail_fast: a request, or a watch being created, gives up at once (Unavailable,
+            naming the endpoints) when every endpoint refused the connection, instead of
+            retrying until ``timeout`` (the ``confer`` command line's choice). A watch that
+            was connected, and lease renewals, keep retrying.
         cacert: TLS: the CA file that signed the members' certificates (default: the
             system's CAs). TLS is on when any of ``cacert``, ``cert``, ``key`` is given
             (or ``CONFER_CACERT``, ``CONFER_CERT``, ``CONFER_KEY`` is set) or an endpoint
@@ -127,20 +134,20 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
     ``iterate(plan)``."""
     _io: Any
 
-    def __init__(self, endpoints: Sequence[str] | str, timeout: float = 10.0, *,
+    def __init__(self, endpoints: Sequence[str] | str | None = None, timeout: float = 10.0, *,
                  connect_timeout: float = 2.0, min_attempt_timeout: float = 1.0,
                  backoff_base: float = 0.025, backoff_max: float = 1.0,
                  watch_keepalive: float = 5.0, prefer_leader: bool = True,
                  shuffle: bool = False, seed: int | None = None,
                  grpc_options: Sequence[tuple[str, int | str]] = (),
-                 cacert: str | None = None, cert: str | None = None,
-                 key: str | None = None) -> None:
-        if isinstance(endpoints, str):
-            endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
+                 fail_fast: bool = False, cacert: str | None = None,
+                 cert: str | None = None, key: str | None = None) -> None:
+        if endpoints is None:
+            endpoints = default_endpoints()
         targets, credentials = tls_credentials(endpoints, cacert, cert, key)
         options = Options(targets, timeout, connect_timeout, min_attempt_timeout,
                           backoff_base, backoff_max, watch_keepalive, prefer_leader, shuffle,
-                          seed, tuple(grpc_options))
+                          seed, tuple(grpc_options), fail_fast)
         self._core = Core(options)
         self._channel_options = CHANNEL_OPTIONS + options.grpc_options
         self._io = self._io_class(self._channel_options, credentials)

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from confer.client.endpoints import parse_endpoints
 from confer.client.errors import (
     ClientClosed,
     ConferError,
@@ -94,6 +95,11 @@ class Failure:
         """What the failure means for the request (see :func:`classify`)."""
         return classify(self.code, self.details)
 
+    @property
+    def never_connected(self) -> bool:
+        """The connection to the endpoint could not be made (refused, unresolvable...)."""
+        return self.code == "UNAVAILABLE" and _never_connected(self.details)
+
 
 NOT_CONNECTED = "could not connect"
 """Prefix of the details of a :class:`Failure` the I/O layer makes when a channel did not
@@ -112,13 +118,17 @@ _TRANSFERRING = "leadership transfer in progress"
 _UNKNOWN_CODES = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "CANCELLED", "ABORTED"})
 
 
+def _never_connected(details: str) -> bool:
+    text = details.lower()
+    return any(p in text for p in _NEVER_CONNECTED)
+
+
 def classify(code: str, details: str) -> Outcome:
     """Classify a failed attempt by its gRPC status name and message."""
     if code == "UNAVAILABLE":
-        text = details.lower()
-        if any(p in text for p in _NEVER_CONNECTED):
+        if _never_connected(details):
             return Outcome.NOT_APPLIED
-        if any(p in text for p in _BROKEN_IN_FLIGHT):
+        if any(p in details.lower() for p in _BROKEN_IN_FLIGHT):
             return Outcome.UNKNOWN
         return Outcome.NOT_APPLIED
     if code in _UNKNOWN_CODES:
@@ -148,6 +158,9 @@ class Options:
         shuffle: shuffle the endpoints once, to spread many clients over the members.
         seed: seed of the backoff jitter (and of ``shuffle``), for reproducible tests.
         grpc_options: extra gRPC channel options.
+        fail_fast: a request (or a stream's first connection) gives up (Unavailable) as soon
+            as every endpoint refused the connection, instead of retrying until its deadline.
+            Streams that were connected, and lease renewals, keep retrying.
     """
 
     endpoints: tuple[str, ...]
@@ -161,15 +174,12 @@ class Options:
     shuffle: bool = False
     seed: int | None = None
     grpc_options: tuple[tuple[str, int | str], ...] = ()
+    fail_fast: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.endpoints, str):
-            object.__setattr__(self, "endpoints", tuple(
-                e.strip() for e in self.endpoints.split(",") if e.strip()))
-        else:
-            object.__setattr__(self, "endpoints", tuple(self.endpoints))
-        if not self.endpoints:
-            raise InvalidArgument("a client needs at least one endpoint")
+        # URLs keep only their host:port (the client chose TLS from their scheme already).
+        endpoints = parse_endpoints(self.endpoints)
+        object.__setattr__(self, "endpoints", tuple(e.address for e in endpoints))
         if self.timeout <= 0:
             raise InvalidArgument(f"timeout must be positive, got {self.timeout}")
 
@@ -285,12 +295,14 @@ class Core:
         self.closed = False
 
     def attempts(self, retry: Retry, timeout: float | None, what: str,
-                 endpoint: str | None = None) -> Attempts:
-        """Start the attempts of one call; ``endpoint`` pins it to that endpoint."""
+                 endpoint: str | None = None, *, may_fail_fast: bool = False) -> Attempts:
+        """Start the attempts of one call; ``endpoint`` pins it to that endpoint. With
+        ``may_fail_fast`` (a request, or a stream's first connection: not a reconnection or
+        a lease renewal), the call fails fast if the options say so."""
         if self.closed:
             raise ClientClosed(f"{what}: the client is closed")
         return Attempts(self, retry, self.options.timeout if timeout is None else timeout,
-                        what, endpoint)
+                        what, endpoint, may_fail_fast and self.options.fail_fast)
 
 
 class Attempts:
@@ -301,11 +313,11 @@ class Attempts:
         count: how many attempts have failed so far.
     """
 
-    __slots__ = ("core", "count", "deadline", "endpoint", "pinned", "retry", "timeout",
-                 "tried", "unknown", "what")
+    __slots__ = ("core", "count", "deadline", "endpoint", "fail_fast", "pinned", "retry",
+                 "timeout", "tried", "unknown", "unreachable", "what")
 
     def __init__(self, core: Core, retry: Retry, timeout: float, what: str,
-                 endpoint: str | None) -> None:
+                 endpoint: str | None, fail_fast: bool = False) -> None:
         self.core = core
         self.retry = retry
         self.what = what
@@ -316,6 +328,9 @@ class Attempts:
         self.count = 0
         self.tried: list[str] = []
         self.unknown: Failure | None = None
+        self.fail_fast = fail_fast
+        self.unreachable: set[str] = set()
+        """The endpoints that could not be connected to (with ``fail_fast``)."""
 
     def attempt_timeout(self) -> float:
         """The timeout of the next attempt: the remaining time, or for calls that may be
@@ -353,6 +368,10 @@ class Attempts:
         self.count += 1
         self.tried.append(self.endpoint)
         router = self.core.router
+        if self.fail_fast and failure.never_connected:
+            self.unreachable.add(self.endpoint)
+            if self.unreachable >= ({self.pinned} if self.pinned else set(router.endpoints)):
+                raise self.unreachable_error(failure)
         if self.pinned is None:
             router.failed(self.endpoint)
             nxt = router.pick(self.retry is not Retry.READ)
@@ -361,6 +380,13 @@ class Attempts:
         if self.core.clock() + delay >= self.deadline:
             raise self.exhausted(failure)
         return delay
+
+    def unreachable_error(self, last: Failure) -> Unavailable:
+        """The error of a fail-fast call that could connect to none of its endpoints."""
+        where = ", ".join(e for e in self.core.router.endpoints if e in self.unreachable)
+        why = " (connection refused)" if "refused" in last.details.lower() else ""
+        return Unavailable(f"{self.what}: could not connect to {where}{why}", code=last.code,
+                           details=last.details)
 
     def exhausted(self, last: Failure) -> ConferError:
         """The error for a call that ran out of time; ``last`` is its last failure."""

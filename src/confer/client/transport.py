@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from confer.client.endpoints import parse_endpoint, parse_endpoints
 from confer.client.errors import InvalidArgument
 from confer.client.plans import Cancellable, Open, Recv, Send, Sleep, Spawn, Stop, Unary
 from confer.client.policy import NOT_CONNECTED, Failure
@@ -34,10 +35,10 @@ CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
 )
 
 
-def tls_credentials(endpoints: Sequence[str], cacert: str | None, cert: str | None,
+def tls_credentials(endpoints: str | Sequence[str], cacert: str | None, cert: str | None,
                     key: str | None) -> tuple[tuple[str, ...], grpc.ChannelCredentials | None]:
-    """The endpoints as ``host:port`` and the channel credentials they need: TLS when any
-    endpoint is an ``https://`` URL or a certificate file is given, else None (plaintext).
+    """The endpoints as ``host:port`` and the channel credentials they need: TLS when the
+    endpoints are ``https://`` URLs or a certificate file is given, else None (plaintext).
 
     ``cacert`` (the CA that signed the servers' certificates; default the system's), ``cert``
     and ``key`` (a client certificate, for servers that require one) default to the
@@ -46,21 +47,16 @@ def tls_credentials(endpoints: Sequence[str], cacert: str | None, cert: str | No
     files = {"cacert": cacert or os.environ.get("CONFER_CACERT") or None,
              "cert": cert or os.environ.get("CONFER_CERT") or None,
              "key": key or os.environ.get("CONFER_KEY") or None}
-    targets, schemes = [], set()
-    for e in endpoints:
-        scheme, sep, rest = e.partition("://")
-        if sep and scheme not in ("http", "https"):
-            raise InvalidArgument(f"endpoint {e!r}: expected HOST:PORT, http:// or https://")
-        schemes.add(scheme if sep else "")
-        targets.append(rest.rstrip("/") if sep else e)
-    tls = "https" in schemes or any(files.values())
-    if "http" in schemes and tls:
+    parsed = parse_endpoints(endpoints)
+    targets = tuple(e.address for e in parsed)
+    tls = parsed[0].tls or any(files.values())
+    if tls and any(e.scheme == "http" for e in parsed):
         raise InvalidArgument("http:// endpoints are plaintext: use https:// with TLS "
                               "(--cacert, --cert, --key)")
     if bool(files["cert"]) != bool(files["key"]):
         raise InvalidArgument("a client certificate needs both cert and key")
     if not tls:
-        return tuple(targets), None
+        return targets, None
     pems = {}
     for name, path in files.items():
         if path:
@@ -69,7 +65,7 @@ def tls_credentials(endpoints: Sequence[str], cacert: str | None, cert: str | No
                     pems[name] = f.read()
             except OSError as e:
                 raise InvalidArgument(f"{name} {path}: {e.strerror}") from None
-    return tuple(targets), grpc.ssl_channel_credentials(pems.get("cacert"), pems.get("key"),
+    return targets, grpc.ssl_channel_credentials(pems.get("cacert"), pems.get("key"),
                                                         pems.get("cert"))
 
 
@@ -83,10 +79,12 @@ def tls_problem(endpoint: str, cacert: str | None = None, cert: str | None = Non
     cacert = cacert or os.environ.get("CONFER_CACERT") or None
     cert = cert or os.environ.get("CONFER_CERT") or None
     key = key or os.environ.get("CONFER_KEY") or None
-    scheme, sep, rest = endpoint.partition("://")
-    target = rest if sep else endpoint
-    use_tls = scheme == "https" or bool(cacert or cert or key)
-    host, _, port = target.rstrip("/").rpartition(":")
+    try:
+        parsed = parse_endpoint(endpoint)
+    except InvalidArgument:
+        return None  # not an address to try: tls_credentials names the problem
+    use_tls = parsed.tls or bool(cacert or cert or key)
+    host, _, port = parsed.address.rpartition(":")
     host = host.strip("[]")
     try:
         ctx = ssl.create_default_context(cafile=cacert)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,28 @@ def check_addr(setting: str, addr: str, *, allow_port_zero: bool = False) -> Non
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig) if f.name != "extra"}
+_FLAG_NAMES = {"node_id": "id"}
+"""Settings whose flag (and so config-file key and environment variable) is named otherwise."""
+DEPRECATED_ENV = {"CONFER_NODE_ID": "node_id"}
+"""Environment variables named before the rule of :func:`env_var`, and their settings: still
+read (the new name wins), with a warning."""
+
+
+def flag_name(setting: str) -> str:
+    """A setting's flag without its dashes: ``data_dir``: ``data-dir``, ``node_id``: ``id``."""
+    return _FLAG_NAMES.get(setting, setting).replace("_", "-")
+
+
+def env_var(setting: str) -> str:
+    """A setting's environment variable, by the one rule of every ``confer`` flag:
+    ``CONFER_`` and the flag's name in capitals, dashes as underscores (``--data-dir``:
+    ``CONFER_DATA_DIR``, ``--id``: ``CONFER_ID``)."""
+    return "CONFER_" + flag_name(setting).replace("-", "_").upper()
+
+
+def env_vars() -> set[str]:
+    """The environment variables the server settings read (:func:`env_var` of each)."""
+    return {env_var(name) for name in _FIELDS}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -266,12 +289,16 @@ def _coerce(name: str, value: Any) -> Any:
             return Path(value)
         return str(value)
     except ValueError:
-        raise ConfigError(f"{name.replace('_', '-')}: {value!r} is not a valid {kind}") from None
+        raise ConfigError(f"{flag_name(name)}: {value!r} is not a valid {kind}") from None
 
 
 def load_config(config_file: Path | None, overrides: dict[str, Any],
-                environ: dict[str, str] | None = None) -> ServerConfig:
-    """Merge the sources; ``overrides`` are the flags actually given (None = not given)."""
+                environ: dict[str, str] | None = None,
+                warn: Callable[[str], None] | None = None) -> ServerConfig:
+    """Merge the sources; ``overrides`` are the flags actually given (None = not given).
+    A config file's keys are the flags' names (``data-dir``, ``id``; ``node_id`` too);
+    ``warn`` hears of deprecated environment variables still in use."""
+    by_key = {flag_name(name): name for name in _FIELDS}
     values: dict[str, Any] = {}
     if config_file is not None:
         try:
@@ -281,15 +308,20 @@ def load_config(config_file: Path | None, overrides: dict[str, Any],
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {config_file}: {e}") from None
         for key, value in raw.items():
-            name = key.replace("-", "_")
+            name = by_key.get(key.replace("_", "-"), key.replace("-", "_"))
             if name not in _FIELDS:
                 raise ConfigError(f"config file {config_file}: unknown setting {key!r}")
             values[name] = _coerce(name, value)
     env = os.environ if environ is None else environ
     for name in _FIELDS:
-        var = "CONFER_" + name.upper()
-        if var in env:
-            values[name] = _coerce(name, env[var])
+        if env_var(name) in env:
+            values[name] = _coerce(name, env[env_var(name)])
+    for old_var, name in DEPRECATED_ENV.items():
+        if old_var in env:
+            if warn is not None:
+                warn(f"{old_var} is deprecated: use {env_var(name)}")
+            if env_var(name) not in env:
+                values[name] = _coerce(name, env[old_var])
     for name, value in overrides.items():
         if value is not None:
             values[name] = _coerce(name, value)

@@ -86,10 +86,11 @@ def stream(core: Core, feed: Feed[Any], idle_timeout: float | None) -> Plan[None
 
     A connection that failed before delivering anything is retried like a read (other
     endpoints, backoff); when no endpoint accepts the stream within the client's timeout,
-    the stream fails with :class:`~confer.client.errors.Unavailable`. A connection that
+    the stream fails with :class:`~confer.client.errors.Unavailable` (at once, with the
+    ``fail_fast`` option, when every endpoint refused the connection). A connection that
     worked and then broke starts a fresh budget, at the next endpoint.
     """
-    attempts = core.attempts(Retry.READ, None, feed.what)
+    attempts = core.attempts(Retry.READ, None, feed.what, may_fail_fast=True)
     reopening = False
     while not feed.cancelled:
         endpoint = attempts.endpoint

@@ -53,7 +53,8 @@ class Call(Generic[T]):
 def unary(core: Core, call: Call[T]) -> Plan[T]:
     """Make ``call``, failing over and retrying as :class:`~confer.client.policy.Attempts`
     decides."""
-    attempts = core.attempts(call.retry, call.timeout, call.what, call.endpoint)
+    attempts = core.attempts(call.retry, call.timeout, call.what, call.endpoint,
+                             may_fail_fast=True)
     write = call.retry is not Retry.READ
     if write and call.endpoint is None and core.router.wants_topology(core.clock()):
         yield from refresh_topology(core, attempts.attempt_timeout())
