@@ -74,6 +74,13 @@ class ServerConfig:
     quota_backend_bytes: int = 0
     """Store size that raises the NOSPACE alarm: 0 = the default (2 GiB), negative = no
     quota (etcd's --quota-backend-bytes). See :attr:`quota_bytes`."""
+    auth_token: str = "simple"
+    """etcd's ``--auth-token``: ``simple``, or ``jwt,pub-key=PATH,priv-key=PATH,
+    sign-method=RS256`` (see :mod:`confer.server.api.auth`)."""
+    auth_token_ttl: int = 300
+    """Seconds a simple token lives after its last use (etcd's ``--auth-token-ttl``)."""
+    bcrypt_cost: int = 10
+    """bcrypt's cost of users' password hashes (etcd's ``--bcrypt-cost``, 4..31)."""
     log_level: str = "info"
     log_format: str = "text"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -155,6 +162,11 @@ class ServerConfig:
             raise ConfigError("auto-compaction-retention must be >= 0")
         if sum(bool(x) for x in (self.initial_cluster, self.join, self.wait_init)) > 1:
             raise ConfigError("use only one of initial-cluster, join and wait-init")
+        if self.auth_token_ttl <= 0:
+            raise ConfigError("auth-token-ttl must be a positive number of seconds")
+        if not 4 <= self.bcrypt_cost <= 31:
+            raise ConfigError(f"bcrypt-cost must be 4..31 (bcrypt's range), not "
+                              f"{self.bcrypt_cost}")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log-format must be text or json")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):

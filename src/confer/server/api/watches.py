@@ -106,9 +106,11 @@ class WatchRequests:
         """Register a watcher of ``key`` (or the range to ``range_end``) from
         ``start_revision`` (0: changes after now). No event after it is registered can be
         missed, so register before answering "created"."""
-        self.core.check(ctx, Access(AccessKind.READ, key, range_end))
+        access = Access(AccessKind.READ, key, range_end)
+        self.core.check(ctx, access)
         self.core.consensus.require_node()
-        return self.hub.watcher(key, range_end, max(start_revision, 0))
+        return self._tracked(ctx, access, self.hub.watcher(key, range_end,
+                                                           max(start_revision, 0)))
 
     def watch_tree(self, ctx: RequestContext, path: bytes, recursive: bool,
                    start_revision: int) -> Watcher:
@@ -116,14 +118,25 @@ class WatchRequests:
         if not recursive:
             return self.watch(ctx, path, b"", start_revision)
         key, end = tree_span(path)
-        self.core.check(ctx, Access(AccessKind.READ, key, end))
+        access = Access(AccessKind.READ, key, end)
+        self.core.check(ctx, access)
         self.core.consensus.require_node()
-        return self.hub.watcher(key, end, start_revision, boundary_match(path))
+        return self._tracked(ctx, access,
+                             self.hub.watcher(key, end, start_revision, boundary_match(path)))
+
+    def _tracked(self, ctx: RequestContext, access: Access, watcher: Watcher) -> Watcher:
+        """``watcher``, re-checked by the auth guard whenever permissions change."""
+        if self.core.auth is not None:
+            self.core.auth.track_watch(ctx, access, watcher)
+        return watcher
 
     def events(self, watcher: Watcher) -> AsyncGenerator[list[Event], None]:
         """The watcher's event batches in revision order; CompactedError if its next
-        revision was compacted away, WatchClosed when the member shuts down."""
-        return self.hub.events(watcher)
+        revision was compacted away, WatchClosed when the member shuts down,
+        PermissionDenied once its permission was revoked."""
+        batches = self.hub.events(watcher)
+        auth = self.core.auth
+        return batches if auth is None else auth.events(watcher, batches)
 
     def cancel(self, watcher: Watcher) -> None:
         self.hub.cancel(watcher)
