@@ -33,7 +33,6 @@ import weakref
 from bisect import bisect_right
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import bcrypt
@@ -48,7 +47,9 @@ from confer.server.api.errors import (
     InvalidToken,
     NotAuthenticated,
     PermissionDenied,
+    Unsupported,
 )
+from confer.server.config import ServerConfig, auth_token_settings
 from confer.server.log_limit import LogLimiter, held_back
 
 if TYPE_CHECKING:
@@ -58,19 +59,11 @@ if TYPE_CHECKING:
 
 audit = logging.getLogger("confer.audit")
 
-DEFAULT_TOKEN_TTL = 300
-"""Seconds a simple token lives after its last use (etcd's ``--auth-token-ttl``)."""
 DEFAULT_BCRYPT_COST = 10
 """bcrypt's cost factor (etcd's ``--bcrypt-cost``): 2^10 rounds, tens of milliseconds."""
 MAX_TOKENS = 100_000
 """Simple tokens one member keeps; beyond that the oldest are forgotten (bounded memory
 whatever clients do)."""
-JWT_METHODS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
-               "ES512", "EdDSA")
-
-
-class AuthConfigError(ValueError):
-    """``--auth-token`` is malformed or names unreadable keys (the message says which)."""
 
 
 # -- tokens ----------------------------------------------------------------------------------
@@ -107,7 +100,7 @@ class SimpleTokens:
 
     replicated = True
 
-    def __init__(self, ttl: float = DEFAULT_TOKEN_TTL, clock: Any = time.monotonic) -> None:
+    def __init__(self, ttl: float = 300.0, clock: Any = time.monotonic) -> None:
         self.ttl = ttl
         self.clock = clock
         self._tokens: dict[bytes, tuple[str, float]] = {}  # digest -> (user, expiry)
@@ -160,8 +153,8 @@ class JwtTokens:
 
     def issue(self, user: str, auth_revision: int) -> tuple[str, bytes]:
         if self.private_key is None:
-            raise AuthConfigError("--auth-token jwt: this member has no priv-key: it can "
-                                  "verify tokens but not issue them")
+            raise Unsupported("--auth-token jwt: this member has no priv-key: it verifies "
+                              "tokens but does not issue them; authenticate with another")
         now = time.time()
         token = jwt.encode({"username": user, "revision": auth_revision, "iat": now,
                             "exp": now + self.ttl}, self.private_key, algorithm=self.method)
@@ -187,54 +180,12 @@ class JwtTokens:
         self._revoked_before[user] = time.time()
 
 
-def make_tokens(spec: str, ttl: float = DEFAULT_TOKEN_TTL) -> Tokens:
-    """The token provider ``--auth-token`` names: ``simple``, or ``jwt,pub-key=PATH,
-    priv-key=PATH,sign-method=METHOD[,ttl=DURATION]`` (etcd's syntax; the TTL in seconds or
-    with an ``s``, ``m`` or ``h`` suffix). Raises :class:`AuthConfigError`."""
-    kind, _, rest = spec.partition(",")
-    if kind == "simple" and not rest:
-        return SimpleTokens(ttl)
-    if kind != "jwt":
-        raise AuthConfigError(f"auth-token {spec!r}: expected 'simple' or 'jwt,pub-key=PATH,"
-                              "priv-key=PATH,sign-method=METHOD'")
-    opts: dict[str, str] = {}
-    for part in filter(None, rest.split(",")):
-        key, sep, value = part.partition("=")
-        if not sep or key not in ("pub-key", "priv-key", "sign-method", "ttl"):
-            raise AuthConfigError(f"auth-token: unknown jwt option {part!r} (pub-key, "
-                                  "priv-key, sign-method, ttl)")
-        opts[key] = value
-    method = opts.get("sign-method", "")
-    if method not in JWT_METHODS:
-        raise AuthConfigError(f"auth-token: sign-method must be one of {', '.join(JWT_METHODS)}"
-                              f", not {method!r}")
-    if "pub-key" not in opts:
-        raise AuthConfigError("auth-token: jwt needs pub-key=PATH")
-    public = _read_key(opts["pub-key"])
-    private = _read_key(opts["priv-key"]) if "priv-key" in opts else None
-    if "ttl" in opts:
-        ttl = _duration(opts["ttl"])
-    return JwtTokens(method, public, private, ttl)
-
-
-def _read_key(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise AuthConfigError(f"auth-token: cannot read key {path}: {e.strerror}") from None
-
-
-def _duration(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600}
-    scale = units.get(text[-1:], 1)
-    number = text[:-1] if text[-1:] in units else text
-    try:
-        value = float(number) * scale
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise AuthConfigError(f"auth-token: ttl {text!r} is not a positive duration (e.g. 5m)")
-    return value
+def make_tokens(cfg: ServerConfig) -> Tokens:
+    """The token provider ``--auth-token`` names (:func:`auth_token_settings`)."""
+    st = auth_token_settings(cfg.auth_token, cfg.auth_token_ttl)
+    if st.kind == "simple":
+        return SimpleTokens(st.ttl)
+    return JwtTokens(st.method, st.public_key, st.private_key, st.ttl)
 
 
 # -- permissions -----------------------------------------------------------------------------
@@ -555,5 +506,5 @@ async def _password_ok(user: User, password: str) -> bool:
     return await asyncio.to_thread(bcrypt.checkpw, password.encode(), user.password_hash)
 
 
-__all__ = ["ROOT", "AuthConfigError", "AuthGuard",
+__all__ = ["ROOT", "AuthGuard",
            "AuthRequests", "AuthStatus", "JwtTokens", "SimpleTokens", "Tokens", "make_tokens"]

@@ -25,7 +25,7 @@ class RequestLayer:
         self.core = Core(host)
         self.guards = self.core.guards
         cfg = host.cfg
-        guard = AuthGuard(self.core, make_tokens(cfg.auth_token, cfg.auth_token_ttl))
+        guard = AuthGuard(self.core, make_tokens(cfg))
         self.guards.append(guard)  # first: who the caller is comes before anything else
         self.core.auth = guard
         self.auth = AuthRequests(self.core, guard, cfg.bcrypt_cost)

@@ -21,6 +21,7 @@ from confer import kv as store
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.kv import Put as PutCommand
 from confer.server.api import RequestContext, RequestLayer
+from confer.server.api.errors import PermissionDenied
 from confer.server.api.watches import MAX_WATCHES_PER_STREAM, ResponseQueue, with_progress
 from confer.server.etcd.common import (
     etcd_rpc,
@@ -232,8 +233,13 @@ class WatchStream:
             wid = self.next_id
             self.next_id += 1
         # Registered before the "created" response goes out: no event can be missed.
-        w = _Watch(wid, c, self.layer.watches.watch(self.ctx, c.key, c.range_end,
-                                                    c.start_revision))
+        try:
+            watcher = self.layer.watches.watch(self.ctx, c.key, c.range_end, c.start_revision)
+        except PermissionDenied:  # as etcd: this watch is refused, the stream goes on
+            await self.send(wid, created=True, canceled=True,
+                            cancel_reason="etcdserver: permission denied")
+            return
+        w = _Watch(wid, c, watcher)
         self.watches[wid] = w
         await self.send(wid, created=True)
         w.task = asyncio.ensure_future(self.feed(w))
@@ -267,6 +273,9 @@ class WatchStream:
             self.watches.pop(w.id, None)
             await self.send(w.id, canceled=True, compact_revision=e.compact_revision,
                             cancel_reason="mvcc: required revision has been compacted")
+        except PermissionDenied:  # the user lost read permission on the range (auth)
+            self.watches.pop(w.id, None)
+            await self.send(w.id, canceled=True, cancel_reason="etcdserver: permission denied")
         finally:
             with contextlib.suppress(Exception):
                 await batches.aclose()
