@@ -316,7 +316,7 @@ class AuthGuard:
 
     def _log_denied(self, ctx: RequestContext, access: Access, why: str) -> None:
         user = ctx.identity.user or "(anonymous)"
-        count = self._audit.admit((user, ctx.method, type(why)))
+        count = self._audit.admit((user, ctx.method))
         if count is not None:
             audit.warning("denied user=%s api=%s rpc=%s access=%s key=%s range_end=%s "
                           "peer=%s reason=%r%s", user, ctx.api, ctx.method,
