@@ -75,10 +75,11 @@ _serve_command()
 
 
 def _client_commands() -> None:
-    from confer.cli import commands, coord
+    from confer.cli import auth, commands, coord
 
     commands.register(cli)
     coord.register(cli)
+    auth.register(cli)
 
 
 _client_commands()

@@ -24,9 +24,12 @@ class Ctx:
     endpoints: list[str]
     output: str
     timeout: float
+    user: str | None = None
+    password: str = ""
 
     def client(self) -> SyncClient:
-        return SyncClient(self.endpoints, timeout=self.timeout)
+        return SyncClient(self.endpoints, timeout=self.timeout, user=self.user,
+                          password=self.password)
 
     @property
     def json(self) -> bool:
@@ -38,12 +41,17 @@ def client_options(fn: Any) -> Any:
     command a :class:`Ctx` built from them as its first argument."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, endpoints: str, output: str, timeout: float, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, endpoints: str, output: str, timeout: float, user: str | None,
+                **kwargs: Any) -> Any:
         eps = [e.strip() for e in endpoints.split(",") if e.strip()]
         if not eps:
             raise click.UsageError("--endpoints: give at least one HOST:PORT")
-        return fn(Ctx(eps, output, timeout), *args, **kwargs)
+        name, password = credentials(user)
+        return fn(Ctx(eps, output, timeout, name, password), *args, **kwargs)
 
+    wrapper = click.option("--user", envvar="CONFER_USER", default=None,
+                           help="Authenticate as NAME[:PASSWORD] (the password is prompted "
+                                "for when missing) [env CONFER_USER].")(wrapper)
     wrapper = click.option("--timeout", type=click.FloatRange(0.1, 3600), default=10.0,
                            show_default=True, help="Seconds per request.")(wrapper)
     wrapper = click.option("-o", "--output", type=click.Choice(["table", "json"]),
@@ -52,6 +60,19 @@ def client_options(fn: Any) -> Any:
     return click.option("--endpoints", envvar="CONFER_ENDPOINTS", default=DEFAULT_ENDPOINTS,
                         show_default=True,
                         help="Comma-separated client addresses [env CONFER_ENDPOINTS].")(wrapper)
+
+
+def credentials(user: str | None) -> tuple[str | None, str]:
+    """``NAME[:PASSWORD]`` as (name, password), prompting (without echo) for a password
+    not given; (None, "") without a user."""
+    if not user:
+        return None, ""
+    name, sep, password = user.partition(":")
+    if not name:
+        raise click.UsageError("--user: expected NAME[:PASSWORD]")
+    if not sep:
+        password = click.prompt(f"Password for {name}", hide_input=True, err=True)
+    return name, password
 
 
 def show(ctx: Ctx, value: Any, line: str) -> None:

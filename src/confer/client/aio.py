@@ -46,7 +46,18 @@ class _IO(IOBase):
         self._callbacks: set[asyncio.Future[Any]] = set()
 
     def _new_channel(self, endpoint: str) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(endpoint, options=self._options)
+        if self.credentials is None:
+            return grpc.aio.insecure_channel(endpoint, options=self._options)
+        channel: grpc.aio.Channel | None = None
+
+        def channel_of() -> grpc.aio.Channel:
+            assert channel is not None  # calls begin once the channel exists
+            return channel
+
+        channel = grpc.aio.insecure_channel(
+            endpoint, options=self._options,
+            interceptors=self.credentials.aio_interceptors(channel_of))
+        return channel
 
     async def run(self, plan: Plan[T]) -> T:
         """Drive a plan to its value. A cancellation is thrown into the plan, which may clean

@@ -141,7 +141,8 @@ class _IO(IOBase):
         self._watchdog = _Watchdog()
 
     def _new_channel(self, endpoint: str) -> grpc.Channel:
-        return grpc.insecure_channel(endpoint, options=self._options)
+        channel = grpc.insecure_channel(endpoint, options=self._options)
+        return channel if self.credentials is None else self.credentials.intercept(channel)
 
     def run(self, plan: Plan[T]) -> T:
         """Drive a plan to its value. An interruption (``KeyboardInterrupt``...) is thrown

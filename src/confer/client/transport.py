@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 
+from confer.client.credentials import Credentials
 from confer.client.plans import Cancellable, Open, Recv, Send, Sleep, Spawn, Stop, Unary
 from confer.client.policy import NOT_CONNECTED, Failure
 from confer.client.protocol import Rpc
@@ -125,6 +126,8 @@ class IOBase:
 
     def __init__(self, channel_options: tuple[tuple[str, int | str], ...]) -> None:
         self._options = channel_options
+        self.credentials: Credentials | None = None
+        """The user's, when the client was given one: every channel sends its token."""
         self._connections: dict[str, Connection] = {}
         self._lock = threading.Lock()
         self._perform: dict[type, Callable[[Any], Any]] = {
