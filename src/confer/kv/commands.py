@@ -55,7 +55,7 @@ _PUT, _DELETE, _RANGE, _TXN, _COMPACT, _LEASE_GRANT, _LEASE_REVOKE, _ALARM, _AUT
 MAX_AUTH_NAME_BYTES = 256
 """Longest user or role name, in UTF-8 bytes."""
 MAX_AUTH_SECRET_BYTES = 128
-"""Longest stored secret: a bcrypt hash is 60 bytes, a token digest 32."""
+"""Longest secret: a bcrypt hash is 60 bytes, a token's record 40."""
 MAX_MEMBER_ID = (1 << 64) - 1
 _SORT_ORDERS = frozenset(SortOrder)
 _SORT_TARGETS = frozenset(SortTarget)
@@ -173,7 +173,8 @@ class AuthChange:
     ``name`` is the user (USER_*, TOKEN) or role (ROLE_*) changed; ``role`` the role granted
     or revoked (USER_GRANT, USER_REVOKE). ``secret`` is never a password: a bcrypt hash
     (USER_ADD, USER_PASSWORD; empty: a user without a password, who can only authenticate
-    with a client certificate), or the SHA-256 digest of a simple token (TOKEN).
+    with a client certificate), or what the server records of a simple token it issued
+    (TOKEN: its SHA-256 digest and issue time, never the token).
     ``perm``, ``key`` and ``range_end`` name a permission (ROLE_GRANT; ROLE_REVOKE uses the
     key range only), with etcd's ``(key, range_end)`` rules (:mod:`confer.kv.keyrange`).
     """

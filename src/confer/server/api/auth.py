@@ -74,11 +74,12 @@ class Tokens(Protocol):
     """Whether issuing a token is a log entry (simple tokens) or local (JWT)."""
 
     def issue(self, user: str, auth_revision: int) -> tuple[str, bytes]:
-        """A new token for ``user`` and what the log carries of it (its digest)."""
+        """A new token for ``user`` and what the log carries of it (never the token)."""
         ...
 
-    def assign(self, user: str, digest: bytes) -> None:
-        """A token was issued (by any member): recognise it from now on."""
+    def assign(self, user: str, secret: bytes) -> None:
+        """A token was issued (by any member; ``secret``: what its log entry carries):
+        recognise it from now on."""
         ...
 
     def user_of(self, token: str) -> str | None:
@@ -96,26 +97,40 @@ def digest(token: str) -> bytes:
 
 class SimpleTokens:
     """etcd's simple tokens: random, member-local, each valid ``ttl`` seconds from its last
-    use; issued through the log as their digests (see the module's docstring)."""
+    use; issued through the log as their digests (see the module's docstring).
+
+    The log entry carries the digest and the issuing member's wall-clock time (8 bytes of
+    milliseconds after the digest), so a member that applies it later (catching up, or
+    replaying its log after a restart) does not bring an old token back to life: a token
+    counts as used last when it was issued."""
 
     replicated = True
 
-    def __init__(self, ttl: float = 300.0, clock: Any = time.monotonic) -> None:
+    def __init__(self, ttl: float = 300.0, clock: Any = time.monotonic,
+                 wall_clock: Any = time.time) -> None:
         self.ttl = ttl
         self.clock = clock
+        self.wall_clock = wall_clock
         self._tokens: dict[bytes, tuple[str, float]] = {}  # digest -> (user, expiry)
 
     def issue(self, user: str, auth_revision: int) -> tuple[str, bytes]:
         token = secrets.token_urlsafe(24)
-        return token, digest(token)
+        issued_ms = int(self.wall_clock() * 1000)
+        return token, digest(token) + issued_ms.to_bytes(8, "big")
 
-    def assign(self, user: str, token_digest: bytes) -> None:
+    def assign(self, user: str, secret: bytes) -> None:
+        if len(secret) != 40:
+            return  # not a token this version issued: nothing to recognise
+        age = self.wall_clock() - int.from_bytes(secret[32:], "big") / 1000
+        remaining = self.ttl - max(age, 0.0)
+        if remaining <= 0:
+            return
         if len(self._tokens) >= MAX_TOKENS:
             now = self.clock()
             self._tokens = {d: e for d, e in self._tokens.items() if e[1] > now}
             while len(self._tokens) >= MAX_TOKENS:  # dicts keep insertion order: oldest first
                 del self._tokens[next(iter(self._tokens))]
-        self._tokens[token_digest] = (user, self.clock() + self.ttl)
+        self._tokens[secret[:32]] = (user, self.clock() + remaining)
 
     def user_of(self, token: str) -> str | None:
         d = digest(token)
@@ -160,7 +175,7 @@ class JwtTokens:
                             "exp": now + self.ttl}, self.private_key, algorithm=self.method)
         return token, b""
 
-    def assign(self, user: str, token_digest: bytes) -> None:
+    def assign(self, user: str, secret: bytes) -> None:
         pass  # nothing to remember: the signature proves the token
 
     def user_of(self, token: str) -> str | None:
