@@ -170,9 +170,9 @@ def test_a_watch_whose_permission_is_revoked_is_cancelled(guard: AuthGuard) -> N
     c = ctx("alice")
     guard(c, access)
     watcher = hub.watcher(access.key, access.range_end, 0)
-    guard.track_watch(c, access, watcher)
+    guard.track_watch(c, [access], watcher)
     root_watch = hub.watcher(b"/app/", b"/app0", 0)
-    guard.track_watch(ctx("root"), access, root_watch)
+    guard.track_watch(ctx("root"), [access], root_watch)
 
     async def drain() -> None:
         async for _ in guard.events(watcher, hub.events(watcher)):

@@ -262,7 +262,7 @@ class AuthGuard:
         self._perms: dict[str, _UserPerms] = {}
         self._perms_revision = 0
         self._audit = LogLimiter()
-        self._watches: weakref.WeakKeyDictionary[Watcher, tuple[RequestContext, Access]] = (
+        self._watches: weakref.WeakKeyDictionary[Watcher, tuple[RequestContext, list[Access]]] = (
             weakref.WeakKeyDictionary())
         self._revoked: weakref.WeakSet[Watcher] = weakref.WeakSet()
         self.kv.add_auth_listener(self._on_change)
@@ -339,9 +339,11 @@ class AuthGuard:
                           ctx.peer, why, held_back(count))
 
     # -- watches --------------------------------------------------------------------------------
-    def track_watch(self, ctx: RequestContext, access: Access, watcher: Watcher) -> None:
-        """Re-check this watch whenever permissions change; cancel it once refused."""
-        self._watches[watcher] = (ctx, access)
+    def track_watch(self, ctx: RequestContext, accesses: list[Access], watcher: Watcher
+                    ) -> None:
+        """Re-check this watch's accesses whenever permissions change; cancel it once one
+        is refused."""
+        self._watches[watcher] = (ctx, accesses)
 
     def events(self, watcher: Watcher, batches: AsyncGenerator[list[Event], None]
                ) -> AsyncGenerator[list[Event], None]:
@@ -372,11 +374,12 @@ class AuthGuard:
 
     def _recheck_watches(self) -> None:
         hub = self.core.host.hub
-        for watcher, (ctx, access) in list(self._watches.items()):
+        for watcher, (ctx, accesses) in list(self._watches.items()):
             if watcher.cancelled:
                 continue
             try:
-                self(ctx, access)
+                for access in accesses:
+                    self(ctx, access)
             except PermissionDenied:
                 self._revoked.add(watcher)
                 hub.cancel(watcher)

@@ -12,7 +12,7 @@ from typing import Generic, TypeVar
 from confer.kv import Event
 from confer.server.api.context import Access, AccessKind, RequestContext
 from confer.server.api.core import Core
-from confer.server.api.kv import tree_span
+from confer.server.api.kv import tree_accesses, tree_span
 from confer.server.watch import Watcher
 
 T = TypeVar("T")
@@ -109,8 +109,8 @@ class WatchRequests:
         access = Access(AccessKind.READ, key, range_end)
         self.core.check(ctx, access)
         self.core.consensus.require_node()
-        return self._tracked(ctx, access, self.hub.watcher(key, range_end,
-                                                           max(start_revision, 0)))
+        return self._tracked(ctx, [access], self.hub.watcher(key, range_end,
+                                                             max(start_revision, 0)))
 
     def watch_tree(self, ctx: RequestContext, path: bytes, recursive: bool,
                    start_revision: int) -> Watcher:
@@ -118,16 +118,18 @@ class WatchRequests:
         if not recursive:
             return self.watch(ctx, path, b"", start_revision)
         key, end = tree_span(path)
-        access = Access(AccessKind.READ, key, end)
-        self.core.check(ctx, access)
+        accesses = tree_accesses(AccessKind.READ, path)
+        for access in accesses:
+            self.core.check(ctx, access)
         self.core.consensus.require_node()
-        return self._tracked(ctx, access,
+        return self._tracked(ctx, accesses,
                              self.hub.watcher(key, end, start_revision, boundary_match(path)))
 
-    def _tracked(self, ctx: RequestContext, access: Access, watcher: Watcher) -> Watcher:
+    def _tracked(self, ctx: RequestContext, accesses: list[Access], watcher: Watcher
+                 ) -> Watcher:
         """``watcher``, re-checked by the auth guard whenever permissions change."""
         if self.core.auth is not None:
-            self.core.auth.track_watch(ctx, access, watcher)
+            self.core.auth.track_watch(ctx, accesses, watcher)
         return watcher
 
     def events(self, watcher: Watcher) -> AsyncGenerator[list[Event], None]:

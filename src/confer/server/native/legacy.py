@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from confer.kv import DeleteRange, EventType, InvalidArgument, Put, RangeOp
-from confer.server.api import Access, AccessKind, RequestContext, RequestLayer
+from confer.server.api import AccessKind, RequestContext, RequestLayer
 from confer.server.api.cluster import ClusterEvent
-from confer.server.api.kv import tree_span
+from confer.server.api.kv import tree_accesses
 from confer.server.members import Member
 from confer.server.native.common import Code, RpcError, path_key, path_of, rpc, stream_rpc
 from confer.server.rpc import Adapter
@@ -86,7 +86,8 @@ class LegacyService(Adapter, confer_pb2_grpc.ConferServiceServicer):
     async def UnwatchConfig(self, req: confer_pb2.ConfigPath, ctx: RequestContext
                             ) -> confer_pb2.Empty:
         path = self._path(req.path, allow_root=True)
-        self.layer.core.check(ctx, Access(AccessKind.READ, *tree_span(path)))
+        for access in tree_accesses(AccessKind.READ, path):
+            self.layer.core.check(ctx, access)
         watchers = self.watches.get((ctx.peer, path))
         if watchers:
             self.layer.watches.cancel(watchers.pop())
