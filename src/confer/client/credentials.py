@@ -3,9 +3,10 @@ as the ``token`` gRPC metadata, as etcd's clients send it, on both APIs.
 
 One :class:`Credentials` per client, shared by its connections (a token works on every
 member). A token the server calls invalid (expired, or forgotten by a restarted member) is
-dropped when a call fails with it; the failure is retryable (nothing was applied), and the
-retry authenticates again. If authentication is not enabled on the cluster, calls go
-without a token, as etcd's clients do.
+dropped when a call fails with it: a unary call is made once more with a new token at once;
+a stream's failure is retryable (nothing was applied), and the client's retry authenticates
+again. If authentication is not enabled on the cluster, calls go without a token, as etcd's
+clients do, until one is refused for want of a user (it was enabled since).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ TOKEN_KEY = "token"
 INVALID_TOKEN = "invalid auth token"
 """What a server's UNAUTHENTICATED status says of a token to drop."""
 _AUTHENTICATE = "/etcdserverpb.Auth/Authenticate"
+_AUTHENTICATE_BYTES = _AUTHENTICATE.encode()
 _NOT_ENABLED = "authentication is not enabled"
+_USER_EMPTY = "user name is empty"
 
 
 class _Details(NamedTuple):
@@ -66,12 +69,22 @@ class Credentials:
         raise error_from_status(code.name if code is not None else "UNKNOWN", details,
                                 f"authenticate as {self.user}") from None
 
-    def drop(self, token: str, code: Any, details: str | None) -> None:
-        """A call made with ``token`` ended: drop the token if the server refused it."""
-        if code == grpc.StatusCode.UNAUTHENTICATED and INVALID_TOKEN in (details or ""):
-            with self._lock:
+    def stale(self, token: str | None, code: Any, details: str | None) -> bool:
+        """A call made with ``token`` (None: none) ended with ``code``: whether it failed for
+        want of a valid token, so that authenticating again may make it pass. Drops the
+        token the server refused; after "user name is empty" on a call sent without one
+        (authentication was enabled since this client asked), authenticates from now on."""
+        text = details or ""
+        with self._lock:
+            if code == grpc.StatusCode.UNAUTHENTICATED and INVALID_TOKEN in text:
                 if self.token == token:
                     self.token = None
+                return True
+            if (code == grpc.StatusCode.INVALID_ARGUMENT and _USER_EMPTY in text
+                    and token is None and self.disabled):
+                self.disabled = False
+                return True
+        return False
 
     # -- blocking -------------------------------------------------------------------------------
     def sync_token(self, auth: rpc_pb2_grpc.AuthStub, timeout: float | None) -> str | None:
@@ -127,37 +140,36 @@ class _SyncInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientI
         self.creds = creds
         self.auth = rpc_pb2_grpc.AuthStub(channel)  # the plain channel: no token for it
 
-    def _call(self, continuation: Any, details: Any, request: Any) -> Any:
+    def _call(self, continuation: Any, details: Any, request: Any, unary: bool) -> Any:
         if details.method == _AUTHENTICATE:
             return continuation(details, request)
-        token = self.creds.sync_token(self.auth, details.timeout)
+        creds = self.creds
+        token = creds.sync_token(self.auth, details.timeout)
         call = continuation(_with_token(details, token), request)
-        if token is not None:
-            creds = self.creds
-            try:
-                waiting = call.add_callback(
-                    lambda: creds.drop(token, call.code(), call.details()))
-            except NotImplementedError:  # the outcome of a unary call: it has ended
-                waiting = False
-            if not waiting:
-                creds.drop(token, call.code(), call.details())
+        if unary:  # it has ended: try once more if a new token may make it pass
+            if creds.stale(token, call.code(), call.details()):
+                token = creds.sync_token(self.auth, details.timeout)
+                call = continuation(_with_token(details, token), request)
+            return call
+        # A stream: a refused token is dropped, and the client's retry gets a new one.
+        call.add_callback(lambda: creds.stale(token, call.code(), call.details()))
         return call
 
     def intercept_unary_unary(self, continuation: Any, client_call_details: Any,
                               request: Any) -> Any:
-        return self._call(continuation, client_call_details, request)
+        return self._call(continuation, client_call_details, request, True)
 
     def intercept_unary_stream(self, continuation: Any, client_call_details: Any,
                                request: Any) -> Any:
-        return self._call(continuation, client_call_details, request)
+        return self._call(continuation, client_call_details, request, False)
 
     def intercept_stream_unary(self, continuation: Any, client_call_details: Any,
                                request_iterator: Any) -> Any:
-        return self._call(continuation, client_call_details, request_iterator)
+        return self._call(continuation, client_call_details, request_iterator, False)
 
     def intercept_stream_stream(self, continuation: Any, client_call_details: Any,
                                 request_iterator: Any) -> Any:
-        return self._call(continuation, client_call_details, request_iterator)
+        return self._call(continuation, client_call_details, request_iterator, False)
 
 
 class _AioBase:
@@ -165,40 +177,44 @@ class _AioBase:
         self.creds = creds
         self.channel_of = channel_of
 
-    async def _call(self, continuation: Any, details: Any, request: Any) -> Any:
-        if details.method == _AUTHENTICATE:
+    async def _call(self, continuation: Any, details: Any, request: Any, unary: bool) -> Any:
+        if details.method in (_AUTHENTICATE, _AUTHENTICATE_BYTES):  # bytes in grpc.aio
             return await continuation(details, request)
-        token = await self.creds.aio_token(self.channel_of(), details.timeout)
+        creds = self.creds
+        token = await creds.aio_token(self.channel_of(), details.timeout)
         call = await continuation(_with_token(details, token), request)
-        if token is not None:
-            creds = self.creds
+        if unary:  # try once more if a new token may make it pass
+            if creds.stale(token, await call.code(), await call.details()):
+                token = await creds.aio_token(self.channel_of(), details.timeout)
+                call = await continuation(_with_token(details, token), request)
+            return call
 
-            async def dropped() -> None:
-                creds.drop(token, await call.code(), await call.details())
+        async def ended() -> None:
+            creds.stale(token, await call.code(), await call.details())
 
-            call.add_done_callback(lambda _call: asyncio.ensure_future(dropped()))
+        call.add_done_callback(lambda _call: asyncio.ensure_future(ended()))
         return call
 
 
 class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any,
                                     request: Any) -> Any:
-        return await self._call(continuation, client_call_details, request)
+        return await self._call(continuation, client_call_details, request, True)
 
 
 class _AioUnaryStream(_AioBase, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any,
                                      request: Any) -> Any:
-        return await self._call(continuation, client_call_details, request)
+        return await self._call(continuation, client_call_details, request, False)
 
 
 class _AioStreamUnary(_AioBase, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, client_call_details: Any,
                                      request_iterator: Any) -> Any:
-        return await self._call(continuation, client_call_details, request_iterator)
+        return await self._call(continuation, client_call_details, request_iterator, False)
 
 
 class _AioStreamStream(_AioBase, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, client_call_details: Any,
                                       request_iterator: Any) -> Any:
-        return await self._call(continuation, client_call_details, request_iterator)
+        return await self._call(continuation, client_call_details, request_iterator, False)
