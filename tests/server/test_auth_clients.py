@@ -43,12 +43,12 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
 
 
 def test_the_sync_client_is_held_to_its_roles(endpoints: list[str]) -> None:
-    with confer.Client(endpoints) as anonymous:
-        with pytest.raises(PermissionDenied, match="user name is empty"):
-            anonymous.get("/app/x")
-    with confer.Client(endpoints, user="alice", password="nope") as wrong:
-        with pytest.raises(confer.client.InvalidArgument, match="authentication failed"):
-            wrong.get("/app/x")
+    with (confer.Client(endpoints) as anonymous,
+          pytest.raises(PermissionDenied, match="user name is empty")):
+        anonymous.get("/app/x")
+    with (confer.Client(endpoints, user="alice", password="nope") as wrong,
+          pytest.raises(confer.client.InvalidArgument, match="authentication failed")):
+        wrong.get("/app/x")
     with confer.Client(endpoints, user="alice", password="alicepw") as alice:
         assert alice.get("/app/x").value == b"1"  # type: ignore[union-attr]
         assert [kv.path for kv in alice.list("/app", recursive=True).kvs] == ["/app/x"]
