@@ -7,12 +7,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
+import grpc
 import pytest
 
 import confer
 import confer.aio
 from confer.client import PermissionDenied, Unauthenticated
+from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from confer.v1 import confer_pb2, confer_pb2_grpc
 from testing import ProcessCluster
 
 TOKEN_TTL = 2
@@ -109,3 +113,35 @@ def test_revoking_the_role_cancels_the_users_watch(endpoints: list[str]) -> None
 
 def test_unauthenticated_is_a_permission_error() -> None:
     assert issubclass(Unauthenticated, PermissionDenied)
+
+
+def test_the_original_confer_service_is_guarded_too(endpoints: list[str]) -> None:
+    with grpc.insecure_channel(endpoints[0]) as ch:
+        token = rpc_pb2_grpc.AuthStub(ch).Authenticate(
+            rpc_pb2.AuthenticateRequest(name="alice", password="alicepw"), timeout=10).token
+        legacy = confer_pb2_grpc.ConferServiceStub(ch)
+        alice = [("token", token)]
+
+        def code(call: Any, request: Any, metadata: Any = ()) -> grpc.StatusCode:
+            with pytest.raises(grpc.RpcError) as e:
+                call(request, metadata=metadata, timeout=10)
+            return e.value.code()  # type: ignore[no-any-return]
+
+        path = confer_pb2.ConfigPath(path="/app/x")
+        assert code(legacy.Get, path) == grpc.StatusCode.UNAUTHENTICATED  # no user
+        assert legacy.Get(path, metadata=alice, timeout=10).value == b"1"
+        assert code(legacy.Set, confer_pb2.SetConfigRequest(
+            path=path, value=confer_pb2.ConfigValue(value=b"2")), alice) == (
+            grpc.StatusCode.PERMISSION_DENIED)
+        assert code(legacy.Get, confer_pb2.ConfigPath(path="/other"), alice) == (
+            grpc.StatusCode.PERMISSION_DENIED)
+        # Membership: root only, even a no-op (the learner is a member already).
+        assert code(legacy.AddLearner, confer_pb2.AddLearnerRequest(
+            node=confer_pb2.Node(node_id=1, addr=endpoints[0])), alice) == (
+            grpc.StatusCode.PERMISSION_DENIED)
+        assert code(legacy.ChangeMembership, confer_pb2.ChangeMembershipRequest(members=[1]),
+                    alice) == grpc.StatusCode.PERMISSION_DENIED
+        # Defragment (etcd's maintenance): root only.
+        maintenance = rpc_pb2_grpc.MaintenanceStub(ch)
+        assert code(maintenance.Defragment, rpc_pb2.DefragmentRequest(), alice) == (
+            grpc.StatusCode.PERMISSION_DENIED)
