@@ -14,7 +14,9 @@ in its gRPC metadata, as etcd's clients send it.
   use. A token issued by one member must work on every member, so issuing it is a log entry
   (etcd does the same), but the entry carries only the token's SHA-256 digest, never the
   token: every member learns the digest and the user when it applies the entry, and keeps
-  them in memory only (a restarted member forgets its tokens: clients authenticate again).
+  them in memory only. The entry also carries the issue time, so a member that applies it
+  late (catching up, or replaying its log after a restart) gives the token only what is
+  left of its TTL.
 - ``jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256[,ttl=5m]``: a signed JSON Web Token
   (PyJWT) naming the user; every member verifies it with the public key, so nothing is
   replicated. Every member must be given the same keys.
