@@ -144,3 +144,11 @@ def test_auth_disable_is_root_only(secured: Etcdctl) -> None:
     assert "Authentication Disabled" in secured.run(ROOT, "auth", "disable")
     assert secured.run("get", "/other", "--print-value-only").strip() == "2"
     assert "Authentication Enabled" in secured.run("auth", "enable")
+
+
+def test_locks_need_write_on_their_key_and_read_on_their_prefix(secured: Etcdctl) -> None:
+    assert "held" in secured.run(ROOT, "lock", "/locks/a", "echo", "held")
+    assert "permission denied" in refused(secured, ALICE, "lock", "/locks/a", "echo", "held")
+    # alice reads /app/ but may not write there: no lock under it either
+    assert "permission denied" in refused(secured, ALICE, "lock", "/app/lock", "echo", "held")
+    assert "permission denied" in refused(secured, ALICE, "elect", "/app/e", "alice")
