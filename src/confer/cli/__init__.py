@@ -134,11 +134,12 @@ _serve_command()
 
 
 def _client_commands() -> None:
-    from confer.cli import commands, coord, snapshot
+    from confer.cli import auth, commands, coord, snapshot
 
     commands.register(cli)
     coord.register(cli)
     snapshot.register(cli)
+    auth.register(cli)
 
 
 _client_commands()

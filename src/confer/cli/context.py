@@ -17,6 +17,7 @@ import grpc
 
 from confer.cli.output import print_json, print_table
 from confer.client import Client as SyncClient
+from confer.client.credentials import Credentials
 from confer.client.endpoints import DEFAULT_ENDPOINT, parse_endpoint, parse_endpoints
 from confer.client.errors import InvalidArgument
 from confer.client.transport import tls_credentials, tls_problem
@@ -47,7 +48,10 @@ CONNECTION_OPTIONS: list[ConnectionOption] = [
                      "--cert, --key, or https:// endpoints, turn TLS on."),
     ConnectionOption(("--cert",), "cert", None,
                      "Client certificate (PEM), for TLS servers that require one."),
-    ConnectionOption(("--key",), "key", None, "Client certificate's private key (PEM)."),
+    ConnectionOption(("--key",), "key_file", None, "Client certificate's private key (PEM)."),
+    ConnectionOption(("--user",), "user", None,
+                     "Authenticate as NAME[:PASSWORD] (the password is prompted for when "
+                     "missing)."),
 ]
 
 
@@ -67,25 +71,40 @@ class Ctx:
     timeout: float
     cacert: str | None = None
     cert: str | None = None
-    key: str | None = None
+    key_file: str | None = None
+    """``--key`` (not ``key``, which commands take as an argument)."""
+    user: str | None = None
+    password: str = ""
 
     def client(self) -> SyncClient:
         # A command line gives up at once when nothing listens at any endpoint.
         return SyncClient(self.endpoints, timeout=self.timeout, fail_fast=True,
-                          cacert=self.cacert, cert=self.cert, key=self.key)
+                          cacert=self.cacert, cert=self.cert, key=self.key_file,
+                          user=self.user, password=self.password)
 
     def aio_channel(self, endpoint: str) -> grpc.aio.Channel:
-        """A channel to one endpoint with this command's TLS settings, for the calls the
-        client does not make (a snapshot's download)."""
-        (address,), credentials = tls_credentials([endpoint], self.cacert, self.cert, self.key)
-        if credentials is None:
-            return grpc.aio.insecure_channel(address)
-        return grpc.aio.secure_channel(address, credentials)
+        """A channel to one endpoint with this command's TLS settings and user, for the
+        calls the client does not make (a snapshot's download)."""
+        (address,), tls = tls_credentials([endpoint], self.cacert, self.cert,
+                                           self.key_file)
+        channel: grpc.aio.Channel | None = None
+
+        def channel_of() -> grpc.aio.Channel:
+            assert channel is not None  # calls begin once the channel exists
+            return channel
+
+        interceptors = (None if not self.user else
+                        Credentials(self.user, self.password).aio_interceptors(channel_of))
+        if tls is None:
+            channel = grpc.aio.insecure_channel(address, interceptors=interceptors)
+        else:
+            channel = grpc.aio.secure_channel(address, tls, interceptors=interceptors)
+        return channel
 
     def tls_problem(self) -> str | None:
         """Why no endpoint could be reached, when TLS is the reason (else None)."""
         for endpoint in self.endpoints:
-            problem = tls_problem(endpoint, self.cacert, self.cert, self.key)
+            problem = tls_problem(endpoint, self.cacert, self.cert, self.key_file)
             if problem is not None:
                 return problem
         return None
@@ -127,12 +146,26 @@ def client_options(fn: Any) -> Any:
             raise click.UsageError(f"--endpoints: {e}") from None
         settings["endpoints"] = [e.strip() for e in settings["endpoints"].split(",")
                                  if e.strip()]
+        settings["user"], settings["password"] = credentials(settings["user"])
         return fn(Ctx(**settings), *args, **kwargs)
 
     for o in reversed(CONNECTION_OPTIONS):
         wrapper = click.option(*o.flags, o.name, type=o.type, default=None,
                                help=f"{o.help} (May also come before the command.)")(wrapper)
     return wrapper
+
+
+def credentials(user: str | None) -> tuple[str | None, str]:
+    """``NAME[:PASSWORD]`` as (name, password), prompting (without echo) for a password
+    not given; (None, "") without a user."""
+    if not user:
+        return None, ""
+    name, sep, password = user.partition(":")
+    if not name:
+        raise click.UsageError("--user: expected NAME[:PASSWORD]")
+    if not sep:
+        password = click.prompt(f"Password for {name}", hide_input=True, err=True)
+    return name, password
 
 
 def show(ctx: Ctx, value: Any, line: str) -> None:

@@ -160,6 +160,11 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--peer-cert-match-address", {"is_flag": True, "default": None,
                                     "help": "A peer's certificate must be valid for the peer "
                                             "address of the member it speaks as."}),
+    ("--auth-token", {"help": "Auth tokens: simple, or jwt,pub-key=PATH,priv-key=PATH,"
+                              "sign-method=RS256 (as etcd) [simple]."}),
+    ("--auth-token-ttl", {"type": int, "help": "Seconds a simple token lives after its "
+                                               "last use [300]."}),
+    ("--bcrypt-cost", {"type": int, "help": "bcrypt cost of password hashes, 4..31 [10]."}),
     ("--log-level", {"help": "debug, info, warning or error [info]."}),
     ("--log-format", {"help": "text or json [text]."}),
 ]

@@ -31,7 +31,9 @@ from confer.client.errors import (
     Lost,
     NotFound,
     OutcomeUnknown,
+    PermissionDenied,
     RevisionUnavailable,
+    Unauthenticated,
     Unavailable,
 )
 from confer.client.models import (
@@ -93,6 +95,7 @@ __all__ = [
     "NotFound",
     "Op",
     "OutcomeUnknown",
+    "PermissionDenied",
     "PutResult",
     "Registration",
     "RevisionUnavailable",
@@ -101,6 +104,7 @@ __all__ = [
     "Status",
     "Txn",
     "TxnResult",
+    "Unauthenticated",
     "Unavailable",
     "Watch",
     "WatchEvent",

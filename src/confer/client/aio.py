@@ -47,9 +47,21 @@ class _IO(IOBase):
         self._callbacks: set[asyncio.Future[Any]] = set()
 
     def _new_channel(self, endpoint: str) -> grpc.aio.Channel:
-        if self._credentials is not None:
-            return grpc.aio.secure_channel(endpoint, self._credentials, options=self._options)
-        return grpc.aio.insecure_channel(endpoint, options=self._options)
+        channel: grpc.aio.Channel | None = None
+
+        def channel_of() -> grpc.aio.Channel:
+            assert channel is not None  # calls begin once the channel exists
+            return channel
+
+        interceptors = (None if self.credentials is None
+                        else self.credentials.aio_interceptors(channel_of))
+        if self._tls is not None:
+            channel = grpc.aio.secure_channel(endpoint, self._tls, options=self._options,
+                                              interceptors=interceptors)
+        else:
+            channel = grpc.aio.insecure_channel(endpoint, options=self._options,
+                                                interceptors=interceptors)
+        return channel
 
     async def run(self, plan: Plan[T]) -> T:
         """Drive a plan to its value. A cancellation is thrown into the plan, which may clean

@@ -21,7 +21,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from types import MethodType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar, overload
 
-from confer.client import calls, coord, plans
+from confer.client import auth_calls, calls, coord, plans
+from confer.client.credentials import Credentials
 from confer.client.endpoints import default_endpoints
 from confer.client.models import ClusterEvent, ServiceEvent, WatchEvent
 from confer.client.plans import Call, Feed, KeyFeed, ServiceFeed
@@ -125,6 +126,10 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
             is an ``https://`` URL.
         cert: a client certificate file (PEM), for members that require one.
         key: the client certificate's private key file (PEM).
+        user: authenticate as this user (when the cluster has authentication enabled): the
+            client exchanges ``password`` for a token, sends it on every call, and
+            authenticates again when a member no longer accepts it (docs/security.md).
+        password: ``user``'s password.
     """
 
     _returns = "{}"
@@ -141,7 +146,8 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
                  shuffle: bool = False, seed: int | None = None,
                  grpc_options: Sequence[tuple[str, int | str]] = (),
                  fail_fast: bool = False, cacert: str | None = None,
-                 cert: str | None = None, key: str | None = None) -> None:
+                 cert: str | None = None, key: str | None = None,
+                 user: str | None = None, password: str = "") -> None:
         if endpoints is None:
             endpoints = default_endpoints()
         targets, credentials = tls_credentials(endpoints, cacert, cert, key)
@@ -151,6 +157,8 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         self._core = Core(options)
         self._channel_options = CHANNEL_OPTIONS + options.grpc_options
         self._io = self._io_class(self._channel_options, credentials)
+        if user:
+            self._io.credentials = Credentials(user, password)
         self._feeds: weakref.WeakSet[Feed[Any]] = weakref.WeakSet()
 
     # -- what a subclass provides ---------------------------------------------------------------
@@ -181,6 +189,23 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
     lease_time_to_live = ClientMethod(calls.lease_time_to_live)
     lease_list = ClientMethod(calls.lease_list)
     discover = ClientMethod(calls.discover)
+    # users, roles and authentication (etcd's Auth service)
+    auth_status = ClientMethod(auth_calls.auth_status)
+    auth_enable = ClientMethod(auth_calls.auth_enable)
+    auth_disable = ClientMethod(auth_calls.auth_disable)
+    user_add = ClientMethod(auth_calls.user_add)
+    user_get = ClientMethod(auth_calls.user_get)
+    user_list = ClientMethod(auth_calls.user_list)
+    user_delete = ClientMethod(auth_calls.user_delete)
+    user_change_password = ClientMethod(auth_calls.user_change_password)
+    user_grant_role = ClientMethod(auth_calls.user_grant_role)
+    user_revoke_role = ClientMethod(auth_calls.user_revoke_role)
+    role_add = ClientMethod(auth_calls.role_add)
+    role_get = ClientMethod(auth_calls.role_get)
+    role_list = ClientMethod(auth_calls.role_list)
+    role_delete = ClientMethod(auth_calls.role_delete)
+    role_grant_permission = ClientMethod(auth_calls.role_grant_permission)
+    role_revoke_permission = ClientMethod(auth_calls.role_revoke_permission)
 
     # -- builders and streams ---------------------------------------------------------------------
     def txn(self, *, timeout: float | None = None) -> Txn[CommitT]:

@@ -119,6 +119,15 @@ class ClientClosed(ConferError):
     """The client was closed; no call can be made with it any more."""
 
 
+class PermissionDenied(ConferError):
+    """The user may not do this (authentication is enabled and its roles do not allow it),
+    or (:class:`Unauthenticated`) the request names no valid user."""
+
+
+class Unauthenticated(PermissionDenied):
+    """No user, an unknown one, a wrong password, or a token the server no longer accepts."""
+
+
 class Lost(ConferError):
     """Something held (a lease, a lock, a leadership, a service registration) is gone: its key
     was deleted, or (:class:`LeaseLost`) its lease ended. Whoever relied on it must stop acting
@@ -146,6 +155,8 @@ _BY_CODE: dict[str, type[ConferError]] = {
     "NOT_FOUND": NotFound,
     "ALREADY_EXISTS": AlreadyExists,
     "FAILED_PRECONDITION": FailedPrecondition,
+    "PERMISSION_DENIED": PermissionDenied,
+    "UNAUTHENTICATED": Unauthenticated,
     "UNAVAILABLE": Unavailable,
     "UNKNOWN": OutcomeUnknown,
     "DEADLINE_EXCEEDED": DeadlineExceeded,

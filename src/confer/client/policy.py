@@ -115,6 +115,7 @@ _BROKEN_IN_FLIGHT = ("stream removed", "socket closed", "connection reset", "bro
                      "connection aborted", "transport closed", "endpoint closing",
                      "fd shutdown", "cancelling all calls")
 _TRANSFERRING = "leadership transfer in progress"
+_INVALID_TOKEN = "invalid auth token"
 _UNKNOWN_CODES = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "CANCELLED", "ABORTED"})
 
 
@@ -133,6 +134,8 @@ def classify(code: str, details: str) -> Outcome:
         return Outcome.NOT_APPLIED
     if code in _UNKNOWN_CODES:
         return Outcome.UNKNOWN
+    if code == "UNAUTHENTICATED" and _INVALID_TOKEN in details:
+        return Outcome.NOT_APPLIED  # refused before anything ran; the retry authenticates again
     if code == "FAILED_PRECONDITION" and _TRANSFERRING in details:
         return Outcome.NOT_APPLIED  # the leader refuses proposals while handing over: transient
     return Outcome.ANSWER

@@ -142,9 +142,10 @@ class _IO(IOBase):
         self._watchdog = _Watchdog()
 
     def _new_channel(self, endpoint: str) -> grpc.Channel:
-        if self._credentials is not None:
-            return grpc.secure_channel(endpoint, self._credentials, options=self._options)
-        return grpc.insecure_channel(endpoint, options=self._options)
+        channel = (grpc.secure_channel(endpoint, self._tls, options=self._options)
+                   if self._tls is not None
+                   else grpc.insecure_channel(endpoint, options=self._options))
+        return channel if self.credentials is None else self.credentials.intercept(channel)
 
     def run(self, plan: Plan[T]) -> T:
         """Drive a plan to its value. An interruption (``KeyboardInterrupt``...) is thrown

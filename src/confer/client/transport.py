@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from confer.client.credentials import Credentials
 from confer.client.endpoints import parse_endpoint, parse_endpoints
 from confer.client.errors import InvalidArgument
 from confer.client.plans import Cancellable, Open, Recv, Send, Sleep, Spawn, Stop, Unary
@@ -230,8 +231,10 @@ class IOBase:
     def __init__(self, channel_options: tuple[tuple[str, int | str], ...],
                  credentials: grpc.ChannelCredentials | None = None) -> None:
         self._options = channel_options
-        self._credentials = credentials
+        self._tls = credentials
         """TLS credentials of every channel (None: plaintext)."""
+        self.credentials: Credentials | None = None
+        """The user's, when the client was given one: every channel sends its token."""
         self._connections: dict[str, Connection] = {}
         self._lock = threading.Lock()
         self._perform: dict[type, Callable[[Any], Any]] = {

@@ -14,10 +14,11 @@ tag::
     LeaseGrant   [5, id, ttl]                        id 0: the store picks one
     LeaseRevoke  [6, id]
     Alarm        [7, action, member_id, alarm]     etcd's numbers (AlarmAction, AlarmType)
+    AuthChange   [8, action, name, role, secret, perm, key, range_end]   (AuthAction, PermType)
 
 A RangeOp is only valid inside a Txn (a plain read is not replicated); Compact, LeaseGrant,
-LeaseRevoke and Alarm only at the top level. Decoding is strict about types, so a decoded
-command never makes ``apply`` raise.
+LeaseRevoke, Alarm and AuthChange only at the top level. Decoding is strict about types, so
+a decoded command never makes ``apply`` raise.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from confer.kv.errors import BadCommand, DuplicateKey, InvalidArgument, TooManyO
 from confer.kv.types import (
     AlarmAction,
     AlarmType,
+    AuthAction,
     CompareResult,
     CompareTarget,
+    PermType,
     SortOrder,
     SortTarget,
 )
@@ -48,7 +51,11 @@ MAX_LEASE_TTL = 9_000_000_000
 MAX_LEASE_ID = (1 << 63) - 1
 """Lease ids are positive int64s (etcd's ``LeaseID``)."""
 
-_PUT, _DELETE, _RANGE, _TXN, _COMPACT, _LEASE_GRANT, _LEASE_REVOKE, _ALARM = range(8)
+_PUT, _DELETE, _RANGE, _TXN, _COMPACT, _LEASE_GRANT, _LEASE_REVOKE, _ALARM, _AUTH = range(9)
+MAX_AUTH_NAME_BYTES = 256
+"""Longest user or role name, in UTF-8 bytes."""
+MAX_AUTH_SECRET_BYTES = 128
+"""Longest secret: a bcrypt hash is 60 bytes, a token's record 40."""
 MAX_MEMBER_ID = (1 << 64) - 1
 _SORT_ORDERS = frozenset(SortOrder)
 _SORT_TARGETS = frozenset(SortTarget)
@@ -158,9 +165,32 @@ class Alarm:
     alarm: AlarmType = AlarmType.NOSPACE
 
 
+@dataclass(frozen=True, slots=True)
+class AuthChange:
+    """A change of the replicated auth state (users, roles, permissions, the enabled flag;
+    :mod:`confer.kv.auth`), as etcd's Auth API requests it.
+
+    ``name`` is the user (USER_*, TOKEN) or role (ROLE_*) changed; ``role`` the role granted
+    or revoked (USER_GRANT, USER_REVOKE). ``secret`` is never a password: a bcrypt hash
+    (USER_ADD, USER_PASSWORD; empty: a user without a password, who can only authenticate
+    with a client certificate), or what the server records of a simple token it issued
+    (TOKEN: its SHA-256 digest and issue time, never the token).
+    ``perm``, ``key`` and ``range_end`` name a permission (ROLE_GRANT; ROLE_REVOKE uses the
+    key range only), with etcd's ``(key, range_end)`` rules (:mod:`confer.kv.keyrange`).
+    """
+
+    action: AuthAction
+    name: str = ""
+    role: str = ""
+    secret: bytes = b""
+    perm: PermType = PermType.READ
+    key: bytes = b""
+    range_end: bytes = b""
+
+
 Op = Put | DeleteRange | RangeOp | Txn
 """An operation inside a transaction."""
-Command = Put | DeleteRange | Txn | Compact | LeaseGrant | LeaseRevoke | Alarm
+Command = Put | DeleteRange | Txn | Compact | LeaseGrant | LeaseRevoke | Alarm | AuthChange
 """What a Raft entry carries."""
 
 
@@ -181,6 +211,10 @@ def encode_command(cmd: Command) -> bytes:
                                              int(cmd.alarm)])
     if type(cmd) is DeleteRange or type(cmd) is Txn:
         return _KIND_PREFIX + msgpack.packb(_encode_op(cmd))
+    if type(cmd) is AuthChange:
+        return _KIND_PREFIX + msgpack.packb([_AUTH, int(cmd.action), cmd.name, cmd.role,
+                                             cmd.secret, int(cmd.perm), cmd.key,
+                                             cmd.range_end])
     raise TypeError(f"not a command: {cmd!r}")
 
 
@@ -254,6 +288,10 @@ def command_from_raw(raw: list[object]) -> Command:
             return LeaseRevoke(_int(raw[1]))
         if raw[0] == _ALARM and len(raw) == 4:
             return Alarm(AlarmAction(_int(raw[1])), _int(raw[2]), AlarmType(_int(raw[3])))
+        if raw[0] == _AUTH and len(raw) == 8:
+            return AuthChange(AuthAction(_int(raw[1])), _str(raw[2]), _str(raw[3]),
+                              _bytes(raw[4]), PermType(_int(raw[5])), _bytes(raw[6]),
+                              _bytes(raw[7]))
         op = _decode_op(raw, 0)
     except BadCommand:
         raise
@@ -280,6 +318,12 @@ def _int(x: object) -> int:
 def _bytes(x: object) -> bytes:
     if type(x) is not bytes:
         raise BadCommand(f"expected bytes, got {type(x).__name__}")
+    return x
+
+
+def _str(x: object) -> str:
+    if type(x) is not str:
+        raise BadCommand(f"expected a string, got {type(x).__name__}")
     return x
 
 
@@ -344,6 +388,8 @@ def validate_command(cmd: Command, max_txn_ops: int = MAX_TXN_OPS) -> None:
         check_lease_revoke(cmd)
     elif type(cmd) is Alarm:
         check_alarm(cmd)
+    elif type(cmd) is AuthChange:
+        check_auth_change(cmd)
     else:
         raise InvalidArgument(f"not a command: {type(cmd).__name__}")
 
@@ -414,6 +460,45 @@ def check_alarm(cmd: Alarm) -> None:
     if type(cmd.member_id) is not int or not 0 <= cmd.member_id <= MAX_MEMBER_ID:
         raise InvalidArgument(f"alarm: member id must be an integer in 0..2^64-1, got "
                               f"{cmd.member_id!r}")
+
+
+_USER_ACTIONS = frozenset({AuthAction.USER_ADD, AuthAction.USER_DELETE,
+                           AuthAction.USER_PASSWORD, AuthAction.USER_GRANT,
+                           AuthAction.USER_REVOKE, AuthAction.TOKEN})
+_ROLE_ACTIONS = frozenset({AuthAction.ROLE_ADD, AuthAction.ROLE_DELETE, AuthAction.ROLE_GRANT,
+                           AuthAction.ROLE_REVOKE})
+
+
+def _check_auth_name(name: object, what: str) -> None:
+    if type(name) is not str:
+        raise InvalidArgument(f"{what} name must be a string, got {type(name).__name__}")
+    if not name:
+        raise InvalidArgument(f"etcdserver: {what} name is empty")
+    if len(name.encode()) > MAX_AUTH_NAME_BYTES:
+        raise InvalidArgument(f"{what} name {name[:40]!r}...: longer than "
+                              f"{MAX_AUTH_NAME_BYTES} bytes")
+
+
+def check_auth_change(cmd: AuthChange) -> None:
+    """Stateless checks of an auth change (etcd's "user name is empty", "role name is
+    empty", a permission's key present); what depends on the state (a user that exists, a
+    role granted) is checked when it is applied (:class:`~confer.kv.errors.AuthError`)."""
+    if cmd.action not in AuthAction:
+        raise InvalidArgument(f"auth change: unknown action {cmd.action!r}")
+    if type(cmd.secret) is not bytes or len(cmd.secret) > MAX_AUTH_SECRET_BYTES:
+        raise InvalidArgument(f"auth change: the secret must be bytes of at most "
+                              f"{MAX_AUTH_SECRET_BYTES} (a hash, never a password)")
+    if cmd.action in _USER_ACTIONS:
+        _check_auth_name(cmd.name, "user")
+        if cmd.action in (AuthAction.USER_GRANT, AuthAction.USER_REVOKE):
+            _check_auth_name(cmd.role, "role")
+    elif cmd.action in _ROLE_ACTIONS:
+        _check_auth_name(cmd.name, "role")
+    if cmd.action in (AuthAction.ROLE_GRANT, AuthAction.ROLE_REVOKE):
+        _check_key(cmd.key, "permission")
+        _check_range_end(cmd.range_end, "permission")
+        if cmd.perm not in PermType:
+            raise InvalidArgument(f"permission: unknown type {cmd.perm!r}")
 
 
 def needs_space(cmd: Command) -> bool:

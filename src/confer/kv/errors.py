@@ -23,6 +23,7 @@ class ErrorCode(enum.IntEnum):
     LEASE_NOT_FOUND = 8
     LEASE_EXISTS = 9
     NO_SPACE = 10
+    AUTH = 11
 
 
 class KVError(Exception):
@@ -89,6 +90,14 @@ class NoSpace(KVError):
     database space exceeded"). Deletes, lease revocations and compactions still pass."""
 
     code = ErrorCode.NO_SPACE
+
+
+class AuthError(KVError):
+    """An auth change that the auth state refuses (a user or role that exists or does not,
+    a role not granted, the root user's rules); the message is etcd's, e.g. "etcdserver:
+    user name already exists"."""
+
+    code = ErrorCode.AUTH
 
 
 class CompactedError(KVError):

@@ -9,12 +9,14 @@ from typing import Any
 
 import msgpack
 
+from confer.kv import auth
 from confer.kv.alarms import update_nospace
 from confer.kv.state import MOD, VERSION_OVERHEAD, StoreState
 from confer.kv.types import KeyValue, new_kv
 
-SNAPSHOT_VERSION = 3
-"""2 added the lease table, 3 the alarms; versions 1 and 2 are still read."""
+SNAPSHOT_VERSION = 4
+"""2 added the lease table, 3 the alarms, 4 the auth state; versions 1 to 3 are still
+read."""
 SNAPSHOT_STEP_KEYS = 2000
 """Keys serialised per step of :func:`snapshot_steps` (a few milliseconds' work)."""
 
@@ -25,9 +27,9 @@ class SnapshotAborted(Exception):
 
 
 def snapshot(st: StoreState) -> bytes:
-    """Serialise the whole state: one version byte (3), then a msgpack array
+    """Serialise the whole state: one version byte (4), then a msgpack array
     ``[revision, compact_revision, applied_index, keys, histories, events, leases,
-    last_lease_id, alarms]``.
+    last_lease_id, alarms, auth]``.
 
     ``keys`` is the sorted list of keys with retained history; ``histories[i]`` flattens
     the versions of ``keys[i]`` as ``create, mod, version, value, lease`` quintuples
@@ -36,9 +38,10 @@ def snapshot(st: StoreState) -> bytes:
     order. An event's kv is the key's version at that revision and its prev_kv the version
     before, so events cost no copy of any value. ``leases`` flattens the lease table as
     ``id, ttl`` pairs by id; ``last_lease_id`` is the last id the store picked; ``alarms``
-    flattens the active alarms as ``member id, alarm type`` pairs, sorted. Equal states give
-    equal bytes. Version 1 (:meth:`restore` still reads it) had no leases, version 2 no
-    alarms.
+    flattens the active alarms as ``member id, alarm type`` pairs, sorted; ``auth`` is
+    :func:`confer.kv.auth.dump`'s list. Equal states give equal bytes. Version 1
+    (:meth:`restore` still reads it) had no leases, version 2 no alarms, version 3 no
+    auth state.
     """
     for parts in snapshot_steps(st, step=1 << 62):
         if parts is not None:
@@ -72,6 +75,7 @@ def _snapshot_steps(st: StoreState, step: int) -> Iterator[list[bytes] | None]:
         leases += (lease, st._leases[lease])
     last_lease_id = st._last_lease_id
     alarms = [x for pair in sorted(st._alarms) for x in pair]
+    auth_state = auth.dump(st._auth)
     yield None  # captured: the state as of now
 
     def check() -> None:
@@ -88,7 +92,7 @@ def _snapshot_steps(st: StoreState, step: int) -> Iterator[list[bytes] | None]:
         parts.append(packer.bytes())
         packer.reset()
 
-    packer.pack_array_header(9)
+    packer.pack_array_header(10)
     for x in (rev, compact, applied, keys):
         packer.pack(x)
     packer.pack_array_header(len(keys))
@@ -117,6 +121,7 @@ def _snapshot_steps(st: StoreState, step: int) -> Iterator[list[bytes] | None]:
     packer.pack(leases)
     packer.pack(last_lease_id)
     packer.pack(alarms)
+    packer.pack(auth_state)
     cut()
     check()
     yield parts
@@ -128,7 +133,7 @@ def restore(st: StoreState, data: bytes) -> None:
     if not data:
         st._reset()
     else:
-        if data[0] not in (1, 2, SNAPSHOT_VERSION):
+        if data[0] not in (1, 2, 3, SNAPSHOT_VERSION):
             raise ValueError(f"unknown kv snapshot version {data[0]}")
         _load(st, msgpack.unpackb(memoryview(data)[1:]), data[0])
     for callback in st._restore_listeners:
@@ -146,14 +151,19 @@ def _load(st: StoreState, body: list[Any], version: int) -> None:
     leases: list[int]
     last_lease_id: int
     alarms: list[int] = []  # flat [member id, alarm type] * n
+    auth_state = auth.AuthState()
     if version == 1:  # before leases: keys may name leases that were never granted
         rev, compact, applied, keys, histories, events = body
         leases = []
         last_lease_id = 0
     elif version == 2:  # before alarms
         rev, compact, applied, keys, histories, events, leases, last_lease_id = body
-    else:
+    elif version == 3:  # before the auth state
         rev, compact, applied, keys, histories, events, leases, last_lease_id, alarms = body
+    else:
+        (rev, compact, applied, keys, histories, events, leases, last_lease_id, alarms,
+         auth_body) = body
+        auth_state = auth.load(auth_body)
     st._reset()
     live: dict[bytes, KeyValue] = {}
     history: dict[bytes, list[KeyValue]] = {}
@@ -183,5 +193,6 @@ def _load(st: StoreState, body: list[Any], version: int) -> None:
     st._size = size
     st._alarms = set(zip(alarms[::2], alarms[1::2], strict=True))
     update_nospace(st)
+    st._auth = auth_state
     if len(st._log) != rev - compact:
         raise ValueError("kv snapshot is inconsistent: event log does not match revisions")

@@ -31,6 +31,8 @@ Data structures (n live keys, h retained versions of a key, r retained revisions
   against: every retained version counts its key, its value and ``VERSION_OVERHEAD``. It is
   kept as versions are added and compacted away, so it costs nothing to read and is the same
   on every member that applied the same entries.
+- ``_auth``: users, roles, permissions and the enabled flag (:mod:`confer.kv.auth`), a few
+  dicts: small, and read on every request while auth is enabled.
 - ``_alarms``: the active alarms, ``(member id, alarm type)`` pairs (etcd's alarm store);
   ``_nospace`` is true while one of them is a NOSPACE alarm (checked by every put).
 """
@@ -44,6 +46,7 @@ from operator import attrgetter
 
 from sortedcontainers import SortedDict, SortedList
 
+from confer.kv.auth import AuthListener, AuthState
 from confer.kv.types import Event, EventType, KeyValue, new_event
 
 log = logging.getLogger("confer.kv")
@@ -70,6 +73,7 @@ class StoreState:
         self._listeners: list[EventListener] = []
         self._restore_listeners: list[Callable[[int], None]] = []
         self._lease_listeners: list[LeaseListener] = []
+        self._auth_listeners: list[AuthListener] = []
         self._generation = 0  # bumped when retained history is rewritten (compaction, restore)
         self._reset()
 
@@ -93,6 +97,7 @@ class StoreState:
         self._size = 0
         self._alarms: set[tuple[int, int]] = set()
         self._nospace = False
+        self._auth = AuthState()
         self.applied_index = 0
         """Index of the last Raft entry given to :meth:`apply` (kept in snapshots)."""
 

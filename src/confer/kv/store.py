@@ -13,6 +13,7 @@ over the :class:`~confer.kv.state.StoreState` it extends:
 - :mod:`confer.kv.leases`: the lease table;
 - :mod:`confer.kv.compaction`: dropping old history;
 - :mod:`confer.kv.alarms`: the alarm store and the size the space quota measures;
+- :mod:`confer.kv.auth`: users, roles and permissions;
 - :mod:`confer.kv.reads`: ranges, children and the watch history;
 - :mod:`confer.kv.snapshot`: snapshots, whole or incremental, and restore.
 
@@ -25,12 +26,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from confer.kv import alarms as alarm_store  # (not ``alarms``: a method of the same name)
-from confer.kv import compaction, reads
+from confer.kv import auth, compaction, reads
 from confer.kv import leases as lease_table  # (not ``leases``: a method of the same name)
 from confer.kv import snapshot as snapshots  # (likewise)
 from confer.kv.alarms import apply_alarm
 from confer.kv.commands import (
     Alarm,
+    AuthChange,
     Command,
     Compact,
     DeleteRange,
@@ -133,7 +135,19 @@ class KVStore(StoreState):
             return apply_revoke(self, cmd)
         if type(cmd) is Alarm:
             return apply_alarm(self, cmd)
+        if type(cmd) is AuthChange:
+            return auth.apply_auth(self, cmd)
         return ErrorResult(ErrorCode.BAD_COMMAND, f"not a command: {type(cmd).__name__}", self._rev)
+
+    # -- auth -------------------------------------------------------------------------------------
+    auth_enabled = auth.auth_enabled
+    auth_revision = auth.auth_revision
+    user = auth.user
+    user_names = auth.user_names
+    role = auth.role
+    role_names = auth.role_names
+    is_root = auth.is_root
+    user_permissions = auth.user_permissions
 
     snapshot = snapshots.snapshot
     snapshot_steps = snapshots.snapshot_steps
@@ -160,6 +174,12 @@ class KVStore(StoreState):
         """Call ``callback(revision)`` after :meth:`restore` replaced the state: pushed events
         stopped at the old state, so watchers should catch up with :meth:`events_since`."""
         self._restore_listeners.append(callback)
+
+    def add_auth_listener(self, callback: auth.AuthListener) -> None:
+        """Call ``callback(change)`` after each auth change was applied (a token issued
+        included). Same rules as :meth:`add_listener`. After :meth:`restore` only the restore
+        listeners are called."""
+        self._auth_listeners.append(callback)
 
     def add_lease_listener(self, callback: LeaseListener) -> None:
         """Call ``callback(lease, ttl)`` after a lease is granted, and ``callback(lease, 0)``

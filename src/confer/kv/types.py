@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from confer.kv.errors import (
+    AuthError,
     BadCommand,
     CompactedError,
     DuplicateKey,
@@ -135,6 +136,32 @@ class AlarmAction(enum.IntEnum):
     DEACTIVATE = 2
 
 
+class PermType(enum.IntEnum):
+    """What a role's permission allows on its keys (etcd's ``authpb.Permission.Type``)."""
+
+    READ = 0
+    WRITE = 1
+    READWRITE = 2
+
+
+class AuthAction(enum.IntEnum):
+    """What an :class:`~confer.kv.commands.AuthChange` does."""
+
+    ENABLE = 0
+    DISABLE = 1
+    USER_ADD = 2
+    USER_DELETE = 3
+    USER_PASSWORD = 4
+    USER_GRANT = 5
+    USER_REVOKE = 6
+    ROLE_ADD = 7
+    ROLE_DELETE = 8
+    ROLE_GRANT = 9
+    ROLE_REVOKE = 10
+    TOKEN = 11
+    """A simple token issued to a user (only its digest travels): changes no state."""
+
+
 # -- results ---------------------------------------------------------------------------------------
 # ``revision`` is always the store's revision after the command (etcd's response header
 # revision): the new revision for a write, the unchanged one when nothing changed.
@@ -213,6 +240,15 @@ class AlarmResult:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthResult:
+    """An auth change was applied; ``auth_revision`` is the auth state's revision after it
+    (bumped by every change, unchanged by a no-op or a token)."""
+
+    revision: int
+    auth_revision: int
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseInfo:
     """A granted lease: its id and its time-to-live in seconds. Deadlines are not replicated
     state: only the leader keeps them (see ``confer.server.leases``)."""
@@ -230,6 +266,7 @@ _ERRORS: dict[ErrorCode, type[KVError]] = {
     ErrorCode.LEASE_NOT_FOUND: LeaseNotFound,
     ErrorCode.LEASE_EXISTS: LeaseExists,
     ErrorCode.NO_SPACE: NoSpace,
+    ErrorCode.AUTH: AuthError,
 }
 
 
@@ -264,5 +301,5 @@ OpResult = RangeResult | PutResult | DeleteResult | TxnResult
 """The result of one operation inside a transaction."""
 
 Result = (PutResult | DeleteResult | TxnResult | CompactResult | LeaseGrantResult
-          | LeaseRevokeResult | AlarmResult | ErrorResult)
+          | LeaseRevokeResult | AlarmResult | AuthResult | ErrorResult)
 """What :meth:`KVStore.apply` returns."""

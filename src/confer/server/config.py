@@ -76,6 +76,13 @@ class ServerConfig:
     quota_backend_bytes: int = 0
     """Store size that raises the NOSPACE alarm: 0 = the default (2 GiB), negative = no
     quota (etcd's --quota-backend-bytes). See :attr:`quota_bytes`."""
+    auth_token: str = "simple"
+    """etcd's ``--auth-token``: ``simple``, or ``jwt,pub-key=PATH,priv-key=PATH,
+    sign-method=RS256`` (see :mod:`confer.server.api.auth`)."""
+    auth_token_ttl: int = 300
+    """Seconds a simple token lives after its last use (etcd's ``--auth-token-ttl``)."""
+    bcrypt_cost: int = 10
+    """bcrypt's cost of users' password hashes (etcd's ``--bcrypt-cost``, 4..31)."""
     log_level: str = "info"
     log_format: str = "text"
     # TLS (etcd's flags; docs/security.md). Client port:
@@ -173,6 +180,12 @@ class ServerConfig:
             raise ConfigError("auto-compaction-retention must be >= 0")
         if sum(bool(x) for x in (self.initial_cluster, self.join, self.wait_init)) > 1:
             raise ConfigError("use only one of initial-cluster, join and wait-init")
+        if self.auth_token_ttl <= 0:
+            raise ConfigError("auth-token-ttl must be a positive number of seconds")
+        if not 4 <= self.bcrypt_cost <= 31:
+            raise ConfigError(f"bcrypt-cost must be 4..31 (bcrypt's range), not "
+                              f"{self.bcrypt_cost}")
+        auth_token_settings(self.auth_token, self.auth_token_ttl)
         if self.log_format not in ("text", "json"):
             raise ConfigError("log-format must be text or json")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -231,6 +244,71 @@ class ServerConfig:
     @property
     def allowed_peer_cns(self) -> tuple[str, ...]:
         return tuple(n.strip() for n in self.peer_cert_allowed_cn.split(",") if n.strip())
+
+
+JWT_METHODS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+               "ES512", "EdDSA")
+"""The asymmetric signing methods ``--auth-token jwt`` takes (PyJWT's names)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSettings:
+    """``--auth-token``, parsed: ``simple``, or ``jwt`` with its method and keys."""
+
+    kind: str
+    ttl: float
+    """Seconds: a simple token's life after its last use, a JWT's after its issue."""
+    method: str = ""
+    public_key: bytes = b""
+    private_key: bytes | None = None
+    """None: this member verifies tokens but does not issue them."""
+
+
+def auth_token_settings(spec: str, ttl: float) -> TokenSettings:
+    """Parse ``--auth-token``: ``simple``, or ``jwt,pub-key=PATH,priv-key=PATH,
+    sign-method=METHOD[,ttl=DURATION]`` (etcd's syntax; the duration in seconds, or with an
+    ``s``, ``m`` or ``h`` suffix). Reads the key files; raises :class:`ConfigError`."""
+    kind, _, rest = spec.partition(",")
+    if kind == "simple" and not rest:
+        return TokenSettings("simple", ttl)
+    if kind != "jwt":
+        raise ConfigError(f"auth-token {spec!r}: expected 'simple' or 'jwt,pub-key=PATH,"
+                          "priv-key=PATH,sign-method=METHOD'")
+    opts: dict[str, str] = {}
+    for part in filter(None, rest.split(",")):
+        key, sep, value = part.partition("=")
+        if not sep or key not in ("pub-key", "priv-key", "sign-method", "ttl"):
+            raise ConfigError(f"auth-token: unknown jwt option {part!r} (pub-key, priv-key, "
+                              "sign-method, ttl)")
+        opts[key] = value
+    method = opts.get("sign-method", "")
+    if method not in JWT_METHODS:
+        raise ConfigError(f"auth-token: sign-method must be one of {', '.join(JWT_METHODS)}, "
+                          f"not {method!r}")
+    if "pub-key" not in opts:
+        raise ConfigError("auth-token: jwt needs pub-key=PATH")
+    return TokenSettings("jwt", _duration(opts["ttl"]) if "ttl" in opts else ttl, method,
+                         _read_key(opts["pub-key"]),
+                         _read_key(opts["priv-key"]) if "priv-key" in opts else None)
+
+
+def _read_key(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"auth-token: cannot read key {path}: {e.strerror}") from None
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    scale = units.get(text[-1:], 1)
+    try:
+        value = float(text[:-1] if text[-1:] in units else text) * scale
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ConfigError(f"auth-token: ttl {text!r} is not a positive duration (e.g. 5m)")
+    return value
 
 
 def client_grpc_options(cfg: ServerConfig) -> list[tuple[str, int]]:

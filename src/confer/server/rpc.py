@@ -253,10 +253,18 @@ def stop_if_caller_gone(context: GrpcContext) -> None:
         raise asyncio.CancelledError
 
 
+TOKEN_KEY = "token"
+"""The gRPC metadata key of an auth token (etcd's clients send it so, on both APIs)."""
+
+
 def request_context(api: str, method: str, context: GrpcContext
                     ) -> RequestContext:
+    token = ""
+    for key, value in context.invocation_metadata() or ():
+        if key == TOKEN_KEY:
+            token = value if isinstance(value, str) else value.decode(errors="replace")
     return RequestContext.with_timeout(api, method, context.time_remaining(),
-                                       peer=context.peer())
+                                       peer=context.peer(), token=token)
 
 
 def handlers(api: str, table: StatusTable, internal: Callable[[BaseException], str]

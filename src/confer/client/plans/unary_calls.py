@@ -66,7 +66,9 @@ def unary(core: Core, call: Call[T]) -> Plan[T]:
                              connect)
         if type(result) is not Failure:
             header = result.header
-            core.router.learn(endpoint, header.member_id, header.leader_id, not write)
+            # etcd's headers (the Auth service) name no leader: 0, unknown.
+            core.router.learn(endpoint, header.member_id, getattr(header, "leader_id", 0),
+                              not write)
             return call.convert(result, endpoint)
         try:
             delay = attempts.failed(result)

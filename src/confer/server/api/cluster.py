@@ -272,6 +272,7 @@ class ClusterRequests:
     async def set_voters(self, ctx: RequestContext, voters: set[int], retain: bool) -> None:
         """Move the voter set to ``voters``, one single-server step at a time: promote the
         new ones, then remove (or, ``retain``, demote to learners) the others."""
+        await self.core.admin(ctx)  # even when nothing changes
         members = self.host.fsm.membership.members
         unknown = sorted(voters - set(members))
         if unknown:

@@ -21,10 +21,12 @@ MAX_TIMEOUT = 60.0
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who sent a request. Anonymous until authentication exists (users, certificates)."""
+    """Who sent a request: anonymous, or a user of the auth state (confer.kv.auth)."""
 
     user: str = ""
-    """The authenticated user name; empty for an anonymous caller."""
+    """The authenticated user name; empty for an anonymous caller. The transport may set
+    it (with client-certificate authentication, the certificate's common name, as etcd);
+    else the auth guard sets it from :attr:`RequestContext.token`."""
 
 
 ANONYMOUS = Identity()
@@ -45,6 +47,9 @@ class RequestContext:
     peer: str = ""
     """The caller's transport address, as gRPC names it."""
     identity: Identity = field(default=ANONYMOUS)
+    token: str = ""
+    """The auth token the call carried (gRPC metadata ``token``, as etcd's clients send it);
+    the auth guard turns it into :attr:`identity`."""
     wait_until: float | None = None
     """The caller's own deadline, uncapped (None: it set none). A blocking wait (for a
     lock, an election) lasts until then, for ever if None; each step inside it (a write, a
@@ -52,12 +57,13 @@ class RequestContext:
 
     @classmethod
     def with_timeout(cls, api: str, method: str, timeout: float | None, *,
-                     forwarded: bool = False, peer: str = "") -> RequestContext:
+                     forwarded: bool = False, peer: str = "", token: str = ""
+                     ) -> RequestContext:
         """A context whose deadline is ``timeout`` seconds from now (None: the default),
         capped at :data:`MAX_TIMEOUT`."""
         now = time.monotonic()
         budget = DEFAULT_TIMEOUT if timeout is None else max(0.0, min(timeout, MAX_TIMEOUT))
-        return cls(api, method, now + budget, forwarded, peer,
+        return cls(api, method, now + budget, forwarded, peer, token=token,
                    wait_until=None if timeout is None else now + max(0.0, timeout))
 
     def remaining(self) -> float:

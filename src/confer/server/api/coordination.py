@@ -228,6 +228,8 @@ class CoordinationRequests:
         """
         key = candidate_key(name, lease)
         self.core.check(ctx, Access(AccessKind.WRITE, key))
+        # Waiting reads the other candidates' keys: etcd's lock needs read on the prefix.
+        self.core.check(ctx, Access(AccessKind.READ, *subtree_range(name)))
         # Shielded: if the caller goes away while the key is being created, the result is
         # still needed, to delete the key again.
         creation = asyncio.ensure_future(self.create_or_reuse(ctx, key, value, lease))

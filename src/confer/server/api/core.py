@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 import grpc
 
@@ -23,6 +23,9 @@ from confer.server.leases import Lessor
 from confer.server.members import Member
 from confer.server.node import RaftNode
 from confer.server.watch import WatchHub
+
+if TYPE_CHECKING:
+    from confer.server.api.auth import AuthGuard
 
 T = TypeVar("T")
 
@@ -99,6 +102,9 @@ class Core:
         self.guards: list[Guard] = []
         """Checked, in order, before every access: authentication, authorization, quotas and
         metrics register here."""
+        self.auth: AuthGuard | None = None
+        """The auth guard (also in :attr:`guards`): watches register with it, so that one
+        whose permission is revoked is cancelled."""
         self.call_leader: LeaderCall | None = None
         """Set by the forwarding module: how a follower reaches the leader's layer."""
 

@@ -19,6 +19,26 @@ class PermissionDenied(RequestError):
     which rule)."""
 
 
+class NotAuthenticated(PermissionDenied):
+    """Authentication is enabled and the request names no user (no token, no client
+    certificate; etcd: "etcdserver: user name is empty")."""
+
+
+class InvalidToken(PermissionDenied):
+    """The request's token is unknown, expired, or names a user that is gone (etcd:
+    "etcdserver: invalid auth token"): authenticate again."""
+
+
+class AuthFailed(RequestError):
+    """Authenticate with an unknown user or a wrong password (etcd: "etcdserver:
+    authentication failed, invalid user ID or password")."""
+
+
+class AuthNotEnabled(RequestError):
+    """Authenticate while authentication is disabled (etcd: "etcdserver: authentication
+    is not enabled")."""
+
+
 class RequestTooLarge(InvalidArgument):
     """The write's log entry is larger than ``--max-request-bytes`` (etcd: "etcdserver:
     request is too large")."""

@@ -51,6 +51,14 @@ def tree_span(path: bytes) -> tuple[bytes, bytes]:
     return (b"/", b"0") if path == b"/" else (path, subtree(path)[1])
 
 
+def tree_accesses(kind: AccessKind, path: bytes) -> list[Access]:
+    """The accesses of ``path`` and its subtree: the key, then the keys below it (so that
+    permissions on ``/app`` and on the prefix ``/app/`` allow it, and nothing on
+    ``/application``)."""
+    below = Access(kind, *subtree(path))
+    return [below] if path == b"/" else [Access(kind, path), below]
+
+
 def tree_delete(path: bytes, prev_kv: bool = False) -> Txn:
     """A txn deleting ``path`` and everything below it: two deletes, the key then its
     subtree (the root has no key of its own)."""
@@ -117,8 +125,13 @@ class KVRequests:
                    serializable: bool = False) -> tuple[list[KeyValue], int, bool, int]:
         """The key ``path`` itself, then (``recursive``) its subtree in key order;
         ``start_after`` and ``limit`` paginate. Returns (kvs, count, more, revision)."""
-        key, end = tree_span(path) if recursive else (path, b"")
-        await self.core.read(ctx, Access(READ, key, end), serializable)
+        if recursive:
+            first, *rest = tree_accesses(READ, path)
+            for access in rest:
+                self.core.check(ctx, access)
+        else:
+            first = Access(READ, path)
+        await self.core.read(ctx, first, serializable)
         ranges: list[tuple[bytes, bytes]] = []
         if path != b"/":
             ranges.append((path, b""))
@@ -154,7 +167,7 @@ class KVRequests:
                        limit: int = 0, serializable: bool = False
                        ) -> tuple[list[bytes], bool]:
         """The names of ``path``'s direct children, in order; (names, more)."""
-        await self.core.read(ctx, Access(READ, *tree_span(path)), serializable)
+        await self.core.read(ctx, Access(READ, *subtree(path)), serializable)
         return self.store.children(path, start_after=start_after, limit=limit)
 
     async def hash(self, ctx: RequestContext, revision: int = 0) -> tuple[int, int, int]:
@@ -199,7 +212,7 @@ class KVRequests:
         """Delete ``path`` and everything below it, atomically; (deleted, prev kvs,
         revision)."""
         result: TxnResult = await self.core.write(ctx, tree_delete(path, prev_kv),
-                                                  Access(WRITE, *tree_span(path)))
+                                                  *tree_accesses(WRITE, path))
         return tree_deleted(result)
 
     async def txn(self, ctx: RequestContext, txn: Txn) -> TxnResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from confer.server.api.auth import AuthGuard, AuthRequests, make_tokens
 from confer.server.api.cluster import ClusterRequests
 from confer.server.api.coordination import CoordinationRequests
 from confer.server.api.core import Core, Header, Host
@@ -23,6 +24,11 @@ class RequestLayer:
     def __init__(self, host: Host) -> None:
         self.core = Core(host)
         self.guards = self.core.guards
+        cfg = host.cfg
+        guard = AuthGuard(self.core, make_tokens(cfg))
+        self.guards.append(guard)  # first: who the caller is comes before anything else
+        self.core.auth = guard
+        self.auth = AuthRequests(self.core, guard, cfg.bcrypt_cost)
         self.kv = KVRequests(self.core)
         self.watches = WatchRequests(self.core)
         self.leases = LeaseRequests(self.core)

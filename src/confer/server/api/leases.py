@@ -73,9 +73,14 @@ class LeaseRequests:
             ctx, LeaseGrant(max(ttl, self.lessor.min_ttl), lease_id), Access(AccessKind.WRITE))
         return result
 
+    def key_accesses(self, kind: AccessKind, lease_id: int) -> list[Access]:
+        """The lease's own access (no key: any user) and one per key attached to it: only
+        a user allowed to write (read) all of them may revoke or renew (inspect) it."""
+        return [Access(kind), *(Access(kind, k) for k in self.core.kv.lease_keys(lease_id))]
+
     async def revoke(self, ctx: RequestContext, lease_id: int) -> LeaseRevokeResult:
-        result: LeaseRevokeResult = await self.core.write(ctx, LeaseRevoke(lease_id),
-                                                          Access(AccessKind.WRITE))
+        result: LeaseRevokeResult = await self.core.write(
+            ctx, LeaseRevoke(lease_id), *self.key_accesses(AccessKind.WRITE, lease_id))
         return result
 
     async def leases(self, ctx: RequestContext) -> list[LeaseInfo]:
@@ -86,7 +91,8 @@ class LeaseRequests:
                            ) -> LeaseTTL | None:
         """The lease's remaining time on the leader's clock; None if there is no such
         lease."""
-        self.core.check(ctx, Access(AccessKind.READ))
+        for access in self.key_accesses(AccessKind.READ, lease_id):
+            self.core.check(ctx, access)
 
         async def local() -> list[Any] | None:
             got = await self.lessor.time_to_live(lease_id, ctx.remaining())
@@ -127,7 +133,8 @@ class KeepAliveSession:
     async def renew(self, lease_id: int) -> int:
         """Renew one lease; its TTL, or 0 if it does not exist (etcd)."""
         core = self.leases.core
-        core.check(self.ctx, Access(AccessKind.WRITE))
+        for access in self.leases.key_accesses(AccessKind.WRITE, lease_id):
+            core.check(self.ctx, access)
         consensus = core.consensus
         deadline = time.monotonic() + KEEP_ALIVE_TIMEOUT
         forwarded = self.ctx.forwarded

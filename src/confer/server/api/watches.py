@@ -12,7 +12,7 @@ from typing import Generic, TypeVar
 from confer.kv import Event
 from confer.server.api.context import Access, AccessKind, RequestContext
 from confer.server.api.core import Core
-from confer.server.api.kv import tree_span
+from confer.server.api.kv import tree_accesses, tree_span
 from confer.server.watch import Watcher
 
 T = TypeVar("T")
@@ -107,9 +107,12 @@ class WatchRequests:
         missed, so register before answering "created". With ``notify``, consume it with
         :meth:`take` each time ``notify`` is called (a stream serving many watchers with
         one task), else with :meth:`events`."""
-        self.core.check(ctx, Access(AccessKind.READ, key, range_end))
+        access = Access(AccessKind.READ, key, range_end)
+        self.core.check(ctx, access)
         self.core.consensus.require_node()
-        return self.hub.watcher(key, range_end, max(start_revision, 0), notify=notify)
+        return self._tracked(ctx, [access], self.hub.watcher(key, range_end,
+                                                             max(start_revision, 0),
+                                                             notify=notify))
 
     def watch_tree(self, ctx: RequestContext, path: bytes, recursive: bool,
                    start_revision: int) -> Watcher:
@@ -117,14 +120,31 @@ class WatchRequests:
         if not recursive:
             return self.watch(ctx, path, b"", start_revision)
         key, end = tree_span(path)
-        self.core.check(ctx, Access(AccessKind.READ, key, end))
+        accesses = tree_accesses(AccessKind.READ, path)
+        for access in accesses:
+            self.core.check(ctx, access)
         self.core.consensus.require_node()
-        return self.hub.tree_watcher(path, (key, end), start_revision)
+        return self._tracked(ctx, accesses,
+                             self.hub.tree_watcher(path, (key, end), start_revision))
+
+    def _tracked(self, ctx: RequestContext, accesses: list[Access], watcher: Watcher
+                 ) -> Watcher:
+        """``watcher``, re-checked by the auth guard whenever permissions change."""
+        if self.core.auth is not None:
+            self.core.auth.track_watch(ctx, accesses, watcher)
+        return watcher
+
+    def revoked(self, watcher: Watcher) -> bool:
+        """Was ``watcher`` cancelled because its permission was revoked (auth)?"""
+        return self.core.auth is not None and self.core.auth.revoked(watcher)
 
     def events(self, watcher: Watcher) -> AsyncGenerator[list[Event], None]:
         """The watcher's event batches in revision order; CompactedError if its next
-        revision was compacted away, WatchClosed when the member shuts down."""
-        return self.hub.events(watcher)
+        revision was compacted away, WatchClosed when the member shuts down,
+        PermissionDenied once its permission was revoked."""
+        batches = self.hub.events(watcher)
+        auth = self.core.auth
+        return batches if auth is None else auth.events(watcher, batches)
 
     def take(self, watcher: Watcher) -> list[Event]:
         """The watcher's events available now, in revision order ([] if none); call again

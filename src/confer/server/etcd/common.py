@@ -68,6 +68,8 @@ ERR_REQUEST_TOO_LARGE = (Code.INVALID_ARGUMENT, "etcdserver: request is too larg
 ERR_TOO_MANY_REQUESTS = (Code.RESOURCE_EXHAUSTED, "etcdserver: too many requests")
 ERR_NO_SPACE = (Code.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded")
 ERR_PERMISSION_DENIED = (Code.PERMISSION_DENIED, "etcdserver: permission denied")
+ERR_USER_EMPTY = (Code.INVALID_ARGUMENT, "etcdserver: user name is empty")
+ERR_INVALID_AUTH_TOKEN = (Code.UNAUTHENTICATED, "etcdserver: invalid auth token")
 ERR_LOCK_SESSION_EXPIRED = (Code.NOT_FOUND, "etcdserver: requested lease not found")
 ERR_ELECTION_NOT_LEADER = (Code.FAILED_PRECONDITION, "election: not leader")
 ERR_ELECTION_NO_LEADER = (Code.NOT_FOUND, "election: no leader")
@@ -87,6 +89,8 @@ def etcd_status(exc: BaseException) -> Status | None:
         if isinstance(exc, kinds):
             log.debug("%s: %s", status[1], exc)  # etcd's message hides the detail
             return status
+    if isinstance(exc, store.AuthError):  # the auth state's refusals, etcd's messages
+        return Code.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, store.InvalidArgument):
         message = str(exc)
         return Code.INVALID_ARGUMENT, (message if message.startswith("etcdserver: ")
@@ -105,7 +109,11 @@ _STATUSES: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Sta
     (store.KeyNotFound, ERR_KEY_NOT_FOUND),
     (store.LeaseNotFound, ERR_LEASE_NOT_FOUND),
     (store.LeaseExists, ERR_LEASE_EXISTS),
+    (api.NotAuthenticated, ERR_USER_EMPTY),
+    (api.InvalidToken, ERR_INVALID_AUTH_TOKEN),
     (api.PermissionDenied, ERR_PERMISSION_DENIED),
+    (api.AuthFailed, ERR_AUTH_FAILED),
+    (api.AuthNotEnabled, ERR_AUTH_NOT_ENABLED),
     (api.MemberNotFound, ERR_MEMBER_NOT_FOUND),
     ((api.MemberExists, api.PeerAddressInUse), ERR_PEER_URL_EXIST),
     (api.NotALearner, ERR_MEMBER_NOT_LEARNER),

@@ -21,6 +21,7 @@ from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.kv import Put as PutCommand
 from confer.kv.keyrange import FROM_KEY
 from confer.server.api import RequestContext, RequestLayer
+from confer.server.api.errors import PermissionDenied
 from confer.server.api.watches import MAX_WATCHES_PER_STREAM, ResponseQueue
 from confer.server.etcd.common import (
     etcd_rpc,
@@ -295,8 +296,13 @@ class WatchStream:
         # Registered before the "created" response goes out: no event can be missed (the
         # hub keeps them until the pump takes them). An empty key is etcd's smallest, "\0".
         w: _Watch
-        watcher = self.layer.watches.watch(self.ctx, c.key or b"\0", c.range_end,
-                                           c.start_revision, lambda: self.mark_ready(w))
+        try:
+            watcher = self.layer.watches.watch(self.ctx, c.key or b"\0", c.range_end,
+                                               c.start_revision, lambda: self.mark_ready(w))
+        except PermissionDenied:  # as etcd: this watch is refused, the stream goes on
+            await self.send(wid, created=True, canceled=True,
+                            cancel_reason="etcdserver: permission denied")
+            return
         w = _Watch(wid, c, watcher, filtered_types(c))
         await self.send(wid, created=True)
         # Served only from now on: its events follow its "created" response.
@@ -336,6 +342,12 @@ class WatchStream:
             for w in ready:
                 if self.watches.get(w.id) is not w:
                     continue  # cancelled, or not yet announced (it is marked again then)
+                if w.watcher.cancelled and watches.revoked(w.watcher):
+                    # The user lost read permission on the range (auth).
+                    del self.watches[w.id]
+                    await self.send(w.id, canceled=True,
+                                    cancel_reason="etcdserver: permission denied")
+                    continue
                 try:
                     batch = watches.take(w.watcher)
                 except store.CompactedError as e:

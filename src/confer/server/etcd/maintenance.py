@@ -62,7 +62,9 @@ class EtcdMaintenance(Adapter, rpc_pb2_grpc.MaintenanceServicer):
     @etcd_rpc
     async def Defragment(self, req: rpc_pb2.DefragmentRequest, ctx: RequestContext
                          ) -> rpc_pb2.DefragmentResponse:
-        """A no-op: Confer's storage has no free pages to reclaim (docs/etcd-compatibility.md)."""
+        """A no-op: Confer's storage has no free pages to reclaim (docs/etcd-compatibility.md).
+        Still root only with auth on, as in etcd."""
+        await self.layer.core.admin(ctx)
         return rpc_pb2.DefragmentResponse(header=header(self.layer))
 
     @etcd_rpc

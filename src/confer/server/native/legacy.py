@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from confer.kv import DeleteRange, EventType, InvalidArgument, Put, RangeOp
-from confer.server.api import RequestContext, RequestLayer
+from confer.server.api import AccessKind, RequestContext, RequestLayer
 from confer.server.api.cluster import ClusterEvent
+from confer.server.api.kv import tree_accesses
 from confer.server.members import Member
 from confer.server.native.common import Code, RpcError, path_key, path_of, rpc, stream_rpc
 from confer.server.rpc import Adapter
@@ -85,6 +86,8 @@ class LegacyService(Adapter, confer_pb2_grpc.ConferServiceServicer):
     async def UnwatchConfig(self, req: confer_pb2.ConfigPath, ctx: RequestContext
                             ) -> confer_pb2.Empty:
         path = self._path(req.path, allow_root=True)
+        for access in tree_accesses(AccessKind.READ, path):
+            self.layer.core.check(ctx, access)
         watchers = self.watches.get((ctx.peer, path))
         if watchers:
             self.layer.watches.cancel(watchers.pop())
@@ -122,6 +125,7 @@ class LegacyService(Adapter, confer_pb2_grpc.ConferServiceServicer):
         n = req.node
         if n.node_id <= 0 or not n.addr:
             raise InvalidArgument("AddLearner needs a positive node_id and an addr")
+        await self.layer.core.admin(ctx)  # even when the learner is already a member
         if all(m.id != n.node_id for m in self.layer.cluster.member_list()):
             await self.layer.cluster.add_member(ctx, n.node_id, "", n.addr, n.addr, True)
         return self.membership_response()
