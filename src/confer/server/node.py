@@ -464,6 +464,9 @@ class RaftNode:
         self._maybe_snapshot()
 
     def _on_soft_state(self, leader: int, role: StateRole) -> None:
+        if role != self.role:
+            log.debug("node %d: %s in term %d (leader %d)", self.id, role.name.lower(),
+                      self.node.term, leader)
         changed = leader != self.leader
         if changed:
             # Reads waiting on the old leader's confirmation will never be answered.
