@@ -118,7 +118,8 @@ class RaftNode:
         self._inbox: list[Message] = []
         self._proposals: list[tuple[bytes, bool, asyncio.Future[Any]]] = []  # data, forward
         self._forwarded: dict[int, asyncio.Future[Any]] = {}  # request id -> waiting request
-        self._forward_expiry: deque[tuple[int, int]] = deque()  # (deadline tick, request id)
+        # (deadline tick, request id, term it was forwarded in): both in order.
+        self._forward_expiry: deque[tuple[int, int, int]] = deque()
         timeout = self.options.forward_timeout
         if timeout is None:
             timeout = 5.0 + 2 * config.election_tick * self.options.tick_interval
@@ -378,11 +379,12 @@ class RaftNode:
                 f.set_exception(e)
             return
         deadline = self._tick_count + self._forward_ticks
+        term = self.node.term
         waiting = self._forwarded
         expiry = self._forward_expiry
         for rid, f in zip(ids, futures, strict=True):
             waiting[rid] = f
-            expiry.append((deadline, rid))
+            expiry.append((deadline, rid, term))
 
     def _expire_deadlines(self, now: float) -> None:
         deadlines = self._deadlines
@@ -400,6 +402,21 @@ class RaftNode:
                 f.set_exception(OutcomeUnknown(
                     "a write forwarded to the leader was not applied in time: the leader may "
                     "have dropped it (leader change or transfer), or may yet apply it"))
+
+    def _expire_forwarded_before(self, term: int) -> None:
+        """An entry of ``term`` was applied: the writes forwarded in earlier terms that are
+        still waiting were lost with their leader. The log's terms only grow, so whatever
+        that leader appended came before this entry and was applied already; only a
+        proposal still in flight, passed on by a deposed leader, could yet be appended."""
+        expiry = self._forward_expiry
+        while expiry and expiry[0][2] < term:
+            _, rid, forwarded_in = expiry.popleft()
+            f = self._forwarded.pop(rid, None)
+            if f is not None and not f.done():
+                f.set_exception(OutcomeUnknown(
+                    f"a write forwarded to the leader of term {forwarded_in} was not applied "
+                    f"before the entries of term {term}: that leader lost it (or, passed on "
+                    "by it, another may yet apply it)"))
 
     def _submit_conf_changes(self) -> None:
         batch, self._conf_changes = self._conf_changes, []
@@ -476,8 +493,8 @@ class RaftNode:
                 # election timeout to turn up in the log, not the whole forward timeout.
                 # (Deadlines stay in order: the earlier ones are only capped.)
                 cutoff = self._tick_count + self._election_tick
-                self._forward_expiry = deque((min(deadline, cutoff), rid)
-                                             for deadline, rid in self._forward_expiry)
+                self._forward_expiry = deque((min(deadline, cutoff), rid, term)
+                                             for deadline, rid, term in self._forward_expiry)
         self.leader = leader
         self.role = role
         if changed:
@@ -529,7 +546,11 @@ class RaftNode:
                         f.set_result(result)
                     else:
                         f.set_exception(ProposalDropped("lost to a leader change", self.leader))
-        self.applied_index = rd.committed_entries[-1].index
+        last = rd.committed_entries[-1]
+        self.applied_index = last.index
+        expiry = self._forward_expiry
+        if expiry and expiry[0][2] < last.term:
+            self._expire_forwarded_before(last.term)
 
     def _release_reads(self) -> None:
         applied = self.applied_index
