@@ -585,7 +585,7 @@ class Raft:
         can_vote = (
             self.vote == m.frm
             or (self.vote == NONE and self.lead == NONE)
-            or (m.type == MT.PRE_VOTE and m.term > self.term)
+            or (m.type == MT.PRE_VOTE and m.term > self.term and not self._outranks(m))
         )
         if can_vote and self.log.is_up_to_date(m.index, m.log_term):
             # Granted: the vote reaches the hard state, which the driver persists before
@@ -602,6 +602,18 @@ class Raft:
             commit = self.log.committed
             self.send(Message(resp, to=m.frm, term=self.term, reject=True, commit=commit,
                               log_term=self.log.term(commit)))
+
+    def _outranks(self, m: Message) -> bool:
+        """Whether we, a pre-candidate of the same election as the pre-vote ``m``, refuse it
+        because we rank higher: by log (last term, then last index), then by id. Two
+        survivors that time out together (a leader of 3 crashed) used to grant each other's
+        pre-votes, both stand, and split the vote: one more randomized timeout. Now the
+        lower one grants the higher one, which our log passes, and only the higher stands.
+        The order is total, so exactly one of two such pre-candidates yields."""
+        if self.role != StateRole.PRE_CANDIDATE or m.term != self.term + 1:
+            return False
+        log = self.log
+        return (log.last_term(), log.last_index(), self.id) > (m.log_term, m.index, m.frm)
 
     def campaign(self, kind: CampaignKind) -> None:
         if kind == CampaignKind.PRE_ELECTION:
