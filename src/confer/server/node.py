@@ -108,7 +108,12 @@ class RaftNode:
         snap = storage.snapshot()
         if not snap.is_empty():
             fsm.restore(snap.data)
-        self.node = RawNode(config, storage, rng)
+        # Without a seed for tests, the election timeouts come from a fresh random source:
+        # RawNode's default (seeded with the node id) made every start of a member draw the
+        # same timeouts, and two members of one cluster drew equal ones at the same step
+        # (nodes 1 and 3: 1.9 s both, after the first election), so their timeouts fired
+        # together after a leader crash, at the slow end, and split the vote.
+        self.node = RawNode(config, storage, rng if rng is not None else random.Random())
         self._election_tick = config.election_tick
         self.applied_index = snap.meta.index
         self._snapshot_index = snap.meta.index
