@@ -56,10 +56,18 @@ class EtcdCluster:
         return [f"127.0.0.1:{c}" for c, _ in self.ports]
 
     def __enter__(self) -> EtcdCluster:
-        initial = ",".join(f"e{i}=http://127.0.0.1:{p}" for i, (_, p) in enumerate(self.ports))
-        for i, (client, peer) in enumerate(self.ports):
-            log = open(self.base / f"etcd{i}.log", "wb")  # the child keeps its own copy
-            self.procs.append(subprocess.Popen(
+        for i in range(len(self.ports)):
+            self.procs.append(self.start_member(i))
+        self._wait_ready()
+        return self
+
+    def start_member(self, i: int) -> subprocess.Popen[bytes]:
+        """Launch member ``i`` (again, on its data dir if it has one); its log is appended."""
+        initial = ",".join(f"e{j}=http://127.0.0.1:{p}" for j, (_, p) in enumerate(self.ports))
+        client, peer = self.ports[i]
+        log = open(self.base / f"etcd{i}.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            return subprocess.Popen(
                 ["etcd", "--name", f"e{i}", "--data-dir", str(self.base / f"etcd{i}"),
                  "--listen-client-urls", f"http://127.0.0.1:{client}",
                  "--advertise-client-urls", f"http://127.0.0.1:{client}",
@@ -67,10 +75,9 @@ class EtcdCluster:
                  "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
                  "--initial-cluster", initial, "--initial-cluster-state", "new",
                  "--log-level", "error"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        finally:
             log.close()
-        self._wait_ready()
-        return self
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -44,10 +44,10 @@ def run(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
 
 
 @contextlib.asynccontextmanager
-async def started(size: int = 3
+async def started(size: int = 3, options: NodeOptions = OPTIONS
                   ) -> AsyncIterator[tuple[LocalCluster, RaftNode, list[RaftNode]]]:
     """A running cluster whose followers all know the leader; stopped on the way out."""
-    c = LocalCluster(size, options=OPTIONS, seed=3)
+    c = LocalCluster(size, options=options, seed=3)
     await c.start()
     try:
         lead = await c.wait_leader()
@@ -116,6 +116,26 @@ async def test_a_write_forwarded_to_a_lost_leader_fails_as_outcome_unknown_in_ti
         c.network.heal()
         await asyncio.sleep(0.2)
         assert all(b"lost" not in applied(n) for n in c.nodes.values())
+
+
+@run
+async def test_a_write_lost_with_its_leader_fails_once_the_next_leaders_entries_apply() -> None:
+    # The write fails because the new leader's first entry was applied without it
+    # (everything the old leader appended comes before that entry), not because a timeout
+    # ran out: the forward timeout is long, and ticks of 0.1 s leave the election timeout
+    # allowed after a leader change (10 ticks) far longer than a loaded loop's delays.
+    options = dataclasses.replace(OPTIONS, tick_interval=0.1, forward_timeout=60.0)
+    async with started(options=options) as (c, lead, (f1, f2)):
+        # Only f2 campaigns (no split vote, whose leaderless while would let the election
+        # timeout run out first): f1's own timeout never fires.
+        f1.node.raft.randomized_election_timeout = 10**9
+        c.network.isolate(lead.id)  # the leader is gone: the follower's PROP never arrives
+        with pytest.raises(OutcomeUnknown, match="before the entries of term"):
+            await asyncio.wait_for(f1.propose(b"lost", forward=True), 30)
+        new = await c.wait_leader(exclude=lead.id)
+        assert new is f2
+        assert await f1.propose(b"retried", forward=True) == len(applied(f1))
+        assert b"lost" not in applied(new)
 
 
 @run

@@ -141,6 +141,9 @@ class Raft:
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_tick
+        self.deferred_vote: Message | None = None
+        """The last vote request ignored because of the leader lease: answered once the lease
+        runs out with no word from the leader (see :meth:`_tick_election`)."""
         self.lead_transferee = NONE
         self.pending_conf_index = 0
         self.pending_reads: list[tuple[bytes, int]] = []
@@ -237,6 +240,7 @@ class Raft:
         self.lead = NONE
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
+        self.deferred_vote = None
         self.randomized_election_timeout = self.cfg.election_tick + self.rng.randrange(
             self.cfg.election_tick
         )
@@ -286,6 +290,13 @@ class Raft:
 
     def _tick_election(self) -> None:
         self.election_elapsed += 1
+        if self.deferred_vote is not None and self.election_elapsed >= self.cfg.election_tick:
+            # The lease ran out and the leader said nothing since: a candidate saw it die
+            # first (its timer runs ahead of ours by up to a tick, or its timeout came
+            # early). Answer it now rather than leave it to campaign again a whole
+            # randomized timeout later.
+            m, self.deferred_vote = self.deferred_vote, None
+            self.step(m)
         if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
             self.step(Message(MT.HUP, frm=self.id))
@@ -542,7 +553,9 @@ class Raft:
                 in_lease = (self.cfg.check_quorum and self.lead != NONE
                             and self.election_elapsed < self.cfg.election_tick)
                 if in_lease and not force:
-                    # We heard from a live leader recently: ignore the disruption (§4.2.3).
+                    # We heard from a live leader recently: ignore the disruption (§4.2.3),
+                    # unless the lease runs out before the leader is heard from again.
+                    self.deferred_vote = m
                     return False
             if m.type == MT.PRE_VOTE or (m.type == MT.PRE_VOTE_RESP and not m.reject):
                 pass  # pre-votes use a future term without adopting it
@@ -572,7 +585,7 @@ class Raft:
         can_vote = (
             self.vote == m.frm
             or (self.vote == NONE and self.lead == NONE)
-            or (m.type == MT.PRE_VOTE and m.term > self.term)
+            or (m.type == MT.PRE_VOTE and m.term > self.term and not self._outranks(m))
         )
         if can_vote and self.log.is_up_to_date(m.index, m.log_term):
             # Granted: the vote reaches the hard state, which the driver persists before
@@ -589,6 +602,18 @@ class Raft:
             commit = self.log.committed
             self.send(Message(resp, to=m.frm, term=self.term, reject=True, commit=commit,
                               log_term=self.log.term(commit)))
+
+    def _outranks(self, m: Message) -> bool:
+        """Whether we, a pre-candidate of the same election as the pre-vote ``m``, refuse it
+        because we rank higher: by log (last term, then last index), then by id. Two
+        survivors that time out together (a leader of 3 crashed) used to grant each other's
+        pre-votes, both stand, and split the vote: one more randomized timeout. Now the
+        lower one grants the higher one, which our log passes, and only the higher stands.
+        The order is total, so exactly one of two such pre-candidates yields."""
+        if self.role != StateRole.PRE_CANDIDATE or m.term != self.term + 1:
+            return False
+        log = self.log
+        return (log.last_term(), log.last_index(), self.id) > (m.log_term, m.index, m.frm)
 
     def campaign(self, kind: CampaignKind) -> None:
         if kind == CampaignKind.PRE_ELECTION:
@@ -742,20 +767,22 @@ class Raft:
             self.send_append(target)
 
     # -- follower --------------------------------------------------------------------------------
+    def _heard_from_leader(self, leader: int) -> None:
+        self.election_elapsed = 0
+        self.lead = leader
+        self.deferred_vote = None  # the lease holds again: the request stays ignored
+
     def _step_follower(self, m: Message) -> None:
         t = m.type
         if t == MT.APP:
-            self.election_elapsed = 0
-            self.lead = m.frm
+            self._heard_from_leader(m.frm)
             self._handle_append(m)
         elif t == MT.HEARTBEAT:
-            self.election_elapsed = 0
-            self.lead = m.frm
+            self._heard_from_leader(m.frm)
             self.log.commit_to(m.commit)
             self.send(Message(MT.HEARTBEAT_RESP, to=m.frm, context=m.context))
         elif t == MT.SNAP:
-            self.election_elapsed = 0
-            self.lead = m.frm
+            self._heard_from_leader(m.frm)
             self._handle_snapshot_chunk(m)
         elif t == MT.TRANSFER_LEADER:
             if self.lead != NONE:

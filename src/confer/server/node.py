@@ -108,7 +108,12 @@ class RaftNode:
         snap = storage.snapshot()
         if not snap.is_empty():
             fsm.restore(snap.data)
-        self.node = RawNode(config, storage, rng)
+        # Without a seed for tests, the election timeouts come from a fresh random source:
+        # RawNode's default (seeded with the node id) made every start of a member draw the
+        # same timeouts, and two members of one cluster drew equal ones at the same step
+        # (nodes 1 and 3: 1.9 s both, after the first election), so their timeouts fired
+        # together after a leader crash, at the slow end, and split the vote.
+        self.node = RawNode(config, storage, rng if rng is not None else random.Random())
         self._election_tick = config.election_tick
         self.applied_index = snap.meta.index
         self._snapshot_index = snap.meta.index
@@ -118,7 +123,8 @@ class RaftNode:
         self._inbox: list[Message] = []
         self._proposals: list[tuple[bytes, bool, asyncio.Future[Any]]] = []  # data, forward
         self._forwarded: dict[int, asyncio.Future[Any]] = {}  # request id -> waiting request
-        self._forward_expiry: deque[tuple[int, int]] = deque()  # (deadline tick, request id)
+        # (deadline tick, request id, term it was forwarded in): both in order.
+        self._forward_expiry: deque[tuple[int, int, int]] = deque()
         timeout = self.options.forward_timeout
         if timeout is None:
             timeout = 5.0 + 2 * config.election_tick * self.options.tick_interval
@@ -256,10 +262,22 @@ class RaftNode:
         self._wake.set()
 
     async def _ticker(self) -> None:
+        # Ticks keep to a fixed grid: sleeping a whole interval after each wake-up let every
+        # tick's lateness add up (2% slower ticks on an idle loop, more on a busy one, so
+        # longer election timeouts). A tick a whole interval late (the loop was stalled)
+        # starts the grid afresh rather than firing the missed ticks in a burst: a burst
+        # could fire an election timeout before the messages that arrived meanwhile are
+        # stepped.
+        loop = asyncio.get_running_loop()
+        interval = self.options.tick_interval
+        due = loop.time() + interval
         while True:
-            await asyncio.sleep(self.options.tick_interval)
+            await asyncio.sleep(due - loop.time())
             self._ticks += 1
             self._wake.set()
+            due += interval
+            if due <= loop.time():
+                due = loop.time() + interval
 
     async def _run(self) -> None:
         node = self.node
@@ -378,11 +396,12 @@ class RaftNode:
                 f.set_exception(e)
             return
         deadline = self._tick_count + self._forward_ticks
+        term = self.node.term
         waiting = self._forwarded
         expiry = self._forward_expiry
         for rid, f in zip(ids, futures, strict=True):
             waiting[rid] = f
-            expiry.append((deadline, rid))
+            expiry.append((deadline, rid, term))
 
     def _expire_deadlines(self, now: float) -> None:
         deadlines = self._deadlines
@@ -400,6 +419,21 @@ class RaftNode:
                 f.set_exception(OutcomeUnknown(
                     "a write forwarded to the leader was not applied in time: the leader may "
                     "have dropped it (leader change or transfer), or may yet apply it"))
+
+    def _expire_forwarded_before(self, term: int) -> None:
+        """An entry of ``term`` was applied: the writes forwarded in earlier terms that are
+        still waiting were lost with their leader. The log's terms only grow, so whatever
+        that leader appended came before this entry and was applied already; only a
+        proposal still in flight, passed on by a deposed leader, could yet be appended."""
+        expiry = self._forward_expiry
+        while expiry and expiry[0][2] < term:
+            _, rid, forwarded_in = expiry.popleft()
+            f = self._forwarded.pop(rid, None)
+            if f is not None and not f.done():
+                f.set_exception(OutcomeUnknown(
+                    f"a write forwarded to the leader of term {forwarded_in} was not applied "
+                    f"before the entries of term {term}: that leader lost it (or, passed on "
+                    "by it, another may yet apply it)"))
 
     def _submit_conf_changes(self) -> None:
         batch, self._conf_changes = self._conf_changes, []
@@ -464,6 +498,9 @@ class RaftNode:
         self._maybe_snapshot()
 
     def _on_soft_state(self, leader: int, role: StateRole) -> None:
+        if role != self.role:
+            log.debug("node %d: %s in term %d (leader %d)", self.id, role.name.lower(),
+                      self.node.term, leader)
         changed = leader != self.leader
         if changed:
             # Reads waiting on the old leader's confirmation will never be answered.
@@ -473,8 +510,8 @@ class RaftNode:
                 # election timeout to turn up in the log, not the whole forward timeout.
                 # (Deadlines stay in order: the earlier ones are only capped.)
                 cutoff = self._tick_count + self._election_tick
-                self._forward_expiry = deque((min(deadline, cutoff), rid)
-                                             for deadline, rid in self._forward_expiry)
+                self._forward_expiry = deque((min(deadline, cutoff), rid, term)
+                                             for deadline, rid, term in self._forward_expiry)
         self.leader = leader
         self.role = role
         if changed:
@@ -526,7 +563,11 @@ class RaftNode:
                         f.set_result(result)
                     else:
                         f.set_exception(ProposalDropped("lost to a leader change", self.leader))
-        self.applied_index = rd.committed_entries[-1].index
+        last = rd.committed_entries[-1]
+        self.applied_index = last.index
+        expiry = self._forward_expiry
+        if expiry and expiry[0][2] < last.term:
+            self._expire_forwarded_before(last.term)
 
     def _release_reads(self) -> None:
         applied = self.applied_index

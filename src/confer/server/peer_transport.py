@@ -84,6 +84,8 @@ class _PeerSender:
         self.peer_id = peer_id
         self.queue: list[Message] = []
         self.wake = asyncio.Event()
+        self.stream = 0
+        """Counts the streams opened: the batches of an ended one must stop at once."""
         self.task = asyncio.create_task(self._run(), name=f"peer-send-{peer_id}")
         self.addr: str | None = None
 
@@ -94,10 +96,16 @@ class _PeerSender:
         self.wake.set()
         return True
 
-    async def _batches(self) -> AsyncIterator[peer_pb2.RaftBatch]:
+    async def _batches(self, stream: int) -> AsyncIterator[peer_pb2.RaftBatch]:
         t = self.transport
         while True:
             await self.wake.wait()
+            if stream != self.stream:
+                # The call this fed has ended, but grpc goes on iterating a failed call's
+                # requests (it stops only on cancel()): each such leftover would take the
+                # next batch into a dead call. Several did after a peer's restart, and
+                # swallowed a failover's votes for seconds.
+                return
             self.wake.clear()
             if not self.queue:
                 continue
@@ -120,7 +128,7 @@ class _PeerSender:
             channel = self.transport.connect(addr)  # a new channel: rotated certificates count
             try:
                 stub = peer_pb2_grpc.PeerStub(channel)
-                await stub.Raft(self._batches())
+                await stub.Raft(self._batches(self.stream))
             except grpc.aio.AioRpcError as e:
                 if e.code() == grpc.StatusCode.FAILED_PRECONDITION and REMOVED in (
                         e.details() or ""):
@@ -135,6 +143,8 @@ class _PeerSender:
                     self.queue.clear()
                     self.transport.report_unreachable(self.peer_id)
             finally:
+                self.stream += 1
+                self.wake.set()  # lets the ended stream's batches see it
                 await channel.close()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)

@@ -12,6 +12,7 @@ API is also what the readable scenario tests use::
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import deque
 from collections.abc import Callable
@@ -75,6 +76,10 @@ class ClusterConfig:
     Ready, as a real driver that batches does (e.g. a snapshot received but not yet persisted
     while later messages are stepped)."""
     ready_hold_max: int = TICK_UNITS
+    tick_skew: bool = False
+    """Each node ticks at its own offset within the tick (drawn from the seed), as the timers
+    of real nodes do: their election timers are out of step by up to a tick. Off, every
+    node ticks at the same instant."""
 
     def raft_config(self, node_id: int) -> Config:
         return Config(
@@ -114,6 +119,7 @@ class Cluster:
         self._held_ready: set[int] = set()
         """Nodes whose Ready waits (``ready_hold``) for a scheduled release."""
         self._released: set[int] = set()
+        self._tick_offsets: dict[int, int] = {}
         self.queue = EventQueue()
         self.net = Network(net_rng, self.queue, replace(self.cfg.link))
         self.checker = Checker()
@@ -242,20 +248,35 @@ class Cluster:
             self.on_tick(self)
         if self.checker.removed:
             self._retire_removed()
-        timeout = FORWARD_TIMEOUT_ELECTIONS * self.cfg.election_tick * TICK_UNITS
         for node in self.nodes.values():
-            if node.raw is None or node.paused:
-                continue
-            if node.forwarded:
-                node.now = self.now
-                node.expire_forwarded(self.now, timeout)
-            try:
-                node.raw.tick()
-            except InvariantViolation:
-                raise
-            except Exception as exc:
-                raise _core_error(node.id, "ticking", exc) from exc
-            self._touch(node)
+            if self.cfg.tick_skew:
+                self.queue.call_at(self.now + self._tick_offset(node.id),
+                                   functools.partial(self._tick_node, node))
+            else:
+                self._tick_node(node)
+
+    def _tick_offset(self, nid: int) -> int:
+        """Where in each tick node ``nid`` ticks (``tick_skew``): fixed per node and seed."""
+        offset = self._tick_offsets.get(nid)
+        if offset is None:
+            offset = random.Random(f"{self._node_seed}/{nid}/tick").randrange(TICK_UNITS)
+            self._tick_offsets[nid] = offset
+        return offset
+
+    def _tick_node(self, node: SimNode) -> None:
+        if node.raw is None or node.paused:
+            return
+        if node.forwarded:
+            node.now = self.now
+            node.expire_forwarded(self.now,
+                                  FORWARD_TIMEOUT_ELECTIONS * self.cfg.election_tick * TICK_UNITS)
+        try:
+            node.raw.tick()
+        except InvariantViolation:
+            raise
+        except Exception as exc:
+            raise _core_error(node.id, "ticking", exc) from exc
+        self._touch(node)
 
     def _deliver(self, sender: int, m: Message, held: bool = False) -> None:
         node = self.nodes.get(m.to)
