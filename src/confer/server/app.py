@@ -28,12 +28,19 @@ from confer.server.consensus import Consensus
 from confer.server.etcd import add_etcd_services
 from confer.server.fsm import ServerStateMachine
 from confer.server.health_service import HealthService
+from confer.server.http import HttpListener, start_http
 from confer.server.leases import Lessor
 from confer.server.members import Member, MembershipEvent, cluster_id_for, encode_publish
 from confer.server.native import add_native_services
 from confer.server.node import NodeOptions, RaftNode, describe_failure
 from confer.server.peer_checks import ProposalChecks
-from confer.server.peer_transport import GRPC_OPTIONS, GrpcPeerTransport, PeerServicer
+from confer.server.peer_transport import (
+    GRPC_OPTIONS,
+    GrpcPeerTransport,
+    PeerServicer,
+    PeerStats,
+)
+from confer.server.reflection import enable_reflection
 from confer.server.rpc import register_refusing
 from confer.server.watch import WatchHub
 from confer.storage import (
@@ -69,6 +76,8 @@ class ConferServer:
         self.peer_server: grpc.aio.Server | None = None
         """Serves the other members (Raft, the internal Leader service) on the peer port."""
         self.health = HealthService()
+        self.http: HttpListener | None = None
+        """Serves /metrics and the health checks (--listen-metrics; confer.server.http)."""
         self.client_port = 0
         self.peer_port = 0
         self.stopped = asyncio.Event()
@@ -156,6 +165,8 @@ class ConferServer:
         assert self.storage is not None
         self._load_identity()
         await self._start_grpc()
+        self.http = await start_http(self, cfg.metrics_addr,
+                                     required=cfg.listen_metrics != "default")
         fresh = self.storage.last_index() == 0
         if fresh and cfg.join:
             if not self._identity_file.exists():
@@ -246,6 +257,7 @@ class ConferServer:
         for server in (client, peer):
             register_refusing("health", health_pb2_grpc.add_HealthServicer_to_server,
                               self.health, server)
+        enable_reflection(client, self.api.calls.services())
         self.client_port = _listen(client, self.cfg.listen_client, "client")
         self.peer_port = _listen(peer, self.cfg.listen_peer, "peer")
         await client.start()
@@ -278,6 +290,8 @@ class ConferServer:
                 task.cancel()
         servers = [s for s in (self.grpc_server, self.peer_server) if s is not None]
         await asyncio.gather(*(server.stop(grace) for server in servers))
+        if self.http is not None:
+            await self.http.stop()
         if self.node is not None:
             await self.node.stop()
         await self.api.close()
@@ -432,6 +446,11 @@ class ConferServer:
     async def _shutdown_after_removal(self) -> None:
         await asyncio.sleep(self.cfg.tick_ms / 1000 * 3)  # let the commit reach the others
         await self.stop()
+
+    @property
+    def peer_stats(self) -> PeerStats | None:
+        """The peer transport's counters (None before the node starts)."""
+        return self._transport.stats if self._transport is not None else None
 
     def storage_bytes(self) -> int:
         if self.storage is None:

@@ -18,14 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from confer.raft.types import Entry, Message, MessageType
 from confer.server.codec import MalformedBatch, decode_messages, encode_messages
 from confer.server.log_limit import LogLimiter
+from confer.server.metrics import PeerTraffic, Timings
 from confer.server.transport import MessageHandler
 from confer.v1 import confer_pb2, peer_pb2, peer_pb2_grpc
 
@@ -62,6 +65,35 @@ class PeerStats:
     """Forwarded entries dropped because they fail the request layer's write checks."""
     bad_snapshots: int = 0
     """Received snapshots dropped because they do not decode as this state machine's."""
+    peers: dict[int, PeerTraffic] = field(default_factory=dict)
+    """Bytes sent to and received from each peer, and round trips to it."""
+
+    def peer(self, peer_id: int) -> PeerTraffic:
+        traffic = self.peers.get(peer_id)
+        if traffic is None:
+            traffic = self.peers[peer_id] = PeerTraffic()
+        return traffic
+
+
+PROBE_INTERVAL = 5.0
+"""Seconds between two round-trip probes of a peer (etcd probes every 5 s too)."""
+
+
+async def probe_round_trips(channel: grpc.aio.Channel, timings: Timings) -> None:
+    """Time a health check on ``channel`` every :data:`PROBE_INTERVAL` seconds (the peer
+    port serves health): the round trip etcd's ``peer_round_trip_time_seconds`` reports.
+    A probe that fails records nothing; the Raft stream reports the peer down."""
+    check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]  # stubs omit it
+    request = health_pb2.HealthCheckRequest()
+    while True:
+        start = time.perf_counter()
+        try:
+            await check(request, timeout=PROBE_INTERVAL)
+        except grpc.aio.AioRpcError:
+            pass
+        else:
+            timings.observe(time.perf_counter() - start)
+        await asyncio.sleep(PROBE_INTERVAL)
 
 
 class _PeerSender:
@@ -70,6 +102,7 @@ class _PeerSender:
         self.peer_id = peer_id
         self.queue: list[Message] = []
         self.wake = asyncio.Event()
+        self.traffic = transport.stats.peer(peer_id)
         self.task = asyncio.create_task(self._run(), name=f"peer-send-{peer_id}")
         self.addr: str | None = None
 
@@ -91,8 +124,10 @@ class _PeerSender:
             cluster_id = t.cluster_id()
             if not cluster_id:
                 continue  # peers refuse a batch without one; Raft tolerates the loss
+            encoded = encode_messages(batch)
+            self.traffic.sent_bytes += len(encoded)
             yield peer_pb2.RaftBatch(cluster_id=cluster_id, to=self.peer_id,
-                                     messages=encode_messages(batch), from_addr=t.own_addr,
+                                     messages=encoded, from_addr=t.own_addr,
                                      **{"from": t.node_id})
 
     async def _run(self) -> None:
@@ -104,6 +139,8 @@ class _PeerSender:
                 await asyncio.sleep(0.2)
                 continue
             channel = grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
+            probe = asyncio.create_task(probe_round_trips(channel, self.traffic.round_trip),
+                                        name=f"peer-probe-{self.peer_id}")
             try:
                 stub = peer_pb2_grpc.PeerStub(channel)
                 await stub.Raft(self._batches())
@@ -115,12 +152,14 @@ class _PeerSender:
                 if e.code() == grpc.StatusCode.PERMISSION_DENIED:
                     self.transport.warn.warning(
                         log, ("refused by", self.peer_id),
-                        "peer %d at %s refuses this node: %s", self.peer_id, addr, e.details())
+                        "peer %d at %s refuses this node: %s", self.peer_id, addr, e.details(),
+                        extra={"peer": self.peer_id})
                 if self.queue:
                     log.debug("peer %d at %s: %s", self.peer_id, addr, e.code().name)
                     self.queue.clear()
                     self.transport.report_unreachable(self.peer_id)
             finally:
+                probe.cancel()
                 await channel.close()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
@@ -202,7 +241,7 @@ class GrpcPeerTransport:
             self.stats.refused_batches += 1
             self.warn.warning(log, ("refused", sender),
                               "refusing peer messages from %d (%s): %s",
-                              sender, batch.from_addr[:100], why)
+                              sender, batch.from_addr[:100], why, extra={"peer": sender})
             raise PeerRefused(why)
         try:
             messages = decode_messages(batch.messages, self.node_id)
@@ -213,8 +252,10 @@ class GrpcPeerTransport:
         except MalformedBatch as e:
             self.stats.malformed_batches += 1
             self.warn.warning(log, ("malformed", sender),
-                              "dropped a malformed batch from peer %d: %s", sender, e)
+                              "dropped a malformed batch from peer %d: %s", sender, e,
+                              extra={"peer": sender})
             return
+        self.stats.peer(sender).received_bytes += len(batch.messages)
         if batch.from_addr:
             self._learned[sender] = batch.from_addr
         handler = self._handler
@@ -238,7 +279,8 @@ class GrpcPeerTransport:
                 continue
             self.stats.dropped_proposals += 1
             self.warn.warning(log, ("proposal", sender),
-                              "dropped a proposal forwarded by peer %d: %s", sender, why)
+                              "dropped a proposal forwarded by peer %d: %s", sender, why,
+                              extra={"peer": sender})
         return kept
 
 

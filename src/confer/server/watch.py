@@ -80,6 +80,8 @@ class WatchHub:
     def __init__(self, kv: KVStore) -> None:
         self.kv = kv
         self.watchers: set[Watcher] = set()
+        self.events_sent = 0
+        """Events handed to watch streams since start (for the metrics)."""
         self._closed = False
         kv.add_listener(self._on_events)
         kv.add_restore_listener(lambda _revision: self.on_restore())
@@ -133,6 +135,7 @@ class WatchHub:
             while not w.cancelled:
                 if not w.synced:
                     for run in split_batch(self._catch_up(w)):
+                        self.events_sent += len(run)
                         yield run
                     continue
                 if not w.buffered:
@@ -143,6 +146,7 @@ class WatchHub:
                 batch = [e for e in batch if e.kv.mod_revision >= w.next_revision]
                 if batch:
                     w.next_revision = batch[-1].kv.mod_revision + 1
+                    self.events_sent += len(batch)
                     for run in split_batch(batch):
                         yield run
         finally:

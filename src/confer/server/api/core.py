@@ -88,6 +88,9 @@ class Core:
         """Checked, in order, before every access: authentication, authorization, quotas and
         metrics register here."""
         self.call_leader: LeaderCall | None = None
+        self.failed_writes = 0
+        """Writes whose replication failed (no leader, timeout, lost to a leader change, the
+        caller gone): etcd's ``proposals_failed_total``."""
         """Set by the forwarding module: how a follower reaches the leader's layer."""
 
     # -- guards ---------------------------------------------------------------------------------
@@ -132,6 +135,9 @@ class Core:
         limits.pending_bytes += size
         try:
             result = await self.consensus.replicate(data, ctx.deadline)
+        except BaseException:
+            self.failed_writes += 1
+            raise
         finally:
             limits.pending -= 1
             limits.pending_bytes -= size
