@@ -53,7 +53,10 @@ class ProcessCluster:
             n.args = ["--initial-cluster", initial, *self._common_args()]
 
     def _common_args(self) -> list[str]:
-        return ["--tick-ms", str(self.tick_ms), *self.extra_args]
+        # The HTTP listener on any free port: its default (the client port + 1000) could be
+        # a port handed to another node that has not started yet.
+        return ["--tick-ms", str(self.tick_ms), "--listen-metrics", "127.0.0.1:0",
+                *self.extra_args]
 
     def new_node(self, node_id: int) -> NodeProcess:
         """A node process with fresh ports and data dir, not started and not a member yet."""
