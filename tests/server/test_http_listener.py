@@ -21,8 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from confer.cli.serve import JsonFormatter
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from confer.server import rpc
 from confer.server.app import ConferServer
 from confer.server.config import ConfigError, ServerConfig, load_config
+from confer.server.log_limit import LogLimiter
 from confer.v1 import kv_pb2, kv_pb2_grpc
 from testing import free_port
 
@@ -174,6 +176,44 @@ def test_grpc_calls_of_both_apis_are_counted_by_method_and_status_code(tmp_path:
         assert value("process_resident_memory_bytes") > 0
 
     asyncio.run(with_member(tmp_path, body))
+
+
+def test_snapshots_taken_are_timed(tmp_path: Path) -> None:
+    async def body(srv: ConferServer, ch: grpc.aio.Channel, base: str) -> None:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        for i in range(12):
+            await kv.Put(rpc_pb2.PutRequest(key=b"/s/%d" % i, value=b"v"), timeout=5)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while True:  # the snapshot is written in a worker thread, after the writes
+            got = samples((await get(f"{base}/metrics"))[1])
+            saved = got[("etcd_debugging_snap_save_total_duration_seconds_count", frozenset())]
+            if saved >= 1 or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        assert saved >= 1
+        assert got[("etcd_debugging_snap_save_total_duration_seconds_sum", frozenset())] > 0
+
+    asyncio.run(with_member(tmp_path, body, snapshot_every=5))
+
+
+def test_a_slow_request_is_logged_with_its_method_peer_request_id_and_duration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(rpc, "SLOW_REQUEST", 0.0)  # every request is slow
+    monkeypatch.setattr(rpc, "_slow", LogLimiter())  # not held back by an earlier test's
+
+    async def body(srv: ConferServer, ch: grpc.aio.Channel, base: str) -> None:
+        await rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"/slow", value=b"v"),
+                                          timeout=5, metadata=(("x-request-id", "req-42"),))
+
+    with caplog.at_level(logging.WARNING, "confer.api"):
+        asyncio.run(with_member(tmp_path, body))
+    [slow] = [r for r in caplog.records if "etcdserverpb.KV/Put" in r.getMessage()]
+    assert slow.getMessage().startswith("slow request: etcdserverpb.KV/Put from 127.0.0.1 took")
+    fields = slow.__dict__
+    assert fields["method"] == "etcdserverpb.KV/Put" and fields["request_id"] == "req-42"
+    assert fields["peer"] == "127.0.0.1" and fields["duration"] >= 0
 
 
 # -- health ---------------------------------------------------------------------------------------
