@@ -19,6 +19,9 @@ from confer.server.http.metrics import metrics_routes
 
 log = logging.getLogger("confer.http")
 
+SHUTDOWN_GRACE = 1.0
+"""Seconds a stopping member waits for HTTP requests in flight."""
+
 RouteSource = Callable[[Member], list[web.RouteDef]]
 
 ROUTES: list[RouteSource] = [metrics_routes, health_routes]
@@ -33,8 +36,12 @@ class HttpListener:
         app = web.Application()
         for source in ROUTES:
             app.add_routes(source(member))
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # shutdown_timeout: stopping waits this long for requests in flight (a scrape, a
+        # health check), as gRPC's grace; aiohttp's default is a minute.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=SHUTDOWN_GRACE)
         self.port = 0
+        """The port bound, once started (``addr`` may name port 0)."""
 
     async def start(self) -> None:
         """Bind and serve; OSError if the address cannot be bound."""
@@ -46,9 +53,7 @@ class HttpListener:
         except BaseException:
             await self._runner.cleanup()
             raise
-        server = site._server  # aiohttp names no public way to read back a port 0 binding
-        sockets = getattr(server, "sockets", None) or ()
-        self.port = sockets[0].getsockname()[1] if sockets else int(port)
+        self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
         await self._runner.cleanup()
