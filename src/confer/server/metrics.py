@@ -20,6 +20,8 @@ DISK_BUCKETS = tuple(0.001 * 2**i for i in range(14))
 """etcd's buckets for WAL fsync and snapshot save durations: 1 ms to 8.192 s."""
 FAST_BUCKETS = tuple(0.0001 * 2**i for i in range(16))
 """etcd's buckets for peer round trips (100 µs to 3.3 s); also WAL appends."""
+SNAPSHOT_SEND_BUCKETS = tuple(0.1 * 2**i for i in range(14))
+"""etcd's buckets for snapshot sends: 100 ms to 819 s."""
 
 
 class Timings:
@@ -114,10 +116,24 @@ class RaftTimings:
 class PeerTraffic:
     """What went to and came from one peer over the peer transport."""
 
-    __slots__ = ("received_bytes", "round_trip", "sent_bytes")
+    __slots__ = ("received_bytes", "round_trip", "sent_bytes", "snapshot_send",
+                 "snapshot_started")
 
     def __init__(self) -> None:
         self.sent_bytes = 0
         self.received_bytes = 0
         self.round_trip = Timings(FAST_BUCKETS)
         """Round trips of a health probe sent every few seconds on the peer's connection."""
+        self.snapshot_send = Timings(SNAPSHOT_SEND_BUCKETS)
+        """Snapshots sent: from the first chunk handed to the transport to the last."""
+        self.snapshot_started: float | None = None
+        """When the snapshot being sent now started (its first chunk)."""
+
+    def snapshot_chunk_sent(self, first: bool, last: bool, now: float) -> None:
+        """A snapshot chunk was handed over for sending (a resent first chunk restarts the
+        timing)."""
+        if first:
+            self.snapshot_started = now
+        if last and self.snapshot_started is not None:
+            self.snapshot_send.observe(now - self.snapshot_started)
+            self.snapshot_started = None

@@ -35,6 +35,7 @@ from confer.v1 import confer_pb2, peer_pb2, peer_pb2_grpc
 log = logging.getLogger("confer.peer")
 
 MAX_QUEUED = 4096
+_SNAP = int(MessageType.SNAP)  # a plain int: compared for every message sent
 REMOVED = "was removed from the cluster"
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", 64 << 20),
@@ -198,6 +199,9 @@ class GrpcPeerTransport:
         by_peer: dict[int, list[Message]] = {}
         for m in messages:
             by_peer.setdefault(m.to, []).append(m)
+            if m.type == _SNAP:
+                self.stats.peer(m.to).snapshot_chunk_sent(m.snap_offset == 0, m.snap_done,
+                                                          time.perf_counter())
         for peer, msgs in by_peer.items():
             sender = self._senders.get(peer)
             if sender is None:

@@ -189,12 +189,17 @@ class MemberCollector(Collector):
                                    "bytes sent to peers.", labels=["To"])
         received = CounterMetricFamily("etcd_network_peer_received_bytes", "The total number "
                                        "of bytes received from peers.", labels=["From"])
+        snapshots = HistogramMetricFamily("etcd_network_snapshot_send_total_duration_seconds",
+                                          "Total latency distributions of v3 snapshot sends: "
+                                          "from the first chunk to the last.", labels=["To"])
         for peer_id, traffic in sorted(stats.peers.items()):
             label = [_peer_label(peer_id)]
             _histogram(rtt, label, traffic.round_trip)
             sent.add_metric(label, traffic.sent_bytes)
             received.add_metric(label, traffic.received_bytes)
-        yield from (rtt, sent, received)
+            if traffic.snapshot_send.count:
+                _histogram(snapshots, label, traffic.snapshot_send)
+        yield from (rtt, sent, received, snapshots)
         refused = CounterMetricFamily("confer_peer_refused", "Peer messages refused or "
                                       "dropped, by reason (docs/security.md).",
                                       labels=["reason"])
