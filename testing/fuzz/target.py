@@ -73,7 +73,7 @@ class FuzzTarget:
         # workers) must not pick the same ports.
         self.node = NodeProcess(1, self.base / "node1", free_port(), free_port(),
                                 args=["--tick-ms", str(tick_ms),
-                                      "--listen-metrics", "127.0.0.1:0"])
+                                      "--listen-metrics", "none"])
         self.own = f"/fz{seed}"
         self.canary_prefix = f"/canary{seed}"
         self.channel: grpc.Channel | None = None

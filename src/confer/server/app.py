@@ -12,7 +12,7 @@ import stat
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -28,7 +28,7 @@ from confer.server.consensus import Consensus
 from confer.server.etcd import add_etcd_services
 from confer.server.fsm import ServerStateMachine
 from confer.server.health_service import HealthService
-from confer.server.http import HttpListener, start_http
+from confer.server.http import start_http
 from confer.server.leases import Lessor
 from confer.server.members import Member, MembershipEvent, cluster_id_for, encode_publish
 from confer.server.native import add_native_services
@@ -53,6 +53,9 @@ from confer.storage import (
 from confer.storage.disk import DIR_MODE, FILE_MODE
 from confer.v1 import kv_pb2, kv_pb2_grpc, peer_pb2_grpc
 
+if TYPE_CHECKING:
+    from confer.server.http.listener import HttpListener
+
 log = logging.getLogger("confer.server")
 
 
@@ -76,7 +79,7 @@ class ConferServer:
         self.peer_server: grpc.aio.Server | None = None
         """Serves the other members (Raft, the internal Leader service) on the peer port."""
         self.health = HealthService()
-        self.http: HttpListener | None = None
+        self.http: HttpListener | None = None  # its import is deferred (see http/)
         """Serves /metrics and the health checks (--listen-metrics; confer.server.http)."""
         self.client_port = 0
         self.peer_port = 0
