@@ -97,9 +97,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def closed_loop(endpoints: list[str], workload: str, clients: int, duration: float,
-                      value_size: int, keys: int) -> dict[str, object]:
-    channels = [grpc.aio.insecure_channel(endpoints[i % len(endpoints)],
-                                          options=[("grpc.use_local_subchannel_pool", 1)])
+                      value_size: int, keys: int,
+                      credentials: grpc.ChannelCredentials | None = None) -> dict[str, object]:
+    """``credentials``: TLS (benchmarks/tls_cost.py), else plaintext."""
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(endpoints[i % len(endpoints)], options=options)
+                if credentials is None else
+                grpc.aio.secure_channel(endpoints[i % len(endpoints)], credentials,
+                                        options=options)
                 for i in range(16)]
     stubs = [rpc_pb2_grpc.KVStub(ch) for ch in channels]
     value = random.randbytes(value_size)
@@ -150,7 +155,8 @@ CHECK_PERF_TIMEOUT = 240.0  # 60 s of load, then delete, compact, defrag: genero
 
 
 def run_etcdctl(endpoints: list[str], *args: str, timeout: float) -> tuple[int, str]:
-    """One bounded etcdctl run; (exit status, stdout+stderr). Killed by PID on timeout."""
+    """One bounded etcdctl run; (exit status, stdout+stderr). Killed by PID on timeout.
+    An endpoint may be an ``https://`` URL (the TLS flags then among ``args``)."""
     proc = subprocess.Popen(["etcdctl", f"--endpoints={','.join(endpoints)}",
                              "--command-timeout=30s", *args],
                             env={**os.environ, "ETCDCTL_API": "3"}, stdout=subprocess.PIPE,
@@ -189,13 +195,14 @@ def parse_check_perf(out: str) -> dict[str, Any]:
     }
 
 
-def check_perf(endpoints: list[str], load: str) -> dict[str, Any]:
-    rc, out = run_etcdctl(endpoints, "del", "--prefix", CHECK_PERF_PREFIX, timeout=60)
+def check_perf(endpoints: list[str], load: str, flags: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``flags``: etcdctl's TLS flags (--cacert, --cert, --key), if any."""
+    rc, out = run_etcdctl(endpoints, *flags, "del", "--prefix", CHECK_PERF_PREFIX, timeout=60)
     if rc != 0:
         return {"verdict": "ERROR", "lines": [f"del --prefix failed: {out[-300:]}"]}
     t0 = time.monotonic()
-    rc, out = run_etcdctl(endpoints, "check", "perf", f"--load={load}", "--auto-compact",
-                          "--auto-defrag", timeout=CHECK_PERF_TIMEOUT)
+    rc, out = run_etcdctl(endpoints, *flags, "check", "perf", f"--load={load}",
+                          "--auto-compact", "--auto-defrag", timeout=CHECK_PERF_TIMEOUT)
     r = parse_check_perf(out)
     r["exit"] = rc
     r["seconds"] = round(time.monotonic() - t0, 1)

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+import grpc
+
 from confer.nodeproc import NodeProcess
 
 _used_ports: set[int] = set()
@@ -40,8 +42,11 @@ class ProcessCluster:
     """N founding members on loopback. Use as a context manager."""
 
     def __init__(self, size: int, base_dir: Path, *, tick_ms: int = 50,
-                 extra_args: list[str] | None = None, seed: int | None = None) -> None:
+                 extra_args: list[str] | None = None, seed: int | None = None,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self.base_dir = Path(base_dir)
+        self.credentials = credentials
+        """How to reach the client ports when they serve TLS (None: plaintext)."""
         self.rng = random.Random(seed)
         self.tick_ms = tick_ms
         self.extra_args = extra_args or []
@@ -62,7 +67,7 @@ class ProcessCluster:
     def new_node(self, node_id: int) -> NodeProcess:
         """A node process with fresh ports and data dir, not started and not a member yet."""
         return NodeProcess(node_id, self.base_dir / f"node{node_id}", free_port(self.rng),
-                           free_port(self.rng))
+                           free_port(self.rng), credentials=self.credentials)
 
     @property
     def endpoints(self) -> list[str]:

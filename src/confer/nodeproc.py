@@ -34,6 +34,8 @@ class NodeProcess:
     args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    credentials: grpc.ChannelCredentials | None = None
+    """How :meth:`status` reaches a client port that serves TLS (None: plaintext)."""
 
     @property
     def client_addr(self) -> str:
@@ -105,7 +107,8 @@ class NodeProcess:
             time.sleep(0.05)
 
     def status(self, timeout: float = 1.0) -> kv_pb2.StatusResponse | None:
-        with grpc.insecure_channel(self.client_addr) as ch:
+        with (grpc.insecure_channel(self.client_addr) if self.credentials is None
+              else grpc.secure_channel(self.client_addr, self.credentials)) as ch:
             try:
                 resp: kv_pb2.StatusResponse = kv_pb2_grpc.ClusterStub(ch).Status(
                     kv_pb2.StatusRequest(), timeout=timeout)

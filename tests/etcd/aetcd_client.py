@@ -133,6 +133,31 @@ async def watch(client: aetcd.Client) -> dict[str, Any]:
 
 
 @scenario
+async def watch_many(client: aetcd.Client) -> dict[str, Any]:
+    """20 watches of one client at once: aetcd sends them all on its one Watch stream with
+    watch_id 0 ("server chooses"), as Go's clientv3 does."""
+    await client.delete_prefix(b"/aetcd/many/")
+    watches = [await client.watch(b"/aetcd/many/%02d" % i) for i in range(20)]
+    watcher = client._watcher  # one Watcher: one request handler task, one stream
+    for i in range(20):
+        await client.put(b"/aetcd/many/%02d" % i, b"v%d" % i)
+    events: dict[str, list[Any]] = {}
+
+    async def first(i: int, w: Any) -> None:
+        async for ev in w:
+            events[str(i)] = [s(ev.kv.key), s(ev.kv.value)]
+            return
+
+    await asyncio.wait_for(asyncio.gather(*(first(i, w) for i, w in enumerate(watches))), 20)
+    ids = [w.watch_id for w in watches]
+    for w in watches:
+        await w.cancel()
+    await client.delete_prefix(b"/aetcd/many/")
+    return {"streams": 1 if watcher._request_handler is not None else 0, "watch_ids": ids,
+            "events": events}
+
+
+@scenario
 async def lease(client: aetcd.Client) -> dict[str, Any]:
     granted = await client.lease(30)
     await client.put(b"/aetcd/lease/a", b"1", lease=granted.id)

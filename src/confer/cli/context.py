@@ -15,6 +15,7 @@ import click
 
 from confer.cli.output import print_json, print_table
 from confer.client import Client as SyncClient
+from confer.client.transport import tls_problem
 
 DEFAULT_ENDPOINTS = "127.0.0.1:7379"
 
@@ -24,9 +25,21 @@ class Ctx:
     endpoints: list[str]
     output: str
     timeout: float
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
 
     def client(self) -> SyncClient:
-        return SyncClient(self.endpoints, timeout=self.timeout)
+        return SyncClient(self.endpoints, timeout=self.timeout, cacert=self.cacert,
+                          cert=self.cert, key=self.key)
+
+    def tls_problem(self) -> str | None:
+        """Why no endpoint could be reached, when TLS is the reason (else None)."""
+        for endpoint in self.endpoints:
+            problem = tls_problem(endpoint, self.cacert, self.cert, self.key)
+            if problem is not None:
+                return problem
+        return None
 
     @property
     def json(self) -> bool:
@@ -38,11 +51,21 @@ def client_options(fn: Any) -> Any:
     command a :class:`Ctx` built from them as its first argument."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, endpoints: str, output: str, timeout: float, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, endpoints: str, output: str, timeout: float, cacert: str | None,
+                cert: str | None, key: str | None, **kwargs: Any) -> Any:
         eps = [e.strip() for e in endpoints.split(",") if e.strip()]
         if not eps:
             raise click.UsageError("--endpoints: give at least one HOST:PORT")
-        return fn(Ctx(eps, output, timeout), *args, **kwargs)
+        return fn(Ctx(eps, output, timeout, cacert, cert, key), *args, **kwargs)
+
+    for flag, what in (("--key", "Client certificate's private key (PEM) [env CONFER_KEY]."),
+                       ("--cert", "Client certificate (PEM), for TLS servers that require "
+                                  "one [env CONFER_CERT]."),
+                       ("--cacert", "TLS: the CA that signed the servers' certificates "
+                                    "[env CONFER_CACERT]. Any of the three, or https:// "
+                                    "endpoints, turn TLS on.")):
+        wrapper = click.option(flag, envvar="CONFER_" + flag[2:].upper(), default=None,
+                               help=what)(wrapper)
 
     wrapper = click.option("--timeout", type=click.FloatRange(0.1, 3600), default=10.0,
                            show_default=True, help="Seconds per request.")(wrapper)

@@ -7,16 +7,31 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
+
+from confer.cli.tls import client_flags, init_dir, server_flags
 from confer.nodeproc import NodeProcess
 
 
-def run_dev(nodes: int, base_port: int, data_dir: Path, tick_ms: int) -> int:
+def run_dev(nodes: int, base_port: int, data_dir: Path, tick_ms: int, tls: bool = False) -> int:
     procs = [NodeProcess(i, data_dir / f"node{i}", base_port + 2 * (i - 1),
                          base_port + 2 * (i - 1) + 1) for i in range(1, nodes + 1)]
     initial = ",".join(f"{p.node_id}={p.peer_addr}" for p in procs)
+    tls_args: list[str] = []
+    client_args = ""
+    scheme = ""
+    if tls:
+        certs = data_dir / "tls"
+        if not (certs / "ca.pem").exists():
+            init_dir(certs)  # made once: a restarted dev cluster keeps its certificates
+        tls_args = server_flags(certs)
+        client_args = " " + " ".join(client_flags(certs))
+        scheme = "https://"
+        for p in procs:
+            p.credentials = client_credentials(certs)
     for p in procs:
         p.args = ["--initial-cluster", initial, "--tick-ms", str(tick_ms),
-                  "--name", f"dev{p.node_id}"]
+                  "--name", f"dev{p.node_id}", *tls_args]
     stop = False
 
     def on_signal(_sig: int, _frame: object) -> None:
@@ -28,14 +43,23 @@ def run_dev(nodes: int, base_port: int, data_dir: Path, tick_ms: int) -> int:
     try:
         for p in procs:
             p.start()
-        endpoints = ",".join(p.client_addr for p in procs)
+        endpoints = ",".join(scheme + p.client_addr for p in procs)
         print(f"confer dev: {nodes} nodes, data in {data_dir.resolve()}, logs beside it")
         for p in procs:
             print(f"  node {p.node_id}: client {p.client_addr}  peer {p.peer_addr}  "
                   f"pid {p.pid}")
-        print(f"\nTry:  export CONFER_ENDPOINTS={endpoints}\n"
+        tls_hint = ""
+        if tls:
+            files = client_flags(data_dir / "tls")[1::2]
+            tls_hint = ("      export " + " ".join(
+                f"CONFER_{name}={path}" for name, path in zip(("CACERT", "CERT", "KEY"), files,
+                                                              strict=True)) + "\n")
+        print(f"\nTry:  export CONFER_ENDPOINTS={endpoints}\n{tls_hint}"
               "      confer put /app/config/timeout 30 && confer get /app/config/timeout\n"
-              "      confer status\nCtrl-C stops the cluster.", flush=True)
+              "      confer status\n"
+              + (f"      etcdctl --endpoints={endpoints}{client_args} member list\n"
+                 if tls else "")
+              + "Ctrl-C stops the cluster.", flush=True)
         while not stop:
             for p in procs:
                 if not p.alive():
@@ -48,3 +72,9 @@ def run_dev(nodes: int, base_port: int, data_dir: Path, tick_ms: int) -> int:
             p.stop(timeout=10)
     print("confer dev: stopped")
     return 0
+
+
+def client_credentials(certs: Path) -> grpc.ChannelCredentials:
+    """The dev cluster's client TLS credentials (files of ``confer tls init``)."""
+    return grpc.ssl_channel_credentials(*((certs / f).read_bytes() for f in
+                                          ("ca.pem", "client-key.pem", "client.pem")))

@@ -40,7 +40,12 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except NotFound as e:
             fail(str(e), EXIT_NOT_FOUND)
-        except (Unavailable, DeadlineExceeded, OutcomeUnknown) as e:
+        except Unavailable as e:
+            # gRPC tells only that no connection was made: a TLS mismatch is named instead
+            # (the command's first argument, its Ctx, can tell).
+            problem = getattr(args[0], "tls_problem", lambda: None)() if args else None
+            fail(problem or f"{type(e).__name__}: {e}", EXIT_UNAVAILABLE)
+        except (DeadlineExceeded, OutcomeUnknown) as e:
             fail(f"{type(e).__name__}: {e}", EXIT_UNAVAILABLE)
         except Compacted as e:
             fail(str(e), EXIT_ERROR)

@@ -166,6 +166,25 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
                                        "[0 = 2 GiB; negative = no quota]."}),
     ("--listen-metrics", {"help": "HOST:PORT for /metrics and /health over HTTP [the client "
                                   "host, client port + 1000: 127.0.0.1:8379]; none: off."}),
+    ("--cert-file", {"help": "TLS on the client port: its certificate (PEM)."}),
+    ("--key-file", {"help": "The client port's private key (PEM)."}),
+    ("--trusted-ca-file", {"help": "Clients must present a certificate this CA signed "
+                                   "(implies --client-cert-auth)."}),
+    ("--client-cert-auth", {"is_flag": True, "default": None,
+                            "help": "Require client certificates (needs --trusted-ca-file)."}),
+    ("--peer-cert-file", {"help": "TLS on the peer port, and this member's certificate when "
+                                  "it dials its peers."}),
+    ("--peer-key-file", {"help": "The peer certificate's private key (PEM)."}),
+    ("--peer-trusted-ca-file", {"help": "Peers must present a certificate this CA signed "
+                                        "(implies --peer-client-cert-auth)."}),
+    ("--peer-client-cert-auth", {"is_flag": True, "default": None,
+                                 "help": "Require peer certificates (needs "
+                                         "--peer-trusted-ca-file)."}),
+    ("--peer-cert-allowed-cn", {"help": "Accept only peers whose certificate has this common "
+                                        "name (comma-separated list)."}),
+    ("--peer-cert-match-address", {"is_flag": True, "default": None,
+                                    "help": "A peer's certificate must be valid for the peer "
+                                            "address of the member it speaks as."}),
     ("--log-level", {"help": "debug, info, warning or error [info]."}),
     ("--log-format", {"help": "text or json [text]."}),
 ]

@@ -41,11 +41,14 @@ class _IO(IOBase):
 
     asynchronous = True
 
-    def __init__(self, channel_options: tuple[tuple[str, int | str], ...]) -> None:
-        super().__init__(channel_options)
+    def __init__(self, channel_options: tuple[tuple[str, int | str], ...],
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        super().__init__(channel_options, credentials)
         self._callbacks: set[asyncio.Future[Any]] = set()
 
     def _new_channel(self, endpoint: str) -> grpc.aio.Channel:
+        if self._credentials is not None:
+            return grpc.aio.secure_channel(endpoint, self._credentials, options=self._options)
         return grpc.aio.insecure_channel(endpoint, options=self._options)
 
     async def run(self, plan: Plan[T]) -> T:

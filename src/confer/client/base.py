@@ -25,7 +25,7 @@ from confer.client import calls, coord, plans
 from confer.client.models import ClusterEvent, ServiceEvent, WatchEvent
 from confer.client.plans import Call, Feed, KeyFeed, ServiceFeed
 from confer.client.policy import Core, Options
-from confer.client.transport import CHANNEL_OPTIONS
+from confer.client.transport import CHANNEL_OPTIONS, tls_credentials
 from confer.client.txn import Txn
 
 if TYPE_CHECKING:
@@ -112,12 +112,19 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         shuffle: shuffle the endpoints once (spreads many clients over the members).
         seed: seed the jitter (and shuffle), for reproducible tests.
         grpc_options: extra gRPC channel options, e.g. ``[("grpc.primary_user_agent", "x")]``.
+        cacert: TLS: the CA file that signed the members' certificates (default: the
+            system's CAs). TLS is on when any of ``cacert``, ``cert``, ``key`` is given
+            (or ``CONFER_CACERT``, ``CONFER_CERT``, ``CONFER_KEY`` is set) or an endpoint
+            is an ``https://`` URL.
+        cert: a client certificate file (PEM), for members that require one.
+        key: the client certificate's private key file (PEM).
     """
 
     _returns = "{}"
     """How the signature of a request/response method shows its result."""
-    _io_class: Callable[[tuple[tuple[str, int | str], ...]], Any]
-    """The I/O layer: made with the channel options; has ``iterate(plan)``."""
+    _io_class: Callable[[tuple[tuple[str, int | str], ...], Any], Any]
+    """The I/O layer: made with the channel options and TLS credentials (or None); has
+    ``iterate(plan)``."""
     _io: Any
 
     def __init__(self, endpoints: Sequence[str] | str, timeout: float = 10.0, *,
@@ -125,15 +132,18 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
                  backoff_base: float = 0.025, backoff_max: float = 1.0,
                  watch_keepalive: float = 5.0, prefer_leader: bool = True,
                  shuffle: bool = False, seed: int | None = None,
-                 grpc_options: Sequence[tuple[str, int | str]] = ()) -> None:
-        # Options.__post_init__ splits a comma-separated str into the tuple it declares.
-        options = Options(endpoints if isinstance(endpoints, str)  # type: ignore[arg-type]
-                          else tuple(endpoints), timeout, connect_timeout, min_attempt_timeout,
+                 grpc_options: Sequence[tuple[str, int | str]] = (),
+                 cacert: str | None = None, cert: str | None = None,
+                 key: str | None = None) -> None:
+        if isinstance(endpoints, str):
+            endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
+        targets, credentials = tls_credentials(endpoints, cacert, cert, key)
+        options = Options(targets, timeout, connect_timeout, min_attempt_timeout,
                           backoff_base, backoff_max, watch_keepalive, prefer_leader, shuffle,
                           seed, tuple(grpc_options))
         self._core = Core(options)
         self._channel_options = CHANNEL_OPTIONS + options.grpc_options
-        self._io = self._io_class(self._channel_options)
+        self._io = self._io_class(self._channel_options, credentials)
         self._feeds: weakref.WeakSet[Feed[Any]] = weakref.WeakSet()
 
     # -- what a subclass provides ---------------------------------------------------------------

@@ -136,11 +136,14 @@ class _IO(IOBase):
 
     connection_class = _Connection
 
-    def __init__(self, channel_options: tuple[tuple[str, int | str], ...]) -> None:
-        super().__init__(channel_options)
+    def __init__(self, channel_options: tuple[tuple[str, int | str], ...],
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        super().__init__(channel_options, credentials)
         self._watchdog = _Watchdog()
 
     def _new_channel(self, endpoint: str) -> grpc.Channel:
+        if self._credentials is not None:
+            return grpc.secure_channel(endpoint, self._credentials, options=self._options)
         return grpc.insecure_channel(endpoint, options=self._options)
 
     def run(self, plan: Plan[T]) -> T:

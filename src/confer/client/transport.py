@@ -4,20 +4,25 @@ same multi-callable API): connections cached per endpoint, open streams, and gRP
 
 from __future__ import annotations
 
+import datetime
 import math
+import os
+import socket
+import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from confer.client.errors import InvalidArgument
 from confer.client.plans import Cancellable, Open, Recv, Send, Sleep, Spawn, Stop, Unary
 from confer.client.policy import NOT_CONNECTED, Failure
 from confer.client.protocol import Rpc
 
 __all__ = ["CHANNEL_OPTIONS", "Connection", "IOBase", "Runner", "StreamBase", "failure_of",
-           "grpc_timeout"]
+           "grpc_timeout", "tls_credentials", "tls_problem"]
 
 CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
     ("grpc.max_send_message_length", 64 << 20),
@@ -27,6 +32,107 @@ CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 )
+
+
+def tls_credentials(endpoints: Sequence[str], cacert: str | None, cert: str | None,
+                    key: str | None) -> tuple[tuple[str, ...], grpc.ChannelCredentials | None]:
+    """The endpoints as ``host:port`` and the channel credentials they need: TLS when any
+    endpoint is an ``https://`` URL or a certificate file is given, else None (plaintext).
+
+    ``cacert`` (the CA that signed the servers' certificates; default the system's), ``cert``
+    and ``key`` (a client certificate, for servers that require one) default to the
+    environment's ``CONFER_CACERT``, ``CONFER_CERT`` and ``CONFER_KEY``, as etcdctl's flags.
+    Raises InvalidArgument for a file that cannot be read or a mix of schemes."""
+    files = {"cacert": cacert or os.environ.get("CONFER_CACERT") or None,
+             "cert": cert or os.environ.get("CONFER_CERT") or None,
+             "key": key or os.environ.get("CONFER_KEY") or None}
+    targets, schemes = [], set()
+    for e in endpoints:
+        scheme, sep, rest = e.partition("://")
+        if sep and scheme not in ("http", "https"):
+            raise InvalidArgument(f"endpoint {e!r}: expected HOST:PORT, http:// or https://")
+        schemes.add(scheme if sep else "")
+        targets.append(rest.rstrip("/") if sep else e)
+    tls = "https" in schemes or any(files.values())
+    if "http" in schemes and tls:
+        raise InvalidArgument("http:// endpoints are plaintext: use https:// with TLS "
+                              "(--cacert, --cert, --key)")
+    if bool(files["cert"]) != bool(files["key"]):
+        raise InvalidArgument("a client certificate needs both cert and key")
+    if not tls:
+        return tuple(targets), None
+    pems = {}
+    for name, path in files.items():
+        if path:
+            try:
+                with open(path, "rb") as f:
+                    pems[name] = f.read()
+            except OSError as e:
+                raise InvalidArgument(f"{name} {path}: {e.strerror}") from None
+    return tuple(targets), grpc.ssl_channel_credentials(pems.get("cacert"), pems.get("key"),
+                                                        pems.get("cert"))
+
+
+def tls_problem(endpoint: str, cacert: str | None = None, cert: str | None = None,
+                key: str | None = None, timeout: float = 2.0) -> str | None:
+    """Why a client with these TLS settings cannot connect to ``endpoint``, if TLS is the
+    reason: gRPC says only that the connection failed, so this tries the handshake itself
+    (Python's ``ssl``): the member's certificate not trusted, our certificate refused,
+    expired or missing, TLS expected by a plaintext client. None: TLS is not the problem
+    (or the endpoint does not answer at all)."""
+    cacert = cacert or os.environ.get("CONFER_CACERT") or None
+    cert = cert or os.environ.get("CONFER_CERT") or None
+    key = key or os.environ.get("CONFER_KEY") or None
+    scheme, sep, rest = endpoint.partition("://")
+    target = rest if sep else endpoint
+    use_tls = scheme == "https" or bool(cacert or cert or key)
+    host, _, port = target.rstrip("/").rpartition(":")
+    host = host.strip("[]")
+    try:
+        ctx = ssl.create_default_context(cafile=cacert)
+        if cert and key:
+            ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError):
+        return None  # unreadable files: tls_credentials names them
+    if not use_tls:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=host) as tls:
+            if not use_tls:  # the handshake went through: the member speaks TLS
+                return (f"{endpoint} serves TLS: use https:// endpoints, with --cacert (and "
+                        "--cert, --key if it requires client certificates)")
+            # TLS 1.3: the member judges our certificate after the handshake, and closes
+            # the connection without a word if it refuses it.
+            if tls.recv(1):
+                return None
+            return f"TLS: {endpoint} refused the connection: {_client_cert_problem(cert)}"
+    except ssl.SSLCertVerificationError as e:
+        return f"TLS: {endpoint}'s certificate is not trusted ({e.verify_message}; --cacert)"
+    except ssl.SSLError as e:
+        if not use_tls:
+            return None  # a plaintext member: TLS is not the problem
+        return f"TLS: {endpoint} refused this client's certificate ({e.reason or e})"
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _client_cert_problem(cert: str | None) -> str:
+    from cryptography import x509  # only to explain a refusal: not on every client's import
+
+    if not cert:
+        return "it requires a client certificate (--cert, --key)"
+    try:
+        with open(cert, "rb") as f:
+            not_after = x509.load_pem_x509_certificate(f.read()).not_valid_after_utc
+    except (OSError, ValueError):
+        return f"it does not accept the client certificate {cert}"
+    if not_after < datetime.datetime.now(datetime.UTC):
+        return f"the client certificate {cert} expired on {not_after:%Y-%m-%d %H:%M} UTC"
+    return f"the client certificate {cert} is not signed by a CA it trusts"
 
 
 def failure_of(error: grpc.RpcError) -> Failure:
@@ -123,8 +229,11 @@ class IOBase:
     connection_class: type[Connection] = Connection
     asynchronous = False
 
-    def __init__(self, channel_options: tuple[tuple[str, int | str], ...]) -> None:
+    def __init__(self, channel_options: tuple[tuple[str, int | str], ...],
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self._options = channel_options
+        self._credentials = credentials
+        """TLS credentials of every channel (None: plaintext)."""
         self._connections: dict[str, Connection] = {}
         self._lock = threading.Lock()
         self._perform: dict[type, Callable[[Any], Any]] = {

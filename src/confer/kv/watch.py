@@ -13,7 +13,11 @@ watches (scanned). Shapes:
 - prefix (``range_end == prefix_end(key)``), including a path subtree ``[p + "/", p + "0")``:
   prefixes ending in ``/`` are looked up at each ``/`` of the key, O(d); the others at each
   distinct registered prefix length, O(p) (the empty prefix, "every key", is length 0);
-- any other range, such as etcd's ``[k, "\\0")`` from-key watch: scanned, O(r).
+- any other range, such as etcd's ``[k, "\\0")`` from-key watch: scanned, O(r);
+- a path and its subtree at path boundaries (``/app`` holds ``/app`` and ``/app/x``, not
+  ``/application``: :meth:`WatchIndex.add_tree`): one dict lookup for the path and the
+  subtree's ``/`` prefix, so exactly, where the byte range ``[/app, /app0)`` would also hold
+  ``/app-x``.
 """
 
 from __future__ import annotations
@@ -59,6 +63,17 @@ class WatchIndex:
             self._ranges[watch_id] = (key, None if range_end == FROM_KEY else range_end)
             self._where[watch_id] = ("range", key)
 
+    def add_tree(self, watch_id: int, path: bytes) -> None:
+        """Register a watch of the key ``path`` and every key below it (``path + b"/"...``);
+        the root ``/`` holds every key that starts with ``/``."""
+        if watch_id in self._where:
+            raise ValueError(f"watch {watch_id} is already registered")
+        if not path.endswith(b"/"):  # the root has no key of its own
+            self._exact.setdefault(path, set()).add(watch_id)
+        under = path if path.endswith(b"/") else path + b"/"
+        self._slash.setdefault(under, set()).add(watch_id)
+        self._where[watch_id] = ("tree", path)
+
     def remove(self, watch_id: int) -> bool:
         """Unregister a watch; False if it was not registered."""
         where = self._where.pop(watch_id, None)
@@ -67,6 +82,11 @@ class WatchIndex:
         shape, key = where
         if shape == "range":
             del self._ranges[watch_id]
+            return True
+        if shape == "tree":
+            if not key.endswith(b"/"):
+                self._discard(self._exact, key, watch_id)
+            self._discard(self._slash, key if key.endswith(b"/") else key + b"/", watch_id)
             return True
         if shape == "prefix":
             table = self._by_len[len(key)]
@@ -79,6 +99,13 @@ class WatchIndex:
             if shape == "prefix" and not table:
                 del self._by_len[len(key)]
         return True
+
+    @staticmethod
+    def _discard(table: dict[bytes, set[int]], key: bytes, watch_id: int) -> None:
+        ids = table[key]
+        ids.discard(watch_id)
+        if not ids:
+            del table[key]
 
     def match(self, key: bytes) -> list[int]:
         """The ids of the watches whose range holds ``key`` (each once, in no set order)."""

@@ -10,7 +10,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from confer.server.api import RequestContext, RequestLayer
 from confer.server.api.core import ClusterListener
 from confer.server.config import ConfigError, ServerConfig
 from confer.server.consensus import Consensus
+from confer.server.datadir import IDENTITY_FILE, RAFT_DIR, save_identity
 from confer.server.etcd import add_etcd_services
 from confer.server.fsm import ServerStateMachine
 from confer.server.health_service import HealthService
@@ -39,9 +40,18 @@ from confer.server.peer_transport import (
     GrpcPeerTransport,
     PeerServicer,
     PeerStats,
+    dial,
 )
 from confer.server.reflection import enable_reflection
 from confer.server.rpc import register_refusing
+from confer.server.tls import (
+    PeerChannelCredentials,
+    TlsError,
+    address_refusal,
+    identity_refusal,
+    load_pems,
+    server_credentials,
+)
 from confer.server.watch import WatchHub
 from confer.storage import (
     Disk,
@@ -50,7 +60,7 @@ from confer.storage import (
     StorageError,
     WALCorruptionError,
 )
-from confer.storage.disk import DIR_MODE, FILE_MODE
+from confer.storage.disk import DIR_MODE
 from confer.v1 import kv_pb2, kv_pb2_grpc, peer_pb2_grpc
 
 if TYPE_CHECKING:
@@ -113,11 +123,14 @@ class ConferServer:
         self.cluster_listeners.append(self.lessor.on_cluster_event)
         self.api = RequestLayer(self)
         """Every client request of both APIs goes through it (confer.server.api)."""
+        self._client_creds: grpc.ServerCredentials | None = None
+        self._peer_creds: grpc.ServerCredentials | None = None
+        self._peer_dial_creds: PeerChannelCredentials | None = None
 
     # -- identity -----------------------------------------------------------------------------
     @property
     def _identity_file(self) -> Path:
-        return self.data_dir / "member.json"
+        return self.data_dir / IDENTITY_FILE
 
     def _load_identity(self) -> None:
         if self._identity_file.exists():
@@ -135,16 +148,12 @@ class ConferServer:
             self._join_peers = set(ident.get("join_peers", ()))
 
     def _save_identity(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._identity_file.with_suffix(".tmp")
         ident: dict[str, Any] = {"id": self.node_id, "name": self.cfg.name}
         if self._saved_cluster_id:
             ident["cluster_id"] = self._saved_cluster_id
         if self._join_peers:
             ident["join_peers"] = sorted(self._join_peers)
-        _write_private(tmp, json.dumps(ident))
-        tmp.replace(self._identity_file)
-        Disk().fsync_dir(str(self.data_dir))  # the rename, durable
+        save_identity(self.data_dir, ident)
 
     def _fix_cluster_id(self, cluster_id: int) -> None:
         """Record the cluster id this member belongs to, durably (member.json)."""
@@ -164,6 +173,7 @@ class ConferServer:
         """Open the data dir, serve, and start Raft. Any reason not to start (the data dir
         in use, unusable or damaged, a port taken) is a SystemExit with one line."""
         cfg = self.cfg
+        self._load_certificates()
         self._open_data_dir()
         assert self.storage is not None
         self._load_identity()
@@ -198,13 +208,49 @@ class ConferServer:
                  cfg.client_url, cfg.peer_url)
         self._started = True
 
+    def _load_certificates(self) -> None:
+        """Check the TLS files and make the ports' credentials: first, so that an unusable
+        certificate or key stops the start (one line naming the file) before anything is
+        touched."""
+        try:
+            if self.cfg.client_tls is not None:
+                self._client_creds = server_credentials(self.cfg.client_tls)
+            if self.cfg.peer_tls is not None:
+                self._peer_creds = server_credentials(self.cfg.peer_tls, "peer-")
+                self._peer_dial_creds = PeerChannelCredentials(self.cfg.peer_tls)
+            if self.cfg.join and self.cfg.client_tls is not None:
+                load_pems(self.cfg.client_tls)  # _join dials with these; checked now
+        except TlsError as e:
+            raise SystemExit(f"cannot start with TLS: {e}") from None
+
+    def peer_channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """How this member dials a peer port: its peer certificate (current files) over
+        TLS, or None for plaintext when peer TLS is off."""
+        return None if self._peer_dial_creds is None else self._peer_dial_creds.get()
+
+    def dial_peer(self, addr: str) -> grpc.aio.Channel:
+        """A new channel to a peer port (TLS when peer TLS is on)."""
+        return dial(addr, self.peer_channel_credentials())
+
+    def peer_identity_refusal(self, auth: Mapping[str, Iterable[bytes]],
+                              member: int | None = None) -> str | None:
+        """Why a peer connection with TLS identity ``auth`` (gRPC's auth context) claiming
+        to be ``member`` is refused: its certificate's common name is not allowed, or (with
+        ``--peer-cert-match-address``) it is not valid for that member's peer address. None:
+        admitted."""
+        why = identity_refusal(auth, self.cfg.allowed_peer_cns)
+        if why is None and member is not None and self.cfg.peer_cert_match_address:
+            known = self.fsm.membership.members.get(member)
+            why = address_refusal(auth, member, known.peer_addr if known else None)
+        return why
+
     def _open_data_dir(self) -> None:
         """Make the data dir private, take its lock and recover the log: first, so that a
         second process on the same dir, an unusable dir or a damaged log stop the start
         before any port is bound (one line each, never a traceback)."""
         try:
             _private_dir(self.data_dir)
-            self.storage = DurableStorage.open(self.data_dir / "raft", disk=self._disk)
+            self.storage = DurableStorage.open(self.data_dir / RAFT_DIR, disk=self._disk)
         except (WALCorruptionError, SnapshotCorruptionError) as e:
             raise SystemExit(f"{e}; {REPLACE_MEMBER}") from None
         except StorageError as e:
@@ -225,7 +271,7 @@ class ConferServer:
         self._transport = GrpcPeerTransport(
             self.node_id, self.cfg.peer_url, self.peer_address, self.cluster_id,
             self.admit_peer, self._proposal_checks.refusal, self._report_unreachable,
-            self._told_removed)
+            self._told_removed, self.dial_peer)
         self._peer_servicer.transport = self._transport
         node = RaftNode(
             Config(id=self.node_id, election_tick=cfg.election_ticks, heartbeat_tick=1,
@@ -254,15 +300,16 @@ class ConferServer:
         add_native_services(self.api, client)
         peer = _grpc_server()
         peer.add_generic_rpc_handlers([self.api.leader_service.handlers()])
-        self._peer_servicer = PeerServicer(None, self.fsm.membership.removed.__contains__)
+        self._peer_servicer = PeerServicer(None, self.fsm.membership.removed.__contains__,
+                                           self.peer_identity_refusal)
         register_refusing("peer", peer_pb2_grpc.add_PeerServicer_to_server,
                           self._peer_servicer, peer)
         for server in (client, peer):
             register_refusing("health", health_pb2_grpc.add_HealthServicer_to_server,
                               self.health, server)
         enable_reflection(client, self.api.calls.services())
-        self.client_port = _listen(client, self.cfg.listen_client, "client")
-        self.peer_port = _listen(peer, self.cfg.listen_peer, "peer")
+        self.client_port = _listen(client, self.cfg.listen_client, "client", self._client_creds)
+        self.peer_port = _listen(peer, self.cfg.listen_peer, "peer", self._peer_creds)
         await client.start()
         self.grpc_server = client
         await peer.start()
@@ -504,7 +551,7 @@ class ConferServer:
         Refusals that pass (no leader, a timeout, another membership change still in
         progress) are retried for up to ``JOIN_RETRY_SECONDS``; anything else is final.
         """
-        ch = grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
+        ch = dial(addr, _join_credentials(self.cfg))
         request = kv_pb2.MemberAddRequest(
             id=self.cfg.node_id, name=self.cfg.name, peer_addr=self.cfg.peer_url,
             client_addr=self.cfg.client_url, is_learner=True)
@@ -567,17 +614,6 @@ REPLACE_MEMBER = ("do not start this member on this data: remove it from the clu
                   "'Replacing a damaged member')")
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a new file that only this user may read (mode 0600), durably: the identity it
-    holds must survive a crash that the WAL written after it survives."""
-    path.unlink(missing_ok=True)  # a leftover would keep its old mode
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _private_dir(path: Path) -> None:
     """Create the data dir with mode 0700, or tighten an existing one that other users may
     enter (etcd only warns; Confer closes it, and says so)."""
@@ -599,10 +635,24 @@ def _grpc_server(options: list[tuple[str, int]] | None = None) -> grpc.aio.Serve
                                     *mine.items(), ("grpc.so_reuseport", 0)])
 
 
-def _listen(server: grpc.aio.Server, addr: str, what: str) -> int:
-    """Bind ``addr``; the port bound (``:0`` picks one). Exits with one line if it cannot."""
+def _join_credentials(cfg: ServerConfig) -> grpc.ChannelCredentials | None:
+    """``--join`` dials a member's client port: over TLS when this member's client port
+    serves TLS (the cluster's client ports alike), its client certificate as its own, the
+    client CA (or the system's) as roots."""
+    files = cfg.client_tls
+    if files is None:
+        return None
+    pems = load_pems(files)
+    return grpc.ssl_channel_credentials(pems.ca, pems.key, pems.cert_chain)
+
+
+def _listen(server: grpc.aio.Server, addr: str, what: str,
+            creds: grpc.ServerCredentials | None) -> int:
+    """Bind ``addr`` (TLS with ``creds``); the port bound (``:0`` picks one). Exits with one
+    line if it cannot."""
     try:
-        port = server.add_insecure_port(addr)
+        port = (server.add_insecure_port(addr) if creds is None
+                else server.add_secure_port(addr, creds))
     except RuntimeError:  # grpcio's "Failed to bind": in use, or not an address of this host
         port = 0
     if not port:

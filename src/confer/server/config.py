@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from confer.server.addresses import address_problem, member_id_problem
+from confer.server.tls import TlsFiles
 
 DEFAULT_CLIENT_ADDR = "127.0.0.1:7379"
 DEFAULT_PEER_ADDR = "127.0.0.1:7380"
@@ -82,6 +83,22 @@ class ServerConfig:
     ``default``: see :attr:`metrics_addr`."""
     log_level: str = "info"
     log_format: str = "text"
+    # TLS (etcd's flags; docs/security.md). Client port:
+    cert_file: str = ""
+    key_file: str = ""
+    trusted_ca_file: str = ""
+    """Clients must present a certificate this CA signed (as etcd: implies client-cert-auth)."""
+    client_cert_auth: bool = False
+    # Peer port, and this member's client certificate when it dials its peers:
+    peer_cert_file: str = ""
+    peer_key_file: str = ""
+    peer_trusted_ca_file: str = ""
+    peer_client_cert_auth: bool = False
+    peer_cert_allowed_cn: str = ""
+    """Comma-separated common names a peer's certificate must carry (with peer mTLS)."""
+    peer_cert_match_address: bool = False
+    """A peer's certificate must name the host of the advertised peer address of the member
+    it speaks as (a subject alternative name), so no member can pose as another."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -184,6 +201,7 @@ class ServerConfig:
         if self.listen_peer == self.listen_client and not self.listen_peer.endswith(":0"):
             raise ConfigError(f"listen-peer and listen-client are both {self.listen_peer}: "
                               "peers and clients need separate ports")
+        self._validate_tls()
         self.routes()
         founders = self.founders()
         if founders and self.node_id and self.node_id not in {i for i, _, _ in founders}:
@@ -194,6 +212,45 @@ class ServerConfig:
                 raise ConfigError("set --id: initial-cluster has no single entry for this "
                                   f"node's peer address {self.peer_url}")
             self.node_id = matches[0]
+
+    def _validate_tls(self) -> None:
+        for prefix in ("", "peer_"):
+            cert, key, ca = (getattr(self, prefix + n) for n in
+                             ("cert_file", "key_file", "trusted_ca_file"))
+            flag = prefix.replace("_", "-")
+            if bool(cert) != bool(key):
+                raise ConfigError(f"{flag}cert-file and {flag}key-file go together: give both")
+            if ca and not cert:
+                raise ConfigError(f"{flag}trusted-ca-file needs {flag}cert-file and "
+                                  f"{flag}key-file (TLS on that port)")
+            if getattr(self, prefix + "client_cert_auth") and not ca:
+                raise ConfigError(f"{flag}client-cert-auth needs {flag}trusted-ca-file (the "
+                                  "CA that signs the certificates to accept)")
+        for flag in ("peer_cert_allowed_cn", "peer_cert_match_address"):
+            if getattr(self, flag) and not self.peer_trusted_ca_file:
+                raise ConfigError(f"{flag.replace('_', '-')} needs peer mTLS: peer-cert-file, "
+                                  "peer-key-file and peer-trusted-ca-file")
+
+    @property
+    def client_tls(self) -> TlsFiles | None:
+        """The client port's certificate files, if it serves TLS."""
+        if not self.cert_file:
+            return None
+        return TlsFiles(self.cert_file, self.key_file, self.trusted_ca_file,
+                        self.client_cert_auth)
+
+    @property
+    def peer_tls(self) -> TlsFiles | None:
+        """The peer port's certificate files (also this member's client certificate when it
+        dials its peers), if peers talk TLS."""
+        if not self.peer_cert_file:
+            return None
+        return TlsFiles(self.peer_cert_file, self.peer_key_file, self.peer_trusted_ca_file,
+                        self.peer_client_cert_auth)
+
+    @property
+    def allowed_peer_cns(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.peer_cert_allowed_cn.split(",") if n.strip())
 
 
 def client_grpc_options(cfg: ServerConfig) -> list[tuple[str, int]]:

@@ -10,7 +10,9 @@ else the stream is aborted with PERMISSION_DENIED; its messages must decode as w
 Raft messages for this node (codec.py), else the batch is dropped; and proposals forwarded
 through it must pass the request layer's write checks (peer_checks.py), else they are dropped.
 Every refusal is counted (:class:`PeerStats`) and logged at most once per sender and kind per
-minute.
+minute. With peer TLS (confer.server.tls), members dial each other with their peer
+certificate (:func:`dial`), and a stream whose certificate is not a member's (common name,
+advertised address) is aborted with PERMISSION_DENIED before any of its batches is read.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -48,6 +51,17 @@ Admission = Callable[[int, int], str | None]
 """``(sender id, cluster id) -> why the sender is refused``, or None to admit it."""
 ProposalCheck = Callable[[Entry, int], str | None]
 """``(forwarded entry, sender id) -> why it is dropped``, or None to append it."""
+IdentityCheck = Callable[[Mapping[str, Iterable[bytes]], int | None], str | None]
+"""``(the connection's TLS auth context, the member id it claims or None) -> why the peer is
+refused``, or None to admit it."""
+
+
+def dial(addr: str, creds: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+    """A channel to another member with :data:`GRPC_OPTIONS`: TLS with ``creds`` (peer TLS,
+    confer.server.tls), plaintext without."""
+    if creds is None:
+        return grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
+    return grpc.aio.secure_channel(addr, creds, options=GRPC_OPTIONS)
 
 
 class PeerRefused(Exception):
@@ -139,7 +153,7 @@ class _PeerSender:
                 self.queue.clear()
                 await asyncio.sleep(0.2)
                 continue
-            channel = grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
+            channel = self.transport.connect(addr)  # a new channel: rotated certificates count
             probe = asyncio.create_task(probe_round_trips(channel, self.traffic.round_trip),
                                         name=f"peer-probe-{self.peer_id}")
             try:
@@ -173,14 +187,18 @@ class GrpcPeerTransport:
         cluster_id: this node's cluster id (0 while it does not know it yet).
         admit: the server's admission check of a batch's sender and cluster id.
         check_proposal: why a forwarded entry must be dropped (None: append it).
+        connect: opens a channel to a peer address (TLS when peer TLS is on).
     """
 
     def __init__(self, node_id: int, own_addr: str, resolve: Callable[[int], str | None],
                  cluster_id: Callable[[], int], admit: Admission,
                  check_proposal: ProposalCheck | None = None,
                  report_unreachable: Callable[[int], None] = lambda _peer: None,
-                 on_removed: Callable[[], None] = lambda: None) -> None:
+                 on_removed: Callable[[], None] = lambda: None,
+                 connect: Callable[[str], grpc.aio.Channel] = lambda addr: dial(addr, None),
+                 ) -> None:
         self.node_id = node_id
+        self.connect = connect
         self.own_addr = own_addr
         self.resolve = resolve
         self._learned: dict[int, str] = {}  # addresses seen on inbound batches
@@ -292,15 +310,26 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
     """Serves ``confer.v1.Peer`` (on the peer port only)."""
 
     def __init__(self, transport: GrpcPeerTransport | None,
-                 is_removed: Callable[[int], bool]) -> None:
+                 is_removed: Callable[[int], bool],
+                 identity_refusal: IdentityCheck = lambda _auth, _member: None) -> None:
         self.transport = transport
         self.is_removed = is_removed
+        self.identity_refusal = identity_refusal
+        self.warn = LogLimiter()
 
     async def Raft(self, request_iterator: AsyncIterator[peer_pb2.RaftBatch],
                    context: grpc.aio.ServicerContext[peer_pb2.RaftBatch, confer_pb2.Empty],
                    ) -> confer_pb2.Empty:
+        auth = context.auth_context()
+        # Before reading anything: is the certificate a member's at all? Then, for each
+        # member id the stream claims, is it that member's?
+        await self._check_identity(context, auth, None)
+        checked = None
         async for batch in request_iterator:
             sender = getattr(batch, "from")
+            if sender != checked:
+                await self._check_identity(context, auth, sender)
+                checked = sender
             if self.is_removed(sender):
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                     f"member {sender} {REMOVED}")
@@ -311,3 +340,14 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
             except PeerRefused as e:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         return confer_pb2.Empty()
+
+    async def _check_identity(self, context: grpc.aio.ServicerContext[Any, Any],
+                              auth: Mapping[str, Iterable[bytes]], member: int | None) -> None:
+        why = self.identity_refusal(auth, member)
+        if why is None:
+            return
+        if self.transport is not None:
+            self.transport.stats.refused_batches += 1
+        self.warn.warning(log, ("identity", context.peer()),
+                          "refusing a peer connection from %s: %s", context.peer(), why)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol, TypeVar
+
+import grpc
 
 from confer.kv import Command, ErrorResult, KVStore, NoSpace, encode_command, validate_command
 from confer.raft.errors import NotLeader
@@ -54,6 +56,16 @@ class Host(Protocol):
     def admit_peer(self, sender: int, cluster_id: int, first_contact: bool = True
                    ) -> str | None:
         """Why a peer's message (or internal call) is refused, or None to admit it."""
+        ...
+
+    def peer_identity_refusal(self, auth: Mapping[str, Iterable[bytes]],
+                              member: int | None = None) -> str | None:
+        """Why a peer connection with this TLS identity (gRPC's auth context), claiming to
+        be ``member``, is refused."""
+        ...
+
+    def peer_channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """How to dial a peer port: TLS credentials, or None for plaintext."""
         ...
 
     async def initialize(self, founders: list[Member]) -> None: ...

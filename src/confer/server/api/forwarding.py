@@ -36,7 +36,7 @@ from confer.server.api.core import Core
 from confer.server.api.leases import LeaseRequests
 from confer.server.consensus import NoLeader
 from confer.server.node import NodeStopped, OutcomeUnknown
-from confer.server.peer_transport import GRPC_OPTIONS
+from confer.server.peer_transport import dial
 
 SERVICE = "confer.internal.Leader"
 CALL = f"/{SERVICE}/Call"
@@ -114,7 +114,10 @@ class LeaderLink:
 
     def __init__(self, core: Core) -> None:
         self.core = core
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[str, tuple[grpc.ChannelCredentials | None, grpc.aio.Channel]] = {}
+        self._stale: list[grpc.aio.Channel] = []
+        """Channels made with certificates since rotated: closed with the link (calls may
+        still be running on them)."""
 
     def channel(self) -> grpc.aio.Channel:
         """A channel to the current leader's peer port (where this service is served; the
@@ -124,9 +127,14 @@ class LeaderLink:
         addr = host.peer_address(leader)
         if not addr:
             raise NoLeader(f"leader {leader} has no known address")
-        ch = self._channels.get(addr)
-        if ch is None:
-            ch = self._channels[addr] = grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
+        creds = host.peer_channel_credentials()
+        cached = self._channels.get(addr)
+        if cached is not None and cached[0] is creds:
+            return cached[1]
+        if cached is not None:
+            self._stale.append(cached[1])
+        ch = dial(addr, creds)
+        self._channels[addr] = (creds, ch)
         return ch
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -148,9 +156,11 @@ class LeaderLink:
         return UpstreamRenewals(self)
 
     async def close(self) -> None:
-        for ch in self._channels.values():
-            await ch.close()
+        channels = [ch for _, ch in self._channels.values()] + self._stale
         self._channels.clear()
+        self._stale.clear()
+        for ch in channels:
+            await ch.close()
 
 
 class UpstreamRenewals:
@@ -241,8 +251,12 @@ class LeaderService:
         """Abort the call (PERMISSION_DENIED) unless a member of this cluster makes it."""
         meta = {k: v for k, v in (context.invocation_metadata() or ())}
         member, cluster = str(meta.get(MEMBER_KEY, "")), str(meta.get(CLUSTER_KEY, ""))
-        if not (member.isdigit() and cluster.isdigit()):
-            why: str | None = "the caller does not name its member id and cluster id"
+        refused = self.core.host.peer_identity_refusal(
+            context.auth_context(), int(member) if member.isdigit() else None)
+        if refused is not None:
+            why: str | None = refused
+        elif not (member.isdigit() and cluster.isdigit()):
+            why = "the caller does not name its member id and cluster id"
         else:
             why = self.core.host.admit_peer(int(member), int(cluster), first_contact=False)
         if why is not None:

@@ -7,6 +7,8 @@ Confer's hierarchical view of the same keyspace.
 
 from __future__ import annotations
 
+import asyncio
+
 import crc32c
 
 from confer.kv import (
@@ -28,10 +30,13 @@ from confer.kv import (
     TxnResult,
 )
 from confer.kv.paths import subtree_range
+from confer.kv.snapshot import SnapshotAborted
 from confer.server.api.context import Access, AccessKind, RequestContext
 from confer.server.api.core import Core
 
 READ, WRITE = AccessKind.READ, AccessKind.WRITE
+SNAPSHOT_TRIES = 3
+"""Slice-wise tries of :meth:`KVRequests.snapshot` before it snapshots at once."""
 ALL_KEYS = (b"\0", b"\0")
 """etcd's "every key" range: from the smallest key to the end of the keyspace."""
 
@@ -161,9 +166,22 @@ class KVRequests:
         return kv_hash(res.kvs, compact), compact, rev
 
     async def snapshot(self, ctx: RequestContext) -> bytes:
-        """This member's whole store, in Confer's snapshot format."""
+        """This member's whole store at its current revision, in Confer's snapshot format.
+
+        Serialised a slice per loop turn and joined in a worker thread, as the node's own
+        snapshots are: a large store serialised at once stopped the member (no heartbeats:
+        an election) for as long as it took. A compaction or a restore meanwhile overtakes
+        a slice-wise snapshot; after a few such tries it is taken at once."""
         await self.core.admin(ctx)
         self.core.consensus.require_node()
+        for _ in range(SNAPSHOT_TRIES):
+            try:
+                for parts in self.store.snapshot_steps():
+                    if parts is not None:
+                        return await asyncio.to_thread(b"".join, parts)
+                    await asyncio.sleep(0)
+            except SnapshotAborted:
+                continue
         return self.store.snapshot()
 
     # -- writes ---------------------------------------------------------------------------------

@@ -54,16 +54,23 @@ class ResponseQueue(Generic[T]):
 
     async def put(self, item: T, size: int) -> None:
         """Queue ``item`` (``size`` bytes), waiting for room."""
+        await self.room(size)
+        self.append(item, size)
+
+    async def room(self, size: int) -> None:
+        """Wait until ``size`` bytes fit: an :meth:`append` with no await between them
+        queues without exceeding the bounds (the caller may check meanwhile that the item is
+        still wanted)."""
         while not self._has_room(size):
             self._room.clear()
             await self._room.wait()
-        self._append(item, size)
 
     def put_nowait(self, item: T) -> None:
         """Queue a marker of no size at once (the end of the stream), bound or not."""
-        self._append(item, 0)
+        self.append(item, 0)
 
-    def _append(self, item: T, size: int) -> None:
+    def append(self, item: T, size: int) -> None:
+        """Queue ``item`` now, bound or not (after :meth:`room`)."""
         self._items.append((item, size))
         self.bytes += size
         self.peak_bytes = max(self.peak_bytes, self.bytes)
@@ -80,14 +87,6 @@ class ResponseQueue(Generic[T]):
         return item
 
 
-def boundary_match(path: bytes) -> Callable[[bytes], bool]:
-    """Does a key lie at ``path`` or below it (``/app`` does not cover ``/application``)?"""
-    if path == b"/":
-        return lambda k: k.startswith(b"/")
-    under = path + b"/"
-    return lambda k: k == path or k.startswith(under)
-
-
 class WatchRequests:
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -101,14 +100,16 @@ class WatchRequests:
         self.queues.add(q)  # type: ignore[arg-type]  # tracked whatever it holds
         return q
 
-    def watch(self, ctx: RequestContext, key: bytes, range_end: bytes, start_revision: int
-              ) -> Watcher:
+    def watch(self, ctx: RequestContext, key: bytes, range_end: bytes, start_revision: int,
+              notify: Callable[[], None] | None = None) -> Watcher:
         """Register a watcher of ``key`` (or the range to ``range_end``) from
         ``start_revision`` (0: changes after now). No event after it is registered can be
-        missed, so register before answering "created"."""
+        missed, so register before answering "created". With ``notify``, consume it with
+        :meth:`take` each time ``notify`` is called (a stream serving many watchers with
+        one task), else with :meth:`events`."""
         self.core.check(ctx, Access(AccessKind.READ, key, range_end))
         self.core.consensus.require_node()
-        return self.hub.watcher(key, range_end, max(start_revision, 0))
+        return self.hub.watcher(key, range_end, max(start_revision, 0), notify=notify)
 
     def watch_tree(self, ctx: RequestContext, path: bytes, recursive: bool,
                    start_revision: int) -> Watcher:
@@ -118,12 +119,21 @@ class WatchRequests:
         key, end = tree_span(path)
         self.core.check(ctx, Access(AccessKind.READ, key, end))
         self.core.consensus.require_node()
-        return self.hub.watcher(key, end, start_revision, boundary_match(path))
+        return self.hub.tree_watcher(path, (key, end), start_revision)
 
     def events(self, watcher: Watcher) -> AsyncGenerator[list[Event], None]:
         """The watcher's event batches in revision order; CompactedError if its next
         revision was compacted away, WatchClosed when the member shuts down."""
         return self.hub.events(watcher)
+
+    def take(self, watcher: Watcher) -> list[Event]:
+        """The watcher's events available now, in revision order ([] if none); call again
+        while :meth:`pending`. CompactedError if its next revision was compacted away."""
+        return self.hub.take(watcher)
+
+    def pending(self, watcher: Watcher) -> bool:
+        """Has :meth:`take` more for ``watcher`` right now?"""
+        return self.hub.pending(watcher)
 
     def cancel(self, watcher: Watcher) -> None:
         self.hub.cancel(watcher)

@@ -2,8 +2,9 @@
 :mod:`confer.server.etcd.maintenance`).
 
 Addresses: Confer names members by ``host:port``; etcd by URLs. A member's address is shown
-as ``http://host:port``, and a URL given to MemberAdd/MemberUpdate is taken as its
-``host:port`` (``http://`` or no scheme; one URL per member). See docs/etcd-compatibility.md.
+as ``http://host:port`` (``https://`` for a port that serves TLS: the cluster's ports are
+configured alike), and a URL given to MemberAdd/MemberUpdate is taken as its ``host:port``
+(``http://``, ``https://`` or no scheme; one URL per member). See docs/etcd-compatibility.md.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from confer.server.members import Member
 from confer.server.rpc import Adapter
 
 
-def url_of(addr: str) -> list[str]:
-    return [f"http://{addr}"] if addr else []
+def url_of(addr: str, tls: bool = False) -> list[str]:
+    return [f"{'https' if tls else 'http'}://{addr}"] if addr else []
 
 
 def addr_of(urls: list[str] | Any) -> str:
@@ -35,16 +36,18 @@ def addr_of(urls: list[str] | Any) -> str:
         port = parts.port  # raises ValueError when out of range
     except ValueError:
         port = None
-    if port is None or parts.scheme != "http" or not parts.hostname or parts.path not in (
-            "", "/") or parts.query or parts.fragment:
+    if (port is None or parts.scheme not in ("http", "https") or not parts.hostname
+            or parts.path not in ("", "/") or parts.query or parts.fragment):
         raise InvalidArgument(f"etcdserver: peer URL {urls[0][:80]!r}: expected "
-                              f"http://host:port")
+                              f"http://host:port or https://host:port")
     return parts.netloc
 
 
-def member_to_etcd(m: Member) -> rpc_pb2.Member:
-    return rpc_pb2.Member(ID=m.id, name=m.name, peerURLs=url_of(m.peer_addr),
-                          clientURLs=url_of(m.client_addr), isLearner=m.is_learner)
+def member_to_etcd(m: Member, peer_tls: bool = False, client_tls: bool = False
+                   ) -> rpc_pb2.Member:
+    return rpc_pb2.Member(ID=m.id, name=m.name, peerURLs=url_of(m.peer_addr, peer_tls),
+                          clientURLs=url_of(m.client_addr, client_tls),
+                          isLearner=m.is_learner)
 
 
 class EtcdCluster(Adapter, rpc_pb2_grpc.ClusterServicer):
@@ -53,9 +56,11 @@ class EtcdCluster(Adapter, rpc_pb2_grpc.ClusterServicer):
     def __init__(self, layer: RequestLayer) -> None:
         super().__init__(layer)
         self.cluster = layer.cluster
+        cfg = layer.core.host.cfg
+        self._tls = (cfg.peer_tls is not None, cfg.client_tls is not None)
 
     def _members(self, members: list[Member]) -> list[rpc_pb2.Member]:
-        return [member_to_etcd(m) for m in members]
+        return [member_to_etcd(m, *self._tls) for m in members]
 
     @etcd_rpc
     async def MemberList(self, req: rpc_pb2.MemberListRequest, ctx: RequestContext
@@ -70,7 +75,7 @@ class EtcdCluster(Adapter, rpc_pb2_grpc.ClusterServicer):
         peer = addr_of(req.peerURLs)
         added, members = await self.cluster.add_member(ctx, 0, "", peer, "", req.isLearner)
         return rpc_pb2.MemberAddResponse(header=header(self.layer),
-                                         member=member_to_etcd(added),
+                                         member=member_to_etcd(added, *self._tls),
                                          members=self._members(members))
 
     @etcd_rpc

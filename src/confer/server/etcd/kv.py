@@ -10,7 +10,6 @@ and answers from its own application of the entry.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import os
 from collections.abc import AsyncIterator
@@ -20,8 +19,9 @@ from typing import Any, TypeVar
 from confer import kv as store
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.kv import Put as PutCommand
+from confer.kv.keyrange import FROM_KEY
 from confer.server.api import RequestContext, RequestLayer
-from confer.server.api.watches import MAX_WATCHES_PER_STREAM, ResponseQueue, with_progress
+from confer.server.api.watches import MAX_WATCHES_PER_STREAM, ResponseQueue
 from confer.server.etcd.common import (
     etcd_rpc,
     etcd_stream,
@@ -31,7 +31,7 @@ from confer.server.etcd.common import (
     require_key,
 )
 from confer.server.rpc import COMPARE_VALUE_FIELDS, Adapter
-from confer.server.watch import Watcher, event_bytes
+from confer.server.watch import Watcher, event_bytes, split_batch
 
 # -- requests to commands ---------------------------------------------------------------------
 E = TypeVar("E", bound=enum.IntEnum)
@@ -178,26 +178,79 @@ class _Watch:
     id: int
     create: rpc_pb2.WatchCreateRequest
     watcher: Watcher
-    task: asyncio.Task[None] | None = None
+    skip: frozenset[store.EventType]
+    """Event types its filters drop (NOPUT, NODELETE)."""
+    quiet: bool = True
+    """Nothing sent since the last progress tick (for ``progress_notify``)."""
 
 
 CONTROL_RESPONSE_BYTES = 64
 """What a response without events counts in its stream's queue."""
 
 
+def filtered_types(c: rpc_pb2.WatchCreateRequest) -> frozenset[store.EventType]:
+    return frozenset(store.EventType.PUT if f == rpc_pb2.WatchCreateRequest.NOPUT
+                     else store.EventType.DELETE for f in c.filters)
+
+
+ENCODINGS_BYTES = 4 << 20
+"""Bytes of encoded responses one stream round keeps for reuse (the watches of a prefix
+all get the same revision: one encoding serves them all); beyond, it starts afresh, so a
+round of many distinct catch-ups holds no more than this besides the queue."""
+
+
+class Encodings:
+    """The responses one round of a stream has built, by the runs of events they carry,
+    so that a run many watches get is encoded once and copied for each."""
+
+    def __init__(self, layer: RequestLayer) -> None:
+        self.layer = layer
+        self.bytes = 0
+        # (prev_kv, id of each event) -> (the run, kept so no id is reused; response; size)
+        self.built: dict[tuple[Any, ...], tuple[list[store.Event], rpc_pb2.WatchResponse,
+                                                int]] = {}
+
+    def response(self, run: list[store.Event], prev_kv: bool
+                 ) -> tuple[rpc_pb2.WatchResponse, int]:
+        """A response (without watch id) carrying ``run``, and its size for the queue."""
+        key = (prev_kv, *map(id, run))
+        hit = self.built.get(key)
+        if hit is None:
+            size = sum(map(event_bytes, run))
+            if self.bytes + size > ENCODINGS_BYTES:
+                self.built.clear()
+                self.bytes = 0
+            hit = self.built[key] = (run, rpc_pb2.WatchResponse(
+                header=header(self.layer), events=[event_to_etcd(e, prev_kv) for e in run]),
+                size)
+            self.bytes += size
+        return hit[1], hit[2]
+
+
 @dataclass(eq=False)
 class WatchStream:
-    """One client's Watch stream: many watches (at most ``MAX_WATCHES_PER_STREAM``), all
-    feeding one bounded queue of responses. A client that stops reading fills the queue;
-    its watches then wait, and the hub lets each fall back to the history, so the server
-    holds at most the queue's bound for it (and a watch whose history was compacted
-    meanwhile is cancelled with ``compact_revision``, as etcd does)."""
+    """One client's Watch stream: many watches (at most ``MAX_WATCHES_PER_STREAM``), served
+    by one task (:meth:`pump`) that takes the events of each watch the hub marked ready and
+    queues its responses, all in one bounded queue. A revision's responses for the
+    stream's watches are built from one encoding of its events (:meth:`send_events`).
+
+    A client that stops reading fills the queue; the pump then waits, its watches' events
+    wait in the hub, which lets each fall back to the history, so the server holds at most
+    the queue's bound for it (and a watch whose history was compacted meanwhile is
+    cancelled with ``compact_revision``, as etcd does)."""
 
     layer: RequestLayer
     ctx: RequestContext
     out: ResponseQueue[rpc_pb2.WatchResponse | None]
     watches: dict[int, _Watch] = field(default_factory=dict)
     next_id: int = 0
+    ready: dict[_Watch, None] = field(default_factory=dict)
+    """Watches with something to take, in the order they became ready (an ordered set)."""
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tasks.append(asyncio.ensure_future(self.pump()))
 
     async def send(self, watch_id: int, size: int = CONTROL_RESPONSE_BYTES,
                    **fields: Any) -> None:
@@ -213,69 +266,125 @@ class WatchStream:
         elif kind == "progress_request":
             await self.send(CANCELED_WATCH_ID)
 
-    async def create(self, c: rpc_pb2.WatchCreateRequest) -> None:
-        wid = c.watch_id
-        if wid < 0 or (wid and wid in self.watches):  # 0 is never a duplicate: it is "any"
-            await self.send(CANCELED_WATCH_ID, created=True, canceled=True,
-                            cancel_reason="mvcc: duplicate watch ID provided on the "
-                                          "WatchStream")
-            return
+    def refusal(self, c: rpc_pb2.WatchCreateRequest) -> str | None:
+        """Why etcd would refuse this create (answered created + canceled, the stream goes
+        on), or None. Only an explicit id can be a duplicate: 0 asks for any free one."""
+        if c.start_revision < 0:
+            return "etcdserver: mvcc: required revision has been compacted"
+        if c.range_end not in (b"", FROM_KEY) and (c.key or b"\0") >= c.range_end:
+            return "mvcc: watcher range is empty"
+        if c.watch_id < 0 or (c.watch_id and c.watch_id in self.watches):
+            return "mvcc: duplicate watch ID provided on the WatchStream"
         if len(self.watches) >= MAX_WATCHES_PER_STREAM:
+            return (f"etcdserver: too many watches on one stream (at most "
+                    f"{MAX_WATCHES_PER_STREAM}); cancel one or open another stream")
+        return None
+
+    async def create(self, c: rpc_pb2.WatchCreateRequest) -> None:
+        reason = self.refusal(c)
+        if reason is not None:
             await self.send(CANCELED_WATCH_ID, created=True, canceled=True,
-                            cancel_reason=f"etcdserver: too many watches on one stream "
-                                          f"(at most {MAX_WATCHES_PER_STREAM}); cancel one "
-                                          "or open another stream")
+                            cancel_reason=reason)
             return
-        if not wid:  # 0 asks the server to choose: the lowest unused id from next_id on
+        wid = c.watch_id
+        if not wid:  # etcd's auto id: the lowest id from next_id on that no watch holds
             while self.next_id in self.watches:
                 self.next_id += 1
             wid = self.next_id
             self.next_id += 1
-        # Registered before the "created" response goes out: no event can be missed.
-        w = _Watch(wid, c, self.layer.watches.watch(self.ctx, c.key, c.range_end,
-                                                    c.start_revision))
-        self.watches[wid] = w
+        # Registered before the "created" response goes out: no event can be missed (the
+        # hub keeps them until the pump takes them). An empty key is etcd's smallest, "\0".
+        w: _Watch
+        watcher = self.layer.watches.watch(self.ctx, c.key or b"\0", c.range_end,
+                                           c.start_revision, lambda: self.mark_ready(w))
+        w = _Watch(wid, c, watcher, filtered_types(c))
         await self.send(wid, created=True)
-        w.task = asyncio.ensure_future(self.feed(w))
+        # Served only from now on: its events follow its "created" response.
+        self.watches[wid] = w
+        self.mark_ready(w)
+        if c.progress_notify and len(self.tasks) == 1:
+            self.tasks.append(asyncio.ensure_future(self.progress()))
+
+    def mark_ready(self, w: _Watch) -> None:
+        self.ready[w] = None
+        self.wake.set()
 
     async def cancel(self, wid: int) -> None:
         w = self.watches.pop(wid, None)
         if w is not None:
             self.layer.watches.cancel(w.watcher)
-            if w.task is not None:
-                w.task.cancel()
             await self.send(wid, canceled=True)
 
-    async def feed(self, w: _Watch) -> None:
-        """Send ``w``'s events as the hub hands them over (runs of about a MiB), filtered,
-        one response per run; waits while the stream's queue is full."""
-        c = w.create
-        skip = {store.EventType.PUT if f == rpc_pb2.WatchCreateRequest.NOPUT
-                else store.EventType.DELETE for f in c.filters}
-        batches = self.layer.watches.events(w.watcher)
+    async def pump(self) -> None:
+        """Serve the watches as they become ready, each in turn: what one has now, then
+        the next (a long catch-up goes round with the others). If it fails, the stream
+        ends with its error."""
         try:
-            async for batch in with_progress(batches,
-                                             PROGRESS_INTERVAL if c.progress_notify else None):
-                if batch is None:
-                    await self.send(w.id)  # progress: no events, the header's revision
-                    continue
-                events = [e for e in batch if e.type not in skip] if skip else batch
-                if events:
-                    await self.send(w.id, sum(map(event_bytes, events)),
-                                    events=[event_to_etcd(e, c.prev_kv) for e in events])
-        except store.CompactedError as e:
-            self.watches.pop(w.id, None)
-            await self.send(w.id, canceled=True, compact_revision=e.compact_revision,
-                            cancel_reason="mvcc: required revision has been compacted")
+            await self._pump()
         finally:
-            with contextlib.suppress(Exception):
-                await batches.aclose()
+            self.out.put_nowait(None)
+
+    async def _pump(self) -> None:
+        watches = self.layer.watches
+        while True:
+            if not self.ready:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            ready, self.ready = self.ready, {}
+            encoded = Encodings(self.layer)
+            for w in ready:
+                if self.watches.get(w.id) is not w:
+                    continue  # cancelled, or not yet announced (it is marked again then)
+                try:
+                    batch = watches.take(w.watcher)
+                except store.CompactedError as e:
+                    del self.watches[w.id]
+                    watches.cancel(w.watcher)
+                    await self.send(w.id, canceled=True, compact_revision=e.compact_revision,
+                                    cancel_reason="mvcc: required revision has been compacted")
+                    continue
+                if watches.pending(w.watcher):
+                    self.ready[w] = None
+                if batch:
+                    await self.send_events(w, batch, encoded)
+
+    async def send_events(self, w: _Watch, batch: list[store.Event], encoded: Encodings
+                          ) -> None:
+        """Queue ``w``'s events, filtered, one response per run of about a MiB (never
+        splitting a revision), each copied from the round's :class:`Encodings` with the
+        watch's id."""
+        events = [e for e in batch if e.type not in w.skip] if w.skip else batch
+        if not events:
+            return
+        for run in split_batch(events):
+            template, size = encoded.response(run, w.create.prev_kv)
+            await self.out.room(size)
+            if self.watches.get(w.id) is not w:
+                return  # cancelled while the queue was full: its "canceled" went out
+            resp = rpc_pb2.WatchResponse()
+            resp.CopyFrom(template)
+            resp.watch_id = w.id
+            self.out.append(resp, size)
+            w.quiet = False
+
+    async def progress(self) -> None:
+        """etcd's progress notifications: every ``PROGRESS_INTERVAL``, a response without
+        events (the header's revision) to each watch that asked for them and was sent
+        nothing since the last tick."""
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL)
+            for w in list(self.watches.values()):
+                if w.create.progress_notify:
+                    if w.quiet and self.watches.get(w.id) is w:
+                        await self.send(w.id)
+                    w.quiet = True
 
     def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
         for w in self.watches.values():
             self.layer.watches.cancel(w.watcher)
-            if w.task is not None:
-                w.task.cancel()
         self.watches.clear()
 
 
@@ -300,8 +409,10 @@ class EtcdWatch(Adapter, rpc_pb2_grpc.WatchServicer):
         try:
             while True:
                 resp = await stream.out.get()
-                if resp is None:  # the reader ended: the client half-closed, or it failed
-                    await reader
+                if resp is None:  # the reader ended (the client half-closed) or a task failed
+                    for task in (reader, *stream.tasks):
+                        if task.done():
+                            task.result()  # raises its failure, ending the stream
                     continue
                 yield resp
         finally:

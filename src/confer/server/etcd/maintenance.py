@@ -3,7 +3,7 @@ hashes, snapshots and leadership moves."""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -20,20 +20,11 @@ from confer.server.etcd.common import (
 )
 from confer.server.etcd.kv import known
 from confer.server.rpc import Adapter
+from confer.server.snapshot_file import frame
 
 ETCD_VERSION = "3.5.0"
 """The etcd API version Confer reports (Status, Snapshot): what etcd's clients check."""
-SNAPSHOT_MAGIC = b"CONFER-KV-SNAPSHOT\n"
 SNAPSHOT_CHUNK = 64 * 1024
-
-
-def snapshot_blob(state: bytes) -> bytes:
-    """Confer's store snapshot framed as etcd's clients expect a snapshot stream: a magic
-    line, the state's length (8 bytes), the state, zeros up to a multiple of 512 bytes, then
-    the SHA-256 of everything before (etcd appends that hash; its tools look for it)."""
-    body = SNAPSHOT_MAGIC + len(state).to_bytes(8, "big") + state
-    body += b"\0" * (-len(body) % 512)
-    return body + hashlib.sha256(body).digest()
 
 
 class EtcdMaintenance(Adapter, rpc_pb2_grpc.MaintenanceServicer):
@@ -90,9 +81,10 @@ class EtcdMaintenance(Adapter, rpc_pb2_grpc.MaintenanceServicer):
     @etcd_stream
     async def Snapshot(self, req: rpc_pb2.SnapshotRequest, ctx: RequestContext
                        ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
-        """This member's store, in Confer's snapshot format (``etcdutl snapshot restore``
-        cannot read it; see docs/etcd-compatibility.md)."""
-        blob = snapshot_blob(await self.layer.kv.snapshot(ctx))
+        """This member's store at one revision, in Confer's backup file format
+        (``confer snapshot restore`` reads it, etcd's tools cannot: see
+        docs/etcd-compatibility.md)."""
+        blob = await asyncio.to_thread(frame, await self.layer.kv.snapshot(ctx))
         for start in range(0, len(blob), SNAPSHOT_CHUNK):
             chunk = blob[start:start + SNAPSHOT_CHUNK]
             yield rpc_pb2.SnapshotResponse(header=header(self.layer), blob=chunk,

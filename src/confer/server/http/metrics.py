@@ -168,7 +168,7 @@ class MemberCollector(Collector):
                                 "Total number of watchers.", value=len(hub.watchers))
         yield GaugeMetricFamily("etcd_debugging_mvcc_slow_watcher_total",
                                 "Total number of unsynced slow watchers: catching up from "
-                                "history.", value=sum(not w.synced for w in hub.watchers))
+                                "history.", value=sum(not w.synced for w in hub.watchers.values()))
         streams = sum(c.in_flight for c in m.api.calls.methods if c.method in WATCH_METHODS)
         yield GaugeMetricFamily("etcd_debugging_mvcc_watch_stream_total",
                                 "Total number of watch streams (both APIs).", value=streams)
