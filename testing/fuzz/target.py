@@ -72,7 +72,8 @@ class FuzzTarget:
         # Ports from an unseeded generator: runs with the same seed (CI's phases, in parallel
         # workers) must not pick the same ports.
         self.node = NodeProcess(1, self.base / "node1", free_port(), free_port(),
-                                args=["--tick-ms", str(tick_ms)])
+                                args=["--tick-ms", str(tick_ms),
+                                      "--listen-metrics", "none"])
         self.own = f"/fz{seed}"
         self.canary_prefix = f"/canary{seed}"
         self.channel: grpc.Channel | None = None

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import grpc
@@ -19,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.etcdpb.v3electionpb import v3election_pb2, v3election_pb2_grpc
 from confer.server.log_limit import LogLimiter
+from confer.server.metrics import CallStats
 from confer.server.rpc import client_host, handlers, register
 from confer.v1 import coord_pb2, coord_pb2_grpc, kv_pb2, kv_pb2_grpc
 from testing import ProcessCluster
@@ -152,7 +154,8 @@ def test_register_passes_on_the_handlers_of_code_without_registered_methods() ->
     def add_old_style(servicer: object, server: Any) -> None:
         server.add_generic_rpc_handlers(("generic handler",))
 
-    register(cast(Any, None), Server(), [(add_old_style, lambda layer: object())])
+    layer = SimpleNamespace(calls=CallStats())  # all register() reads of the layer
+    register(cast(Any, layer), Server(), [(add_old_style, lambda layer: object())])
     assert added == ["generic handler"]
 
 

@@ -9,25 +9,49 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from confer.server.config import ServerConfig
 
+LOG_FIELDS = ("peer", "request_id", "duration", "method", "client_port", "peer_port",
+              "metrics_port")
+"""Fields a log call may pass (``extra=``) that a JSON line carries as its own."""
+
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg``; the member's
+    ``node`` id and Raft ``term`` once it runs (:attr:`context`); ``peer``, ``request_id``,
+    ``duration`` (seconds) and ``method`` where the line is about one; ``exc``, a
+    traceback."""
+
+    context: Callable[[], dict[str, object]] | None = None
+    """Fields every line carries (set once the member exists: node id, term)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": round(record.created, 3), "level": record.levelname.lower(),
-               "logger": record.name, "msg": record.getMessage()}
+        out: dict[str, object] = {"ts": round(record.created, 3),
+                                  "level": record.levelname.lower(),
+                                  "logger": record.name, "msg": record.getMessage()}
+        if self.context is not None:
+            out.update(self.context())
+        fields = record.__dict__
+        for name in LOG_FIELDS:
+            if name in fields:
+                out[name] = fields[name]
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
+        return json.dumps(out, default=str)
+
+
+_json_formatter: JsonFormatter | None = None
 
 
 def setup_logging(level: str, fmt: str) -> None:
+    global _json_formatter
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(_json_formatter := JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.Formatter.converter = time.gmtime
@@ -46,6 +70,9 @@ async def serve(cfg: ServerConfig) -> int:
     from confer.server.app import ConferServer
 
     server = ConferServer(cfg)
+    if _json_formatter is not None:
+        _json_formatter.context = lambda: {
+            "node": server.node_id, **({"term": server.node.term} if server.node else {})}
     loop = asyncio.get_running_loop()
     starting = asyncio.ensure_future(server.start())
     stopping: list[asyncio.Future[None]] = []  # a reference, so the task is not collected
@@ -69,9 +96,19 @@ async def serve(cfg: ServerConfig) -> int:
         await server.stop(grace=0)
         raise
     tune_gc()
-    print(f"confer: node {server.node_id} ready: clients {cfg.client_url} "
-          f"(port {server.client_port}), peers {cfg.peer_url} (port {server.peer_port}), "
-          f"data {Path(cfg.data_dir).resolve()}", file=sys.stderr, flush=True)
+    http = server.http
+    metrics = f"http://{cfg.metrics_addr} (port {http.port})" if http else "off"
+    ready = (f"confer: node {server.node_id} ready: clients {cfg.client_url} "
+             f"(port {server.client_port}), peers {cfg.peer_url} (port {server.peer_port}), "
+             f"data {Path(cfg.data_dir).resolve()}, metrics {metrics}")
+    if _json_formatter is None:
+        print(ready, file=sys.stderr, flush=True)
+    else:  # the one line not logged (it shows whatever the log level): JSON too
+        record = logging.LogRecord("confer.serve", logging.INFO, __file__, 0, ready, None,
+                                   None)
+        record.__dict__.update(client_port=server.client_port, peer_port=server.peer_port,
+                               metrics_port=http.port if http else 0)
+        print(_json_formatter.format(record), file=sys.stderr, flush=True)
     await server.stopped.wait()
     # Stopped by a signal or by removal from the cluster: 0. On a failure (the cause is
     # logged): 1, as etcd exits, so that a supervisor restarts the member.
@@ -141,6 +178,8 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--quota-backend-bytes", {"type": int,
                                "help": "Store size that raises the NOSPACE alarm "
                                        "[0 = 2 GiB; negative = no quota]."}),
+    ("--listen-metrics", {"help": "HOST:PORT for /metrics and /health over HTTP [the client "
+                                  "host, client port + 1000: 127.0.0.1:8379]; none: off."}),
     ("--cert-file", {"help": "TLS on the client port: its certificate (PEM)."}),
     ("--key-file", {"help": "The client port's private key (PEM)."}),
     ("--trusted-ca-file", {"help": "Clients must present a certificate this CA signed "

@@ -12,7 +12,7 @@ import stat
 import time
 from collections.abc import Coroutine, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -29,12 +29,20 @@ from confer.server.datadir import IDENTITY_FILE, RAFT_DIR, save_identity
 from confer.server.etcd import add_etcd_services
 from confer.server.fsm import ServerStateMachine
 from confer.server.health_service import HealthService
+from confer.server.http import start_http
 from confer.server.leases import Lessor
 from confer.server.members import Member, MembershipEvent, cluster_id_for, encode_publish
 from confer.server.native import add_native_services
 from confer.server.node import NodeOptions, RaftNode, describe_failure
 from confer.server.peer_checks import ProposalChecks
-from confer.server.peer_transport import GRPC_OPTIONS, GrpcPeerTransport, PeerServicer, dial
+from confer.server.peer_transport import (
+    GRPC_OPTIONS,
+    GrpcPeerTransport,
+    PeerServicer,
+    PeerStats,
+    dial,
+)
+from confer.server.reflection import enable_reflection
 from confer.server.rpc import register_refusing
 from confer.server.tls import (
     PeerChannelCredentials,
@@ -54,6 +62,9 @@ from confer.storage import (
 )
 from confer.storage.disk import DIR_MODE
 from confer.v1 import kv_pb2, kv_pb2_grpc, peer_pb2_grpc
+
+if TYPE_CHECKING:
+    from confer.server.http.listener import HttpListener
 
 log = logging.getLogger("confer.server")
 
@@ -78,6 +89,8 @@ class ConferServer:
         self.peer_server: grpc.aio.Server | None = None
         """Serves the other members (Raft, the internal Leader service) on the peer port."""
         self.health = HealthService()
+        self.http: HttpListener | None = None  # its import is deferred (see http/)
+        """Serves /metrics and the health checks (--listen-metrics; confer.server.http)."""
         self.client_port = 0
         self.peer_port = 0
         self.stopped = asyncio.Event()
@@ -165,6 +178,8 @@ class ConferServer:
         assert self.storage is not None
         self._load_identity()
         await self._start_grpc()
+        self.http = await start_http(self, cfg.metrics_addr,
+                                     required=cfg.listen_metrics != "default")
         fresh = self.storage.last_index() == 0
         if fresh and cfg.join:
             if not self._identity_file.exists():
@@ -292,6 +307,7 @@ class ConferServer:
         for server in (client, peer):
             register_refusing("health", health_pb2_grpc.add_HealthServicer_to_server,
                               self.health, server)
+        enable_reflection(client, self.api.calls.services())
         self.client_port = _listen(client, self.cfg.listen_client, "client", self._client_creds)
         self.peer_port = _listen(peer, self.cfg.listen_peer, "peer", self._peer_creds)
         await client.start()
@@ -324,6 +340,8 @@ class ConferServer:
                 task.cancel()
         servers = [s for s in (self.grpc_server, self.peer_server) if s is not None]
         await asyncio.gather(*(server.stop(grace) for server in servers))
+        if self.http is not None:
+            await self.http.stop()
         if self.node is not None:
             await self.node.stop()
         await self.api.close()
@@ -478,6 +496,11 @@ class ConferServer:
     async def _shutdown_after_removal(self) -> None:
         await asyncio.sleep(self.cfg.tick_ms / 1000 * 3)  # let the commit reach the others
         await self.stop()
+
+    @property
+    def peer_stats(self) -> PeerStats | None:
+        """The peer transport's counters (None before the node starts)."""
+        return self._transport.stats if self._transport is not None else None
 
     def storage_bytes(self) -> int:
         if self.storage is None:

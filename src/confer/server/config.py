@@ -19,6 +19,9 @@ from confer.server.tls import TlsFiles
 
 DEFAULT_CLIENT_ADDR = "127.0.0.1:7379"
 DEFAULT_PEER_ADDR = "127.0.0.1:7380"
+METRICS_PORT_OFFSET = 1000
+"""By default the HTTP listener (metrics, health) is on the client host, at the client port
+plus this: 127.0.0.1:8379 for the default client address."""
 DEFAULT_MAX_REQUEST_BYTES = 1536 * 1024
 """etcd's default --max-request-bytes (1.5 MiB)."""
 DEFAULT_QUOTA_BACKEND_BYTES = 2 << 30
@@ -83,6 +86,9 @@ class ServerConfig:
     """Seconds a simple token lives after its last use (etcd's ``--auth-token-ttl``)."""
     bcrypt_cost: int = 10
     """bcrypt's cost of users' password hashes (etcd's ``--bcrypt-cost``, 4..31)."""
+    listen_metrics: str = "default"
+    """HOST:PORT of the HTTP listener (/metrics, /health); ``none`` or empty: none;
+    ``default``: see :attr:`metrics_addr`."""
     log_level: str = "info"
     log_format: str = "text"
     # TLS (etcd's flags; docs/security.md). Client port:
@@ -117,6 +123,19 @@ class ServerConfig:
     @property
     def peer_url(self) -> str:
         return self.advertise_peer or self.listen_peer
+
+    @property
+    def metrics_addr(self) -> str:
+        """Where the HTTP listener binds ("": nowhere). By default, the client host at the
+        client port plus :data:`METRICS_PORT_OFFSET` (any free port if the client port is 0
+        or the sum is past 65535)."""
+        if self.listen_metrics.lower() in ("", "none"):
+            return ""
+        if self.listen_metrics != "default":
+            return self.listen_metrics
+        host, _, port = self.listen_client.rpartition(":")
+        derived = int(port) + METRICS_PORT_OFFSET if int(port) else 0
+        return f"{host}:{derived if derived <= 65535 else 0}"
 
     def founders(self) -> list[tuple[int, str, str]]:
         """Parse ``initial_cluster`` into (id, name, peer_addr)."""
@@ -159,6 +178,8 @@ class ServerConfig:
     def validate(self) -> None:
         for key in ("listen_client", "listen_peer"):
             check_addr(key.replace("_", "-"), getattr(self, key), allow_port_zero=True)
+        if self.listen_metrics.lower() not in ("", "none", "default"):
+            check_addr("listen-metrics", self.listen_metrics, allow_port_zero=True)
         for key in ("advertise_client", "advertise_peer"):
             if getattr(self, key):
                 check_addr(key.replace("_", "-"), getattr(self, key))

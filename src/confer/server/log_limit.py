@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 
 
 class LogLimiter:
@@ -38,12 +38,13 @@ class LogLimiter:
         self._keys[key] = [now, 0]
         return int(entry[1]) if entry is not None else 0
 
-    def warning(self, logger: logging.Logger, key: Hashable, msg: str, *args: object) -> None:
+    def warning(self, logger: logging.Logger, key: Hashable, msg: str, *args: object,
+                extra: Mapping[str, object] | None = None) -> None:
         """``logger.warning(msg, *args)`` if :meth:`admit` lets it through, with the count
-        of lines held back."""
+        of lines held back (``extra``: fields for structured logs, e.g. ``peer``)."""
         count = self.admit(key)
         if count is not None:
-            logger.warning(msg + held_back(count), *args)
+            logger.warning(msg + held_back(count), *args, extra=extra)
 
 
 def held_back(count: int) -> str:

@@ -43,6 +43,7 @@ from confer.raft.types import (
     SnapshotMeta,
     StateRole,
 )
+from confer.server.metrics import RaftTimings
 from confer.server.transport import Transport
 
 log = logging.getLogger("confer.node")
@@ -118,6 +119,8 @@ class RaftNode:
         self.applied_index = snap.meta.index
         self._snapshot_index = snap.meta.index
         self._sync_cost = 0.0  # moving average of an fsync's duration, in seconds
+        self.timings = RaftTimings()
+        """WAL and snapshot durations, for the metrics (confer.server.metrics)."""
         self._snapshot_job: asyncio.Task[None] | None = None
         self._snapshot_built: tuple[SnapshotMeta, bytes] | None = None
         self._inbox: list[Message] = []
@@ -467,7 +470,9 @@ class RaftNode:
         if rd.snapshot is not None:
             storage.apply_snapshot(rd.snapshot)
         if rd.entries:
+            start = time.perf_counter()
             storage.append(rd.entries)
+            self.timings.append.observe(time.perf_counter() - start)
         if rd.hard_state is not None:
             storage.set_hard_state(rd.hard_state)
         if rd.must_sync:
@@ -477,6 +482,7 @@ class RaftNode:
                 cost = await asyncio.get_running_loop().run_in_executor(None, _timed,
                                                                         storage.sync)
             self._sync_cost += (cost - self._sync_cost) / 8
+            self.timings.fsync.observe(cost)
         # 2. Send.
         if rd.messages:
             self.transport.send(rd.messages)
@@ -522,7 +528,9 @@ class RaftNode:
     def _restore(self, rd: Ready) -> None:
         assert rd.snapshot is not None
         index = rd.snapshot.meta.index
+        start = time.perf_counter()
         self.fsm.restore(rd.snapshot.data)
+        self.timings.snapshot_apply.observe(time.perf_counter() - start)
         self.applied_index = index
         self._snapshot_index = index
         for i in [i for i in self._pending if i <= index]:
@@ -609,6 +617,7 @@ class RaftNode:
             save(meta, data)
             return data
 
+        start = time.perf_counter()
         try:
             parts = None
             for parts in steps:
@@ -628,6 +637,7 @@ class RaftNode:
                      meta.index, e)
             self._snapshot_job = None
             return
+        self.timings.snapshot_save.observe(time.perf_counter() - start)
         self._snapshot_built = (meta, data)
         self._wake.set()
 

@@ -20,21 +20,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from confer.raft.types import Entry, Message, MessageType
 from confer.server.codec import MalformedBatch, decode_messages, encode_messages
 from confer.server.log_limit import LogLimiter
+from confer.server.metrics import PeerTraffic, Timings
 from confer.server.transport import MessageHandler
 from confer.v1 import confer_pb2, peer_pb2, peer_pb2_grpc
 
 log = logging.getLogger("confer.peer")
 
 MAX_QUEUED = 4096
+_SNAP = int(MessageType.SNAP)  # a plain int: compared for every message sent
 REMOVED = "was removed from the cluster"
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", 64 << 20),
@@ -76,6 +80,35 @@ class PeerStats:
     """Forwarded entries dropped because they fail the request layer's write checks."""
     bad_snapshots: int = 0
     """Received snapshots dropped because they do not decode as this state machine's."""
+    peers: dict[int, PeerTraffic] = field(default_factory=dict)
+    """Bytes sent to and received from each peer, and round trips to it."""
+
+    def peer(self, peer_id: int) -> PeerTraffic:
+        traffic = self.peers.get(peer_id)
+        if traffic is None:
+            traffic = self.peers[peer_id] = PeerTraffic()
+        return traffic
+
+
+PROBE_INTERVAL = 5.0
+"""Seconds between two round-trip probes of a peer (etcd probes every 5 s too)."""
+
+
+async def probe_round_trips(channel: grpc.aio.Channel, timings: Timings) -> None:
+    """Time a health check on ``channel`` every :data:`PROBE_INTERVAL` seconds (the peer
+    port serves health): the round trip etcd's ``peer_round_trip_time_seconds`` reports.
+    A probe that fails records nothing; the Raft stream reports the peer down."""
+    check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]  # stubs omit it
+    request = health_pb2.HealthCheckRequest()
+    while True:
+        start = time.perf_counter()
+        try:
+            await check(request, timeout=PROBE_INTERVAL)
+        except grpc.aio.AioRpcError:
+            pass
+        else:
+            timings.observe(time.perf_counter() - start)
+        await asyncio.sleep(PROBE_INTERVAL)
 
 
 class _PeerSender:
@@ -86,6 +119,7 @@ class _PeerSender:
         self.wake = asyncio.Event()
         self.stream = 0
         """Counts the streams opened: the batches of an ended one must stop at once."""
+        self.traffic = transport.stats.peer(peer_id)
         self.task = asyncio.create_task(self._run(), name=f"peer-send-{peer_id}")
         self.addr: str | None = None
 
@@ -113,8 +147,10 @@ class _PeerSender:
             cluster_id = t.cluster_id()
             if not cluster_id:
                 continue  # peers refuse a batch without one; Raft tolerates the loss
+            encoded = encode_messages(batch)
+            self.traffic.sent_bytes += len(encoded)
             yield peer_pb2.RaftBatch(cluster_id=cluster_id, to=self.peer_id,
-                                     messages=encode_messages(batch), from_addr=t.own_addr,
+                                     messages=encoded, from_addr=t.own_addr,
                                      **{"from": t.node_id})
 
     async def _run(self) -> None:
@@ -126,6 +162,8 @@ class _PeerSender:
                 await asyncio.sleep(0.2)
                 continue
             channel = self.transport.connect(addr)  # a new channel: rotated certificates count
+            probe = asyncio.create_task(probe_round_trips(channel, self.traffic.round_trip),
+                                        name=f"peer-probe-{self.peer_id}")
             try:
                 stub = peer_pb2_grpc.PeerStub(channel)
                 await stub.Raft(self._batches(self.stream))
@@ -137,7 +175,8 @@ class _PeerSender:
                 if e.code() == grpc.StatusCode.PERMISSION_DENIED:
                     self.transport.warn.warning(
                         log, ("refused by", self.peer_id),
-                        "peer %d at %s refuses this node: %s", self.peer_id, addr, e.details())
+                        "peer %d at %s refuses this node: %s", self.peer_id, addr, e.details(),
+                        extra={"peer": self.peer_id})
                 if self.queue:
                     log.debug("peer %d at %s: %s", self.peer_id, addr, e.code().name)
                     self.queue.clear()
@@ -145,6 +184,7 @@ class _PeerSender:
             finally:
                 self.stream += 1
                 self.wake.set()  # lets the ended stream's batches see it
+                probe.cancel()
                 await channel.close()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
@@ -187,6 +227,9 @@ class GrpcPeerTransport:
         by_peer: dict[int, list[Message]] = {}
         for m in messages:
             by_peer.setdefault(m.to, []).append(m)
+            if m.type == _SNAP:
+                self.stats.peer(m.to).snapshot_chunk_sent(m.snap_offset == 0, m.snap_done,
+                                                          time.perf_counter())
         for peer, msgs in by_peer.items():
             sender = self._senders.get(peer)
             if sender is None:
@@ -230,7 +273,7 @@ class GrpcPeerTransport:
             self.stats.refused_batches += 1
             self.warn.warning(log, ("refused", sender),
                               "refusing peer messages from %d (%s): %s",
-                              sender, batch.from_addr[:100], why)
+                              sender, batch.from_addr[:100], why, extra={"peer": sender})
             raise PeerRefused(why)
         try:
             messages = decode_messages(batch.messages, self.node_id)
@@ -241,8 +284,10 @@ class GrpcPeerTransport:
         except MalformedBatch as e:
             self.stats.malformed_batches += 1
             self.warn.warning(log, ("malformed", sender),
-                              "dropped a malformed batch from peer %d: %s", sender, e)
+                              "dropped a malformed batch from peer %d: %s", sender, e,
+                              extra={"peer": sender})
             return
+        self.stats.peer(sender).received_bytes += len(batch.messages)
         if batch.from_addr:
             self._learned[sender] = batch.from_addr
         handler = self._handler
@@ -266,7 +311,8 @@ class GrpcPeerTransport:
                 continue
             self.stats.dropped_proposals += 1
             self.warn.warning(log, ("proposal", sender),
-                              "dropped a proposal forwarded by peer %d: %s", sender, why)
+                              "dropped a proposal forwarded by peer %d: %s", sender, why,
+                              extra={"peer": sender})
         return kept
 
 

@@ -14,6 +14,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -25,6 +26,7 @@ from grpc._cython.cygrpc import (  # type: ignore[import-not-found]  # no stubs
 from confer.kv import CompareTarget
 from confer.server.api import RequestContext, RequestLayer
 from confer.server.log_limit import LogLimiter, held_back
+from confer.server.metrics import CallStats, MethodCalls
 
 COMPARE_VALUE_FIELDS: dict[int, str] = {
     CompareTarget.VERSION: "version",
@@ -42,9 +44,11 @@ Registration = tuple[Callable[[Any, Any], None], Callable[[RequestLayer], Any]]
 
 def register(layer: RequestLayer, grpc_server: Any, services: list[Registration]) -> None:
     """Register each servicer, built on ``layer``, with ``grpc_server``; their requests are
-    decoded by :func:`tolerant` deserialisers (the handlers answer what does not decode)."""
+    decoded by :func:`tolerant` deserialisers (the handlers answer what does not decode), and
+    each call is counted and timed in ``layer.calls`` (the metrics of both APIs, measured
+    once, here)."""
     for add, servicer in services:
-        registry = _TolerantRegistry(grpc_server)
+        registry = _TolerantRegistry(grpc_server, calls=layer.calls)
         add(servicer(layer), registry)
         registry.close()
 
@@ -96,11 +100,14 @@ class _TolerantRegistry:
     handlers also cost less: for registered methods, grpcio's asyncio server (1.6x-1.85)
     keeps one pending task per method and waits on all of them for every call.) With
     ``refuse_as``, each handler refuses undecodable requests itself (see
-    :func:`register_refusing`)."""
+    :func:`register_refusing`). With ``calls``, each handler's calls are counted and timed
+    there (:func:`_measured`)."""
 
-    def __init__(self, server: Any, refuse_as: str = "") -> None:
+    def __init__(self, server: Any, refuse_as: str = "", calls: CallStats | None = None
+                 ) -> None:
         self._server = server
         self._refuse_as = refuse_as
+        self._calls = calls
         self._generic: list[Any] = []
         self._registered = False
 
@@ -124,11 +131,83 @@ class _TolerantRegistry:
             behavior = h.unary_unary or h.unary_stream or h.stream_unary or h.stream_stream
             if self._refuse_as:
                 behavior = _refusing(behavior, self._refuse_as, name, h.request_streaming)
+            if self._calls is not None:
+                kind = _CALL_KINDS[(h.request_streaming, h.response_streaming)]
+                behavior = _measured(behavior, self._calls.method(service, name, kind))
             tolerant_handlers[name] = make(
                 behavior, request_deserializer=tolerant(h.request_deserializer),
                 response_serializer=h.response_serializer)
         self._server.add_generic_rpc_handlers(
             [grpc.method_handlers_generic_handler(service, tolerant_handlers)])
+
+
+_CALL_KINDS = {(False, False): "unary", (False, True): "server_stream",
+               (True, False): "client_stream", (True, True): "bidi_stream"}
+
+
+SLOW_REQUEST = 0.5
+"""A unary call that takes longer (seconds) is logged (at most once a minute per method)."""
+REQUEST_ID = "x-request-id"
+"""Metadata a caller may send to find its request in the logs (``request_id``)."""
+_slow = LogLimiter()
+
+
+def _measured(behavior: Callable[..., Any], calls: MethodCalls) -> Callable[..., Any]:
+    """``behavior``, counting its calls in ``calls`` and timing each by the status it ends
+    with: two clock reads and a bisect per call (docs/operations.md, "Metrics")."""
+    clock = time.perf_counter
+    unary = calls.kind == "unary"
+
+    def ended(context: GrpcContext, start: float, exc: BaseException | None) -> None:
+        code = context.code()  # set by abort() (AbortError) or set_code()
+        if code is not None:
+            name = code.name
+        elif exc is None:
+            name = "OK"
+        else:  # gRPC answers CANCELLED for a cancelled call, UNKNOWN for an exception
+            name = "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN"
+        seconds = clock() - start
+        calls.ended(name, seconds)
+        if seconds > SLOW_REQUEST and unary:
+            _log_slow(calls, context, name, seconds)
+
+    if inspect.isasyncgenfunction(behavior):
+        async def stream(request: Any, context: GrpcContext) -> AsyncIterator[Any]:
+            calls.started += 1
+            start = clock()
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException as e:
+                ended(context, start, e)
+                raise
+            ended(context, start, None)
+        return stream
+
+    async def call(request: Any, context: GrpcContext) -> Any:
+        calls.started += 1
+        start = clock()
+        try:
+            response = await behavior(request, context)
+        except BaseException as e:
+            ended(context, start, e)
+            raise
+        ended(context, start, None)
+        return response
+    return call
+
+
+def _log_slow(calls: MethodCalls, context: GrpcContext, code: str, seconds: float) -> None:
+    count = _slow.admit((calls.service, calls.method))
+    if count is None:
+        return
+    request_id = next((str(v) for k, v in context.invocation_metadata() or ()
+                       if k == REQUEST_ID), "")
+    peer = client_host(context.peer())
+    log.warning("slow request: %s/%s from %s took %.3f s (%s)%s", calls.service,
+                calls.method, peer, seconds, code, held_back(count),
+                extra={"peer": peer, "request_id": request_id, "duration": round(seconds, 6),
+                       "method": f"{calls.service}/{calls.method}"})
 
 
 def _refusing(behavior: Callable[..., Any], api: str, name: str, request_streaming: bool

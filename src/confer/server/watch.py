@@ -94,6 +94,8 @@ class WatchHub:
         self.watchers: dict[int, Watcher] = {}
         self.index = WatchIndex()
         self._ids = itertools.count(1)
+        self.events_sent = 0
+        """Events handed to watchers since start (:meth:`take`; for the metrics)."""
         self._closed = False
         kv.add_listener(self._on_events)
         kv.add_restore_listener(lambda _revision: self.on_restore())
@@ -180,13 +182,15 @@ class WatchHub:
         if w.cancelled:
             return []
         if not w.synced:
-            return self._catch_up(w)
-        if not w.buffered:
+            batch = self._catch_up(w)
+        elif not w.buffered:
             return []
-        batch, w.buffered = w.buffered, []
-        batch = [e for e in batch if e.kv.mod_revision >= w.next_revision]
-        if batch:
-            w.next_revision = batch[-1].kv.mod_revision + 1
+        else:
+            batch, w.buffered = w.buffered, []
+            batch = [e for e in batch if e.kv.mod_revision >= w.next_revision]
+            if batch:
+                w.next_revision = batch[-1].kv.mod_revision + 1
+        self.events_sent += len(batch)
         return batch
 
     @staticmethod

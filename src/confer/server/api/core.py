@@ -106,6 +106,9 @@ class Core:
         """The auth guard (also in :attr:`guards`): watches register with it, so that one
         whose permission is revoked is cancelled."""
         self.call_leader: LeaderCall | None = None
+        self.failed_writes = 0
+        """Writes whose replication failed (no leader, timeout, lost to a leader change, the
+        caller gone): etcd's ``proposals_failed_total``."""
         """Set by the forwarding module: how a follower reaches the leader's layer."""
 
     # -- guards ---------------------------------------------------------------------------------
@@ -150,6 +153,9 @@ class Core:
         limits.pending_bytes += size
         try:
             result = await self.consensus.replicate(data, ctx.deadline)
+        except BaseException:
+            self.failed_writes += 1
+            raise
         finally:
             limits.pending -= 1
             limits.pending_bytes -= size

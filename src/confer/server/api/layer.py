@@ -10,6 +10,7 @@ from confer.server.api.forwarding import LeaderLink, LeaderService
 from confer.server.api.kv import KVRequests
 from confer.server.api.leases import LeaseRequests
 from confer.server.api.watches import WatchRequests
+from confer.server.metrics import CallStats
 
 
 class RequestLayer:
@@ -38,6 +39,8 @@ class RequestLayer:
         self.core.call_leader = self.leader_link.call
         self.leader_service = LeaderService(self.core, self.cluster, self.leases)
         """Serves the operations other members forward to this one while it leads."""
+        self.calls = CallStats()
+        """Every client RPC of both APIs, counted and timed as gRPC serves it (rpc.py)."""
 
     @property
     def max_key_bytes(self) -> int:

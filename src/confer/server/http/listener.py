@@ -1,0 +1,57 @@
+"""The HTTP listener itself: one aiohttp application on the member's own event loop. Each
+module contributes its routes as a function of the member (``routes(member) ->
+list[RouteDef]``, see :data:`ROUTES`), so that more pages (a dashboard, etcd's JSON gateway)
+join the same listener the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from confer.server.http.health import health_routes
+from confer.server.http.member import Member
+from confer.server.http.metrics import metrics_routes
+
+SHUTDOWN_GRACE = 1.0
+"""Seconds a stopping member waits for HTTP requests in flight."""
+
+RouteSource = Callable[[Member], list[web.RouteDef]]
+
+ROUTES: list[RouteSource] = [metrics_routes, health_routes]
+"""Every module's routes, in the order they are added."""
+
+
+class HttpListener:
+    """Serves the routes of :data:`ROUTES` for one member on one address."""
+
+    def __init__(self, member: Member, addr: str) -> None:
+        self.addr = addr
+        app = web.Application()
+        for source in ROUTES:
+            app.add_routes(source(member))
+        # shutdown_timeout: stopping waits this long for requests in flight (a scrape, a
+        # health check), as gRPC's grace; aiohttp's default is a minute.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=SHUTDOWN_GRACE)
+        self.port = 0
+        """The port bound, once started (``addr`` may name port 0)."""
+
+    async def start(self) -> None:
+        """Bind and serve; OSError if the address cannot be bound."""
+        host, _, port = self.addr.rpartition(":")
+        await self._runner.setup()
+        try:
+            site = web.TCPSite(self._runner, host.strip("[]"), int(port), reuse_port=False)
+            await site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            raise
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+
+__all__ = ["ROUTES", "HttpListener"]
