@@ -113,6 +113,9 @@ class FakeContext:
     def set_trailing_metadata(self, md: Any) -> None:
         pass
 
+    def invocation_metadata(self) -> tuple[Any, ...]:
+        return ()
+
     async def abort(self, code: Any, message: str) -> None:
         self.status = (code, message)
         raise RuntimeError("aborted")
