@@ -343,7 +343,17 @@ def request_context(api: str, method: str, context: GrpcContext
         if key == TOKEN_KEY:
             token = value if isinstance(value, str) else value.decode(errors="replace")
     return RequestContext.with_timeout(api, method, context.time_remaining(),
-                                       peer=context.peer(), token=token)
+                                       peer=context.peer(), token=token,
+                                       certificate_user=functools.partial(
+                                           certificate_user, context))
+
+
+def certificate_user(context: GrpcContext) -> str:
+    """The common name of the call's client certificate ("" if none). gRPC only has one
+    when the port requires client certificates (``--client-cert-auth``): then it was
+    verified against the trusted CA during the handshake."""
+    names = (context.auth_context() or {}).get("x509_common_name") or ()
+    return names[0].decode(errors="replace") if names else ""
 
 
 def handlers(api: str, table: StatusTable, internal: Callable[[BaseException], str]

@@ -272,11 +272,15 @@ class AuthGuard:
 
     # -- who ------------------------------------------------------------------------------------
     def identify(self, ctx: RequestContext) -> str:
-        """The caller's user name (from its identity, else its token); raises
-        NotAuthenticated or InvalidToken."""
+        """The caller's user name (from its identity, else its token, else its client
+        certificate's common name, as etcd); raises NotAuthenticated or InvalidToken."""
         name = ctx.identity.user
         if not name:
             if not ctx.token:
+                name = ctx.certificate_user() if ctx.certificate_user is not None else ""
+                if name:
+                    ctx.identity = Identity(name)
+                    return name
                 raise NotAuthenticated("etcdserver: user name is empty (authentication is "
                                        "enabled: authenticate, or pass a token)")
             found = self.tokens.user_of(ctx.token)

@@ -50,6 +50,10 @@ class RequestContext:
     token: str = ""
     """The auth token the call carried (gRPC metadata ``token``, as etcd's clients send it);
     the auth guard turns it into :attr:`identity`."""
+    certificate_user: Callable[[], str] | None = None
+    """Reads the common name of the caller's verified client certificate ("" if none): the
+    user of a request that carries no token, as in etcd with ``--client-cert-auth`` (read
+    only when authentication needs it)."""
     wait_until: float | None = None
     """The caller's own deadline, uncapped (None: it set none). A blocking wait (for a
     lock, an election) lasts until then, for ever if None; each step inside it (a write, a
@@ -57,13 +61,14 @@ class RequestContext:
 
     @classmethod
     def with_timeout(cls, api: str, method: str, timeout: float | None, *,
-                     forwarded: bool = False, peer: str = "", token: str = ""
-                     ) -> RequestContext:
+                     forwarded: bool = False, peer: str = "", token: str = "",
+                     certificate_user: Callable[[], str] | None = None) -> RequestContext:
         """A context whose deadline is ``timeout`` seconds from now (None: the default),
         capped at :data:`MAX_TIMEOUT`."""
         now = time.monotonic()
         budget = DEFAULT_TIMEOUT if timeout is None else max(0.0, min(timeout, MAX_TIMEOUT))
         return cls(api, method, now + budget, forwarded, peer, token=token,
+                   certificate_user=certificate_user,
                    wait_until=None if timeout is None else now + max(0.0, timeout))
 
     def remaining(self) -> float:
