@@ -352,8 +352,9 @@ def certificate_user(context: GrpcContext) -> str:
     """The common name of the call's client certificate ("" if none). gRPC only has one
     when the port requires client certificates (``--client-cert-auth``): then it was
     verified against the trusted CA during the handshake."""
-    names = (context.auth_context() or {}).get("x509_common_name") or ()
-    return names[0].decode(errors="replace") if names else ""
+    for name in (context.auth_context() or {}).get("x509_common_name") or ():
+        return name.decode(errors="replace")
+    return ""
 
 
 def handlers(api: str, table: StatusTable, internal: Callable[[BaseException], str]
