@@ -346,16 +346,16 @@ def _touches_no_key(path: str, payloads: list[bytes]) -> bool:
 
 
 def _no_key(msg: Any) -> bool:
-    name = msg.DESCRIPTOR.full_name
-    if name in ("etcdserverpb.RangeRequest", "etcdserverpb.DeleteRangeRequest",
-                "etcdserverpb.Compare"):
+    """No key, path or value anywhere inside ``msg`` (but empty ranges)."""
+    if msg.DESCRIPTOR.full_name in ("etcdserverpb.RangeRequest",
+                                    "etcdserverpb.DeleteRangeRequest", "etcdserverpb.Compare"):
         return msg.range_end not in (b"", b"\x00") and msg.range_end <= msg.key
-    if name == "etcdserverpb.TxnRequest":
-        return all(_no_key(m) for m in (*msg.compare, *msg.success, *msg.failure))
-    if name == "etcdserverpb.RequestOp":
-        which = msg.WhichOneof("request")
-        return which is None or _no_key(getattr(msg, which))
-    return not msg.ListFields()
+    for desc, value in msg.ListFields():
+        if desc.message_type is None:
+            return False  # a key, a path, a value... or any other field: not nothing
+        if not all(_no_key(sub) for sub in (value if desc.is_repeated else [value])):
+            return False
+    return True
 
 
 def _shape(method: Method) -> Shape:
