@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -26,6 +27,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from confer.server.config import ServerConfig, load_config
+from confer.server.http.gateway import gateway_routes
 from testing import ProcessCluster, free_port
 
 CURL = shutil.which("curl")
@@ -309,3 +312,17 @@ def test_with_auth_on_a_request_needs_the_token_from_authenticate(tmp_path: Path
         with gw.stream("/v3/watch", {"create_request": {"key": b64("foo")}},
                        token=token) as events:
             assert next(events)["result"]["created"] is True
+        # A streamed call refused before its first message: an error response, as unary.
+        status, refused = gw.post("/v3/maintenance/snapshot", {})
+        assert (status, refused["message"]) == (400, "etcdserver: user name is empty")
+
+
+# -- when it is served ----------------------------------------------------------------------
+def test_the_gateway_is_off_when_disabled_or_when_the_client_port_serves_tls() -> None:
+    assert load_config(None, {}, environ={}).enable_grpc_gateway is True
+    off = load_config(None, {}, environ={"CONFER_ENABLE_GRPC_GATEWAY": "false"})
+    assert gateway_routes(SimpleNamespace(cfg=off)) == []
+    # A plaintext listener would be a way around the client port's TLS and certificates.
+    tls = ServerConfig(cert_file="server.pem", key_file="server-key.pem",
+                       trusted_ca_file="ca.pem")
+    assert gateway_routes(SimpleNamespace(cfg=tls)) == []

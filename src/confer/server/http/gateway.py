@@ -19,13 +19,15 @@ code to, and ``{"error": message, "code": N, "message": message}``. Streamed res
 N, "message": ...}}``.
 
 The auth token is the ``Authorization`` header, as etcd's gateway passes it on. A client
-certificate does not name the user here (etcd's gateway does not support that either).
+certificate does not name the user here (etcd's gateway does not support that either). The
+gateway is not served while the client port serves TLS (:func:`gateway_routes`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +40,8 @@ from google.protobuf.message import Message
 from confer.server.etcd import ETCD_SERVICES
 from confer.server.http.member import Member
 from confer.server.rpc import TOKEN_KEY, register
+
+log = logging.getLogger("confer.http")
 
 PATHS: dict[str, str] = {
     "/v3/kv/range": "etcdserverpb.KV/Range",
@@ -123,6 +127,15 @@ CONTENT_TYPE = "application/json"
 
 
 def gateway_routes(member: Member) -> list[web.RouteDef]:
+    """The gateway's route, unless ``--enable-grpc-gateway false`` or the client port serves
+    TLS: the HTTP listener would then be a way around its TLS and certificate checks."""
+    cfg = member.cfg
+    if not cfg.enable_grpc_gateway:
+        return []
+    if cfg.client_tls is not None:
+        log.info("etcd's JSON gateway is not served on the HTTP listener: the client port "
+                 "serves TLS, whose checks the gateway would bypass (docs/security.md)")
+        return []
     gateway = Gateway(member)
     # One route for every /v3 path: an unknown one gets grpc-gateway's JSON 404.
     return [web.route("*", "/v3/{path:.*}", gateway.handle)]
