@@ -80,14 +80,14 @@ class Gateway:
         return answer
 
     @contextlib.contextmanager
-    def stream(self, path: str, body: dict[str, Any], token: str = ""
-               ) -> Iterator[Iterator[Any]]:
+    def stream(self, path: str, body: Any, token: str = "") -> Iterator[Iterator[Any]]:
         """The streamed response's objects, one per line, read as they arrive; leaving the
-        block closes the connection."""
+        block closes the connection. ``body`` as for :meth:`post`."""
+        data = json.dumps(body) if isinstance(body, dict) else body
         headers = {"Authorization": token} if token else {}
         if CURL:
             args = [CURL, "-s", "-N", "-X", "POST", "--max-time", "60", "--data-binary",
-                    json.dumps(body), self.base + path]
+                    data, self.base + path]
             for name, value in headers.items():
                 args += ["-H", f"{name}: {value}"]
             proc = subprocess.Popen(args, stdout=subprocess.PIPE)
@@ -100,7 +100,7 @@ class Gateway:
                 proc.stdout.close()
             return
         req = urllib.request.Request(self.base + path, method="POST", headers=headers,
-                                     data=json.dumps(body).encode())
+                                     data=data.encode())
         with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
             yield (json.loads(line) for line in iter(resp.readline, b""))
 
@@ -220,6 +220,18 @@ def test_a_watch_streams_its_events_and_ends_with_its_client(gw: Gateway) -> Non
     while watch_streams() != 0:
         assert time.monotonic() < deadline, "the watch outlived its client"
         time.sleep(0.05)
+
+
+def test_one_watch_stream_carries_the_watches_its_body_creates(gw: Gateway) -> None:
+    a, b = b64("multi-a"), b64("multi-b")
+    body = (json.dumps({"create_request": {"key": a}}) + "\n"
+            + json.dumps({"create_request": {"key": b, "watch_id": "7"}}))
+    with gw.stream("/v3/watch", body) as events:
+        created = [next(events)["result"] for _ in range(2)]
+        assert [c.get("watch_id", "0") for c in created] == ["0", "7"]
+        gw.ok("/v3/kv/put", {"key": b, "value": b64("1")})
+        got = next(events)["result"]
+        assert got["watch_id"] == "7" and got["events"][0]["kv"]["key"] == b
 
 
 def test_members_and_status(gw: Gateway) -> None:

@@ -162,7 +162,6 @@ class _CallDetails(grpc.HandlerCallDetails):
 class Method:
     """One gRPC method as the gateway calls it."""
 
-    name: str
     behavior: Callable[..., Any]
     """The registered handler: ``behavior(request or request iterator, call)``."""
     request_type: type[Message]
@@ -181,13 +180,17 @@ def _methods(member: Member) -> dict[str, Method]:
                     or handler.stream_stream)
         assert behavior is not None
         desc = descriptor_pool.Default().FindMethodByName(name.replace("/", "."))
-        methods[path] = Method(name, behavior, message_factory.GetMessageClass(desc.input_type),
+        methods[path] = Method(behavior, message_factory.GetMessageClass(desc.input_type),
                                handler.request_streaming, handler.response_streaming)
     return methods
 
 
 class BadBody(Exception):
     """A request body that is not the JSON of the method's request (answered 400)."""
+
+
+class _BodyTooLarge(Exception):
+    """A request body over :attr:`Gateway.max_body` (answered 413 before it is parsed)."""
 
 
 class Gateway:
@@ -237,10 +240,6 @@ class Gateway:
         return b"".join(chunks)
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 def parse(body: bytes, kind: type[Message], streaming: bool) -> list[Message]:
     """The request messages of ``body``: JSON objects one after another (whitespace
     between them), each the JSON of a ``kind``. A unary method takes exactly one (an
@@ -271,7 +270,7 @@ def _json_values(text: str) -> Iterator[Any]:
     decoder = json.JSONDecoder()
     pos = 0
     while True:
-        while pos < len(text) and text[pos].isspace():
+        while pos < len(text) and text[pos] in " \t\r\n":  # JSON's whitespace
             pos += 1
         if pos == len(text):
             return
