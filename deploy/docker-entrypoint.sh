@@ -29,6 +29,8 @@ port_of() {  # HOST:PORT -> PORT
     echo "${1##*:}"
 }
 
+# Container runtimes put the host name (a pod's name) in the environment as HOSTNAME.
+# shellcheck disable=SC3028
 host=${HOSTNAME:-$(hostname)}
 client_port=$(port_of "${CONFER_LISTEN_CLIENT:-127.0.0.1:7379}")
 peer_port=$(port_of "${CONFER_LISTEN_PEER:-127.0.0.1:7380}")
