@@ -182,6 +182,8 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
                                   "host, client port + 1000: 127.0.0.1:8379]; none: off; "
                                   "https://HOST:PORT: over TLS with the client port's "
                                   "certificate (as etcd's --listen-metrics-urls)."}),
+    ("--enable-grpc-gateway", {"type": bool, "help": "Serve etcd's JSON gateway (/v3/...) on "
+                                                     "the HTTP listener [true]."}),
     ("--cert-file", {"help": "TLS on the client port: its certificate (PEM)."}),
     ("--key-file", {"help": "The client port's private key (PEM)."}),
     ("--trusted-ca-file", {"help": "Clients must present a certificate this CA signed "

@@ -189,8 +189,11 @@ class ConferServer:
             founders = cfg.founders() or [(self.node_id or 1, cfg.name, cfg.peer_url)]
             if not self.node_id:
                 self.node_id = founders[0][0]
-            self._bootstrap([Member(i, name, peer, cfg.client_url if i == self.node_id else "")
-                             for i, name, peer in founders])
+            # Every founder must start from the same member table: a member's client
+            # address reaches the others through the log (_publish_attributes), which it
+            # skips when its own table already holds it. (A lone founder has no one to tell.)
+            own_client = cfg.client_url if len(founders) == 1 else ""
+            self._bootstrap([Member(i, name, peer, own_client) for i, name, peer in founders])
         if not self.node_id:
             self.node_id = cfg.node_id or 1
         self._save_identity()

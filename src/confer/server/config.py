@@ -90,6 +90,9 @@ class ServerConfig:
     """HOST:PORT of the HTTP listener (/metrics, /health); ``none`` or empty: none;
     ``default``: see :attr:`metrics_addr`; ``https://HOST:PORT``: over TLS with the client
     port's files (:attr:`metrics_tls`), ``http://HOST:PORT``: plaintext."""
+    enable_grpc_gateway: bool = True
+    """Serve etcd's JSON gateway (``/v3/...``) on the HTTP listener (etcd's flag; never
+    while the client port serves TLS: see ``server/http/gateway.py``)."""
     log_level: str = "info"
     log_format: str = "text"
     # TLS (etcd's flags; docs/security.md). Client port:

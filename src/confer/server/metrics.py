@@ -82,14 +82,20 @@ class MethodCalls:
 
 class CallStats:
     """Every RPC method served on the client port (both APIs), registered once each by
-    ``server/rpc.py``'s registry, which records each call into its :class:`MethodCalls`."""
+    ``server/rpc.py``'s registry, which records each call into its :class:`MethodCalls`
+    (etcd's JSON gateway on the HTTP listener registers the same methods again: one each)."""
 
     def __init__(self) -> None:
         self.methods: list[MethodCalls] = []
+        self._by_name: dict[tuple[str, str], MethodCalls] = {}
 
     def method(self, service: str, method: str, kind: str) -> MethodCalls:
-        calls = MethodCalls(service, method, kind)
-        self.methods.append(calls)
+        """The calls of ``service``/``method``, added on first use: the client port and
+        etcd's JSON gateway (which serves the same handlers) count into the same one."""
+        calls = self._by_name.get((service, method))
+        if calls is None:
+            calls = self._by_name[service, method] = MethodCalls(service, method, kind)
+            self.methods.append(calls)
         return calls
 
     def services(self) -> list[str]:

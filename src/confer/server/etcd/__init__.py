@@ -20,22 +20,26 @@ from confer.server.etcd.coord import EtcdElection, EtcdLock
 from confer.server.etcd.kv import EtcdKV, EtcdWatch
 from confer.server.etcd.lease import EtcdLease
 from confer.server.etcd.maintenance import EtcdMaintenance
-from confer.server.rpc import register
+from confer.server.rpc import Registration, register
+
+ETCD_SERVICES: list[Registration] = [
+    (rpc_pb2_grpc.add_KVServicer_to_server, EtcdKV),
+    (rpc_pb2_grpc.add_WatchServicer_to_server, EtcdWatch),
+    (rpc_pb2_grpc.add_LeaseServicer_to_server, EtcdLease),
+    (rpc_pb2_grpc.add_ClusterServicer_to_server, EtcdCluster),
+    (rpc_pb2_grpc.add_MaintenanceServicer_to_server, EtcdMaintenance),
+    (rpc_pb2_grpc.add_AuthServicer_to_server, EtcdAuth),
+    (v3lock_pb2_grpc.add_LockServicer_to_server, EtcdLock),
+    (v3election_pb2_grpc.add_ElectionServicer_to_server, EtcdElection),
+]
+"""etcd's KV, Watch, Lease, Cluster, Maintenance, Auth, Lock and Election: registered on the
+client port, and called by the JSON gateway on the HTTP listener (``server/http/gateway.py``)."""
 
 
 def add_etcd_services(layer: RequestLayer,
                       grpc_server: grpc.aio.Server) -> None:
-    """Register etcd's KV, Watch, Lease, Cluster, Maintenance, Auth, Lock and Election."""
-    register(layer, grpc_server, [
-        (rpc_pb2_grpc.add_KVServicer_to_server, EtcdKV),
-        (rpc_pb2_grpc.add_WatchServicer_to_server, EtcdWatch),
-        (rpc_pb2_grpc.add_LeaseServicer_to_server, EtcdLease),
-        (rpc_pb2_grpc.add_ClusterServicer_to_server, EtcdCluster),
-        (rpc_pb2_grpc.add_MaintenanceServicer_to_server, EtcdMaintenance),
-        (rpc_pb2_grpc.add_AuthServicer_to_server, EtcdAuth),
-        (v3lock_pb2_grpc.add_LockServicer_to_server, EtcdLock),
-        (v3election_pb2_grpc.add_ElectionServicer_to_server, EtcdElection),
-    ])
+    """Register etcd's services (:data:`ETCD_SERVICES`)."""
+    register(layer, grpc_server, ETCD_SERVICES)
 
 
-__all__ = ["add_etcd_services"]
+__all__ = ["ETCD_SERVICES", "add_etcd_services"]

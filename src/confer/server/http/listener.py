@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from confer.server.http.gateway import gateway_routes
 from confer.server.http.health import health_routes
 from confer.server.http.member import Member
 from confer.server.http.metrics import metrics_routes
@@ -20,7 +21,7 @@ SHUTDOWN_GRACE = 1.0
 
 RouteSource = Callable[[Member], list[web.RouteDef]]
 
-ROUTES: list[RouteSource] = [metrics_routes, health_routes]
+ROUTES: list[RouteSource] = [metrics_routes, health_routes, gateway_routes]
 """Every module's routes, in the order they are added."""
 
 
@@ -37,8 +38,11 @@ class HttpListener:
             app.add_routes(source(member))
         # shutdown_timeout: stopping waits this long for requests in flight (a scrape, a
         # health check), as gRPC's grace; aiohttp's default is a minute.
+        # handler_cancellation: a client that goes away ends its request, as a gRPC call's
+        # (else a gateway watch on a quiet key would outlive its client).
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=SHUTDOWN_GRACE)
+                                     shutdown_timeout=SHUTDOWN_GRACE,
+                                     handler_cancellation=True)
         self.port = 0
         """The port bound, once started (``addr`` may name port 0)."""
 
