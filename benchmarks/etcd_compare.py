@@ -105,8 +105,10 @@ def percentile(values: list[float], q: float) -> float:
 
 async def closed_loop(endpoints: list[str], workload: str, clients: int, duration: float,
                       value_size: int, keys: int,
-                      credentials: grpc.ChannelCredentials | None = None) -> dict[str, object]:
-    """``credentials``: TLS (benchmarks/tls_cost.py), else plaintext."""
+                      credentials: grpc.ChannelCredentials | None = None,
+                      metadata: tuple[tuple[str, str], ...] = ()) -> dict[str, object]:
+    """``credentials``: TLS (benchmarks/tls_cost.py), else plaintext; ``metadata`` goes with
+    every call of the load (an auth token)."""
     options = [("grpc.use_local_subchannel_pool", 1)]
     channels = [grpc.aio.insecure_channel(endpoints[i % len(endpoints)], options=options)
                 if credentials is None else
@@ -135,10 +137,12 @@ async def closed_loop(endpoints: list[str], workload: str, clients: int, duratio
                 t0 = time.perf_counter()
                 try:
                     if workload == "put":
-                        await stub.Put(rpc_pb2.PutRequest(key=key, value=value), timeout=5)
+                        await stub.Put(rpc_pb2.PutRequest(key=key, value=value), timeout=5,
+                                       metadata=metadata)
                     else:
                         await stub.Range(rpc_pb2.RangeRequest(
-                            key=key, serializable=workload == "get-serializable"), timeout=5)
+                            key=key, serializable=workload == "get-serializable"), timeout=5,
+                            metadata=metadata)
                 except grpc.aio.AioRpcError:
                     errors += 1
                     continue

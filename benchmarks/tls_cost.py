@@ -1,12 +1,17 @@
-"""The cost of TLS: the same 3-node Confer cluster, plaintext and then with mTLS on the client
-and peer ports (certificates of `confer tls init`), under the same load.
+"""The cost of TLS and of auth: the same 3-node Confer cluster, plaintext, then with mTLS on
+the client and peer ports (certificates of `confer tls init`), then with mTLS and auth on,
+under the same load.
 
 For each mode, a fresh cluster on loopback (fsync on) gets the closed-loop etcd-API load of
 benchmarks/etcd_compare.py (N clients doing puts of VALUE_SIZE bytes for DURATION seconds,
 over 16 connections) and then `etcdctl check perf --load=X` (with --cacert/--cert/--key under
-mTLS). Prints both modes side by side with the mTLS/plaintext ratio of each figure
-(throughput ratio < 1: TLS costs that share). Every process is started here, bounded in
-time, and killed by PID at the end. Run it from the repository root as a module:
+mTLS). With auth (``mtls+auth``), the load runs as a user whose role has READWRITE on the
+bench prefix only, its simple token in every call's ``token`` metadata (as etcd's clients
+send it; without it, the client certificate's common name, no user, would be refused), and
+check perf runs with ``--user root:...`` (it compacts and defragments: root only). Prints
+the modes side by side with each figure's ratio to plaintext (throughput ratio < 1: that
+share is the cost). Every process is started here, bounded in time, and killed by PID at
+the end. Run it from the repository root as a module:
 
     .venv/bin/python -m benchmarks.tls_cost --clients 200 --duration 10 --check-perf m
 """
@@ -20,33 +25,70 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from benchmarks.etcd_compare import check_perf, closed_loop, fmt, ratio
 from confer.cli.dev import client_credentials
 from confer.cli.tls import client_flags, init_dir, server_flags
+from confer.etcdpb.authpb import auth_pb2
+from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from testing import ProcessCluster
 
-MODES = ("plaintext", "mtls")
+MODES = ("plaintext", "mtls", "mtls+auth")
+ROOT_PASSWORD = "bench-root"
+USER, PASSWORD = "bench", "bench-password"
+PREFIX = b"/bench/"
+"""The keys of closed_loop's load: the bench user's role may read and write these only."""
+
+
+def enable_auth(endpoint: str, tls: grpc.ChannelCredentials) -> str:
+    """etcd's bootstrap (root with the root role, a role with READWRITE on the bench prefix, a
+    user with that role), auth on; returns the bench user's simple token."""
+    with grpc.secure_channel(endpoint, tls) as ch:
+        auth = rpc_pb2_grpc.AuthStub(ch)
+        auth.UserAdd(rpc_pb2.AuthUserAddRequest(name="root", password=ROOT_PASSWORD),
+                     timeout=30)
+        auth.UserGrantRole(rpc_pb2.AuthUserGrantRoleRequest(user="root", role="root"),
+                           timeout=30)
+        auth.RoleAdd(rpc_pb2.AuthRoleAddRequest(name=USER), timeout=30)
+        auth.RoleGrantPermission(rpc_pb2.AuthRoleGrantPermissionRequest(
+            name=USER, perm=auth_pb2.Permission(
+                permType=auth_pb2.Permission.READWRITE, key=PREFIX,
+                range_end=PREFIX[:-1] + b"0")), timeout=30)
+        auth.UserAdd(rpc_pb2.AuthUserAddRequest(name=USER, password=PASSWORD), timeout=30)
+        auth.UserGrantRole(rpc_pb2.AuthUserGrantRoleRequest(user=USER, role=USER), timeout=30)
+        auth.AuthEnable(rpc_pb2.AuthEnableRequest(), timeout=30)
+        token: str = auth.Authenticate(rpc_pb2.AuthenticateRequest(
+            name=USER, password=PASSWORD), timeout=30).token
+        return token
 
 
 def run_mode(mode: str, tmp: Path, args: argparse.Namespace, loads: list[str]
              ) -> dict[str, Any]:
     """A fresh 3-node cluster in ``mode``: the grpc put load, then check perf."""
     certs = tmp / "certs"
-    tls = mode == "mtls"
+    tls = mode != "plaintext"
     creds = client_credentials(certs) if tls else None
     with ProcessCluster(3, tmp / mode, tick_ms=100,
                         extra_args=server_flags(certs) if tls else [],
                         credentials=creds) as cluster:
         cluster.leader()
+        flags = tuple(client_flags(certs)) if tls else ()
+        metadata: tuple[tuple[str, str], ...] = ()
+        if mode == "mtls+auth":
+            assert creds is not None
+            # Per call, as etcd's clients send it (a metadata plugin would add a thread hop
+            # per call on the client, which shares the machine with the cluster).
+            metadata = (("token", enable_auth(cluster.endpoints[0], creds)),)
+            flags += ("--user", f"root:{ROOT_PASSWORD}")
         results: dict[str, Any] = {}
         if args.clients:
             r = asyncio.run(closed_loop(cluster.endpoints, "put", args.clients, args.duration,
-                                        args.value_size, args.keys, creds))
+                                        args.value_size, args.keys, creds, metadata))
             results["put"] = r
             print(f"{mode:<10} put {r['ops_per_sec']:>9} ops/s  p50 {r['p50_ms']} ms  "
                   f"p99 {r['p99_ms']} ms  ({r['ops']} ops, {r['errors']} errors)", flush=True)
         endpoints = [("https://" if tls else "") + e for e in cluster.endpoints]
-        flags = tuple(client_flags(certs)) if tls else ()
         for load in loads:
             r = check_perf(endpoints, load, flags)
             results[f"check-perf:{load}"] = r
@@ -65,31 +107,45 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keys", type=int, default=10_000)
     ap.add_argument("--check-perf", default="m",
                     help="etcdctl check perf loads (s,m,l,xl), comma-separated; 'none' to skip")
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help=f"comma-separated, from {', '.join(MODES)} (plaintext always runs)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     loads = [x for x in args.check_perf.split(",") if x and x != "none"]
+    modes = ["plaintext", *(m for m in args.modes.split(",") if m and m != "plaintext")]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        ap.error(f"unknown mode {unknown[0]!r}; choose from {', '.join(MODES)}")
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="confer-tls-cost-") as d:
         init_dir(Path(d) / "certs")
-        for mode in MODES:
+        for mode in modes:
             results[mode] = run_mode(mode, Path(d), args, loads)
     if args.json:
         print(json.dumps(results))
         return 0
-    plain, tls = results["plaintext"], results["mtls"]
-    print(f"\n{'figure':<32}{'plaintext':>12}{'mtls':>12}{'ratio':>10}")
-    rows = []
-    if "put" in plain:
-        rows += [(f"put {key}", plain["put"][key], tls["put"][key])
+    print_table(results, modes, loads)
+    return 0
+
+
+def print_table(results: dict[str, dict[str, Any]], modes: list[str], loads: list[str]
+                ) -> None:
+    """Each figure per mode, and each secure mode's ratio to plaintext."""
+    others = modes[1:]
+    print(f"\n{'figure':<32}" + "".join(f"{m:>12}" for m in modes)
+          + "".join(f"{m + '/plain':>18}" for m in others))
+    rows: list[tuple[str, list[Any]]] = []
+    if "put" in results["plaintext"]:
+        rows += [(f"put {key}", [results[m]["put"][key] for m in modes])
                  for key in ("ops_per_sec", "p50_ms", "p99_ms")]
     for load in loads:
-        p, t = plain[f"check-perf:{load}"], tls[f"check-perf:{load}"]
-        rows.append((f"check perf {load} verdict", p["verdict"], t["verdict"]))
-        rows += [(f"check perf {load} {key}", p.get(key), t.get(key))
+        per = [results[m][f"check-perf:{load}"] for m in modes]
+        rows.append((f"check perf {load} verdict", [p["verdict"] for p in per]))
+        rows += [(f"check perf {load} {key}", [p.get(key) for p in per])
                  for key in ("writes_per_sec", "slowest_ms")]
-    for label, pv, tv in rows:
-        print(f"{label:<32}{fmt(pv):>12}{fmt(tv):>12}{ratio(tv, pv):>10}")
-    return 0
+    for label, values in rows:
+        print(f"{label:<32}" + "".join(f"{fmt(v):>12}" for v in values)
+              + "".join(f"{ratio(v, values[0]):>18}" for v in values[1:]))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import signal
 import sys
 
 from testing.fuzz.run import PHASES, FuzzConfig, fuzz
+from testing.fuzz.target import IDENTITIES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="what the peer phase sends (comma-separated)")
     parser.add_argument("--exclude", default="",
                         help="regular expression of client method paths not to fuzz")
+    parser.add_argument("--auth-as", choices=IDENTITIES, default="",
+                        help="run the node with mTLS on both ports and auth on, and fuzz as "
+                             "this identity (default: a plaintext node without auth)")
     parser.add_argument("--keep", action="store_true", help="keep the node's data dir and log")
     args = parser.parse_args(argv)
     phases = tuple(p for p in args.phases.split(",") if p)
@@ -36,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown phase {unknown[0]!r}; choose from {', '.join(PHASES)}")
     cfg = FuzzConfig(seed=args.seed, requests=args.requests, phases=phases,
                      check_every=args.check_every, stream_scale=args.stream_scale,
-                     exclude=args.exclude,
+                     exclude=args.exclude, auth_as=args.auth_as,
                      peer_kinds=tuple(k for k in args.peer_kinds.split(",") if k),
                      progress=lambda line: print(line, file=sys.stderr, flush=True))
     # SIGTERM unwinds like an error, so the node is still killed and its data dir removed.

@@ -19,8 +19,10 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
@@ -28,11 +30,11 @@ from hypothesis import strategies as st
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.v1 import kv_pb2, kv_pb2_grpc
 from testing.fuzz import peer, streams
-from testing.fuzz.calls import Shape, call
+from testing.fuzz.calls import Outcome, Shape, call
 from testing.fuzz.catalogue import CLIENT_METHODS, Method
 from testing.fuzz.report import Failure, Report
 from testing.fuzz.strategies import confine_raw, requests
-from testing.fuzz.target import CHANNEL_OPTIONS, FuzzTarget, Problem
+from testing.fuzz.target import FuzzTarget, Problem
 
 PHASES = ("structured", "raw", "streams", "peer")
 MEMBERSHIP_PATHS = frozenset(
@@ -68,6 +70,9 @@ class FuzzConfig:
     exclude: str = ""
     """A regular expression: client methods whose path it matches are not fuzzed (to look
     past a finding that would otherwise stop the node early)."""
+    auth_as: str = ""
+    """``""``: a plaintext node without auth. Else the node serves mTLS with auth on, and the
+    fuzzer speaks as ``root``, ``anonymous`` or ``no-roles`` (:mod:`testing.fuzz.target`)."""
     progress: Callable[[str], None] | None = None
 
     def client_methods(self) -> list[Method]:
@@ -89,7 +94,7 @@ class Run:
     phase: str = ""
     since_check: int = 0
     since_cleanup: int = 0
-    channels: dict[str, grpc.Channel] = field(default_factory=dict)
+    channels: dict[str, list[grpc.Channel]] = field(default_factory=dict)
     budget: int = 0
     """Calls the current phase may still make."""
     broken: str = ""
@@ -97,9 +102,12 @@ class Run:
     every later call would only wait out its deadline."""
 
     def channel(self, addr: str) -> grpc.Channel:
+        """A channel to ``addr`` as the fuzzer's identity: when it has several ways in
+        (anonymous: plaintext, TLS without and with a certificate), each in turn."""
         if addr not in self.channels:
-            self.channels[addr] = grpc.insecure_channel(addr, options=CHANNEL_OPTIONS)
-        return self.channels[addr]
+            self.channels[addr] = self.target.fuzz_channels(addr)
+        options = self.channels[addr]
+        return options[self.report.total % len(options)]
 
     def send(self, shape: Shape, payloads: list[bytes], *, may_block: bool,
              addr: str | None = None, half_close: bool = True) -> None:
@@ -110,6 +118,9 @@ class Run:
         outcome = call(self.channel(addr or self.target.client_addr), shape, payloads, timeout,
                        half_close=half_close)
         self.report.record_call(self.phase, shape.path, payloads, outcome, may_block=may_block)
+        if self.target.denied and not refused(shape, payloads, outcome, self.cfg.auth_as):
+            self.report.add(Failure("not-refused", shape.path, outcome.code, outcome.details,
+                                    self.report.repro(self.phase, shape.path, payloads)))
         if self.phase == "peer" or (outcome.code == "OK" and shape.path in MEMBERSHIP_PATHS):
             self.attribute(shape.path, payloads)
         if outcome.code == "DEADLINE_EXCEEDED" and not may_block:
@@ -117,7 +128,8 @@ class Run:
             return
         self.since_check += 1
         self.since_cleanup += 1
-        if self.since_cleanup >= self.cfg.cleanup_every:
+        # Refused traffic writes nothing, and a clean-up would move the revision it checks.
+        if self.since_cleanup >= self.cfg.cleanup_every and not self.target.denied:
             self.since_cleanup = 0
             self.cleanup()
         if self.since_check >= self.cfg.check_every:
@@ -168,8 +180,9 @@ class Run:
                          timeout=UNARY_TIMEOUT)
 
     def close(self) -> None:
-        for ch in self.channels.values():
-            ch.close()
+        for options in self.channels.values():
+            for ch in options:
+                ch.close()
         self.channels.clear()
 
 
@@ -278,6 +291,73 @@ def peer_phase(run: Run, n: int) -> None:
     hypothesis_loop(run, n, run.cfg.seed + 2_000_003, body)
 
 
+REFUSALS = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED", "UNAVAILABLE"})
+"""How a TLS and auth node refuses an identity: no permission, no user or an invalid token,
+or no TLS handshake (UNAVAILABLE: no client certificate, or none at all)."""
+BAD_INPUT = frozenset({"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "UNIMPLEMENTED"})
+"""A request refused for what it is before anyone is asked who sent it (it does not decode,
+is too large, breaks a rule of its own, or names a method this port does not serve), as in
+etcd: it changes nothing either."""
+USER_BAD_INPUT = BAD_INPUT | {"NOT_FOUND", "FAILED_PRECONDITION"}
+"""Also, for a user: what any user may do, refused for the state it meets (revoking a lease
+that does not exist, granting one whose id is taken)."""
+OPEN_TO_ANYONE = frozenset({
+    "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/List",
+    "/grpc.health.v1.Health/Watch", "/etcdserverpb.Auth/AuthStatus",
+    "/etcdserverpb.Auth/Authenticate"})
+"""Methods that answer without a user (docs/security.md, "Who may do what")."""
+OPEN_TO_USERS = OPEN_TO_ANYONE | {
+    "/confer.v1.Lease/Grant", "/confer.v1.Lease/KeepAlive", "/confer.v1.Lease/Leases",
+    "/confer.v1.Lease/TimeToLive", "/confer.v1.Lease/Revoke", "/etcdserverpb.Lease/LeaseGrant",
+    "/etcdserverpb.Lease/LeaseKeepAlive", "/etcdserverpb.Lease/LeaseLeases",
+    "/etcdserverpb.Lease/LeaseTimeToLive", "/etcdserverpb.Lease/LeaseRevoke",
+    "/confer.v1.Cluster/MemberList", "/confer.v1.Cluster/Status",
+    "/etcdserverpb.Cluster/MemberList", "/confer.v1.ConferService/WatchCluster"}
+"""Also answered for any user, whatever its roles: leases (a lease the user made has no keys
+of others attached), the membership and status."""
+_REQUEST = {m.path: m.request for m in CLIENT_METHODS}
+
+
+def refused(shape: Shape, payloads: list[bytes], outcome: Outcome, identity: str) -> bool:
+    """Whether a call of an identity that may do nothing (``anonymous``, ``no-roles``) was
+    answered as it must be: refused, or a method open to it."""
+    user = identity != "anonymous"
+    if outcome.code in REFUSALS or outcome.code in (USER_BAD_INPUT if user else BAD_INPUT):
+        return True
+    if shape.path in (OPEN_TO_USERS if user else OPEN_TO_ANYONE):
+        return True
+    if shape.client_streaming or shape.server_streaming:
+        # A stream stays open until the fuzzer ends it; a refused watch is answered inside it.
+        return outcome.code in ("OK", "CLIENT_CANCELLED", "DEADLINE_EXCEEDED")
+    return outcome.code == "OK" and _touches_no_key(shape.path, payloads)
+
+
+def _touches_no_key(path: str, payloads: list[bytes]) -> bool:
+    """Whether a request names no key at all: an empty transaction, or one of only empty
+    transactions, a range whose end is before its key. Such a request needs no permission
+    (docs/security.md: an empty range is covered trivially) and reads and writes nothing."""
+    request = _REQUEST.get(path)
+    if request is None:
+        return False
+    try:
+        return _no_key(request.FromString(payloads[0]))
+    except DecodeError:
+        return False
+
+
+def _no_key(msg: Any) -> bool:
+    """No key, path or value anywhere inside ``msg`` (but empty ranges)."""
+    if msg.DESCRIPTOR.full_name in ("etcdserverpb.RangeRequest",
+                                    "etcdserverpb.DeleteRangeRequest", "etcdserverpb.Compare"):
+        return msg.range_end not in (b"", b"\x00") and msg.range_end <= msg.key
+    for desc, value in msg.ListFields():
+        if desc.message_type is None:
+            return False  # a key, a path, a value... or any other field: not nothing
+        if not all(_no_key(sub) for sub in (value if desc.is_repeated else [value])):
+            return False
+    return True
+
+
 def _shape(method: Method) -> Shape:
     return Shape(method.path, method.client_streaming, method.server_streaming)
 
@@ -287,12 +367,17 @@ def fuzz(cfg: FuzzConfig, *, keep_dir: bool = False) -> Report:
     report = Report(cfg.seed)
     started = time.monotonic()
     total_share = sum(SHARES.get(p, 0) for p in cfg.phases) or 1
-    with FuzzTarget(cfg.seed, keep_dir=keep_dir) as target:
+    with FuzzTarget(cfg.seed, keep_dir=keep_dir, auth_as=cfg.auth_as) as target:
         run = Run(cfg, target, report)
         try:
             for phase in cfg.phases:
                 if run.broken:
                     report.notes.append(f"phase {phase} skipped: the node no longer serves")
+                    continue
+                if phase == "streams" and target.denied:
+                    # Its scenarios need writes and watches that deliver: root's traffic.
+                    report.notes.append(f"phase streams skipped: it runs as root only, not "
+                                        f"{cfg.auth_as}")
                     continue
                 run.phase = phase
                 before = report.total

@@ -20,7 +20,7 @@ from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.v1 import coord_pb2, coord_pb2_grpc, kv_pb2, kv_pb2_grpc
 from testing.fuzz.calls import Outcome
 from testing.fuzz.report import Failure, Report
-from testing.fuzz.target import CHANNEL_OPTIONS, FuzzTarget
+from testing.fuzz.target import FuzzTarget
 
 STREAM_DEADLINE = 30.0
 """Seconds any stream of a scenario may stay open, whatever happens."""
@@ -72,7 +72,7 @@ def abandoned(target: FuzzTarget, report: Report, scale: int) -> None:
     sent to, never read and dropped with their connection, while the owned prefix takes
     writes the watches must queue."""
     own = target.own
-    channels = [grpc.insecure_channel(target.client_addr, options=CHANNEL_OPTIONS)
+    channels = [target.open_channel()
                 for _ in range(4 * scale)]
     held: list[_Held] = []
     calls: list[Any] = []  # referenced until the connections drop, so none is collected early
@@ -112,7 +112,7 @@ def concurrent(target: FuzzTarget, report: Report, scale: int) -> None:
     the server accepted must deliver the one write made under it."""
     own = target.own
     n = 48 * scale
-    with grpc.insecure_channel(target.client_addr, options=CHANNEL_OPTIONS) as ch:
+    with target.open_channel() as ch:
         stub = rpc_pb2_grpc.WatchStub(ch)
         opened = []
         for _ in range(n):
@@ -167,7 +167,7 @@ def half_closed(target: FuzzTarget, report: Report, scale: int) -> None:
     """Streams whose client says it is done sending: keep-alives must be answered and the
     stream ended; a watch either goes on delivering or ends with a proper status."""
     own = target.own
-    with grpc.insecure_channel(target.client_addr, options=CHANNEL_OPTIONS) as ch:
+    with target.open_channel() as ch:
         lease = rpc_pb2_grpc.LeaseStub(ch).LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60),
                                                        timeout=10).ID
         for _ in range(4 * scale):
@@ -215,7 +215,7 @@ def many_watches(target: FuzzTarget, report: Report, scale: int) -> None:
     """One stream asking for thousands of watches: created or refused, each answered."""
     own = target.own
     n = 1000 * scale
-    with grpc.insecure_channel(target.client_addr, options=CHANNEL_OPTIONS) as ch:
+    with target.open_channel() as ch:
         req = _Held([_watch_create(own)] * n)
         stream = rpc_pb2_grpc.WatchStub(ch).Watch(iter(req), timeout=STREAM_DEADLINE)
         answered = 0

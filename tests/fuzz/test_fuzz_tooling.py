@@ -9,9 +9,11 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from testing.fuzz.calls import Outcome
+from confer.etcdpb.etcdserverpb import rpc_pb2
+from testing.fuzz.calls import Outcome, Shape
 from testing.fuzz.catalogue import CLIENT_METHODS
 from testing.fuzz.report import Report
+from testing.fuzz.run import refused
 from testing.fuzz.strategies import INVALID_PEER_ADDR, Scope, confine_raw, requests
 
 SCOPE = Scope("/fz5", frozenset({1}))
@@ -102,3 +104,25 @@ def test_one_cause_in_many_methods_is_one_failure_class() -> None:
     rendered = report.render()
     assert "request_hex=ff" in rendered and "in 2: /confer.v1.KV/Put, /etcdserverpb.KV/Range" \
         in rendered
+
+
+def test_a_refused_identity_may_only_be_answered_for_requests_that_name_no_key() -> None:
+    native_txn = Shape("/confer.v1.KV/Txn")
+    etcd_range = Shape("/etcdserverpb.KV/Range")
+    ok = Outcome("OK", "", 1)
+    # Transactions of nothing but empty transactions, nested (as the fuzzer found them).
+    nested = bytes.fromhex("121e221c121a22181216221412122210120e220c120a22081206220412022200")
+    assert refused(native_txn, [nested], ok, "no-roles")
+    assert refused(etcd_range, [rpc_pb2.RangeRequest(key=b"b", range_end=b"a")
+                               .SerializeToString()], ok, "anonymous")
+    assert not refused(etcd_range, [rpc_pb2.RangeRequest(key=b"a").SerializeToString()], ok,
+                       "anonymous")
+    put = rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(
+        request_put=rpc_pb2.PutRequest(key=b"/x", value=b"1"))])
+    assert not refused(Shape("/etcdserverpb.KV/Txn"), [put.SerializeToString()], ok, "no-roles")
+    # What any user may do, but not anyone; and never a status past the check.
+    grant = Shape("/etcdserverpb.Lease/LeaseGrant")
+    ttl = rpc_pb2.LeaseGrantRequest(TTL=10).SerializeToString()
+    assert refused(grant, [ttl], ok, "no-roles") and not refused(grant, [ttl], ok, "anonymous")
+    assert not refused(etcd_range, [b""], Outcome("NOT_FOUND", "", 0), "anonymous")
+    assert refused(etcd_range, [b""], Outcome("UNAVAILABLE", "", 0), "anonymous")

@@ -97,7 +97,7 @@ async def serve(cfg: ServerConfig) -> int:
         raise
     tune_gc()
     http = server.http
-    metrics = f"http://{cfg.metrics_addr} (port {http.port})" if http else "off"
+    metrics = f"{http.scheme}://{cfg.metrics_addr} (port {http.port})" if http else "off"
     ready = (f"confer: node {server.node_id} ready: clients {cfg.client_url} "
              f"(port {server.client_port}), peers {cfg.peer_url} (port {server.peer_port}), "
              f"data {Path(cfg.data_dir).resolve()}, metrics {metrics}")
@@ -179,7 +179,9 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
                                "help": "Store size that raises the NOSPACE alarm "
                                        "[0 = 2 GiB; negative = no quota]."}),
     ("--listen-metrics", {"help": "HOST:PORT for /metrics and /health over HTTP [the client "
-                                  "host, client port + 1000: 127.0.0.1:8379]; none: off."}),
+                                  "host, client port + 1000: 127.0.0.1:8379]; none: off; "
+                                  "https://HOST:PORT: over TLS with the client port's "
+                                  "certificate (as etcd's --listen-metrics-urls)."}),
     ("--enable-grpc-gateway", {"type": bool, "help": "Serve etcd's JSON gateway (/v3/...) on "
                                                      "the HTTP listener [true]."}),
     ("--cert-file", {"help": "TLS on the client port: its certificate (PEM)."}),

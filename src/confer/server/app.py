@@ -179,7 +179,8 @@ class ConferServer:
         self._load_identity()
         await self._start_grpc()
         self.http = await start_http(self, cfg.metrics_addr,
-                                     required=cfg.listen_metrics != "default")
+                                     required=cfg.listen_metrics != "default",
+                                     tls=cfg.metrics_tls)
         fresh = self.storage.last_index() == 0
         if fresh and cfg.join:
             if not self._identity_file.exists():

@@ -88,7 +88,8 @@ class ServerConfig:
     """bcrypt's cost of users' password hashes (etcd's ``--bcrypt-cost``, 4..31)."""
     listen_metrics: str = "default"
     """HOST:PORT of the HTTP listener (/metrics, /health); ``none`` or empty: none;
-    ``default``: see :attr:`metrics_addr`."""
+    ``default``: see :attr:`metrics_addr`; ``https://HOST:PORT``: over TLS with the client
+    port's files (:attr:`metrics_tls`), ``http://HOST:PORT``: plaintext."""
     enable_grpc_gateway: bool = True
     """Serve etcd's JSON gateway (``/v3/...``) on the HTTP listener (etcd's flag; never
     while the client port serves TLS: see ``server/http/gateway.py``)."""
@@ -135,10 +136,24 @@ class ServerConfig:
         if self.listen_metrics.lower() in ("", "none"):
             return ""
         if self.listen_metrics != "default":
-            return self.listen_metrics
+            return self._metrics_url()[1]
         host, _, port = self.listen_client.rpartition(":")
         derived = int(port) + METRICS_PORT_OFFSET if int(port) else 0
         return f"{host}:{derived if derived <= 65535 else 0}"
+
+    def _metrics_url(self) -> tuple[str, str]:
+        """``listen_metrics`` as (scheme, HOST:PORT); no scheme is ``http``."""
+        scheme, sep, addr = self.listen_metrics.partition("://")
+        return (scheme.lower(), addr) if sep else ("http", self.listen_metrics)
+
+    @property
+    def metrics_tls(self) -> TlsFiles | None:
+        """The HTTP listener's TLS files: the client port's, when it is given as
+        ``https://HOST:PORT`` (etcd's ``--listen-metrics-urls https://...`` serves the
+        client certificate likewise)."""
+        if self.listen_metrics.lower() in ("", "none", "default"):
+            return None
+        return self.client_tls if self._metrics_url()[0] == "https" else None
 
     def founders(self) -> list[tuple[int, str, str]]:
         """Parse ``initial_cluster`` into (id, name, peer_addr)."""
@@ -182,7 +197,14 @@ class ServerConfig:
         for key in ("listen_client", "listen_peer"):
             check_addr(key.replace("_", "-"), getattr(self, key), allow_port_zero=True)
         if self.listen_metrics.lower() not in ("", "none", "default"):
-            check_addr("listen-metrics", self.listen_metrics, allow_port_zero=True)
+            scheme, addr = self._metrics_url()
+            if scheme not in ("http", "https"):
+                raise ConfigError(f"listen-metrics {self.listen_metrics!r}: expected "
+                                  "HOST:PORT, http://HOST:PORT or https://HOST:PORT")
+            check_addr("listen-metrics", addr, allow_port_zero=True)
+            if scheme == "https" and not self.cert_file:
+                raise ConfigError("listen-metrics https://... serves the client port's "
+                                  "certificate: give cert-file and key-file")
         for key in ("advertise_client", "advertise_peer"):
             if getattr(self, key):
                 check_addr(key.replace("_", "-"), getattr(self, key))

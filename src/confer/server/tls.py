@@ -20,6 +20,7 @@ import datetime
 import ipaddress
 import logging
 import os
+import ssl
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -185,6 +186,37 @@ def server_credentials(files: TlsFiles, prefix: str = "") -> grpc.ServerCredenti
         reloader.initial(),
         reloader,  # type: ignore[arg-type]  # the stubs omit the documented None: no change
         require_client_authentication=files.verify_clients)
+
+
+def server_ssl_context(files: TlsFiles, prefix: str = "") -> ssl.SSLContext:
+    """The same files for an asyncio TLS server (the HTTP listener): a context whose SNI
+    callback, run in every handshake, hands the handshake a context made from the files
+    again once they changed (a bad or half-rotated pair keeps the last good one). Raises
+    :class:`TlsError` if the files are unusable now."""
+    watched = _Watched(files, prefix)
+
+    def make() -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(files.cert_file, files.key_file)
+        if watched.pems.ca is not None:
+            ctx.load_verify_locations(cadata=watched.pems.ca.decode("ascii", "replace"))
+        if files.verify_clients:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.sni_callback = renew
+        return ctx
+
+    def renew(conn: ssl.SSLSocket | ssl.SSLObject, _name: str | None,
+              _ctx: ssl.SSLContext) -> None:
+        if watched.changed() is not None:
+            try:
+                current[0] = make()
+            except (ssl.SSLError, OSError) as e:  # the files changed again since checked
+                log.warning("keeping the current %scertificate: %s", prefix, e)
+        if conn.context is not current[0]:
+            conn.context = current[0]
+
+    current = [make()]
+    return current[0]
 
 
 class PeerChannelCredentials:

@@ -96,6 +96,9 @@ class EtcdMaintenance(Adapter, rpc_pb2_grpc.MaintenanceServicer):
     @etcd_rpc
     async def MoveLeader(self, req: rpc_pb2.MoveLeaderRequest, ctx: RequestContext
                          ) -> rpc_pb2.MoveLeaderResponse:
+        # Who asks before whom to: a caller that may not transfer learns nothing of the
+        # membership (etcd's authMaintenanceServer checks first too).
+        await self.layer.core.admin(ctx)
         target = next((m for m in self.layer.cluster.member_list() if m.id == req.targetID),
                       None)
         if target is None or target.is_learner:

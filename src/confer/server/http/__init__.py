@@ -15,19 +15,22 @@ from confer.server.http.member import Member
 
 if TYPE_CHECKING:
     from confer.server.http.listener import HttpListener
+    from confer.server.tls import TlsFiles
 
 log = logging.getLogger("confer.http")
 
 
-async def start_http(member: Member, addr: str, required: bool) -> HttpListener | None:
-    """Serve the HTTP routes on ``addr`` (None, serving nothing, if ``addr`` is empty). If
+async def start_http(member: Member, addr: str, required: bool,
+                     tls: TlsFiles | None = None) -> HttpListener | None:
+    """Serve the HTTP routes on ``addr`` (None, serving nothing, if ``addr`` is empty), over
+    TLS with ``tls`` (HTTPS: the client port's files). If
     it cannot be bound: with ``required`` (the address was set), a SystemExit with one line;
     without (the default address), a warning, and the member runs without it."""
     if not addr:
         return None
     from confer.server.http.listener import HttpListener
 
-    listener = HttpListener(member, addr)
+    listener = HttpListener(member, addr, tls)
     try:
         await listener.start()
     except OSError as e:

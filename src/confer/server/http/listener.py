@@ -14,6 +14,7 @@ from confer.server.http.gateway import gateway_routes
 from confer.server.http.health import health_routes
 from confer.server.http.member import Member
 from confer.server.http.metrics import metrics_routes
+from confer.server.tls import TlsFiles, server_ssl_context
 
 SHUTDOWN_GRACE = 1.0
 """Seconds a stopping member waits for HTTP requests in flight."""
@@ -25,10 +26,13 @@ ROUTES: list[RouteSource] = [metrics_routes, health_routes, gateway_routes]
 
 
 class HttpListener:
-    """Serves the routes of :data:`ROUTES` for one member on one address."""
+    """Serves the routes of :data:`ROUTES` for one member on one address: over TLS with
+    ``tls`` (the client port's files, as etcd serves ``--listen-metrics-urls https://...``
+    with the client certificate: the same client-certificate rule, the same rotation)."""
 
-    def __init__(self, member: Member, addr: str) -> None:
+    def __init__(self, member: Member, addr: str, tls: TlsFiles | None = None) -> None:
         self.addr = addr
+        self.tls = tls
         app = web.Application()
         for source in ROUTES:
             app.add_routes(source(member))
@@ -47,12 +51,18 @@ class HttpListener:
         host, _, port = self.addr.rpartition(":")
         await self._runner.setup()
         try:
-            site = web.TCPSite(self._runner, host.strip("[]"), int(port), reuse_port=False)
+            ssl_context = server_ssl_context(self.tls) if self.tls is not None else None
+            site = web.TCPSite(self._runner, host.strip("[]"), int(port), reuse_port=False,
+                               ssl_context=ssl_context)
             await site.start()
         except BaseException:
             await self._runner.cleanup()
             raise
         self.port = self._runner.addresses[0][1]
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
     async def stop(self) -> None:
         await self._runner.cleanup()
