@@ -6,7 +6,12 @@ time from /proc. CPU microseconds per request is the figure that matters on a CP
 and is far less sensitive than ops/s to whatever else the machine runs. Rounds alternate
 between the trees, and medians are printed, so two trees compare fairly in one invocation:
 
-  .venv/bin/python benchmarks/request_path_bench.py --tree /path/to/main --tree . --rounds 3
+  .venv/bin/python -m benchmarks.request_path_bench --tree /path/to/base --tree . --rounds 5
+
+Run it from the repository root as a module (it takes free ports from the test-side
+``testing`` package). A tree whose server has the metrics listener gets it on a free port
+too, as a default ``confer serve`` has it. benchmarks/instructions.py counts the same
+requests in machine instructions, which no other load on the machine changes.
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ import grpc
 
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.v1 import kv_pb2, kv_pb2_grpc
+from testing import free_port
 
-PORT = 23791  # below Linux's ephemeral range
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 Call = Callable[[grpc.aio.Channel, int], Awaitable[object]]
@@ -63,9 +68,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
-async def drive(call: Call, clients: int, ops: int, seconds: float) -> int:
+async def drive(port: int, call: Call, clients: int, ops: int, seconds: float) -> int:
     """Closed-loop load: ``clients`` tasks share ``ops`` requests; stops at ``seconds``."""
-    addr = f"127.0.0.1:{PORT}"
+    addr = f"127.0.0.1:{port}"
     channels = [grpc.aio.insecure_channel(addr) for _ in range(4)]
     counter = iter(range(ops))
     deadline = time.monotonic() + seconds
@@ -88,9 +93,9 @@ async def drive(call: Call, clients: int, ops: int, seconds: float) -> int:
     return done
 
 
-async def wait_ready(timeout: float = 20.0) -> None:
+async def wait_ready(port: int, timeout: float = 20.0) -> None:
     end = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{PORT}") as ch:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         while True:
             try:
                 await native_put(ch, 0)
@@ -101,21 +106,30 @@ async def wait_ready(timeout: float = 20.0) -> None:
                 await asyncio.sleep(0.1)
 
 
+def serve_command(tree: Path, data_dir: str) -> tuple[list[str], dict[str, str], int]:
+    """The command line and environment of a single-node ``confer serve`` from ``tree`` on
+    free ports, and its client port."""
+    port = free_port()
+    args = ["-m", "confer", "serve", "--data-dir", data_dir,
+            "--listen-client", f"127.0.0.1:{port}", "--listen-peer", f"127.0.0.1:{free_port()}"]
+    if "listen_metrics" in (tree / "src/confer/server/config.py").read_text():
+        args += ["--listen-metrics", f"127.0.0.1:{free_port()}"]
+    return [sys.executable, *args], {**os.environ, "PYTHONPATH": str(tree / "src")}, port
+
+
 def measure(tree: Path, workloads: list[str], clients: int, ops: int, seconds: float
             ) -> dict[str, tuple[float, float]]:
     """{workload: (ops/s, server CPU µs per op)} for one server started from ``tree``."""
-    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "confer", "serve", "--data-dir", tmp,
-             "--listen-client", f"127.0.0.1:{PORT}", "--listen-peer", f"127.0.0.1:{PORT + 1}"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command, env, port = serve_command(tree, tmp)
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
         try:
-            asyncio.run(wait_ready())
+            asyncio.run(wait_ready(port))
             out = {}
             for name in workloads:
                 cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
-                n = asyncio.run(drive(WORKLOADS[name], clients, ops, seconds))
+                n = asyncio.run(drive(port, WORKLOADS[name], clients, ops, seconds))
                 cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
                 out[name] = (n / (t1 - t0), (cpu1 - cpu0) / max(n, 1) * 1e6)
             return out
