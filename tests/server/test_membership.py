@@ -156,6 +156,32 @@ def test_leadership_transfer_outlasts_a_target_that_is_slow_to_take_over(
         assert c.leader() == target
 
 
+def test_a_leadership_transfer_follows_the_leadership_when_another_member_takes_over(
+        tmp_path: Path) -> None:
+    """While the target is paused, another member becomes leader (a second transfer): the
+    first request moves to the new leader, which hands leadership on once the target runs."""
+    with ProcessCluster(3, tmp_path) as c:
+        old = c.leader()
+        target, other = (i for i in c.nodes if i != old)
+        pid = c.nodes[target].pid
+        assert pid is not None
+        ch, stub = cluster_stub(c.nodes[old].client_addr)
+        with ch:
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                answer = stub.TransferLeadership.future(
+                    kv_pb2.TransferLeadershipRequest(target_id=target), timeout=30)
+                time.sleep(0.5)
+                took_over = stub.TransferLeadership(
+                    kv_pb2.TransferLeadershipRequest(target_id=other), timeout=15)
+                assert took_over.leader_id == other
+                time.sleep(0.5)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert answer.result().leader_id == target
+        assert c.leader() == target
+
+
 def test_a_joining_node_retries_until_the_cluster_can_add_it(tmp_path: Path) -> None:
     """--join keeps asking through refusals that pass (here: nobody answers yet)."""
     c = ProcessCluster(1, tmp_path)

@@ -15,6 +15,7 @@ from typing import Any
 
 from confer import __version__
 from confer.kv import InvalidArgument
+from confer.raft.errors import NotLeader
 from confer.raft.quorum import majority
 from confer.raft.types import ConfChange, ConfChangeType, StateRole
 from confer.server.addresses import address_problem, member_id_problem
@@ -310,7 +311,13 @@ class ClusterRequests:
                     raise TimeoutError("leadership transfer did not complete in time")
                 await asyncio.sleep(consensus.retry_interval)
                 st = node.basic_status()
-                if st.role == StateRole.LEADER and not st.lead_transferee:
+                if st.role != StateRole.LEADER:
+                    if node.leader == target:
+                        break
+                    # Another member took over meanwhile (an election while the target
+                    # was slow): the request follows the leadership to it.
+                    raise NotLeader(node.leader)
+                if not st.lead_transferee:
                     # Raft gave the transfer up (the target did not win within an election
                     # timeout: slow, or busy); try again while the request has time.
                     node.transfer_leadership(target)
