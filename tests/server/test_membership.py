@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -134,6 +136,17 @@ def test_leadership_transfer(tmp_path: Path) -> None:
         assert c.leader() == target
 
 
+@contextlib.contextmanager
+def paused(pid: int | None) -> Iterator[None]:
+    """The process ``pid`` stopped (SIGSTOP) until the block ends, however it ends."""
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def test_leadership_transfer_outlasts_a_target_that_is_slow_to_take_over(
         tmp_path: Path) -> None:
     """Raft gives a transfer up when the target has not won within an election timeout
@@ -141,17 +154,12 @@ def test_leadership_transfer_outlasts_a_target_that_is_slow_to_take_over(
     with ProcessCluster(3, tmp_path) as c:
         old = c.leader()
         target = next(i for i in c.nodes if i != old)
-        pid = c.nodes[target].pid
-        assert pid is not None
         ch, stub = cluster_stub(c.nodes[old].client_addr)
         with ch:
-            os.kill(pid, signal.SIGSTOP)
-            try:
+            with paused(c.nodes[target].pid):
                 answer = stub.TransferLeadership.future(
                     kv_pb2.TransferLeadershipRequest(target_id=target), timeout=20)
                 time.sleep(2.0)  # 40 ticks of 50 ms: four election timeouts
-            finally:
-                os.kill(pid, signal.SIGCONT)
             assert answer.result().leader_id == target
         assert c.leader() == target
 
@@ -163,12 +171,9 @@ def test_a_leadership_transfer_follows_the_leadership_when_another_member_takes_
     with ProcessCluster(3, tmp_path) as c:
         old = c.leader()
         target, other = (i for i in c.nodes if i != old)
-        pid = c.nodes[target].pid
-        assert pid is not None
         ch, stub = cluster_stub(c.nodes[old].client_addr)
         with ch:
-            os.kill(pid, signal.SIGSTOP)
-            try:
+            with paused(c.nodes[target].pid):
                 answer = stub.TransferLeadership.future(
                     kv_pb2.TransferLeadershipRequest(target_id=target), timeout=30)
                 time.sleep(0.5)
@@ -176,8 +181,6 @@ def test_a_leadership_transfer_follows_the_leadership_when_another_member_takes_
                     kv_pb2.TransferLeadershipRequest(target_id=other), timeout=15)
                 assert took_over.leader_id == other
                 time.sleep(0.5)
-            finally:
-                os.kill(pid, signal.SIGCONT)
             assert answer.result().leader_id == target
         assert c.leader() == target
 
