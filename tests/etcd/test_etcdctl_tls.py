@@ -22,7 +22,7 @@ import msgpack
 import pytest
 
 from confer.cli.dev import client_credentials
-from confer.cli.tls import PEER_CN, client_flags, init_dir, issue, load_ca, server_flags
+from confer.cli.tls import PEER_CN, client_flags, issue, load_ca, server_flags
 from confer.raft.types import Message, MessageType
 from confer.server.codec import encode_messages
 from confer.v1 import peer_pb2
@@ -39,21 +39,6 @@ class TlsEtcdctl(Etcdctl):
 
     def argv(self, *args: str, endpoints: list[str] | None = None) -> list[str]:
         return super().argv(*self.flags, *args, endpoints=endpoints)
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("certs")
-    init_dir(d)
-    return d
-
-
-@pytest.fixture(scope="module")
-def stranger(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Certificates of another CA (with the same common names)."""
-    d = tmp_path_factory.mktemp("stranger")
-    init_dir(d)
-    return d
 
 
 @pytest.fixture(scope="module")

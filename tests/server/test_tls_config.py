@@ -14,18 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 from confer.cli import cli
-from confer.cli.tls import FILES, init_dir, issue, load_ca, new_ca, server_flags
+from confer.cli.tls import FILES, issue, load_ca, new_ca, server_flags
 from confer.client import InvalidArgument
 from confer.client.transport import tls_credentials
 from confer.server.config import ConfigError, load_config
 from confer.server.tls import TlsError, TlsFiles, address_refusal, identity_refusal, load_pems
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("certs")
-    init_dir(d)
-    return d
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -17,27 +17,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import confer.aio
-from confer.cli.tls import init_dir, issue, load_ca
+from confer.cli.tls import issue, load_ca
 from confer.client import Unavailable
 from confer.client.transport import tls_problem
 from confer.server.app import ConferServer
 from confer.server.config import ServerConfig
 from confer.server.tls import PeerChannelCredentials, TlsFiles
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("certs")
-    init_dir(d)
-    return d
-
-
-@pytest.fixture(scope="module")
-def stranger(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Certificates of another CA."""
-    d = tmp_path_factory.mktemp("stranger")
-    init_dir(d)
-    return d
 
 
 @asynccontextmanager
