@@ -17,6 +17,7 @@ import grpc
 
 from confer.cli.output import print_json, print_table
 from confer.client import Client as SyncClient
+from confer.client.aio import new_channel
 from confer.client.credentials import Credentials
 from confer.client.endpoints import DEFAULT_ENDPOINT, parse_endpoint, parse_endpoints
 from confer.client.errors import InvalidArgument
@@ -87,19 +88,8 @@ class Ctx:
         calls the client does not make (a snapshot's download)."""
         (address,), tls = tls_credentials([endpoint], self.cacert, self.cert,
                                            self.key_file)
-        channel: grpc.aio.Channel | None = None
-
-        def channel_of() -> grpc.aio.Channel:
-            assert channel is not None  # calls begin once the channel exists
-            return channel
-
-        interceptors = (None if not self.user else
-                        Credentials(self.user, self.password).aio_interceptors(channel_of))
-        if tls is None:
-            channel = grpc.aio.insecure_channel(address, interceptors=interceptors)
-        else:
-            channel = grpc.aio.secure_channel(address, tls, interceptors=interceptors)
-        return channel
+        return new_channel(address, tls,
+                           Credentials(self.user, self.password) if self.user else None)
 
     def tls_problem(self) -> str | None:
         """Why no endpoint could be reached, when TLS is the reason (else None)."""

@@ -20,6 +20,7 @@ import grpc
 
 from confer.client import plans, transport
 from confer.client.base import ClientBase, WatchBase
+from confer.client.credentials import Credentials
 from confer.client.models import ClusterEvent, KeyValue, ServiceEvent, TxnResult, WatchEvent
 from confer.client.plans import END, Call, Done, Emit, Feed, Open, Plan, Recv, Sleep, Unary
 from confer.client.policy import Failure
@@ -36,6 +37,27 @@ _READY = grpc.ChannelConnectivity.READY
 _FAILING = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
 
+def new_channel(address: str, tls: grpc.ChannelCredentials | None,
+                credentials: Credentials | None,
+                options: tuple[tuple[str, int | str], ...] = ()) -> grpc.aio.Channel:
+    """A ``grpc.aio`` channel to ``address``: TLS with ``tls`` (None: plaintext), and with
+    ``credentials`` every call carries the user's token."""
+    channel: grpc.aio.Channel | None = None
+
+    def channel_of() -> grpc.aio.Channel:
+        assert channel is not None  # calls begin once the channel exists
+        return channel
+
+    interceptors = None if credentials is None else credentials.aio_interceptors(channel_of)
+    if tls is not None:
+        channel = grpc.aio.secure_channel(address, tls, options=options,
+                                          interceptors=interceptors)
+    else:
+        channel = grpc.aio.insecure_channel(address, options=options,
+                                            interceptors=interceptors)
+    return channel
+
+
 class _IO(IOBase):
     """Performs plan actions with ``grpc.aio``."""
 
@@ -47,21 +69,7 @@ class _IO(IOBase):
         self._callbacks: set[asyncio.Future[Any]] = set()
 
     def _new_channel(self, endpoint: str) -> grpc.aio.Channel:
-        channel: grpc.aio.Channel | None = None
-
-        def channel_of() -> grpc.aio.Channel:
-            assert channel is not None  # calls begin once the channel exists
-            return channel
-
-        interceptors = (None if self.credentials is None
-                        else self.credentials.aio_interceptors(channel_of))
-        if self._tls is not None:
-            channel = grpc.aio.secure_channel(endpoint, self._tls, options=self._options,
-                                              interceptors=interceptors)
-        else:
-            channel = grpc.aio.insecure_channel(endpoint, options=self._options,
-                                                interceptors=interceptors)
-        return channel
+        return new_channel(endpoint, self._tls, self.credentials, self._options)
 
     async def run(self, plan: Plan[T]) -> T:
         """Drive a plan to its value. A cancellation is thrown into the plan, which may clean
