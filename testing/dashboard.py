@@ -24,7 +24,7 @@ def chromium() -> str | None:
 
 class DashboardCluster(ProcessCluster):
     """A :class:`ProcessCluster` whose members serve HTTP (the dashboard, /metrics, /health)
-    on ports of their own."""
+    on ports of their own, and are named ``node-<id>``."""
 
     def __init__(self, size: int, base_dir: Path, *, tick_ms: int = 50,
                  extra_args: list[str] | None = None, seed: int | None = None) -> None:
@@ -33,7 +33,8 @@ class DashboardCluster(ProcessCluster):
         for node_id, node in self.nodes.items():
             port = free_port(self.rng)
             self.http_ports[node_id] = port
-            node.args += ["--listen-metrics", f"127.0.0.1:{port}"]  # the last flag wins
+            # The last flag wins (ProcessCluster's arguments say --listen-metrics none).
+            node.args += ["--listen-metrics", f"127.0.0.1:{port}", "--name", f"node-{node_id}"]
 
     def url(self, node_id: int) -> str:
         """The base URL of a member's HTTP listener (its dashboard is at /ui/)."""

@@ -57,14 +57,20 @@ def test_the_dashboard_follows_keys_watches_and_a_leader_kill(browser: Browser,
             "data-leader", str(leader), timeout=WAIT)
         expect(page.locator(f"tr[data-member='{leader}']")).to_contain_text("leader")
 
-        # Keys: a key put through the CLI appears in the tree, with its value.
-        cli(cluster, "put", "/app/greeting", "hello <b>world</b>")
+        # Keys: a key put through the CLI appears in the tree, with its value (as text).
+        key = "/app/config/greeting"
+        cli(cluster, "put", key, "hello <b>world</b>")
         page.goto(cluster.url(follower) + "/ui/#/keys")
-        page.get_by_role("button", name="expand /app").click(timeout=WAIT)
-        page.locator("a[data-path='/app/greeting']").click(timeout=WAIT)
+        for parent in ("/app", "/app/config"):
+            page.get_by_role("button", name=f"expand {parent}").click(timeout=WAIT)
+        page.locator(f"a[data-path='{key}']").click(timeout=WAIT)
         expect(page.locator("[data-test=value]")).to_have_text("hello <b>world</b>",
                                                                timeout=WAIT)
         expect(page.locator("[data-test=metadata]")).to_contain_text("1")
+        # Opened at its path, the tree unfolds down to the key.
+        page.goto(cluster.url(follower) + f"/ui/#/keys?path={key}")
+        page.reload()
+        expect(page.locator(f"a.selected[data-path='{key}']")).to_be_visible(timeout=WAIT)
 
         # Watch: the next put shows up live.
         page.goto(cluster.url(follower) + "/ui/#/watch?path=/app&recursive=true")

@@ -35,7 +35,8 @@ class Tree {
     let loaded = false;
     let isOpen = false;
     const open = async (want) => {
-      if (want && !loaded) {
+      const fresh = want && !loaded;
+      if (fresh) {
         loaded = true;
         let answer;
         try {
@@ -52,11 +53,11 @@ class Tree {
           toggle.disabled = true;
           toggle.textContent = '·';
         }
-        this.expandTowards(this.selected);
       }
       isOpen = want && !toggle.disabled;
       kids.hidden = !isOpen;
       if (!toggle.disabled) toggle.textContent = isOpen ? '▾' : '▸';
+      if (fresh && isOpen) this.expandTowards(this.selected); // the next step, now listed
     };
     toggle.addEventListener('click', () => open(!isOpen));
     this.items.set(path, {label, open, isOpen: () => isOpen});
