@@ -39,9 +39,11 @@ Body = Callable[["Api", grpc.aio.Channel], Awaitable[None]]
 class Api:
     """Requests to one member's dashboard."""
 
-    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base: str, client_addr: str) -> None:
         self.session = session
         self.base = base
+        self.client_addr = client_addr
+        """The member's gRPC client port."""
         self.token = ""
 
     def _headers(self) -> dict[str, str]:
@@ -65,10 +67,10 @@ class Api:
 
 
 def run(tmp_path: Path, body: Body, **settings: object) -> None:
-    async def with_api(_srv: ConferServer, channel: grpc.aio.Channel, base: str) -> None:
+    async def with_api(srv: ConferServer, channel: grpc.aio.Channel, base: str) -> None:
         timeout = aiohttp.ClientTimeout(total=TIMEOUT)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            await body(Api(session, base), channel)
+            await body(Api(session, base, f"127.0.0.1:{srv.client_port}"), channel)
 
     asyncio.run(with_member(tmp_path, with_api, **settings))
 
@@ -315,6 +317,12 @@ def test_with_auth_on_the_dashboard_reads_with_the_token_and_the_users_permissio
         assert (status, answer["code"]) == (403, 7)
         status, answer = await api.get("/ui/api/cluster")  # no admin: Status is a read
         assert status == 200
+        # Other members' status is asked with the caller's token (simple tokens are
+        # replicated: every member knows them), from their client ports.
+        status, why = await _remote_status(api.client_addr, api.token)
+        assert status is not None and why == ""
+        status, why = await _remote_status(api.client_addr, "")
+        assert status is None and why.startswith("UNAUTHENTICATED: ")
         api.token = "forged"
         status, answer = await api.get("/ui/api/key", path="/team/a")
         assert (status, answer["message"]) == (401, "etcdserver: invalid auth token")
