@@ -1,14 +1,17 @@
 """The web dashboard in a real browser (Debian's headless Chromium, driven by Playwright)
 against a real 3-node cluster: the pages load, show the members and the leader; a key put
 through the CLI appears in the tree and in the live watch; killing the leader (SIGKILL) shows
-a new leader. Without Chromium this test fails: CI installs it (.ci/run).
+a new leader; once authentication is on, the page signs in and reads with its token.
+Without Chromium this test fails: CI installs it (.ci/run).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +41,15 @@ def browser() -> Iterator[Browser]:
 def cli(cluster: DashboardCluster, *args: str) -> None:
     subprocess.run([sys.executable, "-m", "confer", *args, "--endpoints",
                     ",".join(cluster.endpoints)], check=True, capture_output=True, timeout=60)
+
+
+def gateway(base: str, path: str, body: dict[str, object]) -> None:
+    """A POST to etcd's JSON gateway on the same listener (what the page itself never does:
+    it only reads)."""
+    request = urllib.request.Request(base + path, data=json.dumps(body).encode(),
+                                     method="POST")
+    with urllib.request.urlopen(request, timeout=WAIT / 1000) as resp:
+        assert resp.status == 200
 
 
 def test_the_dashboard_follows_keys_watches_and_a_leader_kill(browser: Browser,
@@ -92,4 +104,20 @@ def test_the_dashboard_follows_keys_watches_and_a_leader_kill(browser: Browser,
         expect(page.locator("[data-test=leader-changes] li").first).to_contain_text(
             re.compile(fr"\(({survivors})\) leads"), timeout=WAIT)
         expect(page.locator(f"tr[data-member='{leader}'] .bad")).to_be_visible(timeout=WAIT)
+
+        # Authentication on: the page asks for a user and reads with its token.
+        for path, body in (("user/add", {"name": "root", "password": "rootpw"}),
+                           ("role/add", {"name": "root"}),
+                           ("user/grant", {"user": "root", "role": "root"}),
+                           ("enable", {})):
+            gateway(cluster.url(follower), f"/v3/auth/{path}", body)
+        page.goto(cluster.url(follower) + f"/ui/#/keys?path={key}")
+        page.reload()
+        expect(page.locator("#login")).to_be_visible(timeout=WAIT)
+        page.fill("#login input[name=name]", "root")
+        page.fill("#login input[name=password]", "rootpw")
+        page.click("#login button[type=submit]")
+        expect(page.locator("[data-test=value]")).to_have_text("hello <b>world</b>",
+                                                               timeout=WAIT)
+        expect(page.locator("#session")).to_contain_text("signed in as root")
         assert errors == []

@@ -193,6 +193,6 @@ export function show(root, params) {
   select(params.get('path') || '/');
   return {
     stop() { serial++; },
-    update(next) { fill(problem); select(next.get('path') || '/'); },
+    update(next) { select(next.get('path') || '/'); },
   };
 }
