@@ -184,6 +184,8 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
                                   "certificate (as etcd's --listen-metrics-urls)."}),
     ("--enable-grpc-gateway", {"type": bool, "help": "Serve etcd's JSON gateway (/v3/...) on "
                                                      "the HTTP listener [true]."}),
+    ("--enable-dashboard", {"type": bool, "help": "Serve the web dashboard (/ui/) on the HTTP "
+                                                  "listener [true]."}),
     ("--cert-file", {"help": "TLS on the client port: its certificate (PEM)."}),
     ("--key-file", {"help": "The client port's private key (PEM)."}),
     ("--trusted-ca-file", {"help": "Clients must present a certificate this CA signed "

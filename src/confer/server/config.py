@@ -93,6 +93,9 @@ class ServerConfig:
     enable_grpc_gateway: bool = True
     """Serve etcd's JSON gateway (``/v3/...``) on the HTTP listener (etcd's flag; never
     while the client port serves TLS: see ``server/http/gateway.py``)."""
+    enable_dashboard: bool = True
+    """Serve the web dashboard (``/ui/``) on the HTTP listener (never while the client port
+    serves TLS, as the gateway: see ``server/http/dashboard.py``)."""
     log_level: str = "info"
     log_format: str = "text"
     # TLS (etcd's flags; docs/security.md). Client port:

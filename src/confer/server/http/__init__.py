@@ -1,6 +1,7 @@
 """The member's HTTP listener (``--listen-metrics``): ``/metrics``, ``/health``, ``/livez``,
-``/readyz`` (docs/operations.md, "Metrics and health over HTTP") and etcd's JSON gateway
-(``/v3/...``, :mod:`.gateway`). See :mod:`.listener`.
+``/readyz`` (docs/operations.md, "Metrics and health over HTTP"), etcd's JSON gateway
+(``/v3/...``, :mod:`.gateway`) and the web dashboard (``/ui/``, :mod:`.dashboard`). See
+:mod:`.listener`.
 
 aiohttp and prometheus-client are imported only when a listener starts: they cost a
 node a few tenths of a second of start-up, which a node without one (``none``) is spared.

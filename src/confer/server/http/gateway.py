@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,7 @@ from google.protobuf.message import Message
 
 from confer.server.etcd import ETCD_SERVICES
 from confer.server.http.member import Member
-from confer.server.rpc import TOKEN_KEY, register
+from confer.server.rpc import TOKEN_KEY, Registration, register
 
 log = logging.getLogger("confer.http")
 
@@ -169,18 +169,21 @@ class Method:
     response_streaming: bool
 
 
-def _methods(member: Member) -> dict[str, Method]:
+def bind_methods(member: Member, services: list[Registration], names: Iterable[str]
+                 ) -> dict[str, Method]:
+    """The handlers of ``services`` that the client port registers, built on the member's
+    request layer: each method named in ``names`` (``package.Service/Method``), by name."""
     capture = _Capture()
-    register(member.api, capture, ETCD_SERVICES)
+    register(member.api, capture, services)
     methods = {}
-    for path, name in PATHS.items():
+    for name in names:
         details = _CallDetails(f"/{name}")
         handler = next(h for h in (g.service(details) for g in capture.handlers) if h)
         behavior = (handler.unary_unary or handler.unary_stream or handler.stream_unary
                     or handler.stream_stream)
         assert behavior is not None
         desc = descriptor_pool.Default().FindMethodByName(name.replace("/", "."))
-        methods[path] = Method(behavior, message_factory.GetMessageClass(desc.input_type),
+        methods[name] = Method(behavior, message_factory.GetMessageClass(desc.input_type),
                                handler.request_streaming, handler.response_streaming)
     return methods
 
@@ -197,7 +200,8 @@ class Gateway:
     """Serves etcd's gateway paths for one member."""
 
     def __init__(self, member: Member) -> None:
-        self.methods = _methods(member)
+        methods = bind_methods(member, ETCD_SERVICES, set(PATHS.values()))
+        self.methods = {path: methods[name] for path, name in PATHS.items()}
         self.max_body = member.cfg.max_request_bytes * 4 // 3 + BODY_SLACK
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -219,7 +223,7 @@ class Gateway:
         arg: Any = _iterate(messages) if method.request_streaming else messages[0]
         try:
             result = await method.behavior(arg, call)
-        except _Aborted:
+        except Aborted:
             return await call.failed()
         if method.response_streaming:
             return await call.end()
@@ -308,7 +312,7 @@ def error_response(status: int, code: grpc.StatusCode, message: str,
                         content_type=CONTENT_TYPE, headers=headers)
 
 
-class _Aborted(Exception):
+class Aborted(Exception):
     """What :meth:`HttpCall.abort` raises, as gRPC's ``abort`` does (the status is kept on
     the call)."""
 
@@ -353,13 +357,17 @@ class HttpCall:
     def code(self) -> grpc.StatusCode | None:
         return self._code
 
+    def details(self) -> str:
+        """The message of the status the call ended with (:meth:`abort`)."""
+        return self._details
+
     def set_trailing_metadata(self, metadata: object) -> None:
         """HTTP/1.1 responses carry no trailers: nothing to do."""
 
     async def abort(self, code: grpc.StatusCode, details: str) -> None:
         self._code = code
         self._details = details
-        raise _Aborted(details)
+        raise Aborted(details)
 
     async def write(self, message: Message) -> None:
         """Send one message of a streamed response (the first sends the headers)."""
@@ -398,4 +406,4 @@ class HttpCall:
             raise asyncio.CancelledError from None
 
 
-__all__ = ["PATHS", "Gateway", "gateway_routes"]
+__all__ = ["PATHS", "Aborted", "Gateway", "HttpCall", "Method", "bind_methods", "gateway_routes"]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from confer.server.http.dashboard import dashboard_routes
 from confer.server.http.gateway import gateway_routes
 from confer.server.http.health import health_routes
 from confer.server.http.member import Member
@@ -21,7 +22,7 @@ SHUTDOWN_GRACE = 1.0
 
 RouteSource = Callable[[Member], list[web.RouteDef]]
 
-ROUTES: list[RouteSource] = [metrics_routes, health_routes, gateway_routes]
+ROUTES: list[RouteSource] = [metrics_routes, health_routes, gateway_routes, dashboard_routes]
 """Every module's routes, in the order they are added."""
 
 
