@@ -3,10 +3,7 @@ server (HTTP, TCP, gRPC), flap damping, and how records are written and read."""
 
 from __future__ import annotations
 
-import http.server
 import socket
-import threading
-from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
@@ -16,55 +13,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from confer import Check, HealthStatus, InvalidArgument, Weights
 from confer.catalog import Record, decode, encode, split_address
 from confer.client.checks import CheckKind, Damper, Result
+from tests.discovery.helpers import StatusServer, closed_port
 
 PASSING, WARNING, CRITICAL = HealthStatus.PASSING, HealthStatus.WARNING, HealthStatus.CRITICAL
-
-
-class StatusServer:
-    """An HTTP server on 127.0.0.1 whose answer to each path is set by the test
-    (``codes[path]``, 200 by default)."""
-
-    def __init__(self) -> None:
-        self.codes: dict[str, int] = {}
-        codes = self.codes
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                code = codes.get(self.path, 200)
-                self.send_response(code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def web() -> Iterator[StatusServer]:
-    server = StatusServer()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 where nothing listens (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_http_check_2xx_is_passing_429_warning_anything_else_critical(web: StatusServer
