@@ -9,6 +9,7 @@ import random
 import socket
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 import dns.asyncquery
 import dns.flags
@@ -19,6 +20,8 @@ import dns.rdatatype
 import pytest
 
 from confer.catalog import HealthStatus, Record, Weights
+from confer.server.app import ConferServer
+from confer.server.config import ConfigError, ServerConfig, load_config
 from confer.server.dns_server import DnsListener, Refused, Resolver, ServerFailure
 
 CATALOG = {
@@ -157,3 +160,41 @@ def test_the_listener_survives_garbage_over_udp_and_tcp(
     tcp = loop.run_until_complete(dns.asyncquery.tcp(good, "127.0.0.1", port=served.port,
                                                      timeout=5))
     assert records(tcp) == records(answer)
+
+
+def test_the_dns_address_setting(tmp_path: Path) -> None:
+    assert ServerConfig().dns_addr == "127.0.0.1:8600"  # Consul's DNS port, by default
+    # Loopback whatever the client host: a DNS server open to the network answers anyone.
+    assert ServerConfig(listen_client="0.0.0.0:2379").dns_addr == "127.0.0.1:3600"
+    assert ServerConfig(listen_client="127.0.0.1:0").dns_addr == "127.0.0.1:0"
+    assert ServerConfig(listen_client="127.0.0.1:65000").dns_addr == "127.0.0.1:0"
+    for off in ("none", "NONE", ""):
+        assert ServerConfig(listen_dns=off).dns_addr == ""
+    with pytest.raises(ConfigError, match="listen-dns"):
+        ServerConfig(listen_dns="no-port").validate()
+    env = load_config(None, {}, environ={"CONFER_LISTEN_DNS": "127.0.0.1:5353"})
+    assert env.dns_addr == "127.0.0.1:5353"
+    toml = tmp_path / "confer.toml"
+    toml.write_text('listen-dns = "[::1]:5354"\n')
+    assert load_config(toml, {}, environ={}).dns_addr == "[::1]:5354"
+
+
+def test_a_member_whose_dns_address_is_taken_exits_with_one_line(tmp_path: Path) -> None:
+    async def start() -> str:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+            taken.bind(("127.0.0.1", 0))
+            addr = f"127.0.0.1:{taken.getsockname()[1]}"
+            server = ConferServer(ServerConfig(data_dir=tmp_path / "n",
+                                               listen_client="127.0.0.1:0",
+                                               listen_peer="127.0.0.1:0",
+                                               listen_metrics="none", listen_dns=addr))
+            try:
+                with pytest.raises(SystemExit) as refused:
+                    await server.start()
+            finally:
+                await server.stop()
+            return str(refused.value)
+
+    message = asyncio.run(start())
+    assert message.startswith("cannot listen for DNS queries on 127.0.0.1:")
+    assert "in use" in message and "\n" not in message

@@ -8,7 +8,8 @@ instance's status to its record when it changes, through a :class:`Damper`: the 
 changes only after ``threshold`` consecutive results agree, so a flapping service does not
 flap in the catalog.
 
-The probes block (urllib, a socket, a blocking gRPC channel): the blocking client runs them
+The probes block (urllib, a socket, a blocking gRPC channel; each imported when first
+used): the blocking client runs them
 in the registration's thread, the asyncio client in a worker thread (``Offload``), so the
 event loop never waits on them.
 """
@@ -16,15 +17,11 @@ event loop never waits on them.
 from __future__ import annotations
 
 import enum
-import http.client
 import math
 import socket
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from confer.catalog import HealthStatus, split_address
 from confer.client.errors import InvalidArgument
@@ -152,6 +149,11 @@ class Check:
         return Result(PASSING, "")
 
     def _http(self) -> Result:
+        # Imported here: a client that runs no HTTP check does not pay for urllib.
+        import http.client
+        import urllib.error
+        import urllib.request
+
         # No proxy from the environment: the registrant checks its own instance directly.
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
@@ -176,6 +178,8 @@ class Check:
         return Result(PASSING, f"TCP connect {self.target}: success")
 
     def _grpc(self) -> Result:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
         with grpc.insecure_channel(self.target) as channel:
             check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]  # stubs omit it
             try:

@@ -824,7 +824,7 @@ class Registration(Holder[ClientT]):
         check = self.check
         while not feed.cancelled:
             yield Sleep(check.interval)
-            if feed.cancelled:
+            if feed.cancelled or self.lost:  # lost: nothing left to record the status in
                 return
             result = damper.observe((yield Offload(check.probe)))
             if not feed.cancelled and (result.status, result.output) != (
