@@ -22,7 +22,13 @@ import pytest
 from confer.catalog import HealthStatus, Record, Weights
 from confer.server.app import ConferServer
 from confer.server.config import ConfigError, ServerConfig, load_config
-from confer.server.dns_server import DnsListener, Refused, Resolver, ServerFailure
+from confer.server.dns_server import (
+    DnsListener,
+    Refused,
+    Resolver,
+    ServerFailure,
+    catalog_lookup,
+)
 
 CATALOG = {
     "api": [Record("10.0.0.1:8001", ("v2",), weights=Weights(5, 1)),
@@ -198,3 +204,18 @@ def test_a_member_whose_dns_address_is_taken_exits_with_one_line(tmp_path: Path)
     message = asyncio.run(start())
     assert message.startswith("cannot listen for DNS queries on 127.0.0.1:")
     assert "in use" in message and "\n" not in message
+
+
+def test_a_member_that_knows_no_leader_answers_servfail() -> None:
+    class Node:
+        leader = 0
+
+    class Member:
+        node: Node | None = Node()
+
+    lookup_on = catalog_lookup(Member())  # type: ignore[arg-type]  # only .node is read
+    with pytest.raises(ServerFailure, match="no leader"):
+        asyncio.run(lookup_on("api"))
+    Member.node = None  # not initialised yet (waiting for Init or to join)
+    with pytest.raises(ServerFailure):
+        asyncio.run(lookup_on("api"))

@@ -22,10 +22,11 @@ client's buffer is truncated (TC) so that it retries over TCP.
 **Reads.** Every member answers from its own applied state: a serializable read through the
 request layer, so the request layer's guards see it like any read (with authentication
 enabled, the DNS interface is an anonymous caller: its queries are REFUSED). A member that
-knows no leader answers SERVFAIL, so resolvers try another: a member that hears from no
-leader for an election timeout drops it (a leader that hears from no quorum steps down), so
-an answer reflects the catalog as it was at most about one election timeout (plus the
-replication of the entries in flight) ago.
+knows no leader answers SERVFAIL, so resolvers try another: a follower that hears from no
+leader for its randomized election timeout (less than two ``--election-ticks``) drops it, and
+a leader that hears from no quorum for an election timeout steps down, so an answer reflects
+the catalog as it was at most about two election timeouts (plus the replication of the
+entries in flight) ago.
 """
 
 from __future__ import annotations
