@@ -52,7 +52,6 @@ from confer.client.errors import (
 from confer.client.models import (
     EventType,
     HealthStatus,
-    Instance,
     KeyValue,
     LeaseRevokeResult,
     LeaseTimeToLive,
@@ -749,10 +748,11 @@ class Registration(Holder[ClientT]):
 
     With an active :class:`~confer.client.checks.Check` (HTTP, TCP, gRPC), the registrant
     probes its instance once before registering (the record starts with that result), then
-    every ``check.interval`` in the background (the keep-alive's thread or task kind), and
-    rewrites the record's status when it changes, after ``check.threshold`` consecutive
-    results agree. A status write that fails is retried after the next probe; it is guarded
-    by the key's create revision, so it never brings back a record someone deleted.
+    every ``check.interval`` in the background (a thread with ``confer.Client``, a task with
+    ``confer.aio.Client``), and rewrites the record's status when it changes, after
+    ``check.threshold`` consecutive results agree. A status write that fails is retried
+    after the next probe; it is guarded by the key's create revision, so it never brings back
+    a record someone deleted.
 
     Attributes:
         service: the service name.
@@ -772,25 +772,20 @@ class Registration(Holder[ClientT]):
         if check is not None and not isinstance(check, Check):
             raise InvalidArgument(f"check must be a confer.Check, not {check!r}")
         self.check = check if check is not None else Check.ttl()
-        self._record = Record(address, tuple(tags), dict(metadata or {}),
-                                      weights or Weights(), check=self.check.describe())
+        self._record = Record(address, tuple(tags), dict(metadata or {}), weights or Weights(),
+                              check=self.check.describe())
         protocol.instance_value(self._record)  # refuse a bad address or metadata now
         super().__init__(client, ttl, None)
         self.service = service
         self.path = f"{prefix}/{instance_id}"
         self.what = f"registration {self.path}"
-        self.instance = self._instance(instance_id, 0)
+        self.instance = protocol.instance_of(instance_id, self._record, 0)
         self._checks: Runner | None = None
 
     @property
     def status(self) -> HealthStatus:
         """The instance's health as last recorded in the store."""
         return self._record.status
-
-    def _instance(self, instance_id: str, revision: int) -> Instance:
-        r = self._record
-        return Instance(instance_id, r.address, r.metadata, revision, r.tags, r.weights,
-                        r.status, r.output, r.check)
 
     def _close(self) -> Plan[None]:
         """Deregister: stop the checks, revoke the lease (failures are logged; the instance
@@ -811,7 +806,7 @@ class Registration(Holder[ClientT]):
         result = yield from self._take(calls.put(
             self.path, protocol.instance_value(self._record), lease=lease.id, prev_kv=True))
         created = result.prev_kv.create_revision if result.prev_kv else result.revision
-        self.instance = self._instance(self.instance.id, result.revision)
+        self.instance = protocol.instance_of(self.instance.id, self._record, result.revision)
         yield from self._guard_key(self.path, created, result.revision)
         if damper is not None:
             feed: Feed[None] = Feed()
@@ -846,7 +841,7 @@ class Registration(Holder[ClientT]):
             if result.status is not self._record.status:
                 log.info("%s: %s (%s)", self.what, result.status.value, result.output)
             self._record = record
-            self.instance = self._instance(self.instance.id, done.revision)
+            self.instance = protocol.instance_of(self.instance.id, self._record, done.revision)
 
     def _on_check_ended(self, item: Any) -> None:
         if isinstance(item, BaseException):

@@ -308,9 +308,13 @@ def instance(kv: KeyValue, prefix: str) -> Instance | None:
     instance_id = kv.path[len(prefix) + 1:]
     if not instance_id or "/" in instance_id:
         return None
-    r = decode_record(kv.value)
-    return Instance(instance_id, r.address, r.metadata, kv.mod_revision, r.tags, r.weights,
-                    r.status, r.output, r.check)
+    return instance_of(instance_id, decode_record(kv.value), kv.mod_revision)
+
+
+def instance_of(instance_id: str, r: Record, revision: int) -> Instance:
+    """The :class:`Instance` of a record written at ``revision``."""
+    return Instance(instance_id, r.address, r.metadata, revision, r.tags, r.weights, r.status,
+                    r.output, r.check)
 
 
 def check_tags(tags: Sequence[str]) -> frozenset[str]:
