@@ -387,11 +387,8 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT, H
         UPDATE, LEAVE with the :class:`Instance`), used like :meth:`watch`. With ``current``,
         a JOIN for every live instance comes first. Like any watch, it survives member
         failures with nothing lost or repeated."""
-        keepalive = self._core.options.watch_keepalive
-        idle = 2 * keepalive + 1.0 if keepalive > 0 else None
-        feed = ServiceFeed(service, current, max(keepalive, 0))
-        self._feeds.add(feed)
-        return self._watch(feed, idle, callback, on_error)
+        keepalive = max(self._core.options.watch_keepalive, 0)
+        return self._keyed_watch(ServiceFeed(service, current, keepalive), callback, on_error)
 
     def watch_healthy(self, service: str, *, tags: Sequence[str] = (),
                       callback: Callable[[builtins.list[Instance]], Any] | None = None,
@@ -402,11 +399,18 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT, H
         it changes (an instance joins, leaves, turns critical or recovers...), used like
         :meth:`watch`. Only instances carrying every tag of ``tags`` count. It survives
         member failures like any watch."""
+        keepalive = max(self._core.options.watch_keepalive, 0)
+        return self._keyed_watch(HealthyFeed(service, protocol.check_tags(tags), keepalive),
+                                 callback, on_error)
+
+    def _keyed_watch(self, feed: KeyFeed, callback: Callable[[Any], Any] | None,
+                     on_error: Callable[[BaseException], Any] | None) -> Any:
+        """A watch on a key feed that asks for progress every ``watch_keepalive`` seconds,
+        so it reconnects after twice as long without a message."""
         keepalive = self._core.options.watch_keepalive
-        idle = 2 * keepalive + 1.0 if keepalive > 0 else None
-        feed = HealthyFeed(service, protocol.check_tags(tags), max(keepalive, 0))
         self._feeds.add(feed)
-        return self._watch(feed, idle, callback, on_error)
+        return self._watch(feed, 2 * keepalive + 1.0 if keepalive > 0 else None, callback,
+                           on_error)
 
     def _new_lease(self, ttl: int) -> coord.Lease[Self]:
         """A Lease handle, not started yet."""
