@@ -10,15 +10,22 @@ import threading
 
 class StatusServer:
     """An HTTP server on 127.0.0.1 whose answer to each path is set by the test
-    (``codes[path]``, 200 by default)."""
+    (``codes[path]``, 200 by default; or alternating, for the paths in ``flapping``), counting
+    the requests to each (``hits``)."""
 
     def __init__(self) -> None:
         self.codes: dict[str, int] = {}
-        codes = self.codes
+        self.flapping: set[str] = set()
+        """Paths that answer 503 and 200 in turn, one each request."""
+        self.hits: dict[str, int] = {}
+        codes, flapping, hits = self.codes, self.flapping, self.hits
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                hits[self.path] = hits.get(self.path, 0) + 1
                 code = codes.get(self.path, 200)
+                if self.path in flapping:
+                    code = 503 if hits[self.path] % 2 else 200
                 self.send_response(code)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
