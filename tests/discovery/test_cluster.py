@@ -28,7 +28,9 @@ from typing import Any
 
 import dns.exception
 import dns.message
+import dns.name
 import dns.query
+import dns.rcode
 import pytest
 
 import confer
@@ -320,6 +322,14 @@ def test_fuzzed_dns_queries_leave_a_members_dns_answering(
         assert dig(port, "fuzz.service.confer") == ["127.0.0.31"]
         assert dig(port, "fuzz.service.confer", tcp=True) == ["127.0.0.31"]
         assert cluster.nodes[2].alive()
+        # Keys deeper than an instance are not instances; a name that is no UTF-8 names
+        # no service.
+        with confer.Client(cluster.endpoints) as c:
+            c.put("/services/fuzz/f1/deeper", "127.0.0.32:32")
+        assert dig(port, "fuzz.service.confer") == ["127.0.0.31"]
+        odd = dns.message.make_query(dns.name.Name([b"\xc3", b"service", b"confer", b""]), "A")
+        assert dns.query.udp(odd, "127.0.0.1", port=port, timeout=5).rcode() == \
+            dns.rcode.NXDOMAIN
     finally:
         registrant.kill()
 

@@ -104,18 +104,18 @@ def catalog_lookup(member: Member) -> Lookup:
         node = member.node
         if node is None or not node.leader:
             raise ServerFailure("this member knows no leader")
-        prefix = f"{PREFIX}/{service}"
+        prefix = f"{PREFIX}/{service}".encode()
         ctx = RequestContext.with_timeout("dns", "DNS", READ_TIMEOUT)
         try:
-            kvs, _, _, _ = await member.api.kv.tree(ctx, prefix.encode(), recursive=True,
+            kvs, _, _, _ = await member.api.kv.tree(ctx, prefix, recursive=True,
                                                      serializable=True)
         except PermissionDenied as e:
             raise Refused(str(e)) from None
         except Exception as e:  # a read the layer refused or failed: the member's fault
             raise ServerFailure(f"{type(e).__name__}: {e}") from None
-        start = len(prefix) + 1
-        return [decode(kv.value) for kv in kvs
-                if kv.key.startswith(prefix.encode() + b"/") and b"/" not in kv.key[start:]]
+        # The instances are the keys one level below the prefix.
+        return [decode(kv.value) for kv in kvs if kv.key.startswith(prefix + b"/")
+                and b"/" not in kv.key[len(prefix) + 1:]]
 
     return lookup
 
