@@ -30,7 +30,6 @@ import dns.exception
 import dns.message
 import dns.name
 import dns.query
-import dns.rcode
 import pytest
 
 import confer
@@ -322,14 +321,15 @@ def test_fuzzed_dns_queries_leave_a_members_dns_answering(
         assert dig(port, "fuzz.service.confer") == ["127.0.0.31"]
         assert dig(port, "fuzz.service.confer", tcp=True) == ["127.0.0.31"]
         assert cluster.nodes[2].alive()
-        # Keys deeper than an instance are not instances; a name that is no UTF-8 names
-        # no service.
+        # Keys deeper than an instance are not instances; a service named in UTF-8 answers.
         with confer.Client(cluster.endpoints) as c:
             c.put("/services/fuzz/f1/deeper", "127.0.0.32:32")
+            c.put("/services/caf\u00e9/c1", "127.0.0.33:33")
         assert dig(port, "fuzz.service.confer") == ["127.0.0.31"]
-        odd = dns.message.make_query(dns.name.Name([b"\xc3", b"service", b"confer", b""]), "A")
-        assert dns.query.udp(odd, "127.0.0.1", port=port, timeout=5).rcode() == \
-            dns.rcode.NXDOMAIN
+        cafe = dns.message.make_query(dns.name.Name([b"caf\xc3\xa9", b"service", b"confer",
+                                                     b""]), "A")
+        answer = dns.query.udp(cafe, "127.0.0.1", port=port, timeout=5)
+        assert [str(rd) for rrset in answer.answer for rd in rrset] == ["127.0.0.33"]
     finally:
         registrant.kill()
 
