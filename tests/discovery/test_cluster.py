@@ -180,6 +180,7 @@ def test_http_health_drives_the_catalog_the_watch_and_dns_through_a_leader_kill(
                 views.converge({"a1", "a2"}, "registered")
                 web.codes["/a2"] = 503
                 views.converge({"a1"}, "a2's health endpoint fails")
+                registrants["a2"].wait_line("critical: HTTP 503 Service Unavailable")
                 a2 = next(i for i in c.discover("api") if i.id == "a2")
                 assert (a2.status, a2.output) == (HealthStatus.CRITICAL,
                                                   "HTTP 503 Service Unavailable")
@@ -232,8 +233,16 @@ def test_asyncio_registrations_with_tcp_and_grpc_checks_tags_and_the_healthy_wat
                 await _next_set(sets, {"t1", "g1"})
                 only = await c.discover("aio-svc", healthy_only=True, tags=["grpc"])
                 assert [i.id for i in only] == ["g1"] and only[0].tags == ("blue", "grpc")
+                heard: list[tuple[HealthStatus, str]] = []
+                grpc_reg.on_status(lambda i: heard.append((i.status, i.output)))
                 health.set("svc", _NOT_SERVING)
                 await _next_set(sets, {"t1"})
+                for _ in range(int(WAIT * 10)):  # the callback runs in the checks' task
+                    if heard:
+                        break
+                    await asyncio.sleep(0.1)
+                assert heard == [(HealthStatus.CRITICAL,
+                                  f"gRPC health 127.0.0.1:{grpc_port}: NOT_SERVING")]
                 assert grpc_reg.status is HealthStatus.CRITICAL
                 port = dns_ports[1]
                 assert await asyncio.to_thread(dig, port, "aio-svc.service.confer") == [

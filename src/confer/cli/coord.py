@@ -413,7 +413,8 @@ def _service_commands(cli: click.Group) -> None:
         deregister); INSTANCE (its id) defaults to ADDRESS. If this process dies, the
         instance disappears within TTL seconds. With a --check-* option, this process
         checks the instance every --interval and records its health (passing, warning,
-        critical) in the catalog."""
+        critical) in the catalog, and prints a line ("critical: HTTP 503 ...") each time it
+        changes."""
         if len(where) > 2:
             raise click.UsageError("expected SERVICE [INSTANCE] ADDRESS")
         instance, address = (where[0], where[-1])
@@ -430,6 +431,9 @@ def _service_commands(cli: click.Group) -> None:
                                  f"TTL {reg.lease.ttl}s{health}); Ctrl-C to deregister",
                                  {"event": "registered", "key": reg.path,
                                   "instance": reg.instance, "lease": reg.lease.id})
+                    reg.on_status(lambda i: printer.emit(
+                        f"{i.status.value}: {i.output}",
+                        {"event": "status", "status": i.status, "output": i.output}))
                     until_lost(reg)
             except KeyboardInterrupt:
                 pass

@@ -52,6 +52,7 @@ from confer.client.errors import (
 from confer.client.models import (
     EventType,
     HealthStatus,
+    Instance,
     KeyValue,
     LeaseRevokeResult,
     LeaseTimeToLive,
@@ -781,6 +782,7 @@ class Registration(Holder[ClientT]):
         self.what = f"registration {self.path}"
         self.instance = protocol.instance_of(instance_id, self._record, 0)
         self._checks: Runner | None = None
+        self._status_callbacks: list[Callable[[Instance], Any]] = []
 
     @property
     def status(self) -> HealthStatus:
@@ -838,10 +840,19 @@ class Registration(Holder[ClientT]):
                         "next check", self.what, result.status.value, e)
             return
         if done.succeeded:  # else its key is gone: the guard reports the loss
-            if result.status is not self._record.status:
-                log.info("%s: %s (%s)", self.what, result.status.value, result.output)
+            changed = result.status is not self._record.status
             self._record = record
             self.instance = protocol.instance_of(self.instance.id, self._record, done.revision)
+            if changed:
+                log.info("%s: %s (%s)", self.what, result.status.value, result.output)
+                for callback in list(self._status_callbacks):
+                    self._io.dispatch(callback, self.instance)
+
+    def on_status(self, callback: Callable[[Instance], Any]) -> None:
+        """Call ``callback(instance)`` each time the check changes the instance's recorded
+        status (``instance.status``, ``instance.output``), in the checks' thread (blocking
+        client) or task (asyncio); its exceptions are logged."""
+        self._status_callbacks.append(callback)
 
     def _on_check_ended(self, item: Any) -> None:
         if isinstance(item, BaseException):
