@@ -58,11 +58,12 @@ class ProcessCluster:
             n.args = ["--initial-cluster", initial, *self._common_args()]
 
     def _common_args(self) -> list[str]:
-        # No HTTP listener unless a test asks for one (extra_args: the last flag wins): its
-        # default address (the client port + 1000) could be a port handed to another node
-        # not started yet, and starting one costs a node a few tenths of a second.
-        return ["--tick-ms", str(self.tick_ms), "--listen-metrics", "none",
-                *self.extra_args]
+        # No HTTP listener nor DNS interface unless a test asks for one (extra_args: the
+        # last flag wins): their default addresses (the client port + 1000, + 1221) could
+        # be ports handed to another node not started yet, and starting one costs a node a
+        # few tenths of a second.
+        return ["--tick-ms", str(self.tick_ms), "--listen-metrics", "none", "--listen-dns",
+                "none", *self.extra_args]
 
     def new_node(self, node_id: int) -> NodeProcess:
         """A node process with fresh ports and data dir, not started and not a member yet."""

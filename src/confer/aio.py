@@ -15,10 +15,11 @@ See ``docs/client.md``.
 
 from confer.client import errors, models
 from confer.client.aio import Client, Watch
+from confer.client.checks import Check, CheckKind
 from confer.client.coord import Election, Lease, Lock, Registration
 from confer.client.errors import *  # noqa: F403
 from confer.client.models import *  # noqa: F403
 from confer.client.txn import Compare, Condition, Op, Txn
 
-__all__ = ["Client", "Compare", "Condition", "Election", "Lease", "Lock", "Op", "Registration",
-           "Txn", "Watch", *errors.__all__, *models.__all__]
+__all__ = ["Check", "CheckKind", "Client", "Compare", "Condition", "Election", "Lease", "Lock",
+           "Op", "Registration", "Txn", "Watch", *errors.__all__, *models.__all__]

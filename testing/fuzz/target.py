@@ -101,7 +101,7 @@ class FuzzTarget:
         self.base = Path(tempfile.mkdtemp(prefix=f"confer-fuzz-{seed}-"))
         self.certs = self.base / "tls"
         self.root_credentials: grpc.ChannelCredentials | None = None
-        args = ["--tick-ms", str(tick_ms), "--listen-metrics", "none"]
+        args = ["--tick-ms", str(tick_ms), "--listen-metrics", "none", "--listen-dns", "none"]
         if auth_as:
             # The client certificate's common name is root: the harness is root without a
             # token, on its own channel and on the stream scenarios' channels alike.

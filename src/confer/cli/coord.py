@@ -31,7 +31,18 @@ from confer.cli.output import (
     text,
     to_jsonable,
 )
-from confer.client import Client, Election, Instance, KeyValue, Lock, ServiceEvent
+from confer.client import (
+    Check,
+    CheckKind,
+    Client,
+    Election,
+    Instance,
+    InvalidArgument,
+    KeyValue,
+    Lock,
+    ServiceEvent,
+    Weights,
+)
 from confer.client.coord import Handle
 
 EXIT_LOST = EXIT_UNAVAILABLE
@@ -306,73 +317,181 @@ def campaign(election: Election[Client], value: str, printer: Printer) -> None:
     until_lost(election)
 
 
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
+
+
+class Duration(click.ParamType):
+    """Seconds, as a number or with a unit: ``5``, ``5s``, ``200ms``, ``1m``."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        else:
+            text = str(value).strip().lower()
+            unit = next((u for u in ("ms", "s", "m") if text.endswith(u)), "")
+            try:
+                seconds = float(text[:len(text) - len(unit)]) * DURATION_UNITS.get(unit, 1.0)
+            except ValueError:
+                seconds = 0.0
+        if not 0 < seconds < 86400:
+            self.fail(f"{value!r} is not a duration (a positive number of seconds, or with "
+                      "ms, s or m: 200ms, 5s, 1m)", param, ctx)
+        return seconds
+
+
+def parse_meta(meta: tuple[str, ...]) -> dict[str, str]:
+    """``--meta KEY=VALUE`` options as a dict."""
+    metadata = {}
+    for item in meta:
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--meta")
+        metadata[key] = val
+    return metadata
+
+
+def make_check(http: str | None, tcp: str | None, grpc_target: str | None, interval: float,
+               timeout: float, threshold: int) -> Check | None:
+    """The health check the ``--check-*`` options describe (None without one)."""
+    given = [(k, t) for k, t in (("http", http), ("tcp", tcp), ("grpc", grpc_target)) if t]
+    if len(given) > 1:
+        raise click.UsageError("give one of --check-http, --check-tcp and --check-grpc")
+    if not given:
+        return None
+    kind, target = given[0]
+    service = ""
+    if kind == "grpc":
+        target, _, service = target.partition("/")
+    try:
+        return Check(CheckKind(kind), target, service, interval, timeout, threshold)
+    except InvalidArgument as e:
+        raise click.BadParameter(e.details or str(e), param_hint=f"--check-{kind}") from None
+
+
 def _service_commands(cli: click.Group) -> None:
     @cli.group("service")
     def service() -> None:
-        """Register, list and watch the instances of services (/services/<service>/<id>)."""
+        """Register, list, check and watch the instances of services
+        (/services/<service>/<id>)."""
 
     @service.command("register")
     @click.argument("service_name", metavar="SERVICE")
-    @click.argument("instance")
-    @click.argument("address")
+    @click.argument("where", nargs=-1, required=True, metavar="[INSTANCE] ADDRESS")
     @click.option("--meta", multiple=True, metavar="KEY=VALUE",
                   help="Metadata, repeatable: --meta zone=eu --meta version=2.")
+    @click.option("--tag", "tags", multiple=True, help="A tag, repeatable.")
+    @click.option("--weight", type=click.IntRange(0, 65535), default=1, show_default=True,
+                  help="Weight while passing (DNS SRV weight).")
+    @click.option("--warning-weight", type=click.IntRange(0, 65535), default=1,
+                  show_default=True, help="Weight while warning.")
     @click.option("--ttl", type=click.IntRange(1), default=10, show_default=True,
                   help="TTL of the registration's lease.")
+    @click.option("--check-http", metavar="URL",
+                  help="Health check: GET URL; 2xx passing, 429 warning, else critical.")
+    @click.option("--check-tcp", metavar="HOST:PORT",
+                  help="Health check: connect to HOST:PORT.")
+    @click.option("--check-grpc", metavar="HOST:PORT[/SERVICE]",
+                  help="Health check: grpc.health.v1 Check (plaintext); SERVING passes.")
+    @click.option("--interval", type=Duration(), default="10s", show_default=True,
+                  help="Time between health checks (5s, 200ms...).")
+    @click.option("--check-timeout", type=Duration(), default="1s", show_default=True,
+                  help="Time a health check may take (--timeout is the requests' deadline).")
+    @click.option("--threshold", type=click.IntRange(1), default=1, show_default=True,
+                  help="Consecutive check results needed to change the status (damps "
+                       "flapping).")
     @client_options
     @handle_errors
-    def service_register(ctx: Ctx, service_name: str, instance: str, address: str,
-                         meta: tuple[str, ...], ttl: int) -> None:
-        """Register INSTANCE of SERVICE at ADDRESS until Ctrl-C (then deregister). If this
-        process dies, the instance disappears within TTL seconds."""
-        metadata = {}
-        for item in meta:
-            key, sep, val = item.partition("=")
-            if not sep or not key:
-                raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--meta")
-            metadata[key] = val
+    def service_register(ctx: Ctx, service_name: str, where: tuple[str, ...],
+                         meta: tuple[str, ...], tags: tuple[str, ...], weight: int,
+                         warning_weight: int, ttl: int, check_http: str | None,
+                         check_tcp: str | None, check_grpc: str | None, interval: float,
+                         check_timeout: float, threshold: int) -> None:
+        """Register an instance of SERVICE at ADDRESS (HOST:PORT) until Ctrl-C (then
+        deregister); INSTANCE (its id) defaults to ADDRESS. If this process dies, the
+        instance disappears within TTL seconds. With a --check-* option, this process
+        checks the instance every --interval and records its health (passing, warning,
+        critical) in the catalog, and prints a line ("critical: HTTP 503 ...") each time it
+        changes."""
+        if len(where) > 2:
+            raise click.UsageError("expected SERVICE [INSTANCE] ADDRESS")
+        instance, address = (where[0], where[-1])
+        check = make_check(check_http, check_tcp, check_grpc, interval, check_timeout,
+                           threshold)
         printer = Printer(ctx)
         with ctx.client() as c, interruptible():
             try:
-                with c.register(service_name, instance, address, metadata, ttl=ttl) as reg:
+                with c.register(service_name, instance, address, parse_meta(meta), ttl=ttl,
+                                tags=tags, weights=Weights(weight, warning_weight),
+                                check=check) as reg:
+                    health = f", {reg.status.value}" if check else ""
                     printer.emit(f"registered {reg.path} at {address} (lease {reg.lease.id}, "
-                                 f"TTL {reg.lease.ttl}s); Ctrl-C to deregister",
+                                 f"TTL {reg.lease.ttl}s{health}); Ctrl-C to deregister",
                                  {"event": "registered", "key": reg.path,
                                   "instance": reg.instance, "lease": reg.lease.id})
+                    reg.on_status(lambda i: printer.emit(
+                        f"{i.status.value}: {i.output}",
+                        {"event": "status", "status": i.status, "output": i.output}))
                     until_lost(reg)
             except KeyboardInterrupt:
                 pass
 
     @service.command("list")
     @click.argument("service_name", metavar="SERVICE")
+    @click.option("--healthy", is_flag=True, help="Only the healthy instances (not critical).")
+    @click.option("--tag", "tags", multiple=True, help="Only instances with this tag "
+                                                       "(repeatable: all of them).")
     @client_options
     @handle_errors
-    def service_list(ctx: Ctx, service_name: str) -> None:
+    def service_list(ctx: Ctx, service_name: str, healthy: bool, tags: tuple[str, ...]
+                     ) -> None:
         """List the live instances of SERVICE."""
         with ctx.client() as c:
+            instances = c.discover(service_name, healthy_only=healthy, tags=tags)
+        print_listing(ctx, instances, ["INSTANCE", "ADDRESS", "METADATA", "TAGS", "STATUS",
+                                       "REVISION"], instance_row)
+
+    @service.command("health")
+    @click.argument("service_name", metavar="SERVICE")
+    @client_options
+    @handle_errors
+    def service_health(ctx: Ctx, service_name: str) -> None:
+        """Show the health of every live instance of SERVICE: status, check, last output."""
+        with ctx.client() as c:
             instances = c.discover(service_name)
-        print_listing(ctx, instances, ["INSTANCE", "ADDRESS", "METADATA", "REVISION"],
-                      instance_row)
+        print_listing(ctx, instances, ["INSTANCE", "ADDRESS", "STATUS", "WEIGHT", "CHECK",
+                                       "OUTPUT"],
+                      lambda i: [i.id, i.address, i.status.value, i.weights.of(i.status),
+                                 i.check or "ttl", i.output])
 
     @service.command("watch")
     @click.argument("service_name", metavar="SERVICE")
     @click.option("--no-current", is_flag=True,
                   help="Do not start with a JOIN for each live instance.")
+    @click.option("--healthy", is_flag=True,
+                  help="Print the healthy set (one line, the instance ids) each time it "
+                       "changes, starting with the current one.")
     @click.option("--count", type=click.IntRange(1), default=None,
                   help="Exit after this many events.")
     @client_options
     @handle_errors
-    def service_watch(ctx: Ctx, service_name: str, no_current: bool,
+    def service_watch(ctx: Ctx, service_name: str, no_current: bool, healthy: bool,
                       count: int | None) -> None:
         """Print instances of SERVICE joining, changing and leaving, until Ctrl-C."""
         with ctx.client() as c:
-            follow(c.watch_service(service_name, current=not no_current), count,
-                   functools.partial(print_service_event, ctx))
+            if healthy:
+                follow(c.watch_healthy(service_name), count,
+                       functools.partial(print_healthy_set, ctx))
+            else:
+                follow(c.watch_service(service_name, current=not no_current), count,
+                       functools.partial(print_service_event, ctx))
 
 
 def instance_row(i: Instance) -> list[Any]:
     meta = ",".join(f"{k}={v}" for k, v in sorted(i.metadata.items()))
-    return [i.id, i.address, meta, i.revision]
+    return [i.id, i.address, meta, ",".join(i.tags), i.status.value, i.revision]
 
 
 def print_service_event(ctx: Ctx, e: ServiceEvent) -> None:
@@ -381,6 +500,15 @@ def print_service_event(ctx: Ctx, e: ServiceEvent) -> None:
     else:
         click.echo(f"{e.type.value:<6} " + "  ".join(str(c) for c in instance_row(e.instance)
                                                      if c != ""))
+    sys.stdout.flush()
+
+
+def print_healthy_set(ctx: Ctx, instances: list[Instance]) -> None:
+    if ctx.json:
+        print_json(instances)
+    else:
+        click.echo("healthy: " + (" ".join(f"{i.id}={i.address}" for i in instances)
+                                  or "(none)"))
     sys.stdout.flush()
 
 

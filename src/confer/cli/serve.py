@@ -98,16 +98,19 @@ async def serve(cfg: ServerConfig) -> int:
     tune_gc()
     http = server.http
     metrics = f"{http.scheme}://{cfg.metrics_addr} (port {http.port})" if http else "off"
+    dns = server.dns
     ready = (f"confer: node {server.node_id} ready: clients {cfg.client_url} "
              f"(port {server.client_port}), peers {cfg.peer_url} (port {server.peer_port}), "
-             f"data {Path(cfg.data_dir).resolve()}, metrics {metrics}")
+             f"data {Path(cfg.data_dir).resolve()}, metrics {metrics}, dns "
+             + (f"{cfg.dns_addr} (port {dns.port})" if dns else "off"))
     if _json_formatter is None:
         print(ready, file=sys.stderr, flush=True)
     else:  # the one line not logged (it shows whatever the log level): JSON too
         record = logging.LogRecord("confer.serve", logging.INFO, __file__, 0, ready, None,
                                    None)
         record.__dict__.update(client_port=server.client_port, peer_port=server.peer_port,
-                               metrics_port=http.port if http else 0)
+                               metrics_port=http.port if http else 0,
+                               dns_port=dns.port if dns else 0)
         print(_json_formatter.format(record), file=sys.stderr, flush=True)
     await server.stopped.wait()
     # Stopped by a signal or by removal from the cluster: 0. On a failure (the cause is
@@ -186,6 +189,8 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
                                                      "the HTTP listener [true]."}),
     ("--enable-dashboard", {"type": bool, "help": "Serve the web dashboard (/ui/) on the HTTP "
                                                   "listener [true]."}),
+    ("--listen-dns", {"help": "HOST:PORT (UDP and TCP) for DNS queries of the service catalog "
+                              "[127.0.0.1, client port + 1221: 127.0.0.1:8600]; none: off."}),
     ("--cert-file", {"help": "TLS on the client port: its certificate (PEM)."}),
     ("--key-file", {"help": "The client port's private key (PEM)."}),
     ("--trusted-ca-file", {"help": "Clients must present a certificate this CA signed "

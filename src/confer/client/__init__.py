@@ -17,6 +17,7 @@ Layout (the two clients differ only in the I/O layer):
 See ``docs/client.md`` for the guide.
 """
 
+from confer.client.checks import Check, CheckKind
 from confer.client.coord import Election, Lease, Lock, Registration
 from confer.client.errors import (
     AlreadyExists,
@@ -42,6 +43,7 @@ from confer.client.models import (
     ClusterEventType,
     DeleteResult,
     EventType,
+    HealthStatus,
     Instance,
     KeyValue,
     LeaseGrantResult,
@@ -57,12 +59,15 @@ from confer.client.models import (
     Status,
     TxnResult,
     WatchEvent,
+    Weights,
 )
 from confer.client.sync import Client, Watch
 from confer.client.txn import Compare, Condition, Op, Txn
 
 __all__ = [
     "AlreadyExists",
+    "Check",
+    "CheckKind",
     "ChildrenResult",
     "Client",
     "ClientClosed",
@@ -78,6 +83,7 @@ __all__ = [
     "EventType",
     "FailedPrecondition",
     "FutureRevision",
+    "HealthStatus",
     "Instance",
     "InvalidArgument",
     "KeyValue",
@@ -108,4 +114,5 @@ __all__ = [
     "Unavailable",
     "Watch",
     "WatchEvent",
+    "Weights",
 ]

@@ -21,7 +21,14 @@ import grpc
 from confer.client import plans, transport
 from confer.client.base import ClientBase, WatchBase
 from confer.client.credentials import Credentials
-from confer.client.models import ClusterEvent, KeyValue, ServiceEvent, TxnResult, WatchEvent
+from confer.client.models import (
+    ClusterEvent,
+    Instance,
+    KeyValue,
+    ServiceEvent,
+    TxnResult,
+    WatchEvent,
+)
 from confer.client.plans import END, Call, Done, Emit, Feed, Open, Plan, Recv, Sleep, Unary
 from confer.client.policy import Failure
 from confer.client.transport import Connection, IOBase, StreamBase, failure_of, not_connected
@@ -185,6 +192,9 @@ class _IO(IOBase):
         if runner.worker is not asyncio.current_task():
             await asyncio.wait({runner.worker}, timeout=a.timeout)
 
+    async def _offload(self, a: plans.Offload) -> Any:
+        return await asyncio.to_thread(a.fn)
+
     def new_event(self) -> asyncio.Event:
         return asyncio.Event()
 
@@ -319,7 +329,8 @@ class Watch(WatchBase[I]):
 
 
 class Client(ClientBase[Coroutine[Any, Any, TxnResult], AsyncIterator[KeyValue],
-                        Watch[WatchEvent], Watch[ClusterEvent], Watch[ServiceEvent]]):
+                        Watch[WatchEvent], Watch[ClusterEvent], Watch[ServiceEvent],
+                        Watch[list[Instance]]]):
     """An asyncio Confer client. Use it as an async context manager, or await
     :meth:`close`::
 

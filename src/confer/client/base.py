@@ -14,6 +14,7 @@ coroutine of it. The other methods return a type parameter of :class:`ClientBase
 
 from __future__ import annotations
 
+import builtins
 import inspect
 import logging
 import weakref
@@ -21,11 +22,12 @@ from collections.abc import Callable, Coroutine, Sequence
 from types import MethodType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar, overload
 
-from confer.client import auth_calls, calls, coord, plans
+from confer.client import auth_calls, calls, coord, plans, protocol
+from confer.client.checks import Check
 from confer.client.credentials import Credentials
 from confer.client.endpoints import default_endpoints
-from confer.client.models import ClusterEvent, ServiceEvent, WatchEvent
-from confer.client.plans import Call, Feed, KeyFeed, ServiceFeed
+from confer.client.models import ClusterEvent, Instance, ServiceEvent, WatchEvent, Weights
+from confer.client.plans import Call, Feed, HealthyFeed, KeyFeed, ServiceFeed
 from confer.client.policy import Core, Options
 from confer.client.transport import CHANNEL_OPTIONS, tls_credentials
 from confer.client.txn import Txn
@@ -46,6 +48,7 @@ ScanT = TypeVar("ScanT")
 WatchT = TypeVar("WatchT")
 ClusterWatchT = TypeVar("ClusterWatchT")
 ServiceWatchT = TypeVar("ServiceWatchT")
+HealthyWatchT = TypeVar("HealthyWatchT")
 HandleT = TypeVar("HandleT", bound=coord.Handle[Any])
 
 
@@ -96,7 +99,7 @@ class ClientMethod(Generic[P, T]):
         return method
 
 
-class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
+class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT, HealthyWatchT]):
     """Every method of ``confer.Client`` and ``confer.aio.Client``.
 
     Args:
@@ -344,24 +347,37 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         return coord.Election(self, name, ttl, lease)
 
     def register(self, service: str, instance_id: str, address: str,
-                 metadata: dict[str, Any] | None = None, ttl: int = 10
-                 ) -> coord.Registration[Self]:
+                 metadata: dict[str, Any] | None = None, ttl: int = 10, *,
+                 tags: Sequence[str] = (), weights: Weights | None = None,
+                 check: Check | None = None) -> coord.Registration[Self]:
         """Register an instance of ``service`` for discovery: put
-        ``/services/<service>/<instance_id>`` = ``{"address": ..., "metadata": {...}}`` (JSON)
-        with a lease kept alive in the background. Close the Registration (or leave its
-        ``with`` block) to deregister; if the process dies, the instance disappears within
-        ``ttl`` seconds. ``confer.Client`` registers before returning; with
-        ``confer.aio.Client``, ``await`` it (or use ``async with``).
+        ``/services/<service>/<instance_id>`` = its JSON record (address, tags, metadata,
+        weights, health: :mod:`confer.catalog`) with a lease kept alive in the background.
+        Close the Registration (or leave its ``with`` block) to deregister; if the process
+        dies, the instance disappears within ``ttl`` seconds. ``confer.Client`` registers
+        before returning; with ``confer.aio.Client``, ``await`` it (or use ``async with``)::
+
+            with client.register("api", "api-1", "10.0.0.7:8080", ttl=10,
+                                 check=Check.http("http://10.0.0.7:8080/health",
+                                                  interval=5, timeout=1)):
+                serve()
 
         Args:
             service: the service name (one path segment).
             instance_id: unique within the service (one path segment), e.g. ``host:port``.
-            address: where clients reach the instance.
+            address: where clients reach the instance, ``HOST:PORT`` (the DNS interface
+                answers for IP addresses).
             metadata: JSON-serializable details (version, zone...).
             ttl: the lease's TTL in seconds.
+            tags: labels to select instances by.
+            weights: its share of the traffic while passing and while warning (SRV
+                weights); default 1 and 1.
+            check: a health check the registrant runs against the instance (HTTP, TCP,
+                gRPC; see :class:`~confer.client.checks.Check`), recording its status in
+                the catalog. Default: none (passing while the lease lives).
         """
         return self._begin(coord.Registration(self, service, instance_id, address, metadata,
-                                              ttl))
+                                              ttl, tags=tags, weights=weights, check=check))
 
     def watch_service(self, service: str, *, current: bool = True,
                       callback: Callable[[ServiceEvent], Any] | None = None,
@@ -371,11 +387,30 @@ class ClientBase(Generic[CommitT, ScanT, WatchT, ClusterWatchT, ServiceWatchT]):
         UPDATE, LEAVE with the :class:`Instance`), used like :meth:`watch`. With ``current``,
         a JOIN for every live instance comes first. Like any watch, it survives member
         failures with nothing lost or repeated."""
+        keepalive = max(self._core.options.watch_keepalive, 0)
+        return self._keyed_watch(ServiceFeed(service, current, keepalive), callback, on_error)
+
+    def watch_healthy(self, service: str, *, tags: Sequence[str] = (),
+                      callback: Callable[[builtins.list[Instance]], Any] | None = None,
+                      on_error: Callable[[BaseException], Any] | None = None
+                      ) -> HealthyWatchT:
+        """Watch the healthy set of ``service``: a Watch of lists of :class:`Instance`
+        (by id), the current healthy instances first, then the whole set again each time
+        it changes (an instance joins, leaves, turns critical or recovers...), used like
+        :meth:`watch`. Only instances carrying every tag of ``tags`` count. It survives
+        member failures like any watch."""
+        keepalive = max(self._core.options.watch_keepalive, 0)
+        return self._keyed_watch(HealthyFeed(service, protocol.check_tags(tags), keepalive),
+                                 callback, on_error)
+
+    def _keyed_watch(self, feed: KeyFeed, callback: Callable[[Any], Any] | None,
+                     on_error: Callable[[BaseException], Any] | None) -> Any:
+        """A watch on a key feed that asks for progress every ``watch_keepalive`` seconds,
+        so it reconnects after twice as long without a message."""
         keepalive = self._core.options.watch_keepalive
-        idle = 2 * keepalive + 1.0 if keepalive > 0 else None
-        feed = ServiceFeed(service, current, max(keepalive, 0))
         self._feeds.add(feed)
-        return self._watch(feed, idle, callback, on_error)
+        return self._watch(feed, 2 * keepalive + 1.0 if keepalive > 0 else None, callback,
+                           on_error)
 
     def _new_lease(self, ttl: int) -> coord.Lease[Self]:
         """A Lease handle, not started yet."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import builtins
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from confer.client import protocol
 from confer.client.errors import ConferError, InvalidArgument, LeaseLost, NotFound
@@ -346,17 +346,26 @@ def lease_list(*, timeout: float | None = None) -> Call[tuple[LeaseStatus, ...]]
                 lambda resp, _: protocol.leases_result(resp), timeout)
 
 
-def discover(service: str, *, timeout: float | None = None) -> Call[builtins.list[Instance]]:
+def discover(service: str, healthy_only: bool = False, tags: Sequence[str] = (), *,
+             timeout: float | None = None) -> Call[builtins.list[Instance]]:
     """The live instances of a service: every instance registered (with ``register()``) at
-    ``/services/<service>/<id>`` whose lease is alive, by id.
+    ``/services/<service>/<id>`` whose lease is alive, by id (a linearizable read).
+
+    Args:
+        service: the service name.
+        healthy_only: only the healthy instances (passing or warning; not critical).
+        tags: only the instances that carry every one of these tags.
 
     Returns:
-        A list of ``Instance(id, address, metadata, revision)``.
+        A list of :class:`Instance` (id, address, metadata, revision, tags, weights,
+        status...).
     """
     prefix = protocol.service_prefix(service)
+    wanted = protocol.check_tags(tags)
     return Call(f"Discover {service}", protocol.RANGE,
                 kv_pb2.RangeRequest(path=prefix, recursive=True), _READ,
-                lambda resp, _: protocol.instances_result(resp, prefix), timeout)
+                lambda resp, _: protocol.select(protocol.instances_result(resp, prefix),
+                                                healthy_only, wanted), timeout)
 
 
 def _check_int(value: object, what: str) -> None:

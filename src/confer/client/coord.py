@@ -31,15 +31,19 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from dataclasses import replace
 from types import MethodType, TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from confer.catalog import Record
 from confer.client import calls, protocol
+from confer.client.checks import Check, Damper, Result
 from confer.client.errors import (
     ConferError,
     DeadlineExceeded,
     FailedPrecondition,
+    InvalidArgument,
     LeaseLost,
     Lost,
     NotFound,
@@ -47,18 +51,24 @@ from confer.client.errors import (
 )
 from confer.client.models import (
     EventType,
+    HealthStatus,
     Instance,
     KeyValue,
     LeaseRevokeResult,
     LeaseTimeToLive,
+    TxnResult,
     WatchEvent,
+    Weights,
 )
 from confer.client.plans import (
     Call,
+    Feed,
     KeyFeed,
     LeaderFeed,
     LeaseKeeper,
+    Offload,
     Plan,
+    Sleep,
     Spawn,
     Stop,
     keep_alive,
@@ -67,7 +77,7 @@ from confer.client.plans import (
 )
 from confer.client.policy import Renewal, Retry
 from confer.client.transport import Runner
-from confer.client.txn import Compare, Condition
+from confer.client.txn import Compare, Condition, Op, txn_call
 from confer.v1 import coord_pb2
 
 if TYPE_CHECKING:
@@ -84,7 +94,7 @@ log = logging.getLogger("confer.client")
 R = TypeVar("R")
 P = ParamSpec("P")
 H = TypeVar("H", bound="Handle[Any]")
-ClientT = TypeVar("ClientT", bound="ClientBase[Any, Any, Any, Any, Any]", covariant=True)
+ClientT = TypeVar("ClientT", bound="ClientBase[Any, Any, Any, Any, Any, Any]", covariant=True)
 """The client a handle belongs to: ``confer.Client`` or ``confer.aio.Client``."""
 
 STOP_TIMEOUT = 5.0
@@ -731,32 +741,57 @@ class Election(Holder[ClientT]):
 
 class Registration(Holder[ClientT]):
     """A service instance registered for discovery (``client.register(...)``): the key
-    ``/services/<service>/<instance id>`` holding ``{"address": ..., "metadata": {...}}``,
-    attached to a lease kept alive in the background. Closing it (or leaving its ``with``
-    block) revokes the lease, which deregisters the instance; if the process dies, the
-    instance disappears when the lease expires (within its TTL).
+    ``/services/<service>/<instance id>`` holding the instance's JSON record
+    (:mod:`confer.catalog`: address, tags, metadata, weights, health), attached to a lease
+    kept alive in the background. Closing it (or leaving its ``with`` block) revokes the
+    lease, which deregisters the instance; if the process dies, the instance disappears when
+    the lease expires (within its TTL).
+
+    With an active :class:`~confer.client.checks.Check` (HTTP, TCP, gRPC), the registrant
+    probes its instance once before registering (the record starts with that result), then
+    every ``check.interval`` in the background (a thread with ``confer.Client``, a task with
+    ``confer.aio.Client``), and rewrites the record's status when it changes, after
+    ``check.threshold`` consecutive results agree. A status write that fails is retried
+    after the next probe; it is guarded by the key's create revision, so it never brings back
+    a record someone deleted.
 
     Attributes:
         service: the service name.
-        instance: the registered :class:`Instance` (its ``revision`` once registered).
+        instance: the registered :class:`Instance` as last written (its ``revision`` once
+            registered, its ``status`` as last recorded).
+        check: the health check it runs.
         key: the registration key.
         lease: its :class:`Lease`.
     """
 
     def __init__(self, client: ClientT, service: str, instance_id: str, address: str,
-                 metadata: dict[str, Any] | None, ttl: int) -> None:
+                 metadata: dict[str, Any] | None, ttl: int, *, tags: Sequence[str] = (),
+                 weights: Weights | None = None, check: Check | None = None) -> None:
         prefix = protocol.service_prefix(service)
         protocol.check_segment(instance_id, "instance id")
-        self._value = protocol.instance_value(address, metadata)
+        protocol.check_tags(tags)
+        if check is not None and not isinstance(check, Check):
+            raise InvalidArgument(f"check must be a confer.Check, not {check!r}")
+        self.check = check if check is not None else Check.ttl()
+        self._record = Record(address, tuple(tags), dict(metadata or {}), weights or Weights(),
+                              check=self.check.describe())
+        protocol.instance_value(self._record)  # refuse a bad address or metadata now
         super().__init__(client, ttl, None)
         self.service = service
         self.path = f"{prefix}/{instance_id}"
         self.what = f"registration {self.path}"
-        self.instance = Instance(instance_id, address, dict(metadata or {}), 0)
+        self.instance = protocol.instance_of(instance_id, self._record, 0)
+        self._checks: Runner | None = None
+        self._status_callbacks: list[Callable[[Instance], Any]] = []
+
+    @property
+    def status(self) -> HealthStatus:
+        """The instance's health as last recorded in the store."""
+        return self._record.status
 
     def _close(self) -> Plan[None]:
-        """Deregister: revoke the lease (failures are logged; the instance then disappears
-        when the lease expires)."""
+        """Deregister: stop the checks, revoke the lease (failures are logged; the instance
+        then disappears when the lease expires)."""
         return self._exit_plan()
 
     close = HandleMethod(_close)
@@ -764,19 +799,72 @@ class Registration(Holder[ClientT]):
     def _enter_plan(self) -> Plan[Registration[ClientT]]:
         if self.key:
             return self
+        damper = None
+        if self.check.active:
+            first: Result = yield Offload(self.check.probe)
+            damper = Damper(self.check.threshold, first)
+            self._record = replace(self._record, status=first.status, output=first.output)
         lease = yield from self._ready_lease()
-        result = yield from self._take(calls.put(self.path, self._value, lease=lease.id,
-                                                 prev_kv=True))
+        result = yield from self._take(calls.put(
+            self.path, protocol.instance_value(self._record), lease=lease.id, prev_kv=True))
         created = result.prev_kv.create_revision if result.prev_kv else result.revision
-        self.instance = Instance(self.instance.id, self.instance.address,
-                                 self.instance.metadata, result.revision)
+        self.instance = protocol.instance_of(self.instance.id, self._record, result.revision)
         yield from self._guard_key(self.path, created, result.revision)
+        if damper is not None:
+            feed: Feed[None] = Feed()
+            self._checks = yield Spawn(self._check_loop(feed, damper), feed,
+                                       self._on_check_ended, f"confer check {self.path}")
         return self
 
+    def _check_loop(self, feed: Feed[None], damper: Damper) -> Plan[None]:
+        """Probe every interval; record the damped status whenever it changes."""
+        check = self.check
+        while not feed.cancelled:
+            yield Sleep(check.interval)
+            if feed.cancelled or self.lost:  # lost: nothing left to record the status in
+                return
+            result = damper.observe((yield Offload(check.probe)))
+            if not feed.cancelled and (result.status, result.output) != (
+                    self._record.status, self._record.output):
+                yield from self._record_status(result)
+
+    def _record_status(self, result: Result) -> Plan[None]:
+        record = replace(self._record, status=result.status, output=result.output)
+        call = txn_call([Compare.create_revision(self.path) == self._key_rev],
+                        [Op.put(self.path, protocol.instance_value(record),
+                                lease=self.lease.id)], [])
+        try:
+            done: TxnResult = yield from unary(self._core, call)
+        except ConferError as e:
+            log.warning("%s: could not record its status %s (%s); trying again after the "
+                        "next check", self.what, result.status.value, e)
+            return
+        if done.succeeded:  # else its key is gone: the guard reports the loss
+            changed = result.status is not self._record.status
+            self._record = record
+            self.instance = protocol.instance_of(self.instance.id, self._record, done.revision)
+            if changed:
+                log.info("%s: %s (%s)", self.what, result.status.value, result.output)
+                for callback in list(self._status_callbacks):
+                    self._io.dispatch(callback, self.instance)
+
+    def on_status(self, callback: Callable[[Instance], Any]) -> None:
+        """Call ``callback(instance)`` each time the check changes the instance's recorded
+        status (``instance.status``, ``instance.output``), in the checks' thread (blocking
+        client) or task (asyncio); its exceptions are logged."""
+        self._status_callbacks.append(callback)
+
+    def _on_check_ended(self, item: Any) -> None:
+        if isinstance(item, BaseException):
+            log.warning("%s: its health checks stopped: %r", self.what, item)
+
     def _exit_plan(self) -> Plan[None]:
+        checks, self._checks = self._checks, None
+        if checks is not None:
+            yield Stop(checks, STOP_TIMEOUT)
         yield from self._let_go()
         yield from self.lease._exit_plan()
 
     def __repr__(self) -> str:
-        state = "registered" if self.key else "not registered"
+        state = (f"registered, {self.status.value}" if self.key else "not registered")
         return f"<Registration {self.path} {state}{' LOST' if self.lost else ''}>"

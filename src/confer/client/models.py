@@ -7,12 +7,15 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from confer.catalog import HealthStatus, Weights, split_address
+
 __all__ = [
     "ChildrenResult",
     "ClusterEvent",
     "ClusterEventType",
     "DeleteResult",
     "EventType",
+    "HealthStatus",
     "Instance",
     "KeyValue",
     "LeaseGrantResult",
@@ -28,6 +31,7 @@ __all__ = [
     "Status",
     "TxnResult",
     "WatchEvent",
+    "Weights",
 ]
 
 
@@ -306,22 +310,48 @@ class LeaseStatus:
 
 @dataclass(frozen=True, slots=True)
 class Instance:
-    """A live instance of a service (service discovery).
-
-    Registered at ``/services/<service>/<id>`` with the JSON value
-    ``{"address": ..., "metadata": {...}}``, attached to the instance's lease.
+    """An instance of a service (service discovery), as registered at
+    ``/services/<service>/<id>`` (the JSON record of :mod:`confer.catalog`), attached to
+    its registrant's lease.
 
     Attributes:
         id: the instance id, unique within its service (one path segment).
-        address: where to reach it, e.g. ``"10.0.0.7:8080"``.
+        address: where to reach it, e.g. ``"10.0.0.7:8080"`` (see :attr:`host`, :attr:`port`).
         metadata: free-form JSON-compatible details (version, zone...).
-        revision: the revision of its registration (the key's ``mod_revision``).
+        revision: the revision of its record (the key's ``mod_revision``: a health change
+            rewrites it).
+        tags: labels to select instances by (``discover(service, tags=[...])``).
+        weights: its share of the traffic while passing and while warning.
+        status: its health as its registrant's check last reported it (passing without a
+            check).
+        output: what that check said.
+        check: which check its registrant runs ("" for none).
     """
 
     id: str
     address: str
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
     revision: int = 0
+    tags: tuple[str, ...] = ()
+    weights: Weights = field(default_factory=Weights)
+    status: HealthStatus = HealthStatus.PASSING
+    output: str = ""
+    check: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        """Passing or warning: to be sent traffic."""
+        return self.status.healthy
+
+    @property
+    def host(self) -> str:
+        """The host part of :attr:`address`."""
+        return split_address(self.address)[0]
+
+    @property
+    def port(self) -> int:
+        """The port of :attr:`address` (0 if it names none)."""
+        return split_address(self.address)[1]
 
 
 class ServiceEventType(enum.Enum):

@@ -3,11 +3,13 @@ responses to the client's models. Only the generated ``confer.v1`` modules are u
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from confer.catalog import PREFIX, Record
+from confer.catalog import decode as decode_record
+from confer.catalog import encode as encode_record
 from confer.client.errors import InvalidArgument
 from confer.client.models import (
     ChildrenResult,
@@ -277,7 +279,7 @@ def check_segment(value: object, what: str) -> str:
     return value
 
 
-SERVICES = "/services"
+SERVICES = PREFIX
 """Where service discovery registers instances: ``/services/<service>/<instance id>``."""
 
 
@@ -286,15 +288,15 @@ def service_prefix(service: str) -> str:
     return f"{SERVICES}/{check_segment(service, 'service name')}"
 
 
-def instance_value(address: str, metadata: dict[str, Any] | None) -> bytes:
-    """The registration value: ``{"address": ..., "metadata": {...}}`` as JSON."""
-    if not isinstance(address, str) or not address:
-        raise InvalidArgument(f"invalid address {address!r}: must be a non-empty string")
+def instance_value(record: Record) -> bytes:
+    """The registration value: the JSON record of :mod:`confer.catalog`."""
+    if not isinstance(record.address, str) or not record.address:
+        raise InvalidArgument(f"invalid address {record.address!r}: must be a non-empty "
+                              "string")
     try:
-        return json.dumps({"address": address, "metadata": dict(metadata or {})},
-                          sort_keys=True, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as e:
-        raise InvalidArgument(f"metadata of {address}: not JSON-serializable: {e}") from None
+        return encode_record(record)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
 
 
 def instance(kv: KeyValue, prefix: str) -> Instance | None:
@@ -306,17 +308,27 @@ def instance(kv: KeyValue, prefix: str) -> Instance | None:
     instance_id = kv.path[len(prefix) + 1:]
     if not instance_id or "/" in instance_id:
         return None
-    address = kv.value.decode("utf-8", "replace")
-    metadata: dict[str, Any] = {}
-    try:
-        doc = json.loads(kv.value)
-    except ValueError:
-        doc = None
-    if isinstance(doc, dict) and isinstance(doc.get("address"), str):
-        address = doc["address"]
-        meta = doc.get("metadata")
-        metadata = meta if isinstance(meta, dict) else {}
-    return Instance(instance_id, address, metadata, kv.mod_revision)
+    return instance_of(instance_id, decode_record(kv.value), kv.mod_revision)
+
+
+def instance_of(instance_id: str, r: Record, revision: int) -> Instance:
+    """The :class:`Instance` of a record written at ``revision``."""
+    return Instance(instance_id, r.address, r.metadata, revision, r.tags, r.weights, r.status,
+                    r.output, r.check)
+
+
+def check_tags(tags: Sequence[str]) -> frozenset[str]:
+    """Tags to select instances by: a list of non-empty strings."""
+    if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags):
+        raise InvalidArgument(f"tags must be a list of non-empty strings, not {tags!r}")
+    return frozenset(tags)
+
+
+def select(instances: list[Instance], healthy_only: bool, tags: frozenset[str]
+           ) -> list[Instance]:
+    """The instances that are healthy (if asked) and carry every tag of ``tags``."""
+    return [i for i in instances
+            if (i.healthy or not healthy_only) and tags.issubset(i.tags)]
 
 
 def instances_result(resp: kv_pb2.RangeResponse, prefix: str) -> list[Instance]:

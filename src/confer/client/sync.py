@@ -21,7 +21,14 @@ import grpc
 
 from confer.client import plans, transport
 from confer.client.base import ClientBase, WatchBase
-from confer.client.models import ClusterEvent, KeyValue, ServiceEvent, TxnResult, WatchEvent
+from confer.client.models import (
+    ClusterEvent,
+    Instance,
+    KeyValue,
+    ServiceEvent,
+    TxnResult,
+    WatchEvent,
+)
 from confer.client.plans import END, Call, Done, Emit, Feed, Open, Plan, Recv, Sleep, Unary
 from confer.client.transport import Connection, IOBase, StreamBase, failure_of, not_connected
 
@@ -242,6 +249,9 @@ class _IO(IOBase):
         if runner.worker is not threading.current_thread():
             runner.worker.join(a.timeout)
 
+    def _offload(self, a: plans.Offload) -> Any:
+        return a.fn()
+
     def new_event(self) -> threading.Event:
         return threading.Event()
 
@@ -316,7 +326,8 @@ class Watch(WatchBase[I]):
 
 
 class Client(ClientBase[TxnResult, Iterator[KeyValue], Watch[WatchEvent],
-                        Watch[ClusterEvent], Watch[ServiceEvent]]):
+                        Watch[ClusterEvent], Watch[ServiceEvent],
+                        Watch[list[Instance]]]):
     """A blocking Confer client. Use it as a context manager, or call :meth:`close`::
 
         with confer.Client(["127.0.0.1:7379", "127.0.0.1:7479"]) as client:

@@ -19,7 +19,7 @@ import grpc
 from confer.client.credentials import Credentials
 from confer.client.endpoints import parse_endpoint, parse_endpoints
 from confer.client.errors import InvalidArgument
-from confer.client.plans import Cancellable, Open, Recv, Send, Sleep, Spawn, Stop, Unary
+from confer.client.plans import Cancellable, Offload, Open, Recv, Send, Sleep, Spawn, Stop, Unary
 from confer.client.policy import NOT_CONNECTED, Failure
 from confer.client.protocol import Rpc
 
@@ -218,8 +218,9 @@ class IOBase:
     """What both I/O layers share: the connection cache and the action dispatch table.
 
     Subclasses give ``_new_channel`` and the performers ``_unary``, ``_sleep``, ``_open``,
-    ``_send``, ``_recv``, ``_spawn`` and ``_stop`` (blocking functions or coroutine
-    functions), and for the coordination handles ``new_event``, ``wait`` and ``dispatch``.
+    ``_send``, ``_recv``, ``_spawn``, ``_stop`` and ``_offload`` (blocking functions or
+    coroutine functions), and for the coordination handles ``new_event``, ``wait`` and
+    ``dispatch``.
 
     Attributes:
         asynchronous: whether the performers (and so ``run``) are coroutine functions.
@@ -239,7 +240,7 @@ class IOBase:
         self._lock = threading.Lock()
         self._perform: dict[type, Callable[[Any], Any]] = {
             Unary: self._unary, Sleep: self._sleep, Open: self._open, Send: self._send,
-            Recv: self._recv, Spawn: self._spawn, Stop: self._stop}
+            Recv: self._recv, Spawn: self._spawn, Stop: self._stop, Offload: self._offload}
 
     def _new_channel(self, endpoint: str) -> Any:
         raise NotImplementedError
@@ -263,6 +264,9 @@ class IOBase:
         raise NotImplementedError
 
     def _stop(self, a: Stop) -> Any:
+        raise NotImplementedError
+
+    def _offload(self, a: Offload) -> Any:
         raise NotImplementedError
 
     def run(self, plan: Any) -> Any:

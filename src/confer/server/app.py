@@ -26,6 +26,7 @@ from confer.server.api.core import ClusterListener
 from confer.server.config import ConfigError, ServerConfig
 from confer.server.consensus import Consensus
 from confer.server.datadir import IDENTITY_FILE, RAFT_DIR, save_identity
+from confer.server.dns import start_dns
 from confer.server.etcd import add_etcd_services
 from confer.server.fsm import ServerStateMachine
 from confer.server.health_service import HealthService
@@ -64,6 +65,7 @@ from confer.storage.disk import DIR_MODE
 from confer.v1 import kv_pb2, kv_pb2_grpc, peer_pb2_grpc
 
 if TYPE_CHECKING:
+    from confer.server.dns_server import DnsListener
     from confer.server.http.listener import HttpListener
 
 log = logging.getLogger("confer.server")
@@ -91,6 +93,8 @@ class ConferServer:
         self.health = HealthService()
         self.http: HttpListener | None = None  # its import is deferred (see http/)
         """Serves /metrics and the health checks (--listen-metrics; confer.server.http)."""
+        self.dns: DnsListener | None = None  # its import is deferred (see dns.py)
+        """Answers DNS queries of the service catalog (--listen-dns; confer.server.dns)."""
         self.client_port = 0
         self.peer_port = 0
         self.stopped = asyncio.Event()
@@ -181,6 +185,7 @@ class ConferServer:
         self.http = await start_http(self, cfg.metrics_addr,
                                      required=cfg.listen_metrics != "default",
                                      tls=cfg.metrics_tls)
+        self.dns = await start_dns(self, cfg.dns_addr, required=cfg.listen_dns != "default")
         fresh = self.storage.last_index() == 0
         if fresh and cfg.join:
             if not self._identity_file.exists():
@@ -346,6 +351,8 @@ class ConferServer:
         await asyncio.gather(*(server.stop(grace) for server in servers))
         if self.http is not None:
             await self.http.stop()
+        if self.dns is not None:
+            await self.dns.stop()
         if self.node is not None:
             await self.node.stop()
         await self.api.close()

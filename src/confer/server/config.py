@@ -29,6 +29,9 @@ DEFAULT_QUOTA_BACKEND_BYTES = 2 << 30
 MAX_CONCURRENT_STREAMS = 1_000
 """Calls (unary or streams) one client connection may have open at once; more wait in the
 client (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS). etcd leaves it unbounded."""
+DNS_PORT_OFFSET = 1221
+"""By default the DNS interface is on 127.0.0.1 at the client port plus this: 127.0.0.1:8600
+(Consul's DNS port) for the default client address."""
 GRPC_REQUEST_OVERHEAD = 512 * 1024
 """What the client port's gRPC receive limit allows beyond --max-request-bytes (etcd's
 ``grpcOverheadBytes``): a request's proto is larger than its log entry."""
@@ -96,6 +99,9 @@ class ServerConfig:
     enable_dashboard: bool = True
     """Serve the web dashboard (``/ui/``) on the HTTP listener (never while the client port
     serves TLS, as the gateway: see ``server/http/dashboard.py``)."""
+    listen_dns: str = "default"
+    """HOST:PORT of the DNS interface to the service catalog (UDP and TCP); ``none`` or
+    empty: none; ``default``: see :attr:`dns_addr`."""
     log_level: str = "info"
     log_format: str = "text"
     # TLS (etcd's flags; docs/security.md). Client port:
@@ -143,6 +149,20 @@ class ServerConfig:
         host, _, port = self.listen_client.rpartition(":")
         derived = int(port) + METRICS_PORT_OFFSET if int(port) else 0
         return f"{host}:{derived if derived <= 65535 else 0}"
+
+    @property
+    def dns_addr(self) -> str:
+        """Where the DNS interface binds ("": nowhere). By default, loopback (a DNS server
+        open to the network answers anyone) at the client port plus
+        :data:`DNS_PORT_OFFSET` (any free port if the client port is 0 or the sum is past
+        65535)."""
+        if self.listen_dns.lower() in ("", "none"):
+            return ""
+        if self.listen_dns != "default":
+            return self.listen_dns
+        port = int(self.listen_client.rpartition(":")[2])
+        derived = port + DNS_PORT_OFFSET if port else 0
+        return f"127.0.0.1:{derived if derived <= 65535 else 0}"
 
     def _metrics_url(self) -> tuple[str, str]:
         """``listen_metrics`` as (scheme, HOST:PORT); no scheme is ``http``."""
@@ -208,6 +228,8 @@ class ServerConfig:
             if scheme == "https" and not self.cert_file:
                 raise ConfigError("listen-metrics https://... serves the client port's "
                                   "certificate: give cert-file and key-file")
+        if self.listen_dns.lower() not in ("", "none", "default"):
+            check_addr("listen-dns", self.listen_dns, allow_port_zero=True)
         for key in ("advertise_client", "advertise_peer"):
             if getattr(self, key):
                 check_addr(key.replace("_", "-"), getattr(self, key))

@@ -23,6 +23,8 @@ action          what the I/O layer does                               sends back
 :class:`Spawn`  run another plan in the background (a thread, or a    a runner, for
                 task), handing what it emits to a function            :class:`Stop`
 :class:`Stop`   cancel a spawned plan and wait for it to end          ``None``
+:class:`Off-    call a blocking function (asyncio: in a worker        its return value
+load`           thread)
 ==============  ====================================================  =======================
 
 A plan that returns a value (a unary call) ends with ``StopIteration(value)``; a plan raises
@@ -40,7 +42,7 @@ The plans live in four modules, re-exported here:
 - :mod:`~confer.client.plans.feeds`: resilient streams (:class:`Feed`, :func:`stream`) and
   the watches (:class:`KeyFeed`, :class:`ClusterFeed`);
 - :mod:`~confer.client.plans.recipes`: what the coordination handles run (:class:`LeaseKeeper`
-  and :func:`keep_alive`, :class:`LeaderFeed`, :class:`ServiceFeed`).
+  and :func:`keep_alive`, :class:`LeaderFeed`, :class:`ServiceFeed`, :class:`HealthyFeed`).
 """
 
 from confer.client.plans.actions import (
@@ -50,6 +52,7 @@ from confer.client.plans.actions import (
     Cancellable,
     Done,
     Emit,
+    Offload,
     Open,
     Plan,
     Recv,
@@ -63,7 +66,13 @@ from confer.client.plans.actions import (
     interrupt,
 )
 from confer.client.plans.feeds import ClusterFeed, Feed, KeyFeed, stream
-from confer.client.plans.recipes import LeaderFeed, LeaseKeeper, ServiceFeed, keep_alive
+from confer.client.plans.recipes import (
+    HealthyFeed,
+    LeaderFeed,
+    LeaseKeeper,
+    ServiceFeed,
+    keep_alive,
+)
 from confer.client.plans.unary_calls import Call, scan, unary
 
 __all__ = [
@@ -76,9 +85,11 @@ __all__ = [
     "Done",
     "Emit",
     "Feed",
+    "HealthyFeed",
     "KeyFeed",
     "LeaderFeed",
     "LeaseKeeper",
+    "Offload",
     "Open",
     "Plan",
     "Recv",

@@ -105,6 +105,15 @@ class Stop:
 
 
 @dataclass(slots=True)
+class Offload:
+    """Call ``fn()``, a blocking function (a health check's probe), and send back what it
+    returns: the blocking client calls it in place, the asyncio client in a worker thread,
+    so that the event loop never waits on it."""
+
+    fn: Callable[[], Any]
+
+
+@dataclass(slots=True)
 class Done:
     """Not yielded by plans: :func:`advance` wraps a finished plan's value in it."""
 
@@ -129,7 +138,7 @@ STARTED = _Started()
 """Emitted once by a key watch when its first stream is established: every change after
 that point will be delivered. The watch handles consume it before returning."""
 
-Action = Unary | Sleep | Open | Send | Recv | Emit | Spawn | Stop
+Action = Unary | Sleep | Open | Send | Recv | Emit | Spawn | Stop | Offload
 Plan = Generator[Action, Any, T]
 
 

@@ -238,3 +238,36 @@ class ServiceFeed(KeyFeed):
         gone = self.instances.pop(instance_id, None)
         return None if gone is None else ServiceEvent(ServiceEventType.LEAVE, gone,
                                                       event.revision)
+
+
+class HealthyFeed(ServiceFeed):
+    """The healthy instances of a service, as a whole: the current set first (possibly
+    empty), then the new set each time it changes (an instance joins healthy, leaves, turns
+    critical or back, or changes address, tags, metadata, weights or status). Items are
+    lists of :class:`Instance`, by id; a change of health output alone, or a record
+    rewritten as it was, yields nothing.
+
+    Attributes:
+        tags: only instances that carry every one of these tags count.
+    """
+
+    def __init__(self, service: str, tags: frozenset[str], progress_interval: float) -> None:
+        super().__init__(service, False, progress_interval)
+        self.what = f"WatchHealthy {service}"
+        self.tags = tags
+        self._last: tuple[tuple[Any, ...], ...] | None = None
+
+    def accept(self, message: kv_pb2.WatchResponse, endpoint: str, core: Core) -> list[Any]:
+        started = False
+        for item in super().accept(message, endpoint, core):
+            started = started or item is STARTED
+        healthy = protocol.select(sorted(self.instances.values(), key=lambda i: i.id), True,
+                                  self.tags)
+        shape = tuple((i.id, i.address, i.tags, repr(i.metadata), i.weights, i.status)
+                      for i in healthy)
+        out: list[Any] = [STARTED] if started else []
+        if shape != self._last and (started or self._last is not None):
+            self._last = shape
+            out.append(healthy)
+        return out
+
