@@ -1,0 +1,27 @@
+"""Replicate your own Python state machine on Confer's Raft, storage and transport.
+
+Declare it (:class:`StateMachine`, :func:`command`, :func:`query`), run members of it
+(:class:`Member`, :class:`ThreadedMember`, or ``confer serve --app module:Class``) and call
+it from other processes (:class:`AppClient`, :class:`AsyncAppClient`). See docs/platform.md.
+"""
+
+from confer.replicated.machine import (
+    CommandError,
+    StateMachine,
+    VersionTooNew,
+    command,
+    field,
+    query,
+)
+from confer.replicated.member import Member, ThreadedMember
+
+__all__ = [
+    "CommandError",
+    "Member",
+    "StateMachine",
+    "ThreadedMember",
+    "VersionTooNew",
+    "command",
+    "field",
+    "query",
+]
