@@ -5,6 +5,7 @@ Declare it (:class:`StateMachine`, :func:`command`, :func:`query`), run members 
 it from other processes (:class:`AppClient`, :class:`AsyncAppClient`). See docs/platform.md.
 """
 
+from confer.replicated.client import AppClient, AsyncAppClient
 from confer.replicated.machine import (
     CommandError,
     StateMachine,
@@ -16,6 +17,8 @@ from confer.replicated.machine import (
 from confer.replicated.member import Member, ThreadedMember
 
 __all__ = [
+    "AppClient",
+    "AsyncAppClient",
     "CommandError",
     "Member",
     "StateMachine",

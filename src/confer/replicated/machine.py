@@ -15,6 +15,7 @@ from typing import Any, ClassVar, TypeVar
 import msgpack
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 SERIALISABLE = "None, bool, int (64-bit), float, str, bytes, and lists, tuples and dicts of them"
 """What a command's or query's arguments and result may hold (what msgpack encodes)."""
@@ -306,3 +307,19 @@ def _method(machine: str, name: str, kind: str, fn: Callable[..., Any]) -> Metho
              if isinstance(hints.get(p.name), type) and hints[p.name] is not object}
     return Method(machine, name, kind, sig.replace(parameters=params[1:]), plain,
                   bool(getattr(fn, "__confer_serializable__", False)))
+
+
+def stub(cls: type[StateMachine], name: str, call: Callable[..., T]) -> Callable[..., T]:
+    """A caller's method for command or query ``name`` of ``cls``: the same signature and
+    docstring as the state machine's (``call(name, *args, **kwargs)`` does the work)."""
+    methods = methods_of(cls)
+    if name not in methods:
+        raise AttributeError(f"{cls.__name__} has no command or query {name!r}")
+
+    def method(*args: Any, **kwargs: Any) -> T:
+        return call(name, *args, **kwargs)
+
+    method.__name__ = name
+    method.__doc__ = getattr(cls, name).__doc__
+    method.__signature__ = methods[name].signature  # type: ignore[attr-defined]  # inspect
+    return method

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from confer.raft.types import StateRole
-from confer.replicated.machine import StateMachine, methods_of
+from confer.replicated.machine import StateMachine, methods_of, stub
 from confer.replicated.service import AppRuntime
 from confer.server.api import RequestContext
 from confer.server.config import ConfigError, load_config
@@ -100,7 +100,7 @@ class Member(Generic[M]):
     def __getattr__(self, name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
         if name.startswith("_") or name in ("cls", "runtime", "server"):
             raise AttributeError(name)  # not set yet: no stub
-        return _stub(self.cls, name, self.call)
+        return stub(self.cls, name, self.call)
 
     # -- the member ----------------------------------------------------------------------------
     @property
@@ -190,7 +190,7 @@ class ThreadedMember(Generic[M]):
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or name in ("member", "cls"):
             raise AttributeError(name)
-        return _stub(self.cls, name, self.call)
+        return stub(self.cls, name, self.call)
 
     @property
     def state(self) -> M:
@@ -216,22 +216,6 @@ class ThreadedMember(Generic[M]):
                 raise TimeoutError(f"no leader within {timeout} s")
             time.sleep(0.02)
         return self.member.leader_id
-
-
-def _stub(cls: type[StateMachine], name: str, call: Callable[..., T]) -> Callable[..., T]:
-    """A caller's method for command or query ``name`` of ``cls``: the same signature and
-    docstring as the state machine's (``call(name, *args, **kwargs)`` does the work)."""
-    methods = methods_of(cls)
-    if name not in methods:
-        raise AttributeError(f"{cls.__name__} has no command or query {name!r}")
-
-    def stub(*args: Any, **kwargs: Any) -> T:
-        return call(name, *args, **kwargs)
-
-    stub.__name__ = name
-    stub.__doc__ = getattr(cls, name).__doc__
-    stub.__signature__ = methods[name].signature  # type: ignore[attr-defined]  # for inspect
-    return stub
 
 
 def load_app(spec: str) -> type[StateMachine]:
