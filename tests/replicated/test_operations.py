@@ -1,0 +1,159 @@
+"""An app's members in operation: the clients' errors, snapshots sent to a lagging member,
+an upgrade that stops older code, a snapshot that fails to restore."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from confer.client import InvalidArgument
+from confer.replicated import AppClient, AsyncAppClient, CommandError, Member, StateMachine
+from confer.replicated.machine import command
+from testing.procs import free_port
+from tests.replicated.apps import Register, RegisterV2
+
+
+class Group:
+    """Founding members of one cluster, each of its own class (code version)."""
+
+    def __init__(self, tmp_path: Path, classes: list[type[StateMachine]], **settings: Any
+                 ) -> None:
+        self.peers = {i: f"127.0.0.1:{free_port()}" for i in range(1, len(classes) + 1)}
+        self.initial = ",".join(f"{i}={addr}" for i, addr in self.peers.items())
+        self.tmp_path = tmp_path
+        self.settings = {"tick_ms": 20, "listen_metrics": "none", **settings}
+        self.members = [self.member(i, cls) for i, cls in enumerate(classes, 1)]
+
+    def member(self, i: int, cls: type[StateMachine]) -> Member[Any]:
+        return Member(cls, node_id=i, data_dir=self.tmp_path / f"m{i}",
+                      listen_peer=self.peers[i], listen_client=f"127.0.0.1:{free_port()}",
+                      initial_cluster=self.initial, **self.settings)
+
+    async def leader(self, among: list[Member[Any]] | None = None) -> Member[Any]:
+        async with asyncio.timeout(20):
+            while True:
+                leaders = [m for m in among or self.members if m.is_leader]
+                if len(leaders) == 1:
+                    return leaders[0]
+                await asyncio.sleep(0.02)
+
+
+def test_clients_check_arguments_and_raise_the_commands_errors(tmp_path: Path) -> None:
+    async def main() -> None:
+        g = Group(tmp_path, [Register])
+        (m,) = g.members
+        async with m:
+            await g.leader()
+            endpoints = [m.client_address]
+            async with AsyncAppClient(Register, endpoints) as client:
+                assert await client.set("a", 1) is None
+                assert await client.add("a") == 2
+                with pytest.raises(KeyError) as info:
+                    await client.add("missing")
+                assert isinstance(info.value, CommandError)
+                assert await client.get("a") == 2
+                assert await client.call("size", serializable=True) == 1
+                with pytest.raises(TypeError, match="must be int, not str"):
+                    await client.set("a", "b")  # refused here: nothing was sent
+            # A client that names another app, or a method the member's class lacks, is
+            # refused by the member with INVALID_ARGUMENT naming the rule.
+            class Other(StateMachine):
+                @command
+                def set(self, key: str, value: int) -> None: ...
+
+            class Register2(Register):
+                @command
+                def extra(self) -> None: ...
+
+            Register2.__name__ = "Register"
+
+            def sync_calls() -> None:
+                with AppClient(Other, endpoints) as other, pytest.raises(
+                        InvalidArgument, match="runs app 'Register', not 'Other'"):
+                    other.set("a", 1)
+                with AppClient(Register2, endpoints) as newer:
+                    with pytest.raises(InvalidArgument, match="has no command 'extra'"):
+                        newer.extra()
+                    assert newer.get("a") == 2
+
+            await asyncio.to_thread(sync_calls)
+
+    asyncio.run(main())
+
+
+def test_a_lagging_member_catches_up_from_a_snapshot_with_the_app(tmp_path: Path) -> None:
+    async def main() -> None:
+        g = Group(tmp_path, [Register] * 3, snapshot_every=5, snapshot_catchup_entries=0)
+        for m in g.members:
+            await m.start()
+        try:
+            leader = await g.leader()
+            await leader.set("x", 0)
+            lagging = next(m for m in g.members if m is not leader)
+            await lagging.stop()
+            for i in range(30):
+                await leader.add("x", i)
+            again = g.member(lagging.node_id, Register)
+            g.members[g.members.index(lagging)] = again
+            await again.start()
+            async with asyncio.timeout(20):
+                while again.state.values.get("x") != sum(range(30)):
+                    await asyncio.sleep(0.05)
+            assert again.state.values == leader.state.values
+            assert again.server.storage is not None  # it received the leader's snapshot:
+            assert again.server.storage.snapshot().meta.index > 5
+        finally:
+            for m in g.members:
+                await m.stop()
+
+    asyncio.run(main())
+
+
+def test_an_entry_of_newer_code_stops_an_older_member(tmp_path: Path) -> None:
+    async def main() -> None:
+        g = Group(tmp_path, [RegisterV2, RegisterV2, Register])
+        for m in g.members:
+            await m.start()
+        old = g.members[2]
+        try:
+            await g.leader()
+            upgraded = g.members[0]
+            await upgraded.set("a", 1)  # written as version 2, whoever leads
+            async with asyncio.timeout(20):
+                await old.stopped.wait()
+            assert old.failure is not None
+            assert "written by Register version 2; this member runs version 1" in old.failure
+            await g.leader(g.members[:2])  # the upgraded members carry on
+            assert await upgraded.get("a") == 1
+        finally:
+            for m in g.members:
+                await m.stop()
+
+    asyncio.run(main())
+
+
+class Unrestorable(Register):
+    def restore(self, data: bytes) -> None:
+        raise RuntimeError("cannot read this")
+
+
+Unrestorable.__name__ = "Register"
+
+
+def test_a_snapshot_that_fails_to_restore_stops_the_start(tmp_path: Path) -> None:
+    async def main() -> None:
+        g = Group(tmp_path, [Register], snapshot_every=3)
+        (m,) = g.members
+        async with m:
+            await g.leader()
+            for i in range(10):
+                await m.set("k", i)
+        broken = g.member(1, Unrestorable)
+        with pytest.raises(SystemExit, match=r"cannot recover this member's state \(ValueError: "
+                                             r"Register.restore\(\) failed .* cannot read this"):
+            await broken.start()
+
+    asyncio.run(main())
