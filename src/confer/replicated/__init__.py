@@ -2,7 +2,8 @@
 
 Declare it (:class:`StateMachine`, :func:`command`, :func:`query`), run members of it
 (:class:`Member`, :class:`ThreadedMember`, or ``confer serve --app module:Class``) and call
-it from other processes (:class:`AppClient`, :class:`AsyncAppClient`). See docs/platform.md.
+it from other processes (:class:`AppClient`, :class:`AsyncAppClient`), and test it in the
+deterministic simulator (:func:`simulate`). See docs/platform.md.
 """
 
 from confer.replicated.client import AppClient, AsyncAppClient
@@ -15,16 +16,20 @@ from confer.replicated.machine import (
     query,
 )
 from confer.replicated.member import Member, ThreadedMember
+from confer.replicated.simulation import Simulation, SimulationFailed, simulate
 
 __all__ = [
     "AppClient",
     "AsyncAppClient",
     "CommandError",
     "Member",
+    "Simulation",
+    "SimulationFailed",
     "StateMachine",
     "ThreadedMember",
     "VersionTooNew",
     "command",
     "field",
     "query",
+    "simulate",
 ]
