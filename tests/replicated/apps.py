@@ -46,3 +46,12 @@ class RegisterV2(Register):
 
 
 RegisterV2.__name__ = "Register"  # the same app, newer code
+
+
+class RegisterV2Pinned(RegisterV2):
+    """The first step of a rolling upgrade: version 2's code, writing version 1 entries."""
+
+    write_version = 1
+
+
+RegisterV2Pinned.__name__ = "Register"

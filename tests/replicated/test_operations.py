@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from confer.client import InvalidArgument
+import confer
+from confer.client import InvalidArgument, PermissionDenied, Unauthenticated
 from confer.replicated import AppClient, AsyncAppClient, CommandError, Member, StateMachine
 from confer.replicated.machine import command
 from testing.procs import free_port
-from tests.replicated.apps import Register, RegisterV2
+from tests.replicated.apps import Register, RegisterV2, RegisterV2Pinned
 
 
 class Group:
@@ -112,16 +113,27 @@ def test_a_lagging_member_catches_up_from_a_snapshot_with_the_app(tmp_path: Path
     asyncio.run(main())
 
 
-def test_an_entry_of_newer_code_stops_an_older_member(tmp_path: Path) -> None:
+def test_a_rolling_upgrade_and_an_older_member_stopping_at_a_newer_entry(tmp_path: Path
+                                                                         ) -> None:
     async def main() -> None:
-        g = Group(tmp_path, [RegisterV2, RegisterV2, Register])
+        g = Group(tmp_path, [RegisterV2Pinned, RegisterV2Pinned, Register])
         for m in g.members:
             await m.start()
         old = g.members[2]
         try:
             await g.leader()
-            upgraded = g.members[0]
-            await upgraded.set("a", 1)  # written as version 2, whoever leads
+            # Step 1: upgraded code pinned to the old version: the old member applies it.
+            await g.members[0].set("a", 1)
+            async with asyncio.timeout(20):
+                while old.state.values != {"a": 1}:
+                    await asyncio.sleep(0.02)
+            assert old.failure is None
+            # Step 2 begun: a member restarted unpinned writes version 2 entries, which the
+            # member still on the old code refuses: it stops, saying why.
+            await g.members[0].stop()
+            g.members[0] = upgraded = g.member(1, RegisterV2)
+            await upgraded.start()
+            await upgraded.set("b", 2)  # written as version 2, whoever leads
             async with asyncio.timeout(20):
                 await old.stopped.wait()
             assert old.failure is not None
@@ -155,5 +167,38 @@ def test_a_snapshot_that_fails_to_restore_stops_the_start(tmp_path: Path) -> Non
         with pytest.raises(SystemExit, match=r"cannot recover this member's state \(ValueError: "
                                              r"Register.restore\(\) failed .* cannot read this"):
             await broken.start()
+
+    asyncio.run(main())
+
+
+def test_authentication_guards_app_calls_by_their_apps_keys(tmp_path: Path) -> None:
+    async def main() -> None:
+        g = Group(tmp_path, [Register])
+        (m,) = g.members
+        async with m:
+            await g.leader()
+
+            def calls() -> None:
+                endpoints = [m.client_address]
+                with confer.Client(endpoints, user="root", password="rootpw") as root:
+                    root.user_add("root", "rootpw")
+                    root.user_grant_role("root", "root")
+                    root.role_add("reader")
+                    root.role_grant_permission("reader", "read", "/apps/Register/", prefix=True)
+                    root.user_add("alice", "alicepw")
+                    root.user_grant_role("alice", "reader")
+                    root.auth_enable()
+                with AppClient(Register, endpoints, user="root", password="rootpw") as admin:
+                    admin.set("a", 1)
+                with AppClient(Register, endpoints, user="alice", password="alicepw") as alice:
+                    assert alice.get("a") == 1  # a query reads /apps/Register/get
+                    with pytest.raises(PermissionDenied):
+                        alice.set("a", 2)  # a command writes /apps/Register/set
+                with AppClient(Register, endpoints) as anonymous, pytest.raises(
+                        Unauthenticated):
+                    anonymous.get("a")
+
+            await asyncio.to_thread(calls)
+            assert m.state.values == {"a": 1}
 
     asyncio.run(main())
