@@ -96,3 +96,13 @@ def test_restart_replays_the_log(tmp_path: Path) -> None:
             assert again.state.values == {f"k{i}": i for i in range(5)}
 
     asyncio.run(main())
+
+
+def test_bad_settings_are_refused_with_the_rule() -> None:
+    with pytest.raises(TypeError, match="unknown setting 'datadir': the settings are "
+                                        "confer serve's"):
+        Member(Register, datadir="x")
+    with pytest.raises(ValueError, match="tick-ms must be positive"):
+        Member(Register, tick_ms=-1)
+    with pytest.raises(TypeError, match=r"is not a subclass of confer\.replicated\.StateMachine"):
+        Member(int)  # type: ignore[type-var]

@@ -71,8 +71,8 @@ def command(fn: F) -> F:
 def query(fn: F | None = None, *, serializable: bool = False) -> Any:
     """Declare a method that only reads the state. A call is linearizable by default (it sees
     every command acknowledged before it: a ReadIndex round with the leader); with
-    ``serializable=True`` it answers from the member's own state at once (possibly stale),
-    unless the caller asks for linearizable."""
+    ``serializable=True`` (here, or by the caller for one call) it answers from the member's
+    own state at once, possibly stale."""
     def mark(f: F) -> F:
         f.__confer_kind__ = "query"  # type: ignore[attr-defined]
         f.__confer_serializable__ = serializable  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ transport, membership and services as ``confer serve``, with the app beside its 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import importlib.util
 import inspect
@@ -21,11 +22,13 @@ from confer.raft.types import StateRole
 from confer.replicated.machine import StateMachine, methods_of, stub
 from confer.replicated.service import AppRuntime
 from confer.server.api import RequestContext
-from confer.server.config import ConfigError, load_config
+from confer.server.config import ConfigError, ServerConfig, load_config
 
 M = TypeVar("M", bound=StateMachine)
 T = TypeVar("T")
 
+SETTINGS = frozenset(f.name for f in dataclasses.fields(ServerConfig)) - {"app", "extra"}
+"""What a member embedded in a process may set: confer serve's settings (the class is given)."""
 DEFAULT_TIMEOUT = 10.0
 """Seconds a call of an embedded member waits (for a leader, for its entry to apply)."""
 
@@ -48,6 +51,10 @@ class Member(Generic[M]):
         from confer.server.app import ConferServer  # the server, only for a member
 
         methods_of(cls)  # a StateMachine subclass, or TypeError now
+        unknown = sorted(set(settings) - SETTINGS)
+        if unknown:
+            raise TypeError(f"Member(): unknown setting {unknown[0]!r}: the settings are "
+                            f"confer serve's ({', '.join(sorted(SETTINGS))})")
         self.cls = cls
         self.runtime: AppRuntime[M] = AppRuntime(cls)
         try:
