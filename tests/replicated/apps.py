@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from confer.replicated import StateMachine, command, field, query
+from examples.jobqueue import JobQueue
 
 
 class Register(StateMachine):
@@ -55,3 +56,22 @@ class RegisterV2Pinned(RegisterV2):
 
 
 RegisterV2Pinned.__name__ = "Register"
+
+
+class AuditedJobQueue(JobQueue):
+    """examples/jobqueue.py's queue, remembering every acknowledgement: the truth a test
+    checks its clients' view against (a client whose ack's outcome was unknown cannot tell
+    a job acknowledged from a job lost)."""
+
+    acked: list[int] = field(list)
+
+    @command
+    def ack(self, job_id: int) -> bool:
+        removed = super().ack(job_id)
+        if removed:
+            self.acked.append(job_id)
+        return removed
+
+    @query
+    def audit(self) -> list[int]:
+        return self.acked
