@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import confer
-from confer.client import InvalidArgument, PermissionDenied, Unauthenticated
+from confer.client import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 from confer.replicated import AppClient, AsyncAppClient, CommandError, Member, StateMachine
 from confer.replicated.machine import command
 from testing.procs import free_port
@@ -200,5 +200,38 @@ def test_authentication_guards_app_calls_by_their_apps_keys(tmp_path: Path) -> N
 
             await asyncio.to_thread(calls)
             assert m.state.values == {"a": 1}
+
+    asyncio.run(main())
+
+
+def test_an_app_over_mutual_tls_on_both_ports(tmp_path: Path, certs: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("CONFER_CACERT", "CONFER_CERT", "CONFER_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    tls = {"cert_file": str(certs / "server.pem"), "key_file": str(certs / "server-key.pem"),
+           "trusted_ca_file": str(certs / "ca.pem"),
+           "peer_cert_file": str(certs / "peer.pem"),
+           "peer_key_file": str(certs / "peer-key.pem"),
+           "peer_trusted_ca_file": str(certs / "ca.pem")}
+    files = {"cacert": str(certs / "ca.pem"), "cert": str(certs / "client.pem"),
+             "key": str(certs / "client-key.pem")}
+
+    async def main() -> None:
+        g = Group(tmp_path, [Register] * 3, **tls)
+        for m in g.members:
+            await m.start()
+        try:
+            await g.leader()
+            endpoints = [m.client_address for m in g.members]
+            async with AsyncAppClient(Register, endpoints, **files) as client:
+                assert await client.set("a", 1) is None  # replicated over the peers' TLS
+                assert await client.get("a") == 1
+            async with AsyncAppClient(Register, endpoints, cacert=files["cacert"],
+                                      timeout=2) as anonymous:
+                with pytest.raises(Unavailable):  # no client certificate: not admitted
+                    await anonymous.get("a")
+        finally:
+            for m in g.members:
+                await m.stop()
 
     asyncio.run(main())

@@ -56,9 +56,11 @@ def test_counter(trio: list[ThreadedMember]) -> None:
     assert [rest[0].incr(2), leader.incr(), rest[1].call("incr", 3)] == [2, 3, 6]
     # The CLI's status and member commands speak to an app's members as to any.
     endpoints = ",".join(m.client_address for m in trio)
-    out = subprocess.run([sys.executable, "-m", "confer", "--endpoints", endpoints, "member",
-                          "list"], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and out.stdout.count("127.0.0.1") >= 3, out.stderr
+    for command, shows in ((["member", "list"], "127.0.0.1"), (["status"], "leader")):
+        out = subprocess.run([sys.executable, "-m", "confer", "--endpoints", endpoints,
+                              *command], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout.count(shows) >= 1, out.stderr
+        assert command == ["status"] or out.stdout.count("127.0.0.1") >= 3, out.stdout
     leader.stop()
     new_leader(rest, leader)
     assert rest[1].incr() == 7
