@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from confer.client import DeadlineExceeded, OutcomeUnknown, Unavailable
 from confer.replicated import CommandError, Member, StateMachine
 from testing.procs import free_port
 from tests.replicated.apps import Register
@@ -72,6 +73,13 @@ def test_commands_queries_errors_and_failover(tmp_path: Path) -> None:
             assert await new.get("a") == 5
             assert await new.add("a", 2) == 7
             assert await rest[0].size() == 1  # serializable by the query's default
+            # Without a quorum, the cluster's failures are the client's errors.
+            last = next(m for m in rest if m is not new)
+            await new.stop()
+            with pytest.raises((OutcomeUnknown, Unavailable)):
+                await last.call("add", "a", 1, timeout=1.0)
+            with pytest.raises((DeadlineExceeded, Unavailable)):
+                await last.call("get", "a", timeout=1.0)
         finally:
             for m in group:
                 await m.stop()

@@ -18,11 +18,17 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from confer.client import errors
+from confer.kv import InvalidArgument
+from confer.raft.errors import ProposalDropped
 from confer.raft.types import StateRole
 from confer.replicated.machine import StateMachine, methods_of, stub
 from confer.replicated.service import AppRuntime
 from confer.server.api import RequestContext
 from confer.server.config import ConfigError, ServerConfig, load_config
+from confer.server.consensus import NoLeader
+from confer.server.node import NodeStopped
+from confer.server.node import OutcomeUnknown as NodeOutcomeUnknown
 
 M = TypeVar("M", bound=StateMachine)
 T = TypeVar("T")
@@ -88,14 +94,19 @@ class Member(Generic[M]):
         """Call command or query ``method``: a command's result once committed and applied
         on this member; a query's (linearizable unless ``serializable``). An error the
         method raised is raised as :class:`~confer.replicated.CommandError`; bad arguments
-        as TypeError, before anything is proposed."""
+        as TypeError, before anything is proposed; and the cluster's failures as the
+        client's errors (``confer.client.OutcomeUnknown``, ``Unavailable``...)."""
         spec = self.runtime.method(method, self._kind(method))
         arguments = spec.encode_arguments(args, kwargs)
+        # Calls from the embedding process are trusted (no authentication, as a member's own).
         ctx = RequestContext.with_timeout("internal", f"{self.cls.__name__}.{method}", timeout)
-        if spec.is_command:
-            result = await self.runtime.command(ctx, method, arguments)
-        else:
-            result = await self.runtime.query(ctx, method, arguments, serializable)
+        try:
+            if spec.is_command:
+                result = await self.runtime.command(ctx, method, arguments)
+            else:
+                result = await self.runtime.query(ctx, method, arguments, serializable)
+        except Exception as e:
+            raise _client_error(e, spec.is_command) from e
         return result.unwrap()
 
     def _kind(self, method: str) -> str:
@@ -147,6 +158,20 @@ class Member(Generic[M]):
     def failure(self) -> str | None:
         """Why the member stopped on its own (one line), if it did."""
         return self.server.fatal
+
+
+def _client_error(exc: Exception, command: bool) -> Exception:
+    """What the client would raise for the member's ``exc``: an embedded caller catches the
+    same errors as a remote one (confer.client's)."""
+    if isinstance(exc, InvalidArgument):
+        return errors.InvalidArgument(str(exc))
+    if isinstance(exc, NodeOutcomeUnknown) or (command and isinstance(exc, TimeoutError)):
+        return errors.OutcomeUnknown(f"the command may or may not have been applied: {exc}")
+    if isinstance(exc, TimeoutError):
+        return errors.DeadlineExceeded("the query was not answered in time")
+    if isinstance(exc, (NoLeader, ProposalDropped, NodeStopped)):  # nothing was applied
+        return errors.Unavailable(f"{type(exc).__name__}: {exc}")
+    return exc
 
 
 class ThreadedMember(Generic[M]):
