@@ -235,3 +235,29 @@ def test_an_app_over_mutual_tls_on_both_ports(tmp_path: Path, certs: Path,
                 await m.stop()
 
     asyncio.run(main())
+
+
+def test_a_received_snapshot_that_fails_to_restore_stops_the_member(tmp_path: Path) -> None:
+    async def main() -> None:
+        g = Group(tmp_path, [Register] * 3, snapshot_every=20, snapshot_catchup_entries=0)
+        for m in g.members:
+            await m.start()
+        try:
+            leader = await g.leader()
+            lagging = next(m for m in g.members if m is not leader)
+            await lagging.stop()  # before any snapshot: it will need the leader's
+            for i in range(30):
+                await leader.set("x", i)
+            broken = g.member(lagging.node_id, Unrestorable)
+            g.members[g.members.index(lagging)] = broken
+            await broken.start()
+            async with asyncio.timeout(20):
+                await broken.stopped.wait()
+            assert broken.failure is not None
+            assert "Register.restore() failed" in broken.failure
+            assert "cannot read this" in broken.failure
+        finally:
+            for m in g.members:
+                await m.stop()
+
+    asyncio.run(main())
