@@ -7,12 +7,15 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import grpc
+import msgpack
 import pytest
 
 import confer
 from confer.client import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 from confer.replicated import AppClient, AsyncAppClient, CommandError, Member, StateMachine
 from confer.replicated.machine import command
+from confer.v1 import app_pb2, app_pb2_grpc
 from testing.procs import free_port
 from tests.replicated.apps import Register, RegisterV2, RegisterV2Pinned
 
@@ -81,6 +84,21 @@ def test_clients_check_arguments_and_raise_the_commands_errors(tmp_path: Path) -
                     assert newer.get("a") == 2
 
             await asyncio.to_thread(sync_calls)
+            # Any gRPC client can call an app: what it runs, then a call in msgpack.
+            async with grpc.aio.insecure_channel(m.client_address) as channel:
+                stub = app_pb2_grpc.AppStub(channel)
+                about = await stub.Describe(app_pb2.DescribeRequest())
+                assert (about.app, about.version) == ("Register", 1)
+                assert list(about.commands) == ["add", "set", "stamp"]
+                assert list(about.queries) == ["get", "size"]
+                failed = await stub.Command(app_pb2.AppCall(
+                    app="Register", method="add", arguments=msgpack.packb([["zz"], {}])))
+                assert failed.error_type == "KeyError" and failed.header.member_id == 1
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.Query(app_pb2.AppCall(app="Register", method="get",
+                                                     arguments=b"\xc1"))
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "do not decode" in (info.value.details() or "")
 
     asyncio.run(main())
 
