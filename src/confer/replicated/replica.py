@@ -120,8 +120,12 @@ class Replica(Generic[M]):
                      self.machine.snapshot()])
 
     def restore(self, data: bytes) -> None:
-        """Replace the state with a snapshot's; raises (the member stops) if it was taken
-        of another app, by newer code, or does not restore."""
+        """Replace the state with a snapshot's (empty: the state before any command);
+        raises (the member stops) if it was taken of another app, by newer code, or does
+        not restore."""
+        if not data:
+            self.machine, self.last_time_ns = self.cls(), 0
+            return
         fmt, name, version, last_time_ns, state = unpack(data)
         if fmt != SNAPSHOT_FORMAT:
             raise ValueError(f"unsupported app snapshot format {fmt}")

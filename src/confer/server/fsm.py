@@ -17,7 +17,6 @@ from confer.server.members import Membership, MembershipEvent, decode_publish
 
 SNAPSHOT_FORMAT = 1
 _KV_PREFIX = bytes((EntryKind.KV_COMMAND,))
-_APP_PREFIX = bytes((EntryKind.APP_COMMAND,))
 
 
 class AppStateMachine(Protocol):
@@ -32,7 +31,8 @@ class AppStateMachine(Protocol):
     def snapshot(self) -> bytes: ...
 
     def restore(self, data: bytes) -> None:
-        """Replace the state with a snapshot's; raises if it cannot (the member stops)."""
+        """Replace the state with a snapshot's (empty: the state before the app's first
+        entry); raises if it cannot (the member stops)."""
         ...
 
 
@@ -143,10 +143,9 @@ class ServerStateMachine(StateMachine):
             if self.app is None:
                 raise MalformedEntry("the snapshot holds an app's state machine, and this "
                                      "member runs none (confer serve --app)")
-            if not app:
-                raise MalformedEntry("the snapshot holds no state of this member's app: "
-                                     "it was taken by a member that runs none")
-            self.app.restore(app[0])  # first: if it fails, nothing else changed
+            # First: if it fails, nothing else changed. A snapshot with no app part was
+            # taken before any app entry (a member without an app cannot apply one).
+            self.app.restore(app[0] if app else b"")
         self.kv.restore(kv)
         self.membership.restore(members)
         self.applied_index = self.kv.applied_index
