@@ -13,7 +13,14 @@ import pytest
 
 import confer
 from confer.client import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
-from confer.replicated import AppClient, AsyncAppClient, CommandError, Member, StateMachine
+from confer.replicated import (
+    AppClient,
+    AsyncAppClient,
+    CannotStart,
+    CommandError,
+    Member,
+    StateMachine,
+)
 from confer.replicated.machine import command
 from confer.v1 import app_pb2, app_pb2_grpc
 from testing.procs import free_port
@@ -182,7 +189,7 @@ def test_a_snapshot_that_fails_to_restore_stops_the_start(tmp_path: Path) -> Non
             for i in range(10):
                 await m.set("k", i)
         broken = g.member(1, Unrestorable)
-        with pytest.raises(SystemExit, match=r"cannot recover this member's state \(ValueError: "
+        with pytest.raises(CannotStart, match=r"cannot recover this member's state \(ValueError: "
                                              r"Register.restore\(\) failed .* cannot read this"):
             await broken.start()
 

@@ -15,12 +15,13 @@ from confer.replicated.machine import (
     field,
     query,
 )
-from confer.replicated.member import Member, ThreadedMember
+from confer.replicated.member import CannotStart, Member, ThreadedMember
 from confer.replicated.simulation import Simulation, SimulationFailed, simulate
 
 __all__ = [
     "AppClient",
     "AsyncAppClient",
+    "CannotStart",
     "CommandError",
     "Member",
     "Simulation",

@@ -39,6 +39,11 @@ DEFAULT_TIMEOUT = 10.0
 """Seconds a call of an embedded member waits (for a leader, for its entry to apply)."""
 
 
+class CannotStart(RuntimeError):
+    """A member could not start: its data dir is in use or damaged, a port is taken, its
+    state cannot be recovered... (the message says which)."""
+
+
 class Member(Generic[M]):
     """One member of ``cls``'s cluster in this process, on asyncio.
 
@@ -70,12 +75,14 @@ class Member(Generic[M]):
         self.server = ConferServer(cfg, app=self.runtime)
 
     async def start(self) -> None:
-        """Open the data dir, serve clients and peers, and start Raft. Raises SystemExit
-        (one line) when it cannot, as ``confer serve`` exits."""
+        """Open the data dir, serve clients and peers, and start Raft. Raises
+        :class:`CannotStart` (one line: why, as ``confer serve`` says it) when it cannot."""
         try:
             await self.server.start()
-        except BaseException:
+        except BaseException as e:
             await self.server.stop(grace=0)
+            if isinstance(e, SystemExit):  # the server's one line, not the process's exit
+                raise CannotStart(str(e.code)) from None
             raise
 
     async def stop(self) -> None:
