@@ -103,7 +103,9 @@ class Member(Generic[M]):
         method raised is raised as :class:`~confer.replicated.CommandError`; bad arguments
         as TypeError, before anything is proposed; and the cluster's failures as the
         client's errors (``confer.client.OutcomeUnknown``, ``Unavailable``...)."""
-        spec = self.runtime.method(method, self._kind(method))
+        spec = self.runtime.replica.methods.get(method)
+        if spec is None:
+            raise AttributeError(f"{self.cls.__name__} has no command or query {method!r}")
         arguments = spec.encode_arguments(args, kwargs)
         # Calls from the embedding process are trusted (no authentication, as a member's own).
         ctx = RequestContext.with_timeout("internal", f"{self.cls.__name__}.{method}", timeout)
@@ -113,14 +115,11 @@ class Member(Generic[M]):
             else:
                 result = await self.runtime.query(ctx, method, arguments, serializable)
         except Exception as e:
-            raise _client_error(e, spec.is_command) from e
+            mapped = _client_error(e, spec.is_command)
+            if mapped is e:
+                raise
+            raise mapped from e
         return result.unwrap()
-
-    def _kind(self, method: str) -> str:
-        spec = self.runtime.replica.methods.get(method)
-        if spec is None:
-            raise AttributeError(f"{self.cls.__name__} has no command or query {method!r}")
-        return spec.kind
 
     def __getattr__(self, name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
         if name.startswith("_") or name in ("cls", "runtime", "server"):
