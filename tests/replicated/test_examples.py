@@ -1,6 +1,6 @@
-"""The examples on 3 real `confer serve --app` processes: the leader is killed (SIGKILL by
-its PID) while a client works, and every acknowledged command's effect is on the
-survivors."""
+"""The examples on 3 real processes, of `confer serve --app` or of a program that embeds a
+member (embedded_node.py): the leader is killed (SIGKILL by its PID) while a client works,
+and every acknowledged command's effect is on the survivors."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from confer.client import OutcomeUnknown
 from confer.replicated import AppClient, StateMachine
 from examples.counter import Counter
@@ -21,11 +23,19 @@ from examples.ratelimit import BURST, RATE, RateLimiter
 from testing.procs import ProcessCluster
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EMBEDDED = Path(__file__).with_name("embedded_node.py")
+BOTH = pytest.mark.parametrize("embedded", [False, True], ids=["serve-app", "embedded"])
 
 
-def cluster(tmp_path: Path, cls: type[StateMachine], module: str) -> ProcessCluster:
-    return ProcessCluster(3, tmp_path,
-                          extra_args=["--app", f"{EXAMPLES}/{module}.py:{cls.__name__}"])
+def cluster(tmp_path: Path, cls: type[StateMachine], module: str, embedded: bool
+            ) -> ProcessCluster:
+    """3 processes of ``confer serve --app``, or of a program that embeds a Member."""
+    c = ProcessCluster(3, tmp_path,
+                       extra_args=["--app", f"{EXAMPLES}/{module}.py:{cls.__name__}"])
+    if embedded:
+        for node in c.nodes.values():
+            node.program = [str(EMBEDDED)]
+    return c
 
 
 class Run:
@@ -75,7 +85,8 @@ def kill_leader_while(c: ProcessCluster, cls: type[StateMachine],
     return [AppClient(cls, [c.nodes[i].client_addr], timeout=15) for i in rest]
 
 
-def test_counter_keeps_every_acknowledged_increment(tmp_path: Path) -> None:
+@BOTH
+def test_counter_keeps_every_acknowledged_increment(tmp_path: Path, embedded: bool) -> None:
     acked: list[int] = []
     unknown = 0
 
@@ -88,7 +99,7 @@ def test_counter_keeps_every_acknowledged_increment(tmp_path: Path) -> None:
                 except OutcomeUnknown:
                     unknown += 1
 
-    with cluster(tmp_path, Counter, "counter") as c:
+    with cluster(tmp_path, Counter, "counter", embedded) as c:
         clients = kill_leader_while(c, Counter, work)
         assert acked == sorted(set(acked))  # one client, one increment at a time
         for client in clients:
@@ -97,7 +108,8 @@ def test_counter_keeps_every_acknowledged_increment(tmp_path: Path) -> None:
                 assert client.get() >= acked[-1]
 
 
-def test_jobqueue_loses_and_repeats_no_acknowledged_job(tmp_path: Path) -> None:
+@BOTH
+def test_jobqueue_loses_and_repeats_no_acknowledged_job(tmp_path: Path, embedded: bool) -> None:
     enqueued: list[int] = []
     done: set[int] = set()
     unsure: set[int] = set()
@@ -117,7 +129,7 @@ def test_jobqueue_loses_and_repeats_no_acknowledged_job(tmp_path: Path) -> None:
                     if job is not None:
                         unsure.add(job[0])
 
-    with cluster(tmp_path, JobQueue, "jobqueue") as c:
+    with cluster(tmp_path, JobQueue, "jobqueue", embedded) as c:
         first, *others = kill_leader_while(c, JobQueue, work)
         time.sleep(0.6)  # the leases of jobs taken and not acknowledged run out
         seen: set[int] = set()
@@ -132,7 +144,8 @@ def test_jobqueue_loses_and_repeats_no_acknowledged_job(tmp_path: Path) -> None:
                 assert client.pending() == 0  # the drain reached every member
 
 
-def test_ratelimiter_grants_no_more_than_the_bucket_holds(tmp_path: Path) -> None:
+@BOTH
+def test_ratelimiter_grants_no_more_than_the_bucket_holds(tmp_path: Path, embedded: bool) -> None:
     granted = 0
     begin = 0.0
 
@@ -144,7 +157,7 @@ def test_ratelimiter_grants_no_more_than_the_bucket_holds(tmp_path: Path) -> Non
                 with contextlib.suppress(OutcomeUnknown):
                     granted += limiter.acquire("api")
 
-    with cluster(tmp_path, RateLimiter, "ratelimit") as c:
+    with cluster(tmp_path, RateLimiter, "ratelimit", embedded) as c:
         clients = kill_leader_while(c, RateLimiter, work)
         # The burst, then what the replicated clock refilled (the proposers' clocks: this
         # machine's); the kill took some of the time.
