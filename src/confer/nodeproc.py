@@ -36,6 +36,9 @@ class NodeProcess:
     log_path: Path | None = None
     credentials: grpc.ChannelCredentials | None = None
     """How :meth:`status` reaches a client port that serves TLS (None: plaintext)."""
+    program: list[str] = field(default_factory=lambda: ["-m", "confer", "serve"])
+    """What the Python interpreter runs, given ``confer serve``'s flags (a script that
+    embeds a member takes the same)."""
 
     @property
     def client_addr(self) -> str:
@@ -50,7 +53,7 @@ class NodeProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir.parent / f"node{self.node_id}.log"
-        cmd = [sys.executable, "-m", "confer", "serve", "--id", str(self.node_id),
+        cmd = [sys.executable, *self.program, "--id", str(self.node_id),
                "--data-dir", str(self.data_dir), "--listen-client", self.client_addr,
                "--listen-peer", self.peer_addr, *self.args, *(extra or [])]
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child

@@ -61,7 +61,7 @@ def test_forwarded_entries_wrap_any_other_kind(inner: bytes) -> None:
     assert unwrap_forwarded(data) == (rid, inner)
 
 
-@pytest.mark.parametrize("data", [b"\x00", b"\x02" + msgpack.packb([0, b"/k", b"v", 0, 0]),
+@pytest.mark.parametrize("data", [b"\x00", b"\x03" + msgpack.packb([0, b"/k", b"v", 0, 0]),
                                   b"\x7f junk", b"\xfd"])
 def test_an_unknown_kind_is_refused_with_its_byte(data: bytes) -> None:
     with pytest.raises(UnknownEntryKind, match=f"unknown kind {data[0]:#04x}"):

@@ -11,9 +11,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confer.server.config import ServerConfig
+
+if TYPE_CHECKING:
+    from confer.server.app import App
 
 LOG_FIELDS = ("peer", "request_id", "duration", "method", "client_port", "peer_port",
               "metrics_port")
@@ -69,7 +72,7 @@ stopped on a failure (the Raft loop, the disk: logged at ERROR)."""
 async def serve(cfg: ServerConfig) -> int:
     from confer.server.app import ConferServer
 
-    server = ConferServer(cfg)
+    server = ConferServer(cfg, app=load_app(cfg.app) if cfg.app else None)
     if _json_formatter is not None:
         _json_formatter.context = lambda: {
             "node": server.node_id, **({"term": server.node.term} if server.node else {})}
@@ -116,6 +119,18 @@ async def serve(cfg: ServerConfig) -> int:
     # Stopped by a signal or by removal from the cluster: 0. On a failure (the cause is
     # logged): 1, as etcd exits, so that a supervisor restarts the member.
     return 0 if server.fatal is None else EXIT_FAILED
+
+
+def load_app(spec: str) -> App:
+    """The user's state machine ``--app`` names, ready to run; SystemExit (one line) if it
+    cannot be loaded."""
+    from confer.replicated.member import load_app as load_class
+    from confer.replicated.service import AppRuntime
+
+    try:
+        return AppRuntime(load_class(spec))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -215,6 +230,8 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--auth-token-ttl", {"type": int, "help": "Seconds a simple token lives after its "
                                                "last use [300]."}),
     ("--bcrypt-cost", {"type": int, "help": "bcrypt cost of password hashes, 4..31 [10]."}),
+    ("--app", {"help": "Also replicate and serve this state machine: module:Class or "
+                       "path/file.py:Class (docs/platform.md)."}),
     ("--log-level", {"help": "debug, info, warning or error [info]."}),
     ("--log-format", {"help": "text or json [text]."}),
 ]

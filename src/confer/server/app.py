@@ -12,7 +12,7 @@ import stat
 import time
 from collections.abc import Coroutine, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -28,7 +28,7 @@ from confer.server.consensus import Consensus
 from confer.server.datadir import IDENTITY_FILE, RAFT_DIR, save_identity
 from confer.server.dns import start_dns
 from confer.server.etcd import add_etcd_services
-from confer.server.fsm import ServerStateMachine
+from confer.server.fsm import AppStateMachine, ServerStateMachine
 from confer.server.health_service import HealthService
 from confer.server.http import start_http
 from confer.server.leases import Lessor
@@ -71,17 +71,34 @@ if TYPE_CHECKING:
 log = logging.getLogger("confer.server")
 
 
+class App(Protocol):
+    """A user's state machine that a member replicates beside its KV store
+    (:mod:`confer.replicated`)."""
+
+    @property
+    def state(self) -> AppStateMachine:
+        """Applies the app's entries (the server's state machine hands them over)."""
+        ...
+
+    def add_services(self, server: ConferServer, grpc_server: grpc.aio.Server) -> None:
+        """Register the gRPC services that call the app on the client port."""
+        ...
+
+
 class ConferServer:
     """One member: its storage, Raft node, peer transport, request layer and gRPC server.
 
     ``disk`` is the file-system seam its log and snapshots go through (tests inject faults).
+    ``app``: a user's state machine to replicate too, and serve on the client port.
     """
 
-    def __init__(self, cfg: ServerConfig, *, disk: Disk | None = None) -> None:
+    def __init__(self, cfg: ServerConfig, *, disk: Disk | None = None,
+                 app: App | None = None) -> None:
         self.cfg = cfg
         self._disk = disk
         self.data_dir = Path(cfg.data_dir)
-        self.fsm = ServerStateMachine()
+        self.app = app
+        self.fsm = ServerStateMachine(app.state if app is not None else None)
         self.hub = WatchHub(self.fsm.kv)
         self.node: RaftNode | None = None
         self.storage: DurableStorage | None = None
@@ -305,6 +322,8 @@ class ConferServer:
         client = _grpc_server(config.client_grpc_options(self.cfg))
         # The busiest first: a call's method is looked up in one service after another.
         # etcd's v3 API is on the same port (docs/etcd-compatibility.md).
+        if self.app is not None:
+            self.app.add_services(self, client)
         add_etcd_services(self.api, client)
         add_native_services(self.api, client)
         peer = _grpc_server()

@@ -120,6 +120,10 @@ class ServerConfig:
     peer_cert_match_address: bool = False
     """A peer's certificate must name the host of the advertised peer address of the member
     it speaks as (a subject alternative name), so no member can pose as another."""
+    app: str = ""
+    """``module:Class`` or ``path/file.py:Class``: a user's state machine (a subclass of
+    ``confer.replicated.StateMachine``) this member replicates and serves beside the KV
+    store (docs/platform.md)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -1,10 +1,11 @@
-"""The server's replicated state machine: the KV store plus the member table."""
+"""The server's replicated state machine: the KV store plus the member table, and a user's
+state machine when the member runs one (``confer serve --app``, :mod:`confer.replicated`)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -18,14 +19,32 @@ SNAPSHOT_FORMAT = 1
 _KV_PREFIX = bytes((EntryKind.KV_COMMAND,))
 
 
+class AppStateMachine(Protocol):
+    """A user's state machine beside the KV store: it applies the APP_COMMAND entries, and
+    its state travels in the server's snapshots (as one more part)."""
+
+    def apply(self, entry: Entry) -> Any:
+        """Apply one APP_COMMAND entry; the result goes back to the proposer. Raises only
+        to stop the member (an entry this code must not apply)."""
+        ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state with a snapshot's (empty: the state before the app's first
+        entry); raises if it cannot (the member stops)."""
+        ...
+
+
 class AppliedTwice(RuntimeError):
     """An entry at or below the applied index reached the state machine: applying it would
     make this node's state diverge from the others', so the node must stop instead."""
 
 
 class ServerStateMachine(StateMachine):
-    def __init__(self) -> None:
+    def __init__(self, app: AppStateMachine | None = None) -> None:
         self.kv = KVStore()
+        self.app = app
         self.membership = Membership()
         self.membership_listeners: list[Callable[[MembershipEvent], None]] = []
         self.applied_index = 0
@@ -50,6 +69,15 @@ class ServerStateMachine(StateMachine):
             with contextlib.suppress(ValueError, TypeError):
                 self.membership.publish(*decode_publish(entry.data))
             return None
+        if kind is EntryKind.APP_COMMAND:
+            if self.app is None:
+                raise MalformedEntry(f"entry {entry.index} is a command of an app's state "
+                                     "machine, and this member runs none (confer serve --app)")
+            if entry.index <= self.applied_index:
+                self._advance(entry.index)  # raises AppliedTwice
+            result = self.app.apply(entry)  # first: an entry it refuses changes nothing
+            self.applied_index = entry.index
+            return result
         raise MalformedEntry(f"entry {entry.index}: a {kind.name} entry does not reach the "
                              "state machine (the driver applies its contents)")
 
@@ -61,7 +89,10 @@ class ServerStateMachine(StateMachine):
                 listener(event)
 
     def snapshot(self) -> bytes:
-        return msgpack.packb([SNAPSHOT_FORMAT, self.kv.snapshot(), self.membership.snapshot()])
+        parts = [SNAPSHOT_FORMAT, self.kv.snapshot(), self.membership.snapshot()]
+        if self.app is not None:
+            parts.append(self.app.snapshot())
+        return msgpack.packb(parts)
 
     def snapshot_steps(self) -> SnapshotSteps:
         """:meth:`snapshot` a slice at a time (see :meth:`KVStore.snapshot_steps`): the state
@@ -71,19 +102,22 @@ class ServerStateMachine(StateMachine):
         kv_steps = self.kv.snapshot_steps()
         next(kv_steps)  # captured now, with the member table
         members = msgpack.packb(self.membership.snapshot())
-        return self._wrap(kv_steps, members)
+        # An app's state is captured with them, at once (a user's state is small next to
+        # a KV store's; its own snapshot() may still be cheap to call).
+        tail = [members] if self.app is None else [members, msgpack.packb(self.app.snapshot())]
+        return self._wrap(kv_steps, tail)
 
     @staticmethod
-    def _wrap(kv_steps: SnapshotSteps, members: bytes) -> SnapshotSteps:
+    def _wrap(kv_steps: SnapshotSteps, tail: list[bytes]) -> SnapshotSteps:
         yield None
         for kv in kv_steps:
             if kv is None:
                 yield None
                 continue
-            # msgpack.packb([SNAPSHOT_FORMAT, kv, members]), without joining kv's parts.
+            # msgpack.packb([SNAPSHOT_FORMAT, kv, *tail]), without joining kv's parts.
             head = msgpack.Packer()
-            yield [head.pack_array_header(3), head.pack(SNAPSHOT_FORMAT),
-                   _bin_header(sum(map(len, kv))), *kv, members]
+            yield [head.pack_array_header(2 + len(tail)), head.pack(SNAPSHOT_FORMAT),
+                   _bin_header(sum(map(len, kv))), *kv, *tail]
             return
 
     @staticmethod
@@ -91,19 +125,27 @@ class ServerStateMachine(StateMachine):
         """Whether ``data`` restores as a snapshot of this state machine (checked before a
         snapshot received from a peer is persisted: a garbage one once made every restart
         fail). Restores into a scratch instance: snapshots arrive rarely, and only a full
-        restore proves that every part decodes."""
+        restore proves that every part decodes. (An app's part is restored for real only:
+        one that fails then stops the member, with its own reason.)"""
         try:
-            ServerStateMachine().restore(data)
+            ServerStateMachine().restore(data, app_part=False)
         except Exception:  # whatever a malformed snapshot makes the decoders raise
             return False
         return bool(data)
 
-    def restore(self, data: bytes) -> None:
+    def restore(self, data: bytes, *, app_part: bool = True) -> None:
         if not data:
             return
-        fmt, kv, members = msgpack.unpackb(data)
+        fmt, kv, members, *app = msgpack.unpackb(data)
         if fmt != SNAPSHOT_FORMAT:
             raise ValueError(f"unsupported snapshot format {fmt}")
+        if app_part and (self.app is not None or app):
+            if self.app is None:
+                raise MalformedEntry("the snapshot holds an app's state machine, and this "
+                                     "member runs none (confer serve --app)")
+            # First: if it fails, nothing else changed. A snapshot with no app part was
+            # taken before any app entry (a member without an app cannot apply one).
+            self.app.restore(app[0] if app else b"")
         self.kv.restore(kv)
         self.membership.restore(members)
         self.applied_index = self.kv.applied_index

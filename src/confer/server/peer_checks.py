@@ -4,7 +4,8 @@ Proposals a follower forwards (Raft PROP messages) reach the leader's log withou
 through the leader's request layer, so they are checked here against the same rules the
 request layer applies to a client's write: a forwarded entry must be a FORWARDED envelope
 around a KV command that :func:`confer.kv.validate_command` accepts, with keys and values
-within the configured limits, or around the sending member's own MEMBER_PUBLISH. Membership
+within the configured limits, around an APP_COMMAND, or around the sending member's own
+MEMBER_PUBLISH. Membership
 changes are never forwarded (they have their own path, through the leader's request layer).
 """
 
@@ -49,6 +50,10 @@ class ProposalChecks:
             return self._command_refusal(inner)
         if kind is EntryKind.MEMBER_PUBLISH:
             return _publish_refusal(inner, sender)
+        if kind is EntryKind.APP_COMMAND:
+            # A user state machine's command: every member's app decodes it at apply, and
+            # answers a malformed one with the same error result (confer.replicated).
+            return None
         return f"a forwarded proposal may not carry a {kind.name} entry"
 
     def _command_refusal(self, data: bytes) -> str | None:

@@ -36,6 +36,8 @@ class Rule(enum.Enum):
     SNAPSHOT = "snapshots match the state they claim"
     LINEARIZABLE_READ = "linearizable reads"
     PROPOSAL = "a proposal's (index, term) names its own command"
+    REAL_TIME_ORDER = "a write acknowledged before another was made precedes it in the log"
+    APPLICATION = "the application's replicas agree (deterministic commands, snapshots)"
     LIVENESS = "liveness after faults heal"
     CORE_ERROR = "the core raised an unexpected exception"
 

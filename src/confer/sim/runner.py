@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confer.raft import ProposalDropped
@@ -151,15 +152,19 @@ def reproduce_command(seed: int, nodes: int, steps: int, flavour: Flavour | None
 
 def run_scenario(seed: int, nodes: int | None = None, steps: int = DEFAULT_STEPS, *,
                  flavour: Flavour | None = None, trace: bool = False,
-                 storage: StorageKind = StorageKind.DURABLE) -> ScenarioResult:
+                 storage: StorageKind = StorageKind.DURABLE,
+                 payload: Callable[[int], bytes] | None = None,
+                 check: Callable[[Cluster, Chaos], None] | None = None) -> ScenarioResult:
     """Run the scenario of ``seed``. Never raises for a failure: see ``ScenarioResult.ok``.
 
     ``nodes``, ``flavour`` and ``storage`` override what the seed draws (see
-    ``Scenario.generate``)."""
+    ``Scenario.generate``). ``payload(n)``: the clients' n-th command (default ``w<n>``),
+    unique per ``n``. ``check``: more checks of the cluster once it converged (an
+    application's, see confer.replicated.simulate), raising InvariantViolation."""
     sc = Scenario.generate(seed, nodes, steps, flavour, storage)
     started = time.perf_counter()
     c = Cluster(sc.cluster, sc.cluster_seed, trace=trace)
-    chaos = Chaos(sc, c)
+    chaos = Chaos(sc, c, payload)
     res = ScenarioResult(seed, sc.nodes, steps, ok=True, flavour=sc.flavour,
                          flavour_forced=flavour is not None, storage=storage)
     try:
@@ -167,6 +172,8 @@ def run_scenario(seed: int, nodes: int | None = None, steps: int = DEFAULT_STEPS
         c.run_ticks(steps)
         chaos.heal_all()
         _check_liveness(c, sc, res.stats)
+        if check is not None:
+            check(c, chaos)
     except InvariantViolation as v:
         res.ok, res.rule, res.message = False, v.rule.name, str(v)
     except (Exception, PowerCut) as exc:  # a bug in the harness: report it like a violation

@@ -219,6 +219,8 @@ class ChaosStats:
     proposals: int = 0
     forwarded: list[Proposal] = field(default_factory=list)
     """Proposals made at a follower, which forwarded them to the leader."""
+    made: list[Proposal] = field(default_factory=list)
+    """Every proposal the clients made (forwarded or not), for checks of their order."""
     rejected: int = 0
     reads: int = 0
     conf_changes: int = 0
@@ -231,9 +233,12 @@ class Chaos:
     """Clients and a nemesis, acting on the cluster once per tick (and, during leader churn,
     the moment a new leader appears)."""
 
-    def __init__(self, scenario: Scenario, cluster: Cluster) -> None:
+    def __init__(self, scenario: Scenario, cluster: Cluster,
+                 payload: Callable[[int], bytes] | None = None) -> None:
         self.sc = scenario
         self.c = cluster
+        self._payload = payload or _payload
+        """The clients' n-th command (unique: forwarded proposals are tracked by payload)."""
         self.rng = random.Random(scenario.chaos_seed)
         self.stats = ChaosStats()
         self.healed = False
@@ -296,8 +301,9 @@ class Chaos:
             return
         self._payloads += 1
         try:
-            p = self.c.propose(nid, b"w%d" % self._payloads)
+            p = self.c.propose(nid, self._payload(self._payloads))
             self.stats.proposals += 1
+            self.stats.made.append(p)
             if p.forwarded:
                 self.stats.forwarded.append(p)
         except (ProposalDropped, NodeUnavailable):
@@ -483,7 +489,7 @@ class Chaos:
         if lead is not None and self.rng.random() < min(1.0, self.sc.workload.propose_rate):
             self._payloads += 1
             try:
-                cluster.propose(lead, b"w%d" % self._payloads)
+                self.stats.made.append(cluster.propose(lead, self._payload(self._payloads)))
             except (ProposalDropped, NodeUnavailable):
                 self.stats.rejected += 1
 
@@ -506,3 +512,7 @@ class Chaos:
                 c.restart(nid)
             elif node.paused:
                 c.resume(nid)
+
+
+def _payload(n: int) -> bytes:
+    return b"w%d" % n
