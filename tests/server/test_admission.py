@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -26,6 +28,13 @@ from .test_forwarding import OPTIONS, applied, run, started
 
 async def _settled(*futures: asyncio.Future[object]) -> list[object]:
     return await asyncio.gather(*futures, return_exceptions=True)
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
 
 
 @run
@@ -51,8 +60,7 @@ async def test_a_leader_that_cannot_commit_stops_taking_writes() -> None:
         for f in followers:
             await c.stop_node(f.id)
         waiting = [asyncio.ensure_future(lead.propose(b"w%d" % i)) for i in range(4)]
-        while lead.node.uncommitted < 4:  # appended (each round takes what is queued)
-            await asyncio.sleep(0.01)
+        await _until(lambda: lead.node.uncommitted >= 4, "the writes were not appended")
         with pytest.raises(Overloaded):
             await lead.propose(b"one too many")
         for w in waiting:
@@ -95,8 +103,8 @@ async def test_a_round_takes_a_bounded_share_of_forwarded_and_local_writes() -> 
         assert lead.node.raft.log.last_index() == last + 8
         # The loop carries on with the rest, in order; every write is applied once.
         await _settled(*local)
-        while len([d for d in applied(lead) if d[:1] in (b"a", b"b", b"c")]) < 9:
-            await asyncio.sleep(0.01)
+        await _until(lambda: len([d for d in applied(lead) if d[:1] in (b"a", b"b", b"c")]) >= 9,
+                     "the forwarded writes were not applied")
         done = applied(lead)
         assert [d for d in done if d.startswith(b"local")] == [b"local%d" % i for i in range(12)]
         assert [d for d in done if d[:1] in (b"a", b"b", b"c")] == [
@@ -134,8 +142,8 @@ async def test_the_members_of_a_cluster_snapshot_at_different_indexes() -> None:
         assert sorted(n._snapshot_offset() for n in c.nodes.values()) == [0, 5, 10]
         for i in range(60):  # one at a time: the applied index moves by one per round
             await lead.propose(b"w%d" % i)
-        while any(c.storages[i].snapshot().meta.index == 0 for i in c.ids):
-            await asyncio.sleep(0.01)
+        await _until(lambda: all(c.storages[i].snapshot().meta.index for i in c.ids),
+                     "not every member snapshotted")
         first = sorted(c.storages[i].snapshot().meta.index for i in c.ids)
         assert len(set(first)) == 3, first
     finally:
