@@ -46,6 +46,11 @@ from .fakes import FakeClock
     ("FAILED_PRECONDITION", "leadership transfer in progress (known leader: 2)",
      Outcome.NOT_APPLIED),
     ("INTERNAL", "boom", Outcome.ANSWER),
+    # A saturated member refused the write before the log (etcd's wording, then ours).
+    ("RESOURCE_EXHAUSTED", "etcdserver: too many requests", Outcome.NOT_APPLIED),
+    ("RESOURCE_EXHAUSTED", "too many requests: node 2 has 5000 writes in flight already",
+     Outcome.NOT_APPLIED),
+    ("RESOURCE_EXHAUSTED", "database space exceeded", Outcome.ANSWER),
 ])
 def test_classify(code: str, details: str, outcome: Outcome) -> None:
     assert classify(code, details) is outcome

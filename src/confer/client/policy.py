@@ -11,7 +11,8 @@ The rules:
   A failed endpoint is left for the next one in the list (round robin).
 * **Which failures are retried.** A failure is classified (:func:`classify`) as an *answer*
   (raise it), *not applied* (UNAVAILABLE from the server, a connection that could not be
-  made, or a leader refusing proposals during a leadership transfer: the request never ran)
+  made, a leader refusing proposals during a leadership transfer, or a saturated member
+  refusing a write with "too many requests": the request never ran)
   or *unknown* (the connection broke after the request was sent,
   the attempt timed out, UNKNOWN). Reads retry both kinds; ``put`` and ``delete`` too, since
   repeating them converges to the same key state; a transaction, a compaction or a membership
@@ -116,6 +117,7 @@ _BROKEN_IN_FLIGHT = ("stream removed", "socket closed", "connection reset", "bro
                      "fd shutdown", "cancelling all calls")
 _TRANSFERRING = "leadership transfer in progress"
 _INVALID_TOKEN = "invalid auth token"
+_TOO_MANY_REQUESTS = "too many requests"
 _UNKNOWN_CODES = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "CANCELLED", "ABORTED"})
 
 
@@ -138,6 +140,8 @@ def classify(code: str, details: str) -> Outcome:
         return Outcome.NOT_APPLIED  # refused before anything ran; the retry authenticates again
     if code == "FAILED_PRECONDITION" and _TRANSFERRING in details:
         return Outcome.NOT_APPLIED  # the leader refuses proposals while handing over: transient
+    if code == "RESOURCE_EXHAUSTED" and _TOO_MANY_REQUESTS in details:
+        return Outcome.NOT_APPLIED  # a saturated member pushed back before the log: back off
     return Outcome.ANSWER
 
 

@@ -39,6 +39,7 @@ from confer.raft.types import (
     Entry,
     EntryType,
     Message,
+    MessageType,
     Ready,
     SnapshotMeta,
     StateRole,
@@ -49,6 +50,7 @@ from confer.server.transport import Transport
 log = logging.getLogger("confer.node")
 
 _FORWARDED = int(EntryKind.FORWARDED)  # a plain int: compared for every entry applied
+_PROP = MessageType.PROP
 
 
 class OutcomeUnknown(RaftError):
@@ -57,6 +59,16 @@ class OutcomeUnknown(RaftError):
 
 class NodeStopped(RaftError):
     """The node was stopped before the request completed."""
+
+
+class Overloaded(ProposalDropped):
+    """Too many writes are in flight on this node (``NodeOptions.max_inflight``): the
+    proposal was refused before it reached the log, so it is safe to retry later (the
+    request layer answers etcd's "too many requests")."""
+
+    def __init__(self, node_id: int, limit: int, leader: int) -> None:
+        super().__init__(f"too many requests: node {node_id} has {limit} writes in flight "
+                         "already", leader)
 
 
 @dataclass(slots=True)
@@ -94,6 +106,18 @@ class NodeOptions:
     misfired under overload: at `etcdctl check perf --load=xl` writes waited longer than
     that in the queue, and failed although nothing was lost.) Once the leader changes, the
     writes forwarded before get one election timeout more at most."""
+    max_inflight: int = 5_000
+    """Writes this node takes in at once: queued for the log, appended and not yet applied
+    here, or forwarded and not yet applied; a leader also counts every entry of its log not
+    yet committed, its followers' forwarded writes included. Beyond it, ``propose`` refuses
+    at once (:class:`Overloaded`), before the write reaches the log: a saturated node pushes
+    back on its clients instead of queueing them without bound (etcd refuses with "too many
+    requests" when 5,000 committed entries wait to be applied)."""
+    max_round_entries: int = 1_024
+    """Entries one round of the loop proposes at most, so that a round's append, fsync,
+    messages and apply stay short whatever arrives at once. A leader shares them between
+    its own clients' writes and those its followers forward: when both wait, each gets at
+    least half; the rest wait for the next round, in order."""
 
 
 class RaftNode:
@@ -122,6 +146,7 @@ class RaftNode:
         self.timings = RaftTimings()
         """WAL and snapshot durations, for the metrics (confer.server.metrics)."""
         self._snapshot_job: asyncio.Task[None] | None = None
+        self._staggered = False  # the first snapshot since start or restore was offset
         self._snapshot_built: tuple[SnapshotMeta, bytes] | None = None
         self._inbox: list[Message] = []
         self._proposals: list[tuple[bytes, bool, asyncio.Future[Any]]] = []  # data, forward
@@ -203,6 +228,8 @@ class RaftNode:
         (the write may still be applied).
         """
         fut = self._new_future()
+        if self._inflight() >= self.options.max_inflight:
+            raise Overloaded(self.id, self.options.max_inflight, self.leader)
         self._proposals.append((data, forward, fut))
         if timeout is not None:
             heapq.heappush(self._deadlines, (fut.get_loop().time() + timeout,
@@ -307,12 +334,9 @@ class RaftNode:
                     self._expire_forwarded()
                 if self._deadlines and self._deadlines[0][0] <= loop.time():
                     self._expire_deadlines(loop.time())
-                if self._inbox:
-                    inbox, self._inbox = self._inbox, []
-                    for m in inbox:
-                        node.step(m)
+                forwarded = self._step_inbox() if self._inbox else 0
                 if self._proposals:
-                    self._submit_proposals()
+                    self._submit_proposals(forwarded)
                 if self._conf_changes:
                     self._submit_conf_changes()
                 if self._reads:
@@ -342,18 +366,61 @@ class RaftNode:
         for listener in self.failure_listeners:
             listener(cause)
 
-    def _round_spacing(self) -> float:
-        """The batching window for the load now: none when lightly loaded."""
+    def _inflight(self) -> int:
+        """Writes in flight on this node (see ``NodeOptions.max_inflight``)."""
         inflight = len(self._proposals) + len(self._pending) + len(self._forwarded)
         if self.role == StateRole.LEADER:
-            inflight = max(inflight, self.node.uncommitted)
+            return max(inflight, self.node.uncommitted)
+        return inflight
+
+    def _round_spacing(self) -> float:
+        """The batching window for the load now: none when lightly loaded."""
+        inflight = self._inflight()
         low = self.options.batch_min_inflight
         if inflight < low:
             return 0.0
         return self._batch_window * min(1.0, inflight / (2 * low))
 
-    def _submit_proposals(self) -> None:
-        batch, self._proposals = self._proposals, []
+    def _step_inbox(self) -> int:
+        """Step the messages that arrived since the last round; return how many forwarded
+        entries a leader took from them. Forwarded proposals (PROP) take at most their share
+        of the round (``NodeOptions.max_round_entries``: all of it but what the local
+        proposals waiting may claim, up to half); the PROPs after that wait for the next
+        round, in order, while every other message is stepped now. One PROP is always taken,
+        however large, so that each round makes progress."""
+        inbox, self._inbox = self._inbox, []
+        node = self.node
+        if node.role != StateRole.LEADER:
+            for m in inbox:
+                node.step(m)
+            return 0
+        budget = self.options.max_round_entries
+        share = budget - min(len(self._proposals), budget // 2)
+        taken = 0
+        deferred: list[Message] = []
+        for m in inbox:
+            if m.type == _PROP:
+                if deferred or (taken and taken + len(m.entries) > share):
+                    deferred.append(m)
+                    continue
+                taken += len(m.entries)
+            node.step(m)
+        if deferred:
+            self._inbox[:0] = deferred
+            self._wake.set()
+        return taken
+
+    def _submit_proposals(self, forwarded: int = 0) -> None:
+        """Propose (or, not leading, forward) the writes queued, at most what is left of the
+        round's entries after the ``forwarded`` ones, and at least half of them; the others
+        wait for the next round, in order."""
+        budget = self.options.max_round_entries
+        room = max(budget - forwarded, budget // 2)
+        if len(self._proposals) > room:
+            batch, self._proposals = self._proposals[:room], self._proposals[room:]
+            self._wake.set()
+        else:
+            batch, self._proposals = self._proposals, []
         # The core's role now, not the last Ready's: this round's ticks and messages may
         # have changed it.
         node = self.node
@@ -533,6 +600,7 @@ class RaftNode:
         self.timings.snapshot_apply.observe(time.perf_counter() - start)
         self.applied_index = index
         self._snapshot_index = index
+        self._staggered = False  # now in step with the leader's snapshots: part again
         for i in [i for i in self._pending if i <= index]:
             _, f = self._pending.pop(i)
             if not f.done():
@@ -591,9 +659,13 @@ class RaftNode:
 
     def _maybe_snapshot(self) -> None:
         applied = self.applied_index
-        if (applied - self._snapshot_index < self.options.snapshot_every
-                or self._snapshot_job is not None):
+        due = applied - self._snapshot_index - self.options.snapshot_every
+        if due < 0 or self._snapshot_job is not None:
             return
+        if not self._staggered:
+            if due < self._snapshot_offset():
+                return
+            self._staggered = True
         conf = self.node.conf_state_at(applied)
         if not self.options.background_snapshots:
             self.storage.create_snapshot(applied, conf, self.fsm.snapshot())
@@ -603,6 +675,18 @@ class RaftNode:
         meta = SnapshotMeta(applied, self.storage.term(applied), conf)
         self._snapshot_job = asyncio.create_task(
             self._build_snapshot(meta, self.fsm.snapshot_steps()), name=f"snapshot-{self.id}")
+
+    def _snapshot_offset(self) -> int:
+        """How many entries more than ``snapshot_every`` this member waits for its first
+        snapshot since it started (or restored one): ``snapshot_every / 2`` times its rank
+        among the voters over their number. Without it every member reached the same index
+        at the same moment and snapshotted together: three snapshots at once on a machine's
+        CPUs and disk (the WAL's fsyncs among them) stalled commits for a second or more. The
+        members keep their distance afterwards, each snapshotting every ``snapshot_every``."""
+        voters = sorted(self.node.conf_state.voters)
+        if self.id not in voters:
+            return 0
+        return self.options.snapshot_every * voters.index(self.id) // (2 * len(voters))
 
     async def _build_snapshot(self, meta: SnapshotMeta, steps: SnapshotSteps) -> None:
         """Serialise the state machine a slice per loop turn, then join the parts and write

@@ -15,13 +15,14 @@ import grpc
 from confer.kv import Command, ErrorResult, KVStore, NoSpace, encode_command, validate_command
 from confer.raft.errors import NotLeader
 from confer.server.api.context import Access, AccessKind, Guard, RequestContext
+from confer.server.api.errors import TooManyRequests
 from confer.server.api.limits import WriteLimits
 from confer.server.config import ServerConfig
 from confer.server.consensus import Consensus, NoLeader
 from confer.server.fsm import ServerStateMachine
 from confer.server.leases import Lessor
 from confer.server.members import Member
-from confer.server.node import RaftNode
+from confer.server.node import Overloaded, RaftNode
 from confer.server.watch import WatchHub
 
 if TYPE_CHECKING:
@@ -153,8 +154,10 @@ class Core:
         limits.pending_bytes += size
         try:
             result = await self.consensus.replicate(data, ctx.deadline)
-        except BaseException:
+        except BaseException as e:
             self.failed_writes += 1
+            if isinstance(e, Overloaded):  # refused before the log: the client may retry
+                raise TooManyRequests(e.reason) from None
             raise
         finally:
             limits.pending -= 1
