@@ -5,7 +5,9 @@ port's certificate, with the client port's client-certificate rule, as etcd serv
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.client
+import json
 import ssl
 import urllib.error
 import urllib.request
@@ -105,3 +107,55 @@ def test_plain_http_urls_and_bad_schemes(tmp_path: Path) -> None:
         ServerConfig(listen_metrics="https://127.0.0.1:9100").validate()
     with pytest.raises(ConfigError, match="expected HOST:PORT, http://HOST:PORT or https://"):
         settings(tmp_path, certs, "ftp://127.0.0.1:9100").validate()
+
+
+def test_the_gateway_and_dashboard_over_https_take_the_certificates_user(
+        tmp_path: Path) -> None:
+    """With TLS on the client port, the gateway and the dashboard are served only by an HTTPS
+    listener (same files, same client-certificate rule), and there, as on the client port, a
+    request without a token is the user its certificate's common name names."""
+    certs = tmp_path / "certs"
+    init_dir(certs, client_cn="root")
+    issue(load_ca(certs), "mallory").write(certs / "mallory.pem", certs / "mallory-key.pem")
+    asyncio.run(_gateway_over_https(tmp_path, certs))
+
+
+def post(url: str, body: dict[str, object], ctx: ssl.SSLContext) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+async def _gateway_over_https(tmp_path: Path, certs: Path) -> None:
+    srv = ConferServer(settings(tmp_path, certs, "https://127.0.0.1:0"))
+    await srv.start()
+    try:
+        assert srv.http is not None
+        base = f"https://127.0.0.1:{srv.http.port}"
+        root = client_context(certs)
+        mallory = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        mallory.load_cert_chain(str(certs / "mallory.pem"), str(certs / "mallory-key.pem"))
+        key = base64.b64encode(b"/app/x").decode()
+        for path, body in (("/v3/auth/user/add", {"name": "root", "password": "pw"}),
+                           ("/v3/auth/user/grant", {"user": "root", "role": "root"}),
+                           ("/v3/auth/enable", {}),
+                           ("/v3/kv/put", {"key": key, "value": base64.b64encode(b"1").decode()})):
+            status, answer = await asyncio.to_thread(post, base + path, body, root)
+            assert status == 200, (path, answer)
+        # No token, auth on: the certificate's common name (root) is the user.
+        status, answer = await asyncio.to_thread(post, base + "/v3/kv/range", {"key": key}, root)
+        assert status == 200 and base64.b64decode(answer["kvs"][0]["value"]) == b"1"
+        # A valid certificate naming no user is refused, and changes nothing.
+        status, answer = await asyncio.to_thread(
+            post, base + "/v3/kv/put", {"key": key, "value": "Mg=="}, mallory)
+        assert status == 403, answer
+        status, page = await asyncio.to_thread(fetch, base + "/ui/api/cluster", root)
+        assert status == 200 and json.loads(page)["members"][0]["healthy"] is True
+        status, answer = await asyncio.to_thread(post, base + "/v3/kv/range", {"key": key}, root)
+        assert base64.b64decode(answer["kvs"][0]["value"]) == b"1"
+    finally:
+        await srv.stop(grace=0)

@@ -49,6 +49,7 @@ from confer.server.tls import (
     PeerChannelCredentials,
     TlsError,
     address_refusal,
+    client_port_credentials,
     identity_refusal,
     load_pems,
     server_credentials,
@@ -581,7 +582,7 @@ class ConferServer:
         Refusals that pass (no leader, a timeout, another membership change still in
         progress) are retried for up to ``JOIN_RETRY_SECONDS``; anything else is final.
         """
-        ch = dial(addr, _join_credentials(self.cfg))
+        ch = dial(addr, client_port_credentials(self.cfg.client_tls))
         request = kv_pb2.MemberAddRequest(
             id=self.cfg.node_id, name=self.cfg.name, peer_addr=self.cfg.peer_url,
             client_addr=self.cfg.client_url, is_learner=True)
@@ -663,17 +664,6 @@ def _grpc_server(options: list[tuple[str, int]] | None = None) -> grpc.aio.Serve
     # fail to start, not silently take half of this one's connections.
     return grpc.aio.server(options=[*(o for o in GRPC_OPTIONS if o[0] not in mine),
                                     *mine.items(), ("grpc.so_reuseport", 0)])
-
-
-def _join_credentials(cfg: ServerConfig) -> grpc.ChannelCredentials | None:
-    """``--join`` dials a member's client port: over TLS when this member's client port
-    serves TLS (the cluster's client ports alike), its client certificate as its own, the
-    client CA (or the system's) as roots."""
-    files = cfg.client_tls
-    if files is None:
-        return None
-    pems = load_pems(files)
-    return grpc.ssl_channel_credentials(pems.ca, pems.key, pems.cert_chain)
 
 
 def _listen(server: grpc.aio.Server, addr: str, what: str,

@@ -94,11 +94,12 @@ class ServerConfig:
     ``default``: see :attr:`metrics_addr`; ``https://HOST:PORT``: over TLS with the client
     port's files (:attr:`metrics_tls`), ``http://HOST:PORT``: plaintext."""
     enable_grpc_gateway: bool = True
-    """Serve etcd's JSON gateway (``/v3/...``) on the HTTP listener (etcd's flag; never
-    while the client port serves TLS: see ``server/http/gateway.py``)."""
+    """Serve etcd's JSON gateway (``/v3/...``) on the HTTP listener (etcd's flag; not
+    while the client port serves TLS and the listener is plaintext: see
+    :func:`confer.server.http.bypasses_client_tls`)."""
     enable_dashboard: bool = True
-    """Serve the web dashboard (``/ui/``) on the HTTP listener (never while the client port
-    serves TLS, as the gateway: see ``server/http/dashboard.py``)."""
+    """Serve the web dashboard (``/ui/``) on the HTTP listener (under the gateway's
+    rule: :func:`confer.server.http.bypasses_client_tls`)."""
     listen_dns: str = "default"
     """HOST:PORT of the DNS interface to the service catalog (UDP and TCP); ``none`` or
     empty: none; ``default``: see :attr:`dns_addr`."""

@@ -219,6 +219,17 @@ def server_ssl_context(files: TlsFiles, prefix: str = "") -> ssl.SSLContext:
     return current[0]
 
 
+def client_port_credentials(files: TlsFiles | None) -> grpc.ChannelCredentials | None:
+    """How a member dials another member's client port (``--join``, the dashboard's status
+    of the others): over TLS when its own client port serves TLS (the cluster's client ports
+    alike), its client-port certificate as its own, the client CA (or the system's) as
+    roots; None (plaintext) otherwise."""
+    if files is None:
+        return None
+    pems = load_pems(files)
+    return grpc.ssl_channel_credentials(pems.ca, pems.key, pems.cert_chain)
+
+
 class PeerChannelCredentials:
     """How a member dials its peers over TLS: the peer CA as roots (the system's if none) and
     its peer certificate as client certificate, re-read when the files change."""

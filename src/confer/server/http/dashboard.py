@@ -11,8 +11,9 @@ header, as for the gateway. The other members' status comes from their own clien
 (confer.v1 ``Cluster/Status``, with the caller's token).
 
 The dashboard only reads. As the gateway, it is not served while the client port serves TLS
-(this listener would bypass the client-certificate checks), nor with ``--enable-dashboard
-false``.
+and this listener does not (it would bypass the client port's TLS and certificate checks;
+over HTTPS it has the same files and rule, and a certificate's common name is the user), nor
+with ``--enable-dashboard false``.
 
 Answers are JSON in the gateway's encoding (protobuf's JSON mapping with the protos' field
 names: 64-bit integers as strings, bytes in base64, default values left out); a failure is
@@ -38,6 +39,7 @@ from google.protobuf.message import Message
 
 from confer.etcdpb.etcdserverpb import rpc_pb2
 from confer.server.etcd import ETCD_SERVICES
+from confer.server.http import bypasses_client_tls
 from confer.server.http.gateway import (
     CONTENT_TYPE,
     HTTP_STATUS,
@@ -53,6 +55,7 @@ from confer.server.http.member import Member
 from confer.server.members import Member as MemberInfo
 from confer.server.native import NATIVE_SERVICES
 from confer.server.rpc import TOKEN_KEY
+from confer.server.tls import TlsFiles, client_port_credentials
 from confer.v1 import coord_pb2, kv_pb2, kv_pb2_grpc
 
 log = logging.getLogger("confer.http")
@@ -108,13 +111,8 @@ M = TypeVar("M", bound=Message)
 
 def dashboard_routes(member: Member) -> list[web.RouteDef]:
     """The dashboard's routes, unless ``--enable-dashboard false`` or the client port serves
-    TLS (see the module docstring)."""
-    cfg = member.cfg
-    if not cfg.enable_dashboard:
-        return []
-    if cfg.client_tls is not None:
-        log.info("the dashboard is not served on the HTTP listener: the client port serves "
-                 "TLS, whose checks it would bypass (docs/dashboard.md)")
+    TLS while the listener does not (:func:`~confer.server.http.bypasses_client_tls`)."""
+    if not member.cfg.enable_dashboard or bypasses_client_tls(member, "the dashboard"):
         return []
     return Dashboard(member).routes()
 
@@ -288,7 +286,8 @@ class Dashboard:
         elif not member.client_addr:
             status, error = None, "not started"
         else:
-            status, error = await _remote_status(member.client_addr, token)
+            status, error = await _remote_status(member.client_addr, token,
+                                                 self.member.cfg.client_tls)
         if status is not None:
             row["status"] = to_dict(status)
             if not status.leader_id:
@@ -444,14 +443,17 @@ async def _to_ui(_request: web.Request) -> web.Response:
     raise web.HTTPFound("/ui/")
 
 
-async def _remote_status(addr: str, token: str) -> tuple[kv_pb2.StatusResponse | None, str]:
-    """Another member's Status from its client port (plaintext: the dashboard is not served
-    while the client port serves TLS), and "" or why not."""
+async def _remote_status(addr: str, token: str, tls: TlsFiles | None = None
+                         ) -> tuple[kv_pb2.StatusResponse | None, str]:
+    """Another member's Status from its client port (over TLS with this member's client-port
+    files when the client ports serve TLS), and "" or why not."""
     metadata = ((TOKEN_KEY, token),) if token else None
+    creds = client_port_credentials(tls)
     try:
         # A channel per call: the page asks once a second, and nothing is left to close
         # when the listener stops.
-        async with grpc.aio.insecure_channel(addr) as channel:
+        async with (grpc.aio.secure_channel(addr, creds) if creds is not None
+                    else grpc.aio.insecure_channel(addr)) as channel:
             status = await kv_pb2_grpc.ClusterStub(channel).Status(
                 kv_pb2.StatusRequest(), timeout=MEMBER_TIMEOUT, metadata=metadata)
     except grpc.aio.AioRpcError as e:

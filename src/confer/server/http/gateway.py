@@ -20,7 +20,8 @@ N, "message": ...}}``.
 
 The auth token is the ``Authorization`` header, as etcd's gateway passes it on. A client
 certificate does not name the user here (etcd's gateway does not support that either). The
-gateway is not served while the client port serves TLS (:func:`gateway_routes`).
+gateway is not served while the client port serves TLS and this listener does not
+(:func:`gateway_routes`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
 
 from confer.server.etcd import ETCD_SERVICES
+from confer.server.http import bypasses_client_tls
 from confer.server.http.member import Member
 from confer.server.rpc import TOKEN_KEY, Registration, register
 
@@ -128,13 +130,8 @@ CONTENT_TYPE = "application/json"
 
 def gateway_routes(member: Member) -> list[web.RouteDef]:
     """The gateway's route, unless ``--enable-grpc-gateway false`` or the client port serves
-    TLS: the HTTP listener would then be a way around its TLS and certificate checks."""
-    cfg = member.cfg
-    if not cfg.enable_grpc_gateway:
-        return []
-    if cfg.client_tls is not None:
-        log.info("etcd's JSON gateway is not served on the HTTP listener: the client port "
-                 "serves TLS, whose checks the gateway would bypass (docs/security.md)")
+    TLS while the listener does not (:func:`~confer.server.http.bypasses_client_tls`)."""
+    if not member.cfg.enable_grpc_gateway or bypasses_client_tls(member, "etcd's JSON gateway"):
         return []
     gateway = Gateway(member)
     # One route for every /v3 path: an unknown one gets grpc-gateway's JSON 404.
@@ -348,7 +345,15 @@ class HttpCall:
         return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
 
     def auth_context(self) -> dict[str, list[bytes]]:
-        return {}  # no user from a client certificate (as etcd's gateway: a token)
+        """The client certificate's common name, as gRPC reports it: over HTTPS with
+        client-certificate verification (the client port's rule), it is the user of a
+        request without a token, as on the client port."""
+        transport = self.request.transport
+        tls = transport.get_extra_info("ssl_object") if transport is not None else None
+        cert = tls.getpeercert() if tls is not None else None  # {} unless verified
+        names = [value.encode() for rdn in (cert or {}).get("subject", ())
+                 for key, value in rdn if key == "commonName"]
+        return {"x509_common_name": names} if names else {}
 
     def cancelled(self) -> bool:
         transport = self.request.transport
