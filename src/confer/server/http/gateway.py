@@ -18,10 +18,10 @@ code to, and ``{"error": message, "code": N, "message": message}``. Streamed res
 ``{"result": {...}}``; a failure after the first ends the stream with ``{"error": {"code":
 N, "message": ...}}``.
 
-The auth token is the ``Authorization`` header, as etcd's gateway passes it on. A client
-certificate does not name the user here (etcd's gateway does not support that either). The
-gateway is not served while the client port serves TLS and this listener does not
-(:func:`gateway_routes`).
+The auth token is the ``Authorization`` header, as etcd's gateway passes it on. Over HTTPS
+with client-certificate verification, a request without a token is the user its certificate's
+common name names, as on the client port. The gateway is not served while the client port
+serves TLS and this listener does not (:func:`gateway_routes`).
 """
 
 from __future__ import annotations
