@@ -35,6 +35,7 @@ import pytest
 import confer
 import confer.aio
 from confer import Check, HealthStatus
+from confer.catalog import Record, encode
 from testing import ProcessCluster
 from testing.procs import free_port
 from tests.cli.test_cli_coordination import Background
@@ -413,3 +414,54 @@ def test_bad_service_options_are_refused_with_one_line() -> None:
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, (args, r.stderr)
         assert words in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def dig_status(port: int, name: str, rdtype: str = "A") -> tuple[str, list[str]]:
+    """`dig` of ``name`` at a member's DNS: the status it reports (NOERROR, REFUSED...) and
+    the answer section's records (name, type and data; the TTL left out)."""
+    args = ["dig", "@127.0.0.1", "-p", str(port), "+tries=1", "+time=3", "+noall",
+            "+comments", "+answer", name, rdtype]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=20).stdout
+    status = next((line.split("status: ")[1].split(",")[0] for line in out.splitlines()
+                   if "status: " in line), "(none)")
+    answer = sorted(" ".join(fields[:1] + fields[3:]) for fields in
+                    (line.split() for line in out.splitlines()
+                     if line and not line.startswith(";")))
+    return status, answer
+
+
+def test_dns_with_authentication_reads_as_the_dns_user(tmp_path: Path) -> None:
+    """With authentication on, a member's DNS reads the catalog with the permissions of its
+    --dns-user: member 1's user may read /services/ and answers (addresses, and a CNAME for
+    an instance registered with a host name); member 2's user has no permission and member 3
+    names none (anonymous): both REFUSED."""
+    cluster, dns_ports = dns_cluster(tmp_path)
+    for node_id, user in ((1, "dns"), (2, "nobody")):
+        cluster.nodes[node_id].args += ["--dns-user", user]
+    for node in cluster.nodes.values():
+        node.args += ["--bcrypt-cost", "4"]
+    with cluster:
+        cluster.leader()
+        with confer.Client(cluster.endpoints, user="root", password="rootpw") as root:
+            root.user_add("root", "rootpw")
+            root.user_grant_role("root", "root")
+            root.role_add("dns-reader")
+            root.role_grant_permission("dns-reader", "read", "/services/", prefix=True)
+            root.user_add("dns", no_password=True)
+            root.user_grant_role("dns", "dns-reader")
+            root.user_add("nobody", no_password=True)
+            root.put("/services/api/a1", encode(Record("10.0.0.7:80")))
+            root.put("/services/db/d1", encode(Record("db.internal:5432")))
+            root.auth_enable()
+        port1, port2, port3 = (dns_ports[i] for i in (1, 2, 3))
+        wait_until("member 1's DNS to answer as its --dns-user",
+                   lambda: dig_status(port1, "api.service.confer") ==
+                   ("NOERROR", ["api.service.confer. A 10.0.0.7"]))
+        assert dig_status(port1, "db.service.confer") == (
+            "NOERROR", ["db.service.confer. CNAME db.internal."])
+        assert dig_status(port1, "_db._tcp.service.confer", "SRV") == (
+            "NOERROR", ["_db._tcp.service.confer. SRV 1 1 5432 db.internal."])
+        for port in (port2, port3):
+            wait_until(f"the DNS on port {port} to refuse",
+                       lambda port=port: dig_status(port, "api.service.confer")[0] ==
+                       "REFUSED")
