@@ -4,16 +4,23 @@ server (HTTP, TCP, gRPC), flap damping, and how records are written and read."""
 from __future__ import annotations
 
 import socket
-from concurrent import futures
+from collections.abc import Iterator
+from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from confer import Check, HealthStatus, InvalidArgument, Weights
 from confer.catalog import Record, decode, encode, split_address
 from confer.client.checks import CheckKind, Damper, Result
-from tests.discovery.helpers import StatusServer, closed_port
+from tests.discovery.helpers import (
+    StatusServer,
+    client_files,
+    closed_port,
+    grpc_health_server,
+    grpc_mutual_tls,
+    server_tls,
+)
 
 PASSING, WARNING, CRITICAL = HealthStatus.PASSING, HealthStatus.WARNING, HealthStatus.CRITICAL
 
@@ -48,11 +55,7 @@ def test_tcp_check(web: StatusServer) -> None:
 
 
 def test_grpc_check_asks_the_health_service() -> None:
-    servicer = health.HealthServicer()
-    server = grpc.server(futures.ThreadPoolExecutor(2))
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, port, servicer = grpc_health_server()
     try:
         servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         servicer.set("api", health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -67,6 +70,79 @@ def test_grpc_check_asks_the_health_service() -> None:
         server.stop(None)
     gone = Check.grpc(address, timeout=0.3).probe()
     assert gone.status is CRITICAL and "UNAVAILABLE" in gone.output
+
+
+@pytest.fixture
+def https(certs: Path) -> Iterator[tuple[StatusServer, StatusServer]]:
+    """Two HTTPS servers of the certs fixture's CA: one open, one asking for a client
+    certificate of that CA."""
+    open_, mutual = (StatusServer(server_tls(certs, client_auth=auth)) for auth in (False, True))
+    try:
+        yield open_, mutual
+    finally:
+        open_.close()
+        mutual.close()
+
+
+def test_https_check_verifies_the_server_with_the_given_ca(
+        https: tuple[StatusServer, StatusServer], certs: Path, stranger: Path) -> None:
+    server, _ = https
+    ca = str(certs / "ca.pem")
+    assert Check.http(server.url("/ok"), cacert=ca).probe() == Result(PASSING, "HTTP 200 OK")
+    # The system's CAs (no cacert) and another CA do not know the server's certificate.
+    for check in (Check.http(server.url("/ok")),
+                  Check.http(server.url("/ok"), cacert=str(stranger / "ca.pem"))):
+        result = check.probe()
+        assert result.status is CRITICAL and "CERTIFICATE_VERIFY_FAILED" in result.output
+
+
+def test_https_check_presents_its_client_certificate(
+        https: tuple[StatusServer, StatusServer], certs: Path, stranger: Path) -> None:
+    _, mutual = https
+    ca = str(certs / "ca.pem")
+    assert Check.http(mutual.url("/ok"), cacert=ca, **client_files(certs)).probe() == Result(
+        PASSING, "HTTP 200 OK")
+    assert Check.http(mutual.url("/ok"), cacert=ca).probe().status is CRITICAL
+    assert Check.http(mutual.url("/ok"), cacert=ca,
+                      **client_files(stranger)).probe().status is CRITICAL
+    assert mutual.hits == {"/ok": 1}  # the refused handshakes never reached the handler
+
+
+def test_grpc_check_over_tls(certs: Path, stranger: Path) -> None:
+    server, port, servicer = grpc_health_server(grpc_mutual_tls(certs))
+    address = f"127.0.0.1:{port}"
+    ca = str(certs / "ca.pem")
+    try:
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        assert Check.grpc(address, tls=True, cacert=ca, timeout=5,
+                          **client_files(certs)).probe() == Result(
+            PASSING, f"gRPC health {address}: SERVING")
+        for wrong in (Check.grpc(address, timeout=2),  # plaintext to a TLS server
+                      Check.grpc(address, tls=True, cacert=ca, timeout=2),  # no client cert
+                      Check.grpc(address, tls=True, timeout=2, **client_files(certs)),
+                      Check.grpc(address, tls=True, cacert=ca, timeout=2,
+                                 **client_files(stranger))):
+            result = wrong.probe()
+            assert result.status is CRITICAL and "UNAVAILABLE" in result.output, wrong
+    finally:
+        server.stop(None)
+
+
+def test_check_tls_options_are_validated_when_made(certs: Path, tmp_path: Path) -> None:
+    ca, files = str(certs / "ca.pem"), client_files(certs)
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("nothing\n")
+    for bad, words in [
+            (lambda: Check.http("http://h/", cacert=ca), "https://"),
+            (lambda: Check.grpc("h:1", cacert=ca), "need tls"),
+            (lambda: Check(CheckKind.TCP, "h:1", tls=True), "gRPC checks"),
+            (lambda: Check.http("https://h/", cert=files["cert"]), "both cert and key"),
+            (lambda: Check.http("https://h/", cacert=str(tmp_path / "none.pem")),
+             "none.pem"),
+            (lambda: Check.grpc("h:1", tls=True, cacert=str(not_pem)), "PEM")]:
+        with pytest.raises(InvalidArgument, match=words):
+            bad()
+    assert Check.grpc("h:1", tls=True).uses_tls and not Check.grpc("h:1").uses_tls
 
 
 def test_checks_are_validated_when_made() -> None:

@@ -24,7 +24,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import dns.exception
 import dns.message
@@ -35,10 +34,17 @@ import pytest
 import confer
 import confer.aio
 from confer import Check, HealthStatus
+from confer.catalog import Record, encode
 from testing import ProcessCluster
 from testing.procs import free_port
 from tests.cli.test_cli_coordination import Background
-from tests.discovery.helpers import StatusServer
+from tests.discovery.helpers import (
+    StatusServer,
+    client_files,
+    grpc_health_server,
+    grpc_mutual_tls,
+    server_tls,
+)
 
 INTERVAL = "0.2s"
 TTL = 2
@@ -215,7 +221,8 @@ def test_asyncio_registrations_with_tcp_and_grpc_checks_tags_and_the_healthy_wat
     listening.bind(("127.0.0.1", 0))
     listening.listen()
     tcp_target = f"127.0.0.1:{listening.getsockname()[1]}"
-    grpc_server, grpc_port, health = _grpc_health_server()
+    grpc_server, grpc_port, health = grpc_health_server()
+    health.set("svc", _SERVING)
 
     async def main() -> None:
         async with confer.aio.Client(cluster.endpoints) as c:
@@ -276,22 +283,6 @@ async def _next_set(sets: asyncio.Queue[list[confer.Instance]], ids: set[str]) -
 
 
 _SERVING, _NOT_SERVING = 1, 2  # grpc.health.v1 ServingStatus
-
-
-def _grpc_health_server() -> tuple[Any, int, Any]:
-    from concurrent import futures
-
-    import grpc
-    from grpc_health.v1 import health as grpc_health
-    from grpc_health.v1 import health_pb2_grpc
-
-    servicer = grpc_health.HealthServicer()
-    server = grpc.server(futures.ThreadPoolExecutor(2))
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    servicer.set("svc", _SERVING)
-    return server, port, servicer
 
 
 def test_fuzzed_dns_queries_leave_a_members_dns_answering(
@@ -379,6 +370,39 @@ def test_the_cli_health_table_and_healthy_listing(shared: tuple[ProcessCluster, 
             proc.kill()
 
 
+def test_the_cli_checks_https_and_grpc_over_tls_with_its_own_ca_and_client_certificate(
+        shared: tuple[ProcessCluster, dict[int, int]], certs: Path, stranger: Path) -> None:
+    """`confer service register` with --check-cacert/--check-cert/--check-key checks an
+    HTTPS server and (--check-tls) a gRPC server that both require a client certificate of
+    the certs fixture's CA: passing; the stranger's client certificate: critical."""
+    cluster, _ = shared
+    endpoints = ",".join(cluster.endpoints)
+    web = StatusServer(server_tls(certs, client_auth=True))
+    grpc_server, grpc_port, health = grpc_health_server(grpc_mutual_tls(certs))
+    health.set("", _SERVING)
+    targets = [["--check-http", web.url("/health")],
+               ["--check-grpc", f"127.0.0.1:{grpc_port}", "--check-tls"]]
+    registrants: list[Background] = []
+    try:
+        for n, (target, files) in enumerate(itertools.product(targets, (certs, stranger))):
+            tls = ["--check-cacert", str(certs / "ca.pem"), "--check-cert",
+                   client_files(files)["cert"], "--check-key", client_files(files)["key"]]
+            registrants.append(Background(
+                "service", "register", "cli-tls", f"t{n}", f"127.0.0.5{n}:80", *target,
+                *tls, "--interval", INTERVAL, "--check-timeout", "5s", endpoints=endpoints))
+        statuses = [proc.wait_line("registered", timeout=WAIT).rpartition(", ")[2]
+                    for proc in registrants]
+        assert statuses == ["passing); Ctrl-C to deregister",
+                            "critical); Ctrl-C to deregister"] * 2
+        with confer.Client(cluster.endpoints) as c:
+            assert {i.id for i in c.discover("cli-tls", healthy_only=True)} == {"t0", "t2"}
+    finally:
+        for proc in registrants:
+            proc.kill()
+        grpc_server.stop(None)
+        web.close()
+
+
 def test_flapping_is_damped_and_a_steady_service_costs_no_writes(
         shared: tuple[ProcessCluster, dict[int, int]], web: StatusServer) -> None:
     cluster, _ = shared
@@ -407,9 +431,63 @@ def test_bad_service_options_are_refused_with_one_line() -> None:
                         (["--check-tcp", "no-port"], "HOST:PORT"),
                         (["--check-tcp", "h:1", "--check-http", "http://h/"], "one of"),
                         (["--interval", "0s", "--check-tcp", "h:1"], "not a duration"),
-                        (["--weight", "70000"], "70000")]:
+                        (["--weight", "70000"], "70000"),
+                        (["--check-cacert", "ca.pem"], "go with"),
+                        (["--check-grpc", "h:1", "--check-tls", "--check-cacert",
+                          "/no/ca.pem"], "/no/ca.pem")]:
         r = subprocess.run([sys.executable, "-m", "confer", "service", "register", "api",
                             "10.0.0.1:80", *args, "--endpoints", "127.0.0.1:1"],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, (args, r.stderr)
         assert words in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def dig_status(port: int, name: str, rdtype: str = "A") -> tuple[str, list[str]]:
+    """`dig` of ``name`` at a member's DNS: the status it reports (NOERROR, REFUSED...) and
+    the answer section's records (name, type and data; the TTL left out)."""
+    args = ["dig", "@127.0.0.1", "-p", str(port), "+tries=1", "+time=3", "+noall",
+            "+comments", "+answer", name, rdtype]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=20).stdout
+    status = next((line.split("status: ")[1].split(",")[0] for line in out.splitlines()
+                   if "status: " in line), "(none)")
+    answer = sorted(" ".join(fields[:1] + fields[3:]) for fields in
+                    (line.split() for line in out.splitlines()
+                     if line and not line.startswith(";")))
+    return status, answer
+
+
+def test_dns_with_authentication_reads_as_the_dns_user(tmp_path: Path) -> None:
+    """With authentication on, a member's DNS reads the catalog with the permissions of its
+    --dns-user: member 1's user may read /services/ and answers (addresses, and a CNAME for
+    an instance registered with a host name); member 2's user has no permission and member 3
+    names none (anonymous): both REFUSED."""
+    cluster, dns_ports = dns_cluster(tmp_path)
+    for node_id, user in ((1, "dns"), (2, "nobody")):
+        cluster.nodes[node_id].args += ["--dns-user", user]
+    for node in cluster.nodes.values():
+        node.args += ["--bcrypt-cost", "4"]
+    with cluster:
+        cluster.leader()
+        with confer.Client(cluster.endpoints, user="root", password="rootpw") as root:
+            root.user_add("root", "rootpw")
+            root.user_grant_role("root", "root")
+            root.role_add("dns-reader")
+            root.role_grant_permission("dns-reader", "read", "/services/", prefix=True)
+            root.user_add("dns", no_password=True)
+            root.user_grant_role("dns", "dns-reader")
+            root.user_add("nobody", no_password=True)
+            root.put("/services/api/a1", encode(Record("10.0.0.7:80")))
+            root.put("/services/db/d1", encode(Record("db.internal:5432")))
+            root.auth_enable()
+        port1, port2, port3 = (dns_ports[i] for i in (1, 2, 3))
+        wait_until("member 1's DNS to answer as its --dns-user",
+                   lambda: dig_status(port1, "api.service.confer") ==
+                   ("NOERROR", ["api.service.confer. A 10.0.0.7"]))
+        assert dig_status(port1, "db.service.confer") == (
+            "NOERROR", ["db.service.confer. CNAME db.internal."])
+        assert dig_status(port1, "_db._tcp.service.confer", "SRV") == (
+            "NOERROR", ["_db._tcp.service.confer. SRV 1 1 5432 db.internal."])
+        for port in (port2, port3):
+            wait_until(f"the DNS on port {port} to refuse",
+                       lambda port=port: dig_status(port, "api.service.confer")[0] ==
+                       "REFUSED")

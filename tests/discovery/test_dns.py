@@ -38,6 +38,9 @@ CATALOG = {
             Record("db.internal:5432")],
     "down": [Record("10.0.0.9:9", status=HealthStatus.CRITICAL)],
     "big": [Record(f"10.1.{i // 250}.{i % 250}:80") for i in range(200)],
+    "db": [Record("db.internal:5432"), Record("10.0.0.5:5432", status=HealthStatus.CRITICAL)],
+    "web": [Record("web1.example.com:80"), Record("web2.example.com.:80"),
+            Record("not..a.name:80")],
 }
 
 
@@ -84,6 +87,27 @@ def test_srv_answers_with_ports_weights_and_address_targets() -> None:
         "0a000001.addr.confer. A 10.0.0.1", "0a000002.addr.confer. A 10.0.0.2",
         "fd000000000000000000000000000004.addr.confer. AAAA fd00::4"}
     assert records(ask("0a000001.addr.confer")) == {"0a000001.addr.confer. A 10.0.0.1"}
+
+
+def test_instances_with_host_names_answer_a_cname() -> None:
+    """Nothing is resolved on the server: A and AAAA of a service whose healthy instances
+    have host names, not IP addresses, answer a CNAME to one of them (one: a name holds a
+    single CNAME), and the client's resolver follows it."""
+    for rdtype in ("A", "AAAA", "CNAME"):
+        msg = ask("db.service.confer", rdtype)
+        assert msg.rcode() == dns.rcode.NOERROR, rdtype
+        assert records(msg) == {"db.service.confer. CNAME db.internal."}, rdtype
+    seen = set()
+    for _ in range(50):  # each query picks one at random: both come up
+        answer = ask("web.service.confer")
+        assert len(answer.answer) == 1 and len(answer.answer[0]) == 1
+        seen |= records(answer)
+    assert seen == {"web.service.confer. CNAME web1.example.com.",
+                    "web.service.confer. CNAME web2.example.com."}
+    # Once an instance has an IP address, the name answers addresses (no CNAME beside them).
+    assert records(ask("api.service.confer", "CNAME")) == set()
+    assert records(ask("_db._tcp.service.confer", "SRV")) == {
+        "_db._tcp.service.confer. SRV 1 1 5432 db.internal."}
 
 
 def test_negative_answers() -> None:
@@ -181,8 +205,10 @@ def test_the_dns_address_setting(tmp_path: Path) -> None:
     env = load_config(None, {}, environ={"CONFER_LISTEN_DNS": "127.0.0.1:5353"})
     assert env.dns_addr == "127.0.0.1:5353"
     toml = tmp_path / "confer.toml"
-    toml.write_text('listen-dns = "[::1]:5354"\n')
-    assert load_config(toml, {}, environ={}).dns_addr == "[::1]:5354"
+    toml.write_text('listen-dns = "[::1]:5354"\ndns-user = "dns"\n')
+    from_file = load_config(toml, {}, environ={})
+    assert (from_file.dns_addr, from_file.dns_user) == ("[::1]:5354", "dns")
+    assert load_config(None, {}, environ={"CONFER_DNS_USER": "reader"}).dns_user == "reader"
 
 
 def test_a_member_whose_dns_address_is_taken_exits_with_one_line(tmp_path: Path) -> None:

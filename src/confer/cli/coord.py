@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -353,20 +354,35 @@ def parse_meta(meta: tuple[str, ...]) -> dict[str, str]:
     return metadata
 
 
+@dataclass(frozen=True, slots=True)
+class CheckTls:
+    """The ``--check-tls``, ``--check-cacert``, ``--check-cert`` and ``--check-key``
+    options."""
+
+    tls: bool = False
+    cacert: str = ""
+    cert: str = ""
+    key: str = ""
+
+
 def make_check(http: str | None, tcp: str | None, grpc_target: str | None, interval: float,
-               timeout: float, threshold: int) -> Check | None:
+               timeout: float, threshold: int, tls: CheckTls = CheckTls()) -> Check | None:
     """The health check the ``--check-*`` options describe (None without one)."""
     given = [(k, t) for k, t in (("http", http), ("tcp", tcp), ("grpc", grpc_target)) if t]
     if len(given) > 1:
         raise click.UsageError("give one of --check-http, --check-tcp and --check-grpc")
     if not given:
+        if tls != CheckTls():
+            raise click.UsageError("--check-tls, --check-cacert, --check-cert and --check-key "
+                                   "go with --check-http https://... or --check-grpc")
         return None
     kind, target = given[0]
     service = ""
     if kind == "grpc":
         target, _, service = target.partition("/")
     try:
-        return Check(CheckKind(kind), target, service, interval, timeout, threshold)
+        return Check(CheckKind(kind), target, service, interval, timeout, threshold,
+                     tls.cacert, tls.cert, tls.key, tls.tls)
     except InvalidArgument as e:
         raise click.BadParameter(e.details or str(e), param_hint=f"--check-{kind}") from None
 
@@ -394,7 +410,16 @@ def _service_commands(cli: click.Group) -> None:
     @click.option("--check-tcp", metavar="HOST:PORT",
                   help="Health check: connect to HOST:PORT.")
     @click.option("--check-grpc", metavar="HOST:PORT[/SERVICE]",
-                  help="Health check: grpc.health.v1 Check (plaintext); SERVING passes.")
+                  help="Health check: grpc.health.v1 Check (plaintext, or --check-tls); "
+                       "SERVING passes.")
+    @click.option("--check-tls", is_flag=True,
+                  help="The gRPC check speaks TLS (an HTTP check does with https://).")
+    @click.option("--check-cacert", metavar="FILE", default="",
+                  help="TLS checks: verify the server with this CA (PEM) [the system's].")
+    @click.option("--check-cert", metavar="FILE", default="",
+                  help="TLS checks: present this client certificate (PEM; with --check-key).")
+    @click.option("--check-key", metavar="FILE", default="",
+                  help="The client certificate's private key (PEM).")
     @click.option("--interval", type=Duration(), default="10s", show_default=True,
                   help="Time between health checks (5s, 200ms...).")
     @click.option("--check-timeout", type=Duration(), default="1s", show_default=True,
@@ -407,8 +432,9 @@ def _service_commands(cli: click.Group) -> None:
     def service_register(ctx: Ctx, service_name: str, where: tuple[str, ...],
                          meta: tuple[str, ...], tags: tuple[str, ...], weight: int,
                          warning_weight: int, ttl: int, check_http: str | None,
-                         check_tcp: str | None, check_grpc: str | None, interval: float,
-                         check_timeout: float, threshold: int) -> None:
+                         check_tcp: str | None, check_grpc: str | None, check_tls: bool,
+                         check_cacert: str, check_cert: str, check_key: str,
+                         interval: float, check_timeout: float, threshold: int) -> None:
         """Register an instance of SERVICE at ADDRESS (HOST:PORT) until Ctrl-C (then
         deregister); INSTANCE (its id) defaults to ADDRESS. If this process dies, the
         instance disappears within TTL seconds. With a --check-* option, this process
@@ -419,7 +445,7 @@ def _service_commands(cli: click.Group) -> None:
             raise click.UsageError("expected SERVICE [INSTANCE] ADDRESS")
         instance, address = (where[0], where[-1])
         check = make_check(check_http, check_tcp, check_grpc, interval, check_timeout,
-                           threshold)
+                           threshold, CheckTls(check_tls, check_cacert, check_cert, check_key))
         printer = Printer(ctx)
         with ctx.client() as c, interruptible():
             try:

@@ -206,6 +206,8 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
                                                   "listener [true]."}),
     ("--listen-dns", {"help": "HOST:PORT (UDP and TCP) for DNS queries of the service catalog "
                               "[127.0.0.1, client port + 1221: 127.0.0.1:8600]; none: off."}),
+    ("--dns-user", {"help": "With authentication on, DNS reads the catalog with this user's "
+                            "permissions [none: DNS queries are REFUSED]."}),
     ("--cert-file", {"help": "TLS on the client port: its certificate (PEM)."}),
     ("--key-file", {"help": "The client port's private key (PEM)."}),
     ("--trusted-ca-file", {"help": "Clients must present a certificate this CA signed "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import math
 import socket
+import ssl
 from dataclasses import dataclass
 
 import grpc
@@ -45,7 +46,8 @@ class CheckKind(enum.Enum):
     TCP = "tcp"
     """Connect to HOST:PORT: passing if it accepts within the timeout."""
     GRPC = "grpc"
-    """``grpc.health.v1.Health/Check`` on HOST:PORT (plaintext): SERVING is passing."""
+    """``grpc.health.v1.Health/Check`` on HOST:PORT (plaintext, or TLS): SERVING is
+    passing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,11 @@ class Check:
         timeout: seconds a probe may take before it counts as critical.
         threshold: consecutive results that must agree before the status changes (1: every
             result counts at once).
+        cacert: TLS (an https:// URL, a gRPC check with ``tls``): verify the server with
+            this CA file (PEM) instead of the system's CAs ("": the system's).
+        cert: TLS: present this client certificate (PEM; with ``key``).
+        key: the client certificate's private key (PEM).
+        tls: a gRPC check speaks TLS (an HTTP check's scheme says whether it does).
     """
 
     kind: CheckKind = CheckKind.TTL
@@ -77,6 +84,10 @@ class Check:
     interval: float = 10.0
     timeout: float = 1.0
     threshold: int = 1
+    cacert: str = ""
+    cert: str = ""
+    key: str = ""
+    tls: bool = False
 
     def __post_init__(self) -> None:
         for name in ("interval", "timeout"):
@@ -96,6 +107,48 @@ class Check:
         if self.kind in (CheckKind.TCP, CheckKind.GRPC) and not split_address(self.target)[1]:
             raise InvalidArgument(f"{self.kind.value.upper()} check {self.target!r}: expected "
                                   "HOST:PORT")
+        self._validate_tls()
+
+    def _validate_tls(self) -> None:
+        """TLS options only where TLS is spoken, a certificate with its key, and files that
+        load (so a typo fails at once, not as a critical status later)."""
+        if self.tls and self.kind is not CheckKind.GRPC:
+            raise InvalidArgument("tls applies to gRPC checks (an HTTP check speaks TLS with "
+                                  "an https:// URL)")
+        if not (self.cacert or self.cert or self.key):
+            return
+        if not self.uses_tls:
+            needs = {CheckKind.HTTP: "an https:// URL", CheckKind.GRPC: "tls"}.get(
+                self.kind, "an HTTPS or gRPC check")
+            raise InvalidArgument(f"{self.kind.value.upper()} check {self.target!r}: the CA "
+                                  f"and client certificate options need {needs}")
+        if bool(self.cert) != bool(self.key):
+            raise InvalidArgument("a check's client certificate needs both cert and key")
+        for option, path in (("cacert", self.cacert), ("cert", self.cert), ("key", self.key)):
+            try:
+                _read(path)
+            except OSError as e:
+                raise InvalidArgument(f"check {option} {path!r}: {e.strerror or e}") from None
+        try:
+            self._ssl_context()
+        except ssl.SSLError as e:
+            raise InvalidArgument(f"check cacert, cert and key: not a PEM CA file, or a "
+                                  f"certificate and its key: {e}") from None
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the probe speaks TLS (an https:// URL, a gRPC check with ``tls``)."""
+        if self.kind is CheckKind.HTTP:
+            return self.target.lower().startswith("https://")
+        return self.kind is CheckKind.GRPC and self.tls
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """The TLS settings of an HTTPS probe: the CA file's (else the system's CAs), and
+        the client certificate if any. Read at each probe: renewed files are picked up."""
+        context = ssl.create_default_context(cafile=self.cacert or None)
+        if self.cert:
+            context.load_cert_chain(self.cert, self.key)
+        return context
 
     @classmethod
     def ttl(cls) -> Check:
@@ -104,10 +157,12 @@ class Check:
 
     @classmethod
     def http(cls, url: str, *, interval: float = 10.0, timeout: float = 1.0,
-             threshold: int = 1) -> Check:
-        """GET ``url`` (http:// or https://, verified against the system's CAs): 2xx is
-        passing, 429 warning, anything else critical."""
-        return cls(CheckKind.HTTP, url, "", interval, timeout, threshold)
+             threshold: int = 1, cacert: str = "", cert: str = "", key: str = "") -> Check:
+        """GET ``url`` (http:// or https://): 2xx is passing, 429 warning, anything else
+        critical. An https:// server is verified against ``cacert`` (a PEM file; else the
+        system's CAs); ``cert`` and ``key`` (PEM files) are the client certificate to
+        present, if the server asks for one."""
+        return cls(CheckKind.HTTP, url, "", interval, timeout, threshold, cacert, cert, key)
 
     @classmethod
     def tcp(cls, address: str, *, interval: float = 10.0, timeout: float = 1.0,
@@ -117,10 +172,14 @@ class Check:
 
     @classmethod
     def grpc(cls, address: str, service: str = "", *, interval: float = 10.0,
-             timeout: float = 1.0, threshold: int = 1) -> Check:
+             timeout: float = 1.0, threshold: int = 1, tls: bool = False, cacert: str = "",
+             cert: str = "", key: str = "") -> Check:
         """Ask ``address``'s ``grpc.health.v1.Health`` about ``service`` ("": the whole
-        server): SERVING is passing."""
-        return cls(CheckKind.GRPC, address, service, interval, timeout, threshold)
+        server): SERVING is passing. Plaintext, or with ``tls`` over TLS: the server
+        verified against ``cacert`` (a PEM file; else gRPC's default roots), presenting
+        ``cert`` and ``key`` (PEM files) as client certificate if given."""
+        return cls(CheckKind.GRPC, address, service, interval, timeout, threshold, cacert,
+                   cert, key, tls)
 
     @property
     def active(self) -> bool:
@@ -155,7 +214,10 @@ class Check:
         import urllib.request
 
         # No proxy from the environment: the registrant checks its own instance directly.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+        if self.cacert or self.cert:
+            handlers.append(urllib.request.HTTPSHandler(context=self._ssl_context()))
+        opener = urllib.request.build_opener(*handlers)
         try:
             with opener.open(self.target, timeout=self.timeout) as resp:
                 code, reason = resp.status, resp.reason
@@ -180,7 +242,7 @@ class Check:
     def _grpc(self) -> Result:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        with grpc.insecure_channel(self.target) as channel:
+        with _grpc_channel(self) as channel:
             check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]  # stubs omit it
             try:
                 resp = check(health_pb2.HealthCheckRequest(service=self.service),
@@ -193,6 +255,24 @@ class Check:
         name = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
         status = PASSING if resp.status == health_pb2.HealthCheckResponse.SERVING else CRITICAL
         return Result(status, f"gRPC health {self.target}: {name}")
+
+
+def _grpc_channel(check: Check) -> grpc.Channel:
+    """A channel to a gRPC check's target: plaintext, or TLS with its files (read at each
+    probe: renewed files are picked up)."""
+    if not check.tls:
+        return grpc.insecure_channel(check.target)
+    credentials = grpc.ssl_channel_credentials(_read(check.cacert), _read(check.key),
+                                               _read(check.cert))
+    return grpc.secure_channel(check.target, credentials)
+
+
+def _read(path: str) -> bytes | None:
+    """A PEM file's bytes (None for no file)."""
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _clip(text: str) -> str:

@@ -103,6 +103,11 @@ class ServerConfig:
     listen_dns: str = "default"
     """HOST:PORT of the DNS interface to the service catalog (UDP and TCP); ``none`` or
     empty: none; ``default``: see :attr:`dns_addr`."""
+    dns_user: str = ""
+    """The user whose permissions the DNS interface reads the catalog with while
+    authentication is enabled (as Consul's DNS uses its agent's default token); empty: DNS
+    reads are anonymous, so REFUSED with authentication on. No password: the operator names
+    it on the member itself."""
     log_level: str = "info"
     log_format: str = "text"
     # TLS (etcd's flags; docs/security.md). Client port:

@@ -28,7 +28,7 @@ async def start_dns(member: Member, addr: str, required: bool) -> DnsListener | 
         return None
     from confer.server.dns_server import DnsListener, Resolver, catalog_lookup
 
-    listener = DnsListener(Resolver(catalog_lookup(member)), addr)
+    listener = DnsListener(Resolver(catalog_lookup(member, member.cfg.dns_user)), addr)
     try:
         await listener.start()
     except OSError as e:

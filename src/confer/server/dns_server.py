@@ -4,13 +4,22 @@ and TCP listener.
 It answers, from the healthy instances of the catalog (:mod:`confer.catalog`, the records
 under ``/services/``; docs/coordination.md, "Service discovery")::
 
-    NAME.service.confer          A / AAAA   the healthy instances' IP addresses
+    NAME.service.confer          A / AAAA   the healthy instances' IP addresses; if none
+                                            has one (they were registered with host
+                                            names), a CNAME to one of their host names
     TAG.NAME.service.confer      A / AAAA   ... those carrying TAG
     _NAME._tcp.service.confer    SRV        priority 1, the instance's weight, its port, and
                                             a target HEX.addr.confer (its A / AAAA record in
                                             the additional section); SRV of
                                             [TAG.]NAME.service.confer too
     HEX.addr.confer              A / AAAA   the IP address HEX spells (8 or 32 hex digits)
+
+The server resolves nothing itself (no outbound DNS): a host name is answered as a CNAME,
+as Consul does for a node whose address is not an IP, and the client's resolver follows it.
+A name may hold a single CNAME and nothing else (RFC 2181 10.1), so with several host-named
+instances each query picks one at random, and once any healthy instance has an IP address
+the name answers the addresses only (the host-named instances are still in its SRV records,
+whose targets are their host names).
 
 Healthy means passing or warning; records have TTL 0, so resolvers do not cache a health
 that has changed. A service with no healthy instance is NXDOMAIN; a name of the zone that
@@ -20,8 +29,11 @@ its header can be read: there is no id to answer to), a UDP answer too big for t
 client's buffer is truncated (TC) so that it retries over TCP.
 
 **Reads.** Every member answers from its own applied state: a serializable read through the
-request layer, so the request layer's guards see it like any read (with authentication
-enabled, the DNS interface is an anonymous caller: its queries are REFUSED). A member that
+request layer, so the request layer's guards see it like any read. With authentication
+enabled, the DNS interface reads as the user ``--dns-user`` names (the operator configured it
+on the member: no token, no password), so it answers what that user may read of
+``/services/`` and REFUSED otherwise; without ``--dns-user`` it is an anonymous caller, and
+every query is REFUSED. A member that
 knows no leader answers SERVFAIL, so resolvers try another: a follower that hears from no
 leader for its randomized election timeout (less than two ``--election-ticks``) drops it, and
 a leader that hears from no quorum for an election timeout steps down, so an answer reflects
@@ -35,6 +47,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import random
 import struct
 from collections.abc import Awaitable, Callable
 from typing import cast
@@ -51,7 +64,7 @@ import dns.rdatatype
 import dns.rrset
 
 from confer.catalog import PREFIX, Record, decode, ip_of, split_address
-from confer.server.api import RequestContext
+from confer.server.api import Identity, RequestContext
 from confer.server.api.errors import PermissionDenied
 from confer.server.http.member import Member
 
@@ -95,10 +108,11 @@ Lookup = Callable[[str], Awaitable[list[Record]]]
 :class:`ServerFailure`)."""
 
 
-def catalog_lookup(member: Member) -> Lookup:
+def catalog_lookup(member: Member, user: str = "") -> Lookup:
     """How the DNS interface reads a service's instances on ``member``: a serializable read
-    of ``/services/<service>`` through the request layer, refused while the member knows no
-    leader (see the module's docstring)."""
+    of ``/services/<service>`` through the request layer as ``user`` (empty: anonymous),
+    refused while the member knows no leader (see the module's docstring)."""
+    identity = Identity(user)
 
     async def lookup(service: str) -> list[Record]:
         node = member.node
@@ -106,6 +120,7 @@ def catalog_lookup(member: Member) -> Lookup:
             raise ServerFailure("this member knows no leader")
         prefix = f"{PREFIX}/{service}".encode()
         ctx = RequestContext.with_timeout("dns", "DNS", READ_TIMEOUT)
+        ctx.identity = identity
         try:
             kvs, _, _, _ = await member.api.kv.tree(ctx, prefix, recursive=True,
                                                      serializable=True)
@@ -193,9 +208,14 @@ class Resolver:
         owner = relative.derelativize(SERVICE_ZONE)
         wants = {dns.rdatatype.ANY} | ({dns.rdatatype.SRV} if srv_form else
                                        {dns.rdatatype.A, dns.rdatatype.AAAA,
-                                        dns.rdatatype.SRV})
+                                        dns.rdatatype.CNAME, dns.rdatatype.SRV})
         if rdtype not in wants:
             return True  # the name exists, with no record of that type
+        if rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.CNAME):
+            alias = _alias(healthy)
+            if alias is not None:
+                _add(response.answer, owner, alias)
+                return True
         if rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) or (
                 rdtype == dns.rdatatype.ANY and not srv_form):
             for rdata in _addresses(healthy, rdtype):
@@ -222,6 +242,30 @@ def _addresses(records: list[Record], rdtype: dns.rdatatype.RdataType
     return out
 
 
+def _alias(records: list[Record]) -> dns.rdata.Rdata | None:
+    """The CNAME of a name whose instances have no IP address: to the host name of one of
+    them, picked at random (a name holds one CNAME at most); None if any instance has an IP
+    address, or no host is a valid DNS name."""
+    if any(ip_of(split_address(r.address)[0]) is not None for r in records):
+        return None
+    names = [name for name in (_host_name(split_address(r.address)[0]) for r in records)
+             if name is not None]
+    if not names:
+        return None
+    return dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.CNAME,
+                               random.choice(names).to_text())
+
+
+def _host_name(host: str) -> dns.name.Name | None:
+    """``host`` (not an IP address) as an absolute DNS name; None if it is no valid one."""
+    if not host.rstrip("."):
+        return None  # the root is no host
+    try:
+        return dns.name.from_text(host.rstrip(".") + ".")
+    except dns.exception.DNSException:
+        return None
+
+
 def _wanted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
             rdtype: dns.rdatatype.RdataType) -> bool:
     if rdtype == dns.rdatatype.ANY:
@@ -240,10 +284,9 @@ def _add_srv(response: dns.message.Message, owner: dns.name.Name, record: Record
     if not port:
         return
     ip = ip_of(host)
-    try:
-        target = (dns.name.from_text(f"{ip.packed.hex()}.addr.confer.") if ip is not None
-                  else dns.name.from_text(host.rstrip(".") + "."))
-    except dns.exception.DNSException:
+    target = (dns.name.from_text(f"{ip.packed.hex()}.addr.confer.") if ip is not None
+              else _host_name(host))
+    if target is None:
         return  # a host that is no valid DNS name cannot be a target
     weight = record.weights.of(record.status)
     _add(response.answer, owner, dns.rdata.from_text(
