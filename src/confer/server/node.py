@@ -143,10 +143,12 @@ class RaftNode:
         self._batch_window = min(self.options.batch_window, self.options.tick_interval / 4)
         self._last_round = 0.0
         self._conf_changes: list[tuple[ConfChange, asyncio.Future[Any]]] = []
-        self._reads: list[tuple[bytes, asyncio.Future[int]]] = []
+        self._reads: list[asyncio.Future[int]] = []  # for the next ReadIndex request
         self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}  # index -> (term, fut)
-        self._read_wait: dict[bytes, asyncio.Future[int]] = {}  # waiting for a ReadState
-        self._read_ready: list[tuple[int, asyncio.Future[int]]] = []  # waiting for apply
+        # The reads of each ReadIndex request, by its context, until its ReadState comes;
+        # then with their read index until it is applied.
+        self._read_wait: dict[bytes, list[asyncio.Future[int]]] = {}
+        self._read_ready: list[tuple[int, list[asyncio.Future[int]]]] = []
         self._read_ids = itertools.count(1)
         self._ticks = 0
         self._wake = asyncio.Event()
@@ -220,7 +222,7 @@ class RaftNode:
     async def read_barrier(self) -> int:
         """Wait until a linearizable read may be served locally; returns the read index."""
         fut: asyncio.Future[int] = self._new_future()
-        self._reads.append((b"%d" % next(self._read_ids), fut))
+        self._reads.append(fut)
         self._wake.set()
         return await fut
 
@@ -451,16 +453,23 @@ class RaftNode:
                 self._pending[index] = (term, f)
 
     def _submit_reads(self) -> None:
+        """One ReadIndex request for all the reads that arrived since the last round of the
+        loop (as etcd's read loop does): one message to the leader and one answer for them
+        all, not one each, and on the leader one entry in its next heartbeat round. Every
+        one of them began before the request is made, so the index the leader confirms is
+        at least the commit index when each began: what each must see."""
         batch, self._reads = self._reads, []
-        for ctx, f in batch:
-            if f.done():
-                continue
-            try:
-                self.node.read_index(ctx)
-            except NotLeader as e:
+        batch = [f for f in batch if not f.done()]  # not those given up (deadline passed)
+        if not batch:
+            return
+        ctx = b"%d" % next(self._read_ids)
+        try:
+            self.node.read_index(ctx)
+        except NotLeader as e:
+            for f in batch:
                 f.set_exception(e)
-            else:
-                self._read_wait[ctx] = f
+        else:
+            self._read_wait[ctx] = batch
 
     async def _handle_ready(self, rd: Ready) -> None:
         # 1. Persist, and make it durable before anything that depends on it leaves. A slow
@@ -494,9 +503,9 @@ class RaftNode:
         if rd.committed_entries:
             self._apply(rd)
         for rs in rd.read_states:
-            f = self._read_wait.pop(rs.context, None)
-            if f is not None and not f.done():
-                self._read_ready.append((rs.index, f))
+            reads = self._read_wait.pop(rs.context, None)
+            if reads is not None:
+                self._read_ready.append((rs.index, reads))
         if self._read_ready:
             self._release_reads()
         # 4. Acknowledge.
@@ -580,13 +589,13 @@ class RaftNode:
     def _release_reads(self) -> None:
         applied = self.applied_index
         waiting = []
-        for index, f in self._read_ready:
-            if f.done():
-                continue
+        for index, reads in self._read_ready:
             if index <= applied:
-                f.set_result(index)
+                for f in reads:
+                    if not f.done():
+                        f.set_result(index)
             else:
-                waiting.append((index, f))
+                waiting.append((index, reads))
         self._read_ready = waiting
 
     def _maybe_snapshot(self) -> None:
@@ -662,9 +671,10 @@ class RaftNode:
         self.node.compacted(index)
 
     def _fail_reads(self, exc: Exception) -> None:
-        for f in self._read_wait.values():
-            if not f.done():
-                f.set_exception(exc)
+        for reads in self._read_wait.values():
+            for f in reads:
+                if not f.done():
+                    f.set_exception(exc)
         self._read_wait.clear()
 
     def _fail_all(self, exc: NodeStopped) -> None:
@@ -673,7 +683,7 @@ class RaftNode:
         others may have them, or this node's log may, and commit them later."""
         self._fail_reads(exc)
         futures = [f for _, _, f in self._proposals] + [f for _, f in self._conf_changes]
-        futures += [f for _, f in self._reads] + [f for _, f in self._read_ready]
+        futures += self._reads + [f for _, reads in self._read_ready for f in reads]
         for f in futures:
             if not f.done():
                 f.set_exception(exc)
