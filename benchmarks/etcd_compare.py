@@ -44,12 +44,15 @@ from testing import ProcessCluster, free_port
 
 
 class EtcdCluster:
-    """Three etcd processes on loopback; killed and reaped on exit."""
+    """Three etcd processes on loopback; killed and reaped on exit. ``extra_args`` go to
+    every member (e.g. ``--snapshot-count``)."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, extra_args: list[str] | None = None) -> None:
         self.base = base
+        self.extra_args = extra_args or []
         self.ports = [(free_port(), free_port()) for _ in range(3)]
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.founders = len(self.ports)  # the members after these joined a running cluster
 
     @property
     def endpoints(self) -> list[str]:
@@ -73,11 +76,30 @@ class EtcdCluster:
                  "--advertise-client-urls", f"http://127.0.0.1:{client}",
                  "--listen-peer-urls", f"http://127.0.0.1:{peer}",
                  "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                 "--initial-cluster", initial, "--initial-cluster-state", "new",
-                 "--log-level", "error"],
+                 "--initial-cluster", initial,
+                 "--initial-cluster-state", "new" if i < self.founders else "existing",
+                 "--log-level", "error", *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         finally:
             log.close()
+
+    def add_learner(self) -> str:
+        """Add a member as a learner (``etcdctl member add --learner``) and start it; its
+        client endpoint."""
+        i = len(self.ports)
+        self.ports.append((free_port(), free_port()))
+        deadline = time.monotonic() + 60
+        while True:  # refused ("unhealthy cluster") for 5 s after a member's restart
+            rc, out = run_etcdctl(self.endpoints[:i], "member", "add", f"e{i}", "--learner",
+                                  f"--peer-urls=http://127.0.0.1:{self.ports[i][1]}",
+                                  timeout=60)
+            if rc == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"etcdctl member add failed: {out[-300:]}")
+            time.sleep(1)
+        self.procs.append(self.start_member(i))
+        return self.endpoints[i]
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
