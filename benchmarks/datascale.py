@@ -49,8 +49,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from benchmarks.etcd_compare import EtcdCluster
-from benchmarks.watch_fanout import rss_bytes
+from benchmarks.etcd_compare import EtcdCluster, rss_bytes
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from testing import ProcessCluster
 
