@@ -1,6 +1,7 @@
-"""Linearizable reads in the node driver: every read that arrives in one turn of the loop
-shares one ReadIndex request (one message from a follower to the leader, one answer), and a
-read still sees every write acknowledged before it began, through a leader change too."""
+"""Linearizable reads in the node driver: one ReadIndex request at a time, for every read
+that arrived until it is made (one message from a follower to the leader, one answer), made
+again if unanswered, and a read still sees every write acknowledged before it began, through
+a leader change too."""
 
 from __future__ import annotations
 
@@ -81,6 +82,49 @@ def test_a_followers_reads_in_one_loop_turn_share_one_read_index_request(
             assert len(set(indexes)) == 1
             assert follower.applied_index >= indexes[0]
             assert b"acknowledged" in _applied(follower)
+        finally:
+            await cluster.stop()
+
+    asyncio.run(main())
+
+
+def test_reads_arriving_while_a_request_is_answered_share_the_next_one(
+        cluster: LocalCluster) -> None:
+    async def main() -> None:
+        leader = await _started(cluster)
+        try:
+            follower = _follower(cluster, leader)
+            net = cluster.network
+            assert isinstance(net, CountingNetwork)
+            before = net.count(MessageType.READ_INDEX, follower.id)
+            waves = []
+            for _ in range(4):  # each wave reaches the node while the first is in flight
+                waves += [asyncio.create_task(follower.read_barrier()) for _ in range(10)]
+                await asyncio.sleep(0)
+            await asyncio.wait_for(asyncio.gather(*waves), 10)
+            assert net.count(MessageType.READ_INDEX, follower.id) - before == 2
+        finally:
+            await cluster.stop()
+
+    asyncio.run(main())
+
+
+def test_an_unanswered_read_index_request_is_made_again(cluster: LocalCluster) -> None:
+    async def main() -> None:
+        leader = await _started(cluster)
+        try:
+            follower = _follower(cluster, leader)
+            net = cluster.network
+            assert isinstance(net, CountingNetwork)
+            net._blocked.add((follower.id, leader.id))  # the request is lost
+            reads = asyncio.gather(*(follower.read_barrier() for _ in range(5)))
+            deadline = time.monotonic() + 10
+            while not net.count(MessageType.READ_INDEX, follower.id):
+                assert time.monotonic() < deadline, "no ReadIndex request made"
+                await asyncio.sleep(0.01)
+            net.heal()
+            await asyncio.wait_for(reads, 10)  # asked again half an election timeout on
+            assert net.count(MessageType.READ_INDEX, follower.id) >= 2
         finally:
             await cluster.stop()
 

@@ -145,10 +145,11 @@ class RaftNode:
         self._conf_changes: list[tuple[ConfChange, asyncio.Future[Any]]] = []
         self._reads: list[asyncio.Future[int]] = []  # for the next ReadIndex request
         self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}  # index -> (term, fut)
-        # The reads of each ReadIndex request, by its context, until its ReadState comes;
-        # then with their read index until it is applied.
-        self._read_wait: dict[bytes, list[asyncio.Future[int]]] = {}
+        # The ReadIndex request in flight (its context, its reads, the tick it was made),
+        # until its ReadState comes; then its reads with their index until it is applied.
+        self._read_asked: tuple[bytes, list[asyncio.Future[int]], int] | None = None
         self._read_ready: list[tuple[int, list[asyncio.Future[int]]]] = []
+        self._read_retry_ticks = max(1, config.election_tick // 2)
         self._read_ids = itertools.count(1)
         self._ticks = 0
         self._wake = asyncio.Event()
@@ -317,7 +318,7 @@ class RaftNode:
                     self._submit_proposals()
                 if self._conf_changes:
                     self._submit_conf_changes()
-                if self._reads:
+                if self._reads or self._read_asked is not None:  # (retried if unanswered)
                     self._submit_reads()
                 while node.has_ready() and not self._stopped:
                     await self._handle_ready(node.ready())
@@ -453,13 +454,21 @@ class RaftNode:
                 self._pending[index] = (term, f)
 
     def _submit_reads(self) -> None:
-        """One ReadIndex request for all the reads that arrived since the last round of the
-        loop (as etcd's read loop does): one message to the leader and one answer for them
-        all, not one each, and on the leader one entry in its next heartbeat round. Every
-        one of them began before the request is made, so the index the leader confirms is
-        at least the commit index when each began: what each must see."""
+        """One ReadIndex request at a time, for all the reads that arrived until it is made
+        (as etcd's read loop does): under load, each request carries every read that came
+        while the one before was answered, so a follower sends the leader one message for
+        them, and the leader confirms them with one heartbeat round. Every one of them
+        began before the request is made, so the index the leader confirms is at least the
+        commit index when each began: what each must see. A request not answered within
+        half an election timeout (a message lost) is made again, with its reads."""
+        asked = self._read_asked
+        if asked is not None:
+            if self._tick_count - asked[2] < self._read_retry_ticks:
+                return  # these go with the next request, once this one is answered
+            self._reads = asked[1] + self._reads
         batch, self._reads = self._reads, []
         batch = [f for f in batch if not f.done()]  # not those given up (deadline passed)
+        self._read_asked = None
         if not batch:
             return
         ctx = b"%d" % next(self._read_ids)
@@ -469,7 +478,7 @@ class RaftNode:
             for f in batch:
                 f.set_exception(e)
         else:
-            self._read_wait[ctx] = batch
+            self._read_asked = (ctx, batch, self._tick_count)
 
     async def _handle_ready(self, rd: Ready) -> None:
         # 1. Persist, and make it durable before anything that depends on it leaves. A slow
@@ -502,10 +511,15 @@ class RaftNode:
             self._restore(rd)
         if rd.committed_entries:
             self._apply(rd)
-        for rs in rd.read_states:
-            reads = self._read_wait.pop(rs.context, None)
-            if reads is not None:
-                self._read_ready.append((rs.index, reads))
+        asked = self._read_asked
+        if asked is not None:
+            for rs in rd.read_states:
+                if rs.context == asked[0]:
+                    self._read_ready.append((rs.index, asked[1]))
+                    self._read_asked = None
+                    if self._reads:
+                        self._wake.set()  # the reads that waited: the next request
+                    break
         if self._read_ready:
             self._release_reads()
         # 4. Acknowledge.
@@ -671,11 +685,13 @@ class RaftNode:
         self.node.compacted(index)
 
     def _fail_reads(self, exc: Exception) -> None:
-        for reads in self._read_wait.values():
-            for f in reads:
+        if self._read_asked is not None:
+            for f in self._read_asked[1]:
                 if not f.done():
                     f.set_exception(exc)
-        self._read_wait.clear()
+            self._read_asked = None
+            if self._reads:
+                self._wake.set()  # the reads that waited: a request to the new leader
 
     def _fail_all(self, exc: NodeStopped) -> None:
         """Fail every waiting request: with ``exc`` those that never reached the log, with
