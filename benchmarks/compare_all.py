@@ -94,6 +94,10 @@ def check_perf_rows(runs: dict[str, list[dict[str, dict[str, Any]]]], loads: lis
                     ) -> list[Row]:
     rows: list[Row] = []
     for load in loads:
+        for name in ("confer", "etcd"):
+            for n, run in enumerate(runs[name]):
+                for line in run[f"check-perf:{load}"]["lines"]:  # etcdctl's verdict lines
+                    print(f"  {name} run {n + 1} --load={load}: {line}")
         for key, label, better in (("verdict", "verdict", ""),
                                    ("writes_per_sec", "writes/s", "higher"),
                                    ("slowest_ms", "slowest ms", "lower"),
