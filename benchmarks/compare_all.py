@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     started = datetime.now(UTC)
     load_before = os.getloadavg()
+    measured_on = machine()  # the commit measured: the one checked out at the start
     rows: list[Row] = []
     workloads = ([w for w in ("get", "get-serializable") if "reads" in figures]
                  + (["put"] if "puts" in figures else []))
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text("\n".join([
             "# Confer vs etcd: every figure of issue 15", "",
             f"Measured {started:%Y-%m-%d %H:%M} UTC ({minutes:.0f} minutes) on "
-            f"{machine()}; load average {load_before[0]:.1f} before, "
+            f"{measured_on}; load average {load_before[0]:.1f} before, "
             f"{load_after[0]:.1f} after (1-minute). 3-node clusters on loopback, fsync on.",
             "", f"    {command.strip()}", "",
             "Ratios are Confer / etcd; \"better\" says which way is better for the figure. "
