@@ -17,6 +17,11 @@ module: it starts Confer with the test-side `testing` package there.
     .venv/bin/python -m benchmarks.etcd_compare --workload put --check-perf s,m,l,xl
     .venv/bin/python -m benchmarks.etcd_compare --workload none --check-perf s --json
     .venv/bin/python -m benchmarks.etcd_compare --only confer --workload none --check-perf m
+
+With ``--all`` it runs every figure of issue 15 instead (these loads, check perf, failover,
+watch fan-out, data at scale), the systems alternating, and prints one table of ratios
+(``--out FILE``: as markdown too); ``--all --help`` lists its options
+(benchmarks/compare_all.py).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -44,12 +50,15 @@ from testing import ProcessCluster, free_port
 
 
 class EtcdCluster:
-    """Three etcd processes on loopback; killed and reaped on exit."""
+    """Three etcd processes on loopback; killed and reaped on exit. ``extra_args`` go to
+    every member (e.g. ``--snapshot-count``)."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, extra_args: list[str] | None = None) -> None:
         self.base = base
+        self.extra_args = extra_args or []
         self.ports = [(free_port(), free_port()) for _ in range(3)]
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.founders = len(self.ports)  # the members after these joined a running cluster
 
     @property
     def endpoints(self) -> list[str]:
@@ -73,11 +82,30 @@ class EtcdCluster:
                  "--advertise-client-urls", f"http://127.0.0.1:{client}",
                  "--listen-peer-urls", f"http://127.0.0.1:{peer}",
                  "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                 "--initial-cluster", initial, "--initial-cluster-state", "new",
-                 "--log-level", "error"],
+                 "--initial-cluster", initial,
+                 "--initial-cluster-state", "new" if i < self.founders else "existing",
+                 "--log-level", "error", *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         finally:
             log.close()
+
+    def add_learner(self) -> str:
+        """Add a member as a learner (``etcdctl member add --learner``) and start it; its
+        client endpoint."""
+        i = len(self.ports)
+        self.ports.append((free_port(), free_port()))
+        deadline = time.monotonic() + 60
+        while True:  # refused ("unhealthy cluster") for 5 s after a member's restart
+            rc, out = run_etcdctl(self.endpoints[:i], "member", "add", f"e{i}", "--learner",
+                                  f"--peer-urls=http://127.0.0.1:{self.ports[i][1]}",
+                                  timeout=60)
+            if rc == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"etcdctl member add failed: {out[-300:]}")
+            time.sleep(1)
+        self.procs.append(self.start_member(i))
+        return self.endpoints[i]
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -99,6 +127,22 @@ class EtcdCluster:
             p.wait(timeout=30)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` has used (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident set size of process ``pid`` (Linux)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))] if values else float("nan")
 
@@ -106,9 +150,13 @@ def percentile(values: list[float], q: float) -> float:
 async def closed_loop(endpoints: list[str], workload: str, clients: int, duration: float,
                       value_size: int, keys: int,
                       credentials: grpc.ChannelCredentials | None = None,
-                      metadata: tuple[tuple[str, str], ...] = ()) -> dict[str, object]:
+                      metadata: tuple[tuple[str, str], ...] = (),
+                      pids: Sequence[int] = ()) -> dict[str, object]:
     """``credentials``: TLS (benchmarks/tls_cost.py), else plaintext; ``metadata`` goes with
-    every call of the load (an auth token)."""
+    every call of the load (an auth token). With the servers' ``pids``, the result has
+    their CPU time per request (``server_cpu_us_per_op``, all of them together): unlike
+    ops/s, it hardly depends on what else the machine runs (nor on the load generator's
+    own share of the CPU)."""
     options = [("grpc.use_local_subchannel_pool", 1)]
     channels = [grpc.aio.insecure_channel(endpoints[i % len(endpoints)], options=options)
                 if credentials is None else
@@ -126,6 +174,7 @@ async def closed_loop(endpoints: list[str], workload: str, clients: int, duratio
         latencies: list[float] = []
         errors = 0
         rng = random.Random(7)
+        cpu0 = sum(cpu_seconds(p) for p in pids)
         start = time.perf_counter()
         deadline = start + duration
 
@@ -150,15 +199,20 @@ async def closed_loop(endpoints: list[str], workload: str, clients: int, duratio
 
         await asyncio.gather(*(client(n) for n in range(clients)))
         elapsed = time.perf_counter() - start
+        cpu = sum(cpu_seconds(p) for p in pids) - cpu0
     finally:
         for ch in channels:
             await ch.close()
     latencies.sort()
-    return {"workload": workload, "ops": len(latencies), "errors": errors,
-            "ops_per_sec": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
-            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
-            "max_ms": round(latencies[-1] * 1000, 2) if latencies else float("nan")}
+    result: dict[str, object] = {
+        "workload": workload, "ops": len(latencies), "errors": errors,
+        "ops_per_sec": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "max_ms": round(latencies[-1] * 1000, 2) if latencies else float("nan")}
+    if pids:
+        result["server_cpu_us_per_op"] = round(cpu * 1e6 / max(1, len(latencies)), 1)
+    return result
 
 
 CHECK_PERF_PREFIX = "/etcdctl-check-perf/"
@@ -237,21 +291,23 @@ def run_system(name: str, tmp: Path, args: argparse.Namespace, workloads: list[s
     """Start a fresh 3-node cluster of ``name``, run everything on it, stop it."""
     results: dict[str, dict[str, Any]] = {}
     with ExitStack() as stack:
+        base = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp))  # fresh for each run
         if name == "confer":
-            (tmp / "confer").mkdir()
-            cluster: Any = stack.enter_context(ProcessCluster(3, tmp / "confer", tick_ms=100))
+            cluster: Any = stack.enter_context(ProcessCluster(3, base, tick_ms=100))
             for n in cluster.nodes.values():
                 n.wait_ready()
             cluster.leader()
+            pids = [n.pid for n in cluster.nodes.values()]
         else:
-            (tmp / "etcd").mkdir()
-            cluster = stack.enter_context(EtcdCluster(tmp / "etcd"))
+            cluster = stack.enter_context(EtcdCluster(base))
+            pids = [p.pid for p in cluster.procs]
         for workload in workloads:
             r = runner(closed_loop(cluster.endpoints, workload, args.clients, args.duration,
-                                   args.value_size, args.keys))
+                                   args.value_size, args.keys, pids=pids))
             results[f"grpc:{workload}"] = r
             line = (f"{name:<7} {workload:<17} {r['ops_per_sec']:>9} ops/s  "
                     f"p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  max {r['max_ms']} ms  "
+                    f"servers' CPU {r['server_cpu_us_per_op']} us/op  "
                     f"({r['ops']} ops, {r['errors']} errors)")
             print(json.dumps({"system": name, **r}) if args.json else line, flush=True)
         for load in loads:
@@ -277,7 +333,8 @@ def print_comparison(res: dict[str, dict[str, dict[str, Any]]], workloads: list[
         print(f"{'grpc load':<20}{'figure':<10}{'confer':>12}{'etcd':>12}{'ratio':>10}")
         for w in workloads:
             for key, label in (("ops_per_sec", "ops/s"), ("p50_ms", "p50 ms"),
-                               ("p99_ms", "p99 ms"), ("max_ms", "max ms")):
+                               ("p99_ms", "p99 ms"), ("max_ms", "max ms"),
+                               ("server_cpu_us_per_op", "CPU us/op")):
                 cv, ev = c[f"grpc:{w}"][key], e[f"grpc:{w}"][key]
                 print(f"{w:<20}{label:<10}{cv:>12}{ev:>12}{ratio(cv, ev):>10}")
     if loads:
@@ -297,6 +354,11 @@ def print_comparison(res: dict[str, dict[str, dict[str, Any]]], workloads: list[
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--all" in argv:  # every figure of issue 15, one table: benchmarks/compare_all.py
+        from benchmarks.compare_all import main as compare_all
+
+        return compare_all([a for a in argv if a != "--all"])
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", default="put,get,get-serializable",

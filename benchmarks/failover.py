@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -217,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-level", default="info", help="the Confer nodes' log level")
     ap.add_argument("--keep", action="store_true",
                     help="keep the data dirs and logs (their path is printed)")
+    ap.add_argument("--json", action="store_true",
+                    help="end with one JSON line: {system: [seconds of each round]}")
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
@@ -254,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for name, values in results.items():
         print(f"{name:<6} kill -9 leader -> next acknowledged write: {summary(values)}")
+    if args.json:
+        print(json.dumps(results))
     return 0
 
 

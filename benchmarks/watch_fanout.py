@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import struct
 import sys
@@ -37,29 +36,13 @@ from typing import Any
 
 import grpc
 
-from benchmarks.etcd_compare import EtcdCluster, percentile
+from benchmarks.etcd_compare import EtcdCluster, cpu_seconds, percentile, rss_bytes
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from testing import ProcessCluster
 
 PREFIX = b"/fanout/"
 PREFIX_END = b"/fanout0"
 STAMP = struct.Struct("<d")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time process ``pid`` has used (Linux)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_bytes(pid: int) -> int:
-    """The resident set size of process ``pid`` (Linux)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 @dataclass

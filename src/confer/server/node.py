@@ -168,10 +168,13 @@ class RaftNode:
         self._batch_window = min(self.options.batch_window, self.options.tick_interval / 4)
         self._last_round = 0.0
         self._conf_changes: list[tuple[ConfChange, asyncio.Future[Any]]] = []
-        self._reads: list[tuple[bytes, asyncio.Future[int]]] = []
+        self._reads: list[asyncio.Future[int]] = []  # for the next ReadIndex request
         self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}  # index -> (term, fut)
-        self._read_wait: dict[bytes, asyncio.Future[int]] = {}  # waiting for a ReadState
-        self._read_ready: list[tuple[int, asyncio.Future[int]]] = []  # waiting for apply
+        # The ReadIndex request in flight (its context, its reads, the tick it was made),
+        # until its ReadState comes; then its reads with their index until it is applied.
+        self._read_asked: tuple[bytes, list[asyncio.Future[int]], int] | None = None
+        self._read_ready: list[tuple[int, list[asyncio.Future[int]]]] = []
+        self._read_retry_ticks = max(1, config.election_tick // 2)
         self._read_ids = itertools.count(1)
         self._ticks = 0
         self._wake = asyncio.Event()
@@ -247,7 +250,7 @@ class RaftNode:
     async def read_barrier(self) -> int:
         """Wait until a linearizable read may be served locally; returns the read index."""
         fut: asyncio.Future[int] = self._new_future()
-        self._reads.append((b"%d" % next(self._read_ids), fut))
+        self._reads.append(fut)
         self._wake.set()
         return await fut
 
@@ -339,7 +342,7 @@ class RaftNode:
                     self._submit_proposals(forwarded)
                 if self._conf_changes:
                     self._submit_conf_changes()
-                if self._reads:
+                if self._reads or self._read_asked is not None:  # (retried if unanswered)
                     self._submit_reads()
                 while node.has_ready() and not self._stopped:
                     await self._handle_ready(node.ready())
@@ -518,16 +521,31 @@ class RaftNode:
                 self._pending[index] = (term, f)
 
     def _submit_reads(self) -> None:
+        """One ReadIndex request at a time, for all the reads that arrived until it is made
+        (as etcd's read loop does): under load, each request carries every read that came
+        while the one before was answered, so a follower sends the leader one message for
+        them, and the leader confirms them with one heartbeat round. Every one of them
+        began before the request is made, so the index the leader confirms is at least the
+        commit index when each began: what each must see. A request not answered within
+        half an election timeout (a message lost) is made again, with its reads."""
+        asked = self._read_asked
+        if asked is not None:
+            if self._tick_count - asked[2] < self._read_retry_ticks:
+                return  # these go with the next request, once this one is answered
+            self._reads = asked[1] + self._reads
         batch, self._reads = self._reads, []
-        for ctx, f in batch:
-            if f.done():
-                continue
-            try:
-                self.node.read_index(ctx)
-            except NotLeader as e:
+        batch = [f for f in batch if not f.done()]  # not those given up (deadline passed)
+        self._read_asked = None
+        if not batch:
+            return
+        ctx = b"%d" % next(self._read_ids)
+        try:
+            self.node.read_index(ctx)
+        except NotLeader as e:
+            for f in batch:
                 f.set_exception(e)
-            else:
-                self._read_wait[ctx] = f
+        else:
+            self._read_asked = (ctx, batch, self._tick_count)
 
     async def _handle_ready(self, rd: Ready) -> None:
         # 1. Persist, and make it durable before anything that depends on it leaves. A slow
@@ -560,10 +578,15 @@ class RaftNode:
             self._restore(rd)
         if rd.committed_entries:
             self._apply(rd)
-        for rs in rd.read_states:
-            f = self._read_wait.pop(rs.context, None)
-            if f is not None and not f.done():
-                self._read_ready.append((rs.index, f))
+        asked = self._read_asked
+        if asked is not None:
+            for rs in rd.read_states:
+                if rs.context == asked[0]:
+                    self._read_ready.append((rs.index, asked[1]))
+                    self._read_asked = None
+                    if self._reads:
+                        self._wake.set()  # the reads that waited: the next request
+                    break
         if self._read_ready:
             self._release_reads()
         # 4. Acknowledge.
@@ -648,13 +671,13 @@ class RaftNode:
     def _release_reads(self) -> None:
         applied = self.applied_index
         waiting = []
-        for index, f in self._read_ready:
-            if f.done():
-                continue
+        for index, reads in self._read_ready:
             if index <= applied:
-                f.set_result(index)
+                for f in reads:
+                    if not f.done():
+                        f.set_result(index)
             else:
-                waiting.append((index, f))
+                waiting.append((index, reads))
         self._read_ready = waiting
 
     def _maybe_snapshot(self) -> None:
@@ -746,10 +769,13 @@ class RaftNode:
         self.node.compacted(index)
 
     def _fail_reads(self, exc: Exception) -> None:
-        for f in self._read_wait.values():
-            if not f.done():
-                f.set_exception(exc)
-        self._read_wait.clear()
+        if self._read_asked is not None:
+            for f in self._read_asked[1]:
+                if not f.done():
+                    f.set_exception(exc)
+            self._read_asked = None
+            if self._reads:
+                self._wake.set()  # the reads that waited: a request to the new leader
 
     def _fail_all(self, exc: NodeStopped) -> None:
         """Fail every waiting request: with ``exc`` those that never reached the log, with
@@ -757,7 +783,7 @@ class RaftNode:
         others may have them, or this node's log may, and commit them later."""
         self._fail_reads(exc)
         futures = [f for _, _, f in self._proposals] + [f for _, f in self._conf_changes]
-        futures += [f for _, f in self._reads] + [f for _, f in self._read_ready]
+        futures += self._reads + [f for _, reads in self._read_ready for f in reads]
         for f in futures:
             if not f.done():
                 f.set_exception(exc)

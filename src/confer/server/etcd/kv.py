@@ -102,9 +102,15 @@ class Commands:
 # -- results to responses ---------------------------------------------------------------------
 def range_response(layer: RequestLayer, r: store.RangeResult, keys_only: bool = False
                    ) -> rpc_pb2.RangeResponse:
-    return rpc_pb2.RangeResponse(header=header(layer, r.revision),
-                                 kvs=[kv_to_etcd(kv, keys_only) for kv in r.kvs],
-                                 more=r.more, count=int(r.count))
+    resp = rpc_pb2.RangeResponse(header=header(layer, r.revision), more=r.more,
+                                 count=int(r.count))
+    # Filled in place: a KeyValue built apart and then copied in cost about four times
+    # as much (100k keys: seconds), and a fifth more for one key.
+    add = resp.kvs.add
+    for kv in r.kvs:
+        add(key=kv.key, create_revision=kv.create_revision, mod_revision=kv.mod_revision,
+            version=kv.version, value=b"" if keys_only else kv.value, lease=kv.lease)
+    return resp
 
 
 def put_response(layer: RequestLayer, r: store.PutResult) -> rpc_pb2.PutResponse:
