@@ -83,13 +83,22 @@ _METHOD_HANDLER_KINDS = {
 
 
 def register_refusing(api: str, add: Callable[[Any, Any], None], servicer: Any,
-                      grpc_server: Any) -> None:
+                      grpc_server: Any, calls: CallStats | None = None) -> None:
     """Register a servicer that is not an adapter of the request layer (Raft, health): a
     request that does not decode is refused with INVALID_ARGUMENT before it reaches the
-    servicer, and logged as the adapters log theirs (``api`` names the service in logs)."""
-    registry = _TolerantRegistry(grpc_server, refuse_as=api)
+    servicer, and logged as the adapters log theirs (``api`` names the service in logs).
+    With ``calls``, its calls are counted and timed there, as the adapters' are."""
+    registry = _TolerantRegistry(grpc_server, refuse_as=api, calls=calls)
     add(servicer, registry)
     registry.close()
+
+
+def register_measured(grpc_server: Any, service: str, handlers: dict[str, Any],
+                      calls: CallStats) -> None:
+    """Register ``service``'s method ``handlers`` (built by hand, not generated: the peer
+    port's Leader service), each call counted and timed in ``calls``."""
+    _TolerantRegistry(grpc_server, calls=calls).add_registered_method_handlers(service,
+                                                                              handlers)
 
 
 class _TolerantRegistry:
@@ -134,8 +143,9 @@ class _TolerantRegistry:
             if self._calls is not None:
                 kind = _CALL_KINDS[(h.request_streaming, h.response_streaming)]
                 behavior = _measured(behavior, self._calls.method(service, name, kind))
+            deserializer = h.request_deserializer  # None: the raw bytes
             tolerant_handlers[name] = make(
-                behavior, request_deserializer=tolerant(h.request_deserializer),
+                behavior, request_deserializer=deserializer and tolerant(deserializer),
                 response_serializer=h.response_serializer)
         self._server.add_generic_rpc_handlers(
             [grpc.method_handlers_generic_handler(service, tolerant_handlers)])

@@ -40,7 +40,11 @@ class RequestLayer:
         self.leader_service = LeaderService(self.core, self.cluster, self.leases)
         """Serves the operations other members forward to this one while it leads."""
         self.calls = CallStats()
-        """Every client RPC of both APIs, counted and timed as gRPC serves it (rpc.py)."""
+        """Every client RPC of both APIs, health and reflection included, counted and timed
+        as gRPC serves it (rpc.py)."""
+        self.peer_calls = CallStats()
+        """The peer port's calls but Raft's streams (its own metrics count those): the
+        internal Leader service and health."""
 
     @property
     def max_key_bytes(self) -> int:
