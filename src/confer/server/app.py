@@ -47,6 +47,7 @@ from confer.server.reflection import enable_reflection
 from confer.server.rpc import register_measured, register_refusing
 from confer.server.tls import (
     PeerChannelCredentials,
+    RevocationList,
     TlsError,
     address_refusal,
     identity_refusal,
@@ -220,6 +221,9 @@ class ConferServer:
         try:
             if self.cfg.client_tls is not None:
                 self._client_creds = server_credentials(self.cfg.client_tls)
+            if self.cfg.client_crl_file:
+                self.api.crl = RevocationList(self.cfg.client_crl_file,
+                                              self.cfg.trusted_ca_file)
             if self.cfg.peer_tls is not None:
                 self._peer_creds = server_credentials(self.cfg.peer_tls, "peer-")
                 self._peer_dial_creds = PeerChannelCredentials(self.cfg.peer_tls)
@@ -310,10 +314,11 @@ class ConferServer:
                                            self.peer_identity_refusal)
         register_refusing("peer", peer_pb2_grpc.add_PeerServicer_to_server,
                           self._peer_servicer, peer)
-        for server, calls in ((client, self.api.calls), (peer, self.api.peer_calls)):
+        for server, calls, crl in ((client, self.api.calls, self.api.crl),
+                                   (peer, self.api.peer_calls, None)):
             register_refusing("health", health_pb2_grpc.add_HealthServicer_to_server,
-                              self.health, server, calls)
-        enable_reflection(client, self.api.calls.services(), self.api.calls)
+                              self.health, server, calls, crl)
+        enable_reflection(client, self.api.calls.services(), self.api.calls, self.api.crl)
         self.client_port = _listen(client, self.cfg.listen_client, "client", self._client_creds)
         self.peer_port = _listen(peer, self.cfg.listen_peer, "peer", self._peer_creds)
         await client.start()
