@@ -22,9 +22,10 @@ from chaos.proxy import Mode
 from confer.client import PermissionDenied
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
-DELAY_S = 8.0
+DELAY_S = 3.0
 """How late the lagging follower hears from the leader: far longer than the revocation and
-the write take to be sent (milliseconds), even on a loaded machine."""
+the write take to be sent (milliseconds), and shorter than the follower waits for a write it
+forwarded (5 s plus two election timeouts)."""
 
 
 def wait_for(what: str, check: object, timeout: float = 30.0) -> None:

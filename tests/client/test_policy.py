@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 
+import grpc
 import pytest
 
+from confer.client.credentials import Credentials
 from confer.client.errors import (
     AlreadyExists,
     Compacted,
@@ -211,3 +213,13 @@ def test_error_messages_are_plain_and_details_are_the_servers() -> None:
     assert err.details == raw  # the server's message, as it came
     denied = error_from_status("PERMISSION_DENIED", "etcdserver: permission denied")
     assert type(denied) is PermissionDenied and str(denied) == "permission denied"
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.INVALID_ARGUMENT,  # etcd's API
+                                  grpc.StatusCode.UNAUTHENTICATED])  # the native API
+def test_a_client_authenticates_once_auth_is_enabled_after_it_started(
+        code: grpc.StatusCode) -> None:
+    creds = Credentials("alice", "pw")
+    creds.disabled = True  # it asked before authentication was enabled
+    assert creds.stale(None, code, "etcdserver: user name is empty")
+    assert not creds.disabled
