@@ -69,10 +69,10 @@ def enable_auth(endpoint: str, tls: grpc.ChannelCredentials) -> str:
         return token
 
 
-def run_mode(mode: str, tmp: Path, args: argparse.Namespace, loads: list[str]
+def run_mode(mode: str, tmp: Path, certs: Path, args: argparse.Namespace, loads: list[str]
              ) -> dict[str, Any]:
-    """A fresh 3-node cluster in ``mode``: the grpc put load, then check perf."""
-    certs = tmp / "certs"
+    """A fresh 3-node cluster in ``mode`` (under ``tmp``; TLS with the files in ``certs``):
+    the grpc put load, then check perf."""
     tls = mode != "plaintext"
     creds = client_credentials(certs) if tls else None
     with ProcessCluster(3, tmp / mode, tick_ms=100,
@@ -128,11 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown mode {unknown[0]!r}; choose from {', '.join(MODES)}")
     runs: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="confer-tls-cost-") as d:
-        init_dir(Path(d) / "certs")
+        certs = Path(d) / "certs"
+        init_dir(certs)
         for n in range(max(args.runs, 1)):
             run: dict[str, dict[str, Any]] = {}
             for mode in modes:
-                run[mode] = run_mode(mode, Path(d) / f"run{n}", args, loads)
+                run[mode] = run_mode(mode, Path(d) / f"run{n}", certs, args, loads)
             runs.append(run)
     if args.json:
         print(json.dumps(runs))
