@@ -10,10 +10,14 @@ bench prefix only, its simple token in every call's ``token`` metadata (as etcd'
 send it; without it, the client certificate's common name, no user, would be refused), and
 check perf runs with ``--user root:...`` (it compacts and defragments: root only). Prints
 the modes side by side with each figure's ratio to plaintext (throughput ratio < 1: that
-share is the cost). Every process is started here, bounded in time, and killed by PID at
-the end. Run it from the repository root as a module:
+share is the cost). With ``--runs N`` the modes run N times, one after the other in turn
+(so a change in the machine's load hits every mode alike), and the table shows each
+figure's median over the runs (verdicts: how many passed), with the load average each mode
+started under (a shared machine's load is the first thing to read). Every process is
+started here, bounded in time, and killed by PID at the end. Run it from the repository
+root as a module:
 
-    .venv/bin/python -m benchmarks.tls_cost --clients 200 --duration 10 --check-perf m
+    .venv/bin/python -m benchmarks.tls_cost --clients 200 --duration 10 --check-perf m --runs 3
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -63,10 +69,10 @@ def enable_auth(endpoint: str, tls: grpc.ChannelCredentials) -> str:
         return token
 
 
-def run_mode(mode: str, tmp: Path, args: argparse.Namespace, loads: list[str]
+def run_mode(mode: str, tmp: Path, certs: Path, args: argparse.Namespace, loads: list[str]
              ) -> dict[str, Any]:
-    """A fresh 3-node cluster in ``mode``: the grpc put load, then check perf."""
-    certs = tmp / "certs"
+    """A fresh 3-node cluster in ``mode`` (under ``tmp``; TLS with the files in ``certs``):
+    the grpc put load, then check perf."""
     tls = mode != "plaintext"
     creds = client_credentials(certs) if tls else None
     with ProcessCluster(3, tmp / mode, tick_ms=100,
@@ -81,7 +87,7 @@ def run_mode(mode: str, tmp: Path, args: argparse.Namespace, loads: list[str]
             # per call on the client, which shares the machine with the cluster).
             metadata = (("token", enable_auth(cluster.endpoints[0], creds)),)
             flags += ("--user", f"root:{ROOT_PASSWORD}")
-        results: dict[str, Any] = {}
+        results: dict[str, Any] = {"load_average": round(os.getloadavg()[0], 1)}
         if args.clients:
             r = asyncio.run(closed_loop(cluster.endpoints, "put", args.clients, args.duration,
                                         args.value_size, args.keys, creds, metadata))
@@ -95,6 +101,8 @@ def run_mode(mode: str, tmp: Path, args: argparse.Namespace, loads: list[str]
             print(f"{mode:<10} check perf --load={load}: {r['verdict']}  "
                   f"{fmt(r.get('writes_per_sec'))} writes/s  "
                   f"slowest {fmt(r.get('slowest_ms'), ' ms')}", flush=True)
+            if r["verdict"] == "ERROR":  # say why: etcdctl's last words
+                print(f"{mode:<10}   {' | '.join(r.get('lines', []))[-300:]}", flush=True)
     return results
 
 
@@ -109,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="etcdctl check perf loads (s,m,l,xl), comma-separated; 'none' to skip")
     ap.add_argument("--modes", default=",".join(MODES),
                     help=f"comma-separated, from {', '.join(MODES)} (plaintext always runs)")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="run the modes this many times in turn; the table shows medians")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     loads = [x for x in args.check_perf.split(",") if x and x != "none"]
@@ -116,32 +126,50 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         ap.error(f"unknown mode {unknown[0]!r}; choose from {', '.join(MODES)}")
-    results: dict[str, dict[str, Any]] = {}
+    runs: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="confer-tls-cost-") as d:
-        init_dir(Path(d) / "certs")
-        for mode in modes:
-            results[mode] = run_mode(mode, Path(d), args, loads)
+        certs = Path(d) / "certs"
+        init_dir(certs)
+        for n in range(max(args.runs, 1)):
+            run: dict[str, dict[str, Any]] = {}
+            for mode in modes:
+                run[mode] = run_mode(mode, Path(d) / f"run{n}", certs, args, loads)
+            runs.append(run)
     if args.json:
-        print(json.dumps(results))
+        print(json.dumps(runs))
         return 0
-    print_table(results, modes, loads)
+    print_table(runs, modes, loads)
     return 0
 
 
-def print_table(results: dict[str, dict[str, Any]], modes: list[str], loads: list[str]
+def _median(values: list[Any]) -> Any:
+    numbers = [v for v in values if isinstance(v, int | float)]
+    return round(statistics.median(numbers), 1) if numbers else None
+
+
+def print_table(runs: list[dict[str, dict[str, Any]]], modes: list[str], loads: list[str]
                 ) -> None:
-    """Each figure per mode, and each secure mode's ratio to plaintext."""
+    """Each figure per mode (the median over the runs), and each secure mode's ratio to
+    plaintext."""
     others = modes[1:]
-    print(f"\n{'figure':<32}" + "".join(f"{m:>12}" for m in modes)
+    print(f"\n{len(runs)} run(s); medians" if len(runs) > 1 else "")
+    print(f"{'figure':<32}" + "".join(f"{m:>12}" for m in modes)
           + "".join(f"{m + '/plain':>18}" for m in others))
-    rows: list[tuple[str, list[Any]]] = []
-    if "put" in results["plaintext"]:
-        rows += [(f"put {key}", [results[m]["put"][key] for m in modes])
+
+    def per_mode(get: Any) -> list[Any]:
+        return [_median([get(run[m]) for run in runs]) for m in modes]
+
+    rows: list[tuple[str, list[Any]]] = [
+        ("load average at start", per_mode(lambda r: r["load_average"]))]
+    if "put" in runs[0]["plaintext"]:
+        rows += [(f"put {key}", per_mode(lambda r, k=key: r["put"][k]))
                  for key in ("ops_per_sec", "p50_ms", "p99_ms")]
     for load in loads:
-        per = [results[m][f"check-perf:{load}"] for m in modes]
-        rows.append((f"check perf {load} verdict", [p["verdict"] for p in per]))
-        rows += [(f"check perf {load} {key}", [p.get(key) for p in per])
+        name = f"check-perf:{load}"
+        rows.append((f"check perf {load} passed", [
+            f"{sum(run[m][name]['verdict'] == 'PASS' for run in runs)}/{len(runs)}"
+            for m in modes]))
+        rows += [(f"check perf {load} {key}", per_mode(lambda r, k=key, n=name: r[n].get(k)))
                  for key in ("writes_per_sec", "slowest_ms")]
     for label, values in rows:
         print(f"{label:<32}" + "".join(f"{fmt(v):>12}" for v in values)

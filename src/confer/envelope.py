@@ -7,6 +7,9 @@ As etcd's ``InternalRaftRequest`` names the request it carries, so that one func
     (no byte)    NOOP              nothing: the empty entry a new leader appends
     0x01         KV_COMMAND        a msgpack array, see confer.kv.commands
     0x02         APP_COMMAND       a command of a user's state machine, see confer.replicated
+    0x03         KV_COMMAND_AS     the same array, then the user and the auth revision its
+                                   permissions were checked at (re-checked at apply when the
+                                   auth state moved since), see confer.kv.commands
     0xFE         FORWARDED         an 8-byte request id, then a whole payload of another kind
     0xFF         MEMBER_PUBLISH    msgpack [member id, name, client address]
 
@@ -34,6 +37,8 @@ class EntryKind(IntEnum):
     """An empty payload (no byte at all; a payload starting with 0x00 is unknown)."""
     KV_COMMAND = 0x01
     APP_COMMAND = 0x02
+    KV_COMMAND_AS = 0x03
+    """A KV command stamped with who sent it and the auth revision it was checked at."""
     FORWARDED = 0xFE
     MEMBER_PUBLISH = 0xFF
 

@@ -63,6 +63,13 @@ def test_unauthenticated_requests_are_refused(endpoints: str) -> None:
                                               endpoints=endpoints, code=2)
 
 
+def test_health_and_status_need_no_user(endpoints: str) -> None:
+    # As etcd answers Status and MemberList to anyone: a health check needs no credentials.
+    assert "is healthy" in ok("endpoint", "health", endpoints=endpoints)
+    assert "healthy" in ok("status", endpoints=endpoints)
+    assert ok("member", "list", endpoints=endpoints).count("\n") >= 2
+
+
 def test_a_reader_reads_its_prefix_only(endpoints: str) -> None:
     assert ok("get", "/app/x", *ALICE, endpoints=endpoints) == "1\n"
     env_user = subprocess.run([sys.executable, "-m", "confer", "get", "/app/x"],

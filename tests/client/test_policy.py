@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 
+import grpc
 import pytest
 
+from confer.client.credentials import Credentials
 from confer.client.errors import (
     AlreadyExists,
     Compacted,
@@ -16,8 +18,10 @@ from confer.client.errors import (
     InvalidArgument,
     NotFound,
     OutcomeUnknown,
+    PermissionDenied,
     Unavailable,
     error_from_status,
+    plain_message,
 )
 from confer.client.policy import Backoff, Core, Failure, Options, Outcome, Retry, Router, classify
 
@@ -74,7 +78,7 @@ def test_error_from_status(code: str, details: str, cls: type[ConferError]) -> N
     assert type(err) is cls
     assert err.code == code
     assert err.details == details
-    assert str(err) == f"Get /a: {details}"
+    assert str(err) == f"Get /a: {plain_message(details)}"
 
 
 def test_compacted_carries_the_compact_revision() -> None:
@@ -204,3 +208,23 @@ def test_options_validation() -> None:
         Options(())
     with pytest.raises(InvalidArgument):
         Options(("a",), timeout=0)
+
+
+def test_error_messages_are_plain_and_details_are_the_servers() -> None:
+    raw = "etcdserver: requested lease not found: lease 999 (0x3e7) (put b'/x')"
+    err = error_from_status("NOT_FOUND", raw, "Put /x")
+    assert type(err) is NotFound and err.code == "NOT_FOUND"
+    assert str(err) == "Put /x: requested lease not found: lease 999"
+    assert err.details == raw  # the server's message, as it came
+    denied = error_from_status("PERMISSION_DENIED", "etcdserver: permission denied")
+    assert type(denied) is PermissionDenied and str(denied) == "permission denied"
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.INVALID_ARGUMENT,  # etcd's API
+                                  grpc.StatusCode.UNAUTHENTICATED])  # the native API
+def test_a_client_authenticates_once_auth_is_enabled_after_it_started(
+        code: grpc.StatusCode) -> None:
+    creds = Credentials("alice", "pw")
+    creds.disabled = True  # it asked before authentication was enabled
+    assert creds.stale(None, code, "etcdserver: user name is empty")
+    assert not creds.disabled

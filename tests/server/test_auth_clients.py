@@ -145,3 +145,25 @@ def test_the_original_confer_service_is_guarded_too(endpoints: list[str]) -> Non
         maintenance = rpc_pb2_grpc.MaintenanceStub(ch)
         assert code(maintenance.Defragment, rpc_pb2.DefragmentRequest(), alice) == (
             grpc.StatusCode.PERMISSION_DENIED)
+
+
+def test_status_and_member_list_need_no_user_and_keyless_requests_do(endpoints: list[str]
+                                                                     ) -> None:
+    # etcd answers MemberList and Status to anyone (health checks call them); a request
+    # that names no key still needs a user, as etcd checks the user of every request.
+    with grpc.insecure_channel(endpoints[0]) as ch:
+        assert rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(),
+                                                        timeout=10).leader
+        assert len(rpc_pb2_grpc.ClusterStub(ch).MemberList(rpc_pb2.MemberListRequest(),
+                                                           timeout=10).members) == 1
+        kv = rpc_pb2_grpc.KVStub(ch)
+        for call, request in ((kv.Txn, rpc_pb2.TxnRequest()),
+                              (kv.Txn, rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(
+                                  request_txn=rpc_pb2.TxnRequest())])),
+                              (kv.Range, rpc_pb2.RangeRequest(key=b"/b", range_end=b"/a"))):
+            with pytest.raises(grpc.RpcError) as e:
+                call(request, timeout=10)
+            assert e.value.details() == "etcdserver: user name is empty", request
+    with confer.Client(endpoints) as anonymous:
+        assert anonymous.status().leader_id
+        assert [m.id for m in anonymous.member_list()] == [1]

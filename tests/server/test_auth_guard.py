@@ -12,12 +12,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from confer.kv import AuthAction, AuthChange, AuthResult, KVStore, PermType
+from confer.kv import AuthAction, AuthChange, AuthResult, KVStore, PermType, Put
 from confer.kv.auth import Permission
+from confer.kv.commands import decode_command_as
+from confer.raft.types import Entry
 from confer.server.api.auth import AuthGuard, JwtTokens, SimpleTokens, covers, merged
 from confer.server.api.context import Access, AccessKind, Identity, RequestContext
+from confer.server.api.core import Core
 from confer.server.api.errors import InvalidToken, NotAuthenticated, PermissionDenied
-from confer.server.config import ConfigError, auth_token_settings
+from confer.server.api.kv import KVRequests
+from confer.server.config import ConfigError, ServerConfig, auth_token_settings
+from confer.server.fsm import ServerStateMachine
 from confer.server.watch import WatchHub
 
 READ, WRITE, ADMIN = AccessKind.READ, AccessKind.WRITE, AccessKind.ADMIN
@@ -184,3 +189,39 @@ def test_a_watch_whose_permission_is_revoked_is_cancelled(guard: AuthGuard) -> N
     assert watcher.cancelled and not root_watch.cancelled
     with pytest.raises(PermissionDenied, match="revoked"):
         asyncio.run(drain())
+
+
+def test_a_write_the_store_refuses_when_applied_is_denied_and_audited(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The request layer checks alice (she may write /app/rw) and proposes her put stamped
+    # with that check; the revocation committed just before it is applied first, so the
+    # store refuses the put: PermissionDenied, logged, nothing written.
+    fsm = ServerStateMachine()
+    kv = fsm.kv
+    for action, name, kw in ((AuthAction.USER_ADD, "root", {}),
+                             (AuthAction.USER_GRANT, "root", {"role": "root"}),
+                             (AuthAction.ROLE_ADD, "app", {}),
+                             (AuthAction.ROLE_GRANT, "app", {"perm": PermType.READWRITE,
+                                                             "key": b"/app/rw"}),
+                             (AuthAction.USER_ADD, "alice", {}),
+                             (AuthAction.USER_GRANT, "alice", {"role": "app"}),
+                             (AuthAction.ENABLE, "", {})):
+        apply(kv, action, name, **kw)
+    entries: list[bytes] = []
+
+    class RevokedMeanwhile:
+        async def replicate(self, data: bytes, deadline: float) -> object:
+            entries.append(data)
+            kv.execute(AuthChange(AuthAction.USER_REVOKE, "alice", role="app"))
+            return kv.apply(Entry(100, 1, data))
+
+    core = Core(SimpleNamespace(cfg=ServerConfig(), fsm=fsm, consensus=RevokedMeanwhile(),  # type: ignore[arg-type]
+                                hub=WatchHub(kv)))
+    core.auth = AuthGuard(core, SimpleTokens(300))
+    core.guards.append(core.auth)
+    with (caplog.at_level("WARNING", "confer.audit"),
+          pytest.raises(PermissionDenied, match="lost the permission before the write")):
+        asyncio.run(KVRequests(core).put(ctx("alice"), Put(b"/app/rw", b"1")))
+    assert kv.get(b"/app/rw") is None
+    assert decode_command_as(entries[0])[1] == ("alice", kv.auth_revision() - 1)
+    assert "denied user=alice api=etcd rpc=Range access=write key='/app/rw'" in caplog.text

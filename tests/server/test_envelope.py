@@ -61,7 +61,7 @@ def test_forwarded_entries_wrap_any_other_kind(inner: bytes) -> None:
     assert unwrap_forwarded(data) == (rid, inner)
 
 
-@pytest.mark.parametrize("data", [b"\x00", b"\x03" + msgpack.packb([0, b"/k", b"v", 0, 0]),
+@pytest.mark.parametrize("data", [b"\x00", b"\x04" + msgpack.packb([0, b"/k", b"v", 0, 0]),
                                   b"\x7f junk", b"\xfd"])
 def test_an_unknown_kind_is_refused_with_its_byte(data: bytes) -> None:
     with pytest.raises(UnknownEntryKind, match=f"unknown kind {data[0]:#04x}"):
@@ -78,7 +78,7 @@ def test_a_truncated_or_unwrapped_forwarded_entry_is_refused() -> None:
 def test_the_state_machine_refuses_an_unknown_kind_and_changes_nothing() -> None:
     fsm = ServerStateMachine()
     fsm.apply(Entry(1, 1, encode_command(Put(b"/k", b"a"))))
-    for data in (b"\x02" + msgpack.packb([0, b"/k", b"b", 0, 0]),
+    for data in (b"\x04" + msgpack.packb([0, b"/k", b"b", 0, 0]),
                  wrap_forwarded(1, encode_command(Put(b"/k", b"b")))):  # never unwrapped
         with pytest.raises(MalformedEntry):
             fsm.apply(Entry(2, 1, data))
@@ -96,7 +96,7 @@ def test_a_node_stops_at_an_entry_of_unknown_kind(caplog: pytest.LogCaptureFixtu
         try:
             await lead.propose(encode_command(Put(b"/k", b"a")))
             with pytest.raises(OutcomeUnknown):  # committed: other versions may apply it
-                await lead.propose(b"\x03 from a newer version")
+                await lead.propose(b"\x04 from a newer version")
             with pytest.raises(NodeStopped):
                 await lead.propose(encode_command(Put(b"/k", b"b")))
             assert lead.fsm.kv.get(b"/k").value == b"a"  # type: ignore[attr-defined]
@@ -105,4 +105,4 @@ def test_a_node_stops_at_an_entry_of_unknown_kind(caplog: pytest.LogCaptureFixtu
         assert all(t.done() for t in lead._tasks)  # a failed node still stops cleanly
 
     asyncio.run(main())
-    assert "log entry of unknown kind 0x03" in caplog.text
+    assert "log entry of unknown kind 0x04" in caplog.text

@@ -13,6 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 import confer
@@ -82,8 +84,19 @@ def test_a_scrape_of_a_loaded_cluster_shows_the_metrics_moving(tmp_path: Path) -
             w = watching.watch("/load", recursive=True, callback=on_event)
             for i in range(LOAD):
                 client.put(f"/load/{i % KEYS}", b"x" * 100)
-            rpc_pb2_grpc.LeaseStub(ch).LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=600),
-                                                  timeout=5)
+            lease = rpc_pb2_grpc.LeaseStub(ch).LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=600),
+                                                          timeout=5).ID
+            # Health, reflection, and the Leader service on the peer port count too: a
+            # follower asks the leader for a lease's time to live.
+            follower = next(i for i in c.nodes if i != c.leader())
+            with grpc.insecure_channel(c.nodes[follower].client_addr) as fch:
+                rpc_pb2_grpc.LeaseStub(fch).LeaseTimeToLive(
+                    rpc_pb2.LeaseTimeToLiveRequest(ID=lease), timeout=5)
+                health_pb2_grpc.HealthStub(fch).Check(health_pb2.HealthCheckRequest(),
+                                                      timeout=5)
+                list(reflection_pb2_grpc.ServerReflectionStub(fch).ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                    timeout=5))
             assert all_seen.wait(20), f"{len(seen)} of {LOAD} events"
             after = {i: scrape(p) for i, p in ports.items()}
             w.cancel()
@@ -120,6 +133,16 @@ def test_a_scrape_of_a_loaded_cluster_shows_the_metrics_moving(tmp_path: Path) -
             put_calls += total(s, "grpc_server_handled_total", grpc_service="confer.v1.KV",
                                grpc_method="Put", grpc_code="OK")
         assert put_calls >= LOAD
+        served = after[follower]
+        assert value(served, "grpc_server_handled_total", grpc_type="unary",
+                     grpc_service="grpc.health.v1.Health", grpc_method="Check",
+                     grpc_code="OK") == 1
+        assert value(served, "grpc_server_handled_total", grpc_type="bidi_stream",
+                     grpc_service="grpc.reflection.v1alpha.ServerReflection",
+                     grpc_method="ServerReflectionInfo", grpc_code="OK") == 1
+        assert value(after[c.leader()], "confer_peer_grpc_server_handled_total",
+                     grpc_type="unary", grpc_service="confer.internal.Leader",
+                     grpc_method="Call", grpc_code="OK") >= 1
         # The leader applied the grant before it answered; the others may not have yet.
         assert max(value(s, "confer_leases") for s in after.values()) == 1
         # Each link has been probed (every 5 s; a probe that failed, say while a peer was
@@ -133,6 +156,9 @@ def test_a_scrape_of_a_loaded_cluster_shows_the_metrics_moving(tmp_path: Path) -
                 To=f"{p:x}") < 1}
             time.sleep(0.5)
         assert not links, f"links never probed: {links}"
+        # The probes are health checks on the peer ports.
+        assert all(total(scrape(port), "confer_peer_grpc_server_handled_total",
+                         grpc_service="grpc.health.v1.Health") >= 1 for port in ports.values())
         watched = after[1]
         assert value(watched, "etcd_debugging_mvcc_events_total") >= LOAD
         assert value(watched, "etcd_debugging_mvcc_watcher_total") >= 1

@@ -12,7 +12,6 @@ import dataclasses
 import enum
 import functools
 import json
-import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
@@ -27,6 +26,7 @@ from confer.client import (
     OutcomeUnknown,
     Unavailable,
 )
+from confer.client.errors import plain_message
 
 EXIT_ERROR = 1
 """The server refused the request (failed precondition, compacted revision, ...)."""
@@ -66,23 +66,9 @@ def handle_errors(fn: F) -> F:
     return cast(F, wrapper)
 
 
-_INTERNALS = (
-    # etcd's message prefixes, which the server keeps for etcd's clients
-    (re.compile(r"\b(?:etcdserver|mvcc): "), ""),
-    # a lease id repeated in hex: "lease 999 (0x3e7)"
-    (re.compile(r" \(0x[0-9a-f]+\)"), ""),
-    # the store's own account of the operation, "(put b'/x')": the message names it already
-    (re.compile(r""" \((?:put|delete|range|txn|compare)[^()]*\)"""), ""),
-    # a key as Python's bytes repr, b'/x'
-    (re.compile(r"""\bb'([^'\\]*)'"""), r"\1"),
-)
-
-
-def plain(message: str) -> str:
-    """A server's error message without what only means something inside Confer or etcd."""
-    for pattern, replacement in _INTERNALS:
-        message = pattern.sub(replacement, message)
-    return message
+plain = plain_message
+"""A server's error message without what only means something inside Confer or etcd (the
+client's exceptions already carry it so; kept for messages that did not pass the client)."""
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from confer.server.config import ServerConfig
+from confer.server.tls import GRPC_CIPHER_ENV
 
 if TYPE_CHECKING:
     from confer.server.app import App
@@ -133,6 +135,18 @@ def load_app(spec: str) -> App:
         raise SystemExit(str(e)) from None
 
 
+def use_cipher_suites(cfg: ServerConfig) -> None:
+    """With ``--cipher-suites``, restart this process (the same pid: ``exec``) with gRPC's
+    GRPC_SSL_CIPHER_SUITES set to them, unless it is already: grpc reads it only when it is
+    first imported, and grpcio's Python API has no other way to set it. Before anything is
+    opened, bound or locked."""
+    wanted = cfg.grpc_cipher_list()
+    if wanted and os.environ.get(GRPC_CIPHER_ENV) != wanted:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, sys.orig_argv, {**os.environ, GRPC_CIPHER_ENV: wanted})
+
+
 GC_THRESHOLDS = (50_000, 20, 100)
 """The server's garbage-collector thresholds. With CPython's defaults (700, 10, 10) a node
 under write load ran a young collection every few hundred allocations; the store's data
@@ -152,6 +166,7 @@ def tune_gc() -> None:
 
 
 def run(cfg: ServerConfig) -> int:
+    use_cipher_suites(cfg)
     setup_logging(cfg.log_level, cfg.log_format)
     try:
         import uvloop
@@ -227,6 +242,14 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--peer-cert-match-address", {"is_flag": True, "default": None,
                                     "help": "A peer's certificate must be valid for the peer "
                                             "address of the member it speaks as."}),
+    ("--client-crl-file", {"help": "Refuse the calls of client certificates this "
+                                   "revocation list (PEM or DER, of the trusted CA) names."}),
+    ("--cipher-suites", {"help": "TLS 1.2 cipher suites of both ports, comma-separated "
+                                 "(etcd's names, e.g. TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256) "
+                                 "[gRPC's]."}),
+    ("--tls-min-version", {"help": "TLS1.2 only: Confer's ports always accept TLS 1.2 and "
+                                   "1.3 (grpcio sets no version) [TLS1.2]."}),
+    ("--tls-max-version", {"help": "TLS1.3 only, as --tls-min-version [TLS1.3]."}),
     ("--auth-token", {"help": "Auth tokens: simple, or jwt,pub-key=PATH,priv-key=PATH,"
                               "sign-method=RS256 (as etcd) [simple]."}),
     ("--auth-token-ttl", {"type": int, "help": "Seconds a simple token lives after its "

@@ -80,8 +80,9 @@ class Credentials:
                 if self.token == token:
                     self.token = None
                 return True
-            if (code == grpc.StatusCode.INVALID_ARGUMENT and _USER_EMPTY in text
-                    and token is None and self.disabled):
+            # etcd's API answers INVALID_ARGUMENT, the native API UNAUTHENTICATED.
+            if (code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED)
+                    and _USER_EMPTY in text and token is None and self.disabled):
                 self.disabled = False
                 return True
         return False

@@ -149,6 +149,24 @@ class LeaseLost(Lost):
 
 
 _COMPACT_REVISION = re.compile(r"compact(?:ed)? revision[ :=]*(\d+)", re.IGNORECASE)
+_INTERNALS = (
+    # etcd's message prefixes, which the server keeps for etcd's clients
+    (re.compile(r"\b(?:etcdserver|mvcc): "), ""),
+    # a lease id repeated in hex: "lease 999 (0x3e7)"
+    (re.compile(r" \(0x[0-9a-f]+\)"), ""),
+    # the store's own account of the operation, "(put b'/x')": the message names it already
+    (re.compile(r""" \((?:put|delete|range|txn|compare)[^()]*\)"""), ""),
+    # a key as Python's bytes repr, b'/x'
+    (re.compile(r"""\bb'([^'\\]*)'"""), r"\1"),
+)
+
+
+def plain_message(message: str) -> str:
+    """A server's error message without what only means something inside Confer or etcd
+    (etcd's ``etcdserver:`` prefixes, a lease id repeated in hex, keys as Python bytes)."""
+    for pattern, replacement in _INTERNALS:
+        message = pattern.sub(replacement, message)
+    return message
 
 _BY_CODE: dict[str, type[ConferError]] = {
     "INVALID_ARGUMENT": InvalidArgument,
@@ -164,14 +182,16 @@ _BY_CODE: dict[str, type[ConferError]] = {
 
 
 def error_from_status(code: str, details: str, context: str = "") -> ConferError:
-    """The exception for a gRPC status the server answered with.
+    """The exception for a gRPC status the server answered with: its message is the
+    status message made plain (:func:`plain_message`), its ``details`` the status message
+    as the server sent it.
 
     Args:
         code: the status code name, e.g. ``"OUT_OF_RANGE"``.
         details: the status message.
         context: what was being done (``"Put /a/b"``), prefixed to the message.
     """
-    message = f"{context}: {details}" if context else details
+    message = plain_message(f"{context}: {details}" if context else details)
     if code == "OUT_OF_RANGE":
         match = _COMPACT_REVISION.search(details)
         if "compact" in details.lower():

@@ -28,6 +28,7 @@ from confer.kv.commands import (
     Txn,
     decode_command,
     encode_command,
+    encode_command_as,
     validate_command,
     validate_txn,
 )
@@ -133,6 +134,7 @@ __all__ = [
     "WatchIndex",
     "decode_command",
     "encode_command",
+    "encode_command_as",
     "prefix_end",
     "subtree_range",
     "validate_command",

@@ -7,19 +7,33 @@ request, before proposing: the log and snapshots never hold a password) and a se
 roles; roles hold permissions (READ, WRITE or READWRITE on a key or a key range). The
 ``root`` user with the ``root`` role may do anything; the ``root`` role need not be added
 to be granted (etcd). Every change bumps the auth revision. Checking a request against
-this state is the server's (``confer.server.api.auth``): here is only the state and its
-rules.
+this state is the server's (``confer.server.api.auth``), before it proposes the request;
+here are the state, its rules, what a permission covers, and the check again at apply time
+of a command whose auth revision is stale (:func:`stale_refusal`, etcd's
+``ErrAuthOldRevision`` made exact: re-checked against the current state instead of sent back
+for a retry).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from confer.kv import keyrange
-from confer.kv.commands import AuthChange, check_auth_change
-from confer.kv.errors import AuthError, KVError
+from confer.kv.commands import (
+    AuthChange,
+    Command,
+    DeleteRange,
+    LeaseGrant,
+    LeaseRevoke,
+    Put,
+    RangeOp,
+    Txn,
+    check_auth_change,
+)
+from confer.kv.errors import AuthDenied, AuthError, AuthUserEmpty, KVError
 from confer.kv.types import AuthAction, AuthResult, ErrorResult, PermType
 
 if TYPE_CHECKING:
@@ -39,6 +53,8 @@ ERR_ROOT_ROLE_NOT_EXIST = "etcdserver: root user does not have root role"
 ERR_INVALID_AUTH_MGMT = "etcdserver: invalid auth management"
 ERR_AUTH_NOT_ENABLED = "etcdserver: authentication is not enabled"
 ERR_AUTH_FAILED = "etcdserver: authentication failed, invalid user ID or password"
+ERR_PERMISSION_DENIED = "etcdserver: permission denied"
+ERR_USER_EMPTY = "etcdserver: user name is empty"
 
 AuthListener = Callable[[AuthChange], None]
 """Called with each auth change after it was applied (a token issued included)."""
@@ -121,6 +137,102 @@ def user_permissions(st: StoreState, name: str) -> list[Permission]:
         return []
     auth_roles = st._auth.roles
     return [p for r in u.roles for p in auth_roles.get(r, ())]
+
+
+# -- what permissions cover ------------------------------------------------------------------
+Spans = tuple[list[bytes], list[bytes | None]]
+"""Disjoint sorted intervals ``[lo, hi)`` (``hi`` None: unbounded): (their starts, their
+ends)."""
+
+
+def merged(perms: list[Permission], write: bool) -> Spans:
+    """The union of the permissions that allow reading (or writing) as disjoint sorted
+    intervals."""
+    spans = sorted((keyrange.bounds(p.key, p.range_end) for p in perms if p.allows(write)),
+                   key=lambda s: s[0])
+    los: list[bytes] = []
+    his: list[bytes | None] = []
+    for lo, hi in spans:
+        if los and (his[-1] is None or lo <= his[-1]):
+            if his[-1] is not None and (hi is None or hi > his[-1]):
+                his[-1] = hi
+            continue
+        los.append(lo)
+        his.append(hi)
+    return los, his
+
+
+def covers(union: Spans, key: bytes, range_end: bytes) -> bool:
+    """Whether the intervals hold every key ``(key, range_end)`` names (an empty range:
+    trivially)."""
+    lo, hi = keyrange.bounds(key, range_end)
+    if hi is not None and hi <= lo:
+        return True
+    los, his = union
+    i = bisect_right(los, lo) - 1
+    if i < 0:
+        return False
+    end = his[i]
+    return end is None or (hi is not None and hi <= end)
+
+
+KeyAccess = tuple[bool, bytes, bytes]
+"""``(write, key, range_end)``: one key range a command reads or writes."""
+
+
+def txn_key_accesses(txn: Txn) -> list[KeyAccess]:
+    """Every key range a transaction may touch, whichever branch runs: its compares and
+    ranges read, its puts and deletes write (nested transactions included)."""
+    out: list[KeyAccess] = [(False, c.key, c.range_end) for c in txn.compare]
+    for op in (*txn.success, *txn.failure):
+        if type(op) is RangeOp:
+            out.append((False, op.key, op.range_end))
+        elif type(op) is Put:
+            out.append((True, op.key, b""))
+        elif type(op) is DeleteRange:
+            out.append((True, op.key, op.range_end))
+        elif type(op) is Txn:
+            out.extend(txn_key_accesses(op))
+    return out
+
+
+def stale_refusal(st: StoreState, user: str, cmd: Command) -> KVError | None:
+    """Why ``user`` may not make ``cmd`` under the current auth state (None: it may), for a
+    command checked at an older auth revision than the store's (etcd re-checks at apply
+    time too). The same rules as the request layer's guard, over the store's own state, so
+    every member decides alike: a simple token's record needs nothing; anything else needs
+    a user; the root role may do anything; compaction, alarms and auth management need it;
+    a lease grant needs only a user; a lease revocation needs WRITE on every key attached
+    to the lease now; puts, deletes and transactions need permissions covering their keys
+    (a transaction's compares and ranges READ, its puts and deletes WRITE, both branches)."""
+    if type(cmd) is AuthChange and cmd.action == AuthAction.TOKEN:
+        return None  # Authenticate proposes it for an anonymous caller; apply checks the user
+    if not user:
+        return AuthUserEmpty(f"{ERR_USER_EMPTY} (authentication was enabled before the "
+                             "write was applied)")
+    a = st._auth
+    u = a.users.get(user)
+    if u is not None and ROOT in u.roles:
+        return None
+    if u is not None and type(cmd) is LeaseGrant:
+        return None
+    accesses: list[KeyAccess] | None = None
+    if u is not None:
+        if type(cmd) is Put:
+            accesses = [(True, cmd.key, b"")]
+        elif type(cmd) is DeleteRange:
+            accesses = [(True, cmd.key, cmd.range_end)]
+        elif type(cmd) is Txn:
+            accesses = txn_key_accesses(cmd)
+        elif type(cmd) is LeaseRevoke:
+            accesses = [(True, k, b"") for k in sorted(st._lease_keys.get(cmd.id, ()))]
+    if accesses is not None:
+        perms = user_permissions(st, user)
+        reads, writes = merged(perms, False), merged(perms, True)
+        if all(covers(writes if w else reads, k, e) for w, k, e in accesses):
+            return None
+    return AuthDenied(f"{ERR_PERMISSION_DENIED} (user {user!r} lost the permission before "
+                      f"the write was applied: auth revision {a.revision})")
 
 
 # -- the command -----------------------------------------------------------------------------

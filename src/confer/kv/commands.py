@@ -19,6 +19,16 @@ tag::
 A RangeOp is only valid inside a Txn (a plain read is not replicated); Compact, LeaseGrant,
 LeaseRevoke, Alarm and AuthChange only at the top level. Decoding is strict about types, so
 a decoded command never makes ``apply`` raise.
+
+**Who sent it.** A command a client's request proposes is stamped (etcd's request header
+``Username`` and ``AuthRevision``): the KV_COMMAND_AS kind byte, then the same array with
+two more elements, the user whose permissions were checked ("" for none: authentication
+was off, or the request needs no user) and the auth revision the check saw, e.g.
+``[0, key, value, lease, flags, "alice", 7]``. The store checks the command again when it
+applies it if the auth revision moved since (:func:`confer.kv.auth.stale_refusal`).
+Commands a member proposes on its own (a lease expiring, the NOSPACE alarm, an automatic
+compaction) and entries written before stamps existed carry none and are applied as they
+are.
 """
 
 from __future__ import annotations
@@ -62,7 +72,9 @@ _SORT_TARGETS = frozenset(SortTarget)
 _COMPARE_TARGETS = frozenset(CompareTarget)
 _COMPARE_RESULTS = frozenset(CompareResult)
 _KV = int(EntryKind.KV_COMMAND)  # a plain int: compared on every apply
+_KV_AS = int(EntryKind.KV_COMMAND_AS)
 _KIND_PREFIX = bytes((_KV,))
+_AS_PREFIX = bytes((_KV_AS,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,21 +212,35 @@ def encode_command(cmd: Command) -> bytes:
     if type(cmd) is Put:  # the hot path first
         flags = cmd.prev_kv | (cmd.ignore_value << 1) | (cmd.ignore_lease << 2)
         return _KIND_PREFIX + msgpack.packb([_PUT, cmd.key, cmd.value, cmd.lease, flags])
+    return _KIND_PREFIX + msgpack.packb(_encode_command(cmd))
+
+
+def encode_command_as(cmd: Command, user: str, auth_revision: int) -> bytes:
+    """Serialise a command stamped with the user it was checked for and the auth revision
+    of that check (see the module docstring)."""
+    if type(cmd) is Put:  # the hot path first
+        flags = cmd.prev_kv | (cmd.ignore_value << 1) | (cmd.ignore_lease << 2)
+        return _AS_PREFIX + msgpack.packb([_PUT, cmd.key, cmd.value, cmd.lease, flags, user,
+                                           auth_revision])
+    raw = _encode_command(cmd)
+    raw += (user, auth_revision)
+    return _AS_PREFIX + msgpack.packb(raw)
+
+
+def _encode_command(cmd: Command) -> list[object]:
     if type(cmd) is Compact:
-        return _KIND_PREFIX + msgpack.packb([_COMPACT, cmd.revision])
+        return [_COMPACT, cmd.revision]
     if type(cmd) is LeaseGrant:
-        return _KIND_PREFIX + msgpack.packb([_LEASE_GRANT, cmd.id, cmd.ttl])
+        return [_LEASE_GRANT, cmd.id, cmd.ttl]
     if type(cmd) is LeaseRevoke:
-        return _KIND_PREFIX + msgpack.packb([_LEASE_REVOKE, cmd.id])
+        return [_LEASE_REVOKE, cmd.id]
     if type(cmd) is Alarm:
-        return _KIND_PREFIX + msgpack.packb([_ALARM, int(cmd.action), cmd.member_id,
-                                             int(cmd.alarm)])
-    if type(cmd) is DeleteRange or type(cmd) is Txn:
-        return _KIND_PREFIX + msgpack.packb(_encode_op(cmd))
+        return [_ALARM, int(cmd.action), cmd.member_id, int(cmd.alarm)]
+    if type(cmd) is Put or type(cmd) is DeleteRange or type(cmd) is Txn:
+        return _encode_op(cmd)
     if type(cmd) is AuthChange:
-        return _KIND_PREFIX + msgpack.packb([_AUTH, int(cmd.action), cmd.name, cmd.role,
-                                             cmd.secret, int(cmd.perm), cmd.key,
-                                             cmd.range_end])
+        return [_AUTH, int(cmd.action), cmd.name, cmd.role, cmd.secret, int(cmd.perm),
+                cmd.key, cmd.range_end]
     raise TypeError(f"not a command: {cmd!r}")
 
 
@@ -237,21 +263,33 @@ def _encode_op(op: Op) -> list[object]:
 
 
 def decode_command(data: bytes) -> Command:
-    """Parse an entry payload. Raises :class:`BadCommand` for anything that is not exactly a
-    KV command (another kind byte, bad msgpack, wrong shape or types)."""
+    """Parse an entry payload (a stamp, if any, is checked and dropped: see
+    :func:`decode_command_as`). Raises :class:`BadCommand` for anything that is not exactly
+    a KV command (another kind byte, bad msgpack, wrong shape or types)."""
+    return decode_command_as(data)[0]
+
+
+def decode_command_as(data: bytes) -> tuple[Command, Stamp | None]:
+    """Parse an entry payload: the command and its stamp (None: unstamped)."""
     raw = unpack_command(data)
+    stamp = take_stamp(raw) if data[0] == _KV_AS else None
     fields = put_fields(raw)
     if fields is not None:
         key, value, lease, flags = fields
-        return Put(key, value, lease, bool(flags & 1), bool(flags & 2), bool(flags & 4))
-    return command_from_raw(raw)
+        return Put(key, value, lease, bool(flags & 1), bool(flags & 2), bool(flags & 4)), stamp
+    return command_from_raw(raw), stamp
+
+
+Stamp = tuple[str, int]
+"""Who a command was checked for and at which auth revision (see the module docstring)."""
 
 
 def unpack_command(data: bytes) -> list[object]:
-    """First half of :func:`decode_command`: check the kind byte and unpack the array."""
+    """First half of :func:`decode_command`: check the kind byte and unpack the array (a
+    stamped command's array still ends with its stamp: :func:`take_stamp`)."""
     if not data:
         raise BadCommand("empty command")
-    if data[0] != _KV:
+    if data[0] != _KV and data[0] != _KV_AS:
         raise BadCommand(f"not a KV command: entry kind byte {data[0]:#04x}")
     try:
         raw = msgpack.unpackb(memoryview(data)[1:])
@@ -260,6 +298,22 @@ def unpack_command(data: bytes) -> list[object]:
     if type(raw) is not list or not raw:
         raise BadCommand("a command must be a non-empty array")
     return raw
+
+
+def is_stamped(data: bytes) -> bool:
+    """Whether an entry payload is a stamped KV command (KV_COMMAND_AS)."""
+    return data[0] == _KV_AS
+
+
+def take_stamp(raw: list[object]) -> Stamp:
+    """Remove a stamped command's two last elements from ``raw`` and return them."""
+    if len(raw) < 3:
+        raise BadCommand("a stamped command needs a user and an auth revision")
+    revision = raw.pop()
+    user = raw.pop()
+    if type(user) is not str or type(revision) is not int:
+        raise BadCommand("malformed command stamp: a user name and an auth revision")
+    return user, revision
 
 
 def put_fields(raw: list[object]) -> tuple[bytes, bytes, int, int] | None:

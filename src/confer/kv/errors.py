@@ -24,6 +24,8 @@ class ErrorCode(enum.IntEnum):
     LEASE_EXISTS = 9
     NO_SPACE = 10
     AUTH = 11
+    PERMISSION_DENIED = 12
+    USER_EMPTY = 13
 
 
 class KVError(Exception):
@@ -98,6 +100,21 @@ class AuthError(KVError):
     user name already exists"."""
 
     code = ErrorCode.AUTH
+
+
+class AuthDenied(KVError):
+    """A stamped command whose user may no longer make it: the auth state changed between
+    the check when it was proposed and its turn in the log (etcd: "etcdserver: permission
+    denied"). The request layer turns it into its own PermissionDenied."""
+
+    code = ErrorCode.PERMISSION_DENIED
+
+
+class AuthUserEmpty(AuthDenied):
+    """A stamped command checked for no user, applied once authentication is enabled (etcd:
+    "etcdserver: user name is empty")."""
+
+    code = ErrorCode.USER_EMPTY
 
 
 class CompactedError(KVError):

@@ -42,7 +42,9 @@ from confer.kv.commands import (
     Txn,
     check_put,
     command_from_raw,
+    is_stamped,
     put_fields,
+    take_stamp,
     unpack_command,
 )
 from confer.kv.compaction import apply_compact
@@ -104,7 +106,13 @@ class KVStore(StoreState):
         undecodable or invalid command yields an :class:`ErrorResult` and changes nothing."""
         self.applied_index = entry.index
         try:
-            raw = unpack_command(entry.data)
+            data = entry.data
+            raw = unpack_command(data)
+            if is_stamped(data):
+                user, checked_at = take_stamp(raw)
+                a = self._auth
+                if a.enabled and checked_at != a.revision:  # rare: the auth state moved
+                    return self._apply_rechecked(user, raw)
             fields = put_fields(raw)
             if fields is not None:  # the hot path: no Put object
                 key, value, lease, flags = fields
@@ -112,6 +120,21 @@ class KVStore(StoreState):
             cmd = command_from_raw(raw)
         except Exception as e:  # whatever the payload, the replica must go on applying
             return ErrorResult(ErrorCode.BAD_COMMAND, str(e), self._rev)
+        return self.execute(cmd)
+
+    def _apply_rechecked(self, user: str, raw: list[object]) -> Result:
+        """Apply a command checked at an older auth revision only if ``user`` may still
+        make it (:func:`confer.kv.auth.stale_refusal`); else refuse it, changing nothing."""
+        fields = put_fields(raw)
+        if fields is not None:
+            key, value, lease, flags = fields
+            cmd: Command = Put(key, value, lease, bool(flags & 1), bool(flags & 2),
+                               bool(flags & 4))
+        else:
+            cmd = command_from_raw(raw)
+        refusal = auth.stale_refusal(self, user, cmd)
+        if refusal is not None:
+            return ErrorResult.of(refusal, self._rev)
         return self.execute(cmd)
 
     def execute(self, cmd: Command) -> Result:

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from confer.kv.errors import (
+    AuthDenied,
     AuthError,
+    AuthUserEmpty,
     BadCommand,
     CompactedError,
     DuplicateKey,
@@ -267,6 +269,8 @@ _ERRORS: dict[ErrorCode, type[KVError]] = {
     ErrorCode.LEASE_EXISTS: LeaseExists,
     ErrorCode.NO_SPACE: NoSpace,
     ErrorCode.AUTH: AuthError,
+    ErrorCode.PERMISSION_DENIED: AuthDenied,
+    ErrorCode.USER_EMPTY: AuthUserEmpty,
 }
 
 

@@ -23,6 +23,7 @@ from confer.raft.rawnode import bootstrap
 from confer.server import config
 from confer.server.api import RequestContext, RequestLayer
 from confer.server.api.core import ClusterListener
+from confer.server.api.forwarding import SERVICE as LEADER_SERVICE
 from confer.server.config import ConfigError, ServerConfig
 from confer.server.consensus import Consensus
 from confer.server.datadir import IDENTITY_FILE, RAFT_DIR, save_identity
@@ -44,9 +45,10 @@ from confer.server.peer_transport import (
     dial,
 )
 from confer.server.reflection import enable_reflection
-from confer.server.rpc import register_refusing
+from confer.server.rpc import register_measured, register_refusing
 from confer.server.tls import (
     PeerChannelCredentials,
+    RevocationList,
     TlsError,
     address_refusal,
     client_port_credentials,
@@ -242,6 +244,9 @@ class ConferServer:
         try:
             if self.cfg.client_tls is not None:
                 self._client_creds = server_credentials(self.cfg.client_tls)
+            if self.cfg.client_crl_file:
+                self.api.crl = RevocationList(self.cfg.client_crl_file,
+                                              self.cfg.trusted_ca_file)
             if self.cfg.peer_tls is not None:
                 self._peer_creds = server_credentials(self.cfg.peer_tls, "peer-")
                 self._peer_dial_creds = PeerChannelCredentials(self.cfg.peer_tls)
@@ -328,15 +333,17 @@ class ConferServer:
         add_etcd_services(self.api, client)
         add_native_services(self.api, client)
         peer = _grpc_server()
-        peer.add_generic_rpc_handlers([self.api.leader_service.handlers()])
+        register_measured(peer, LEADER_SERVICE, self.api.leader_service.method_handlers(),
+                          self.api.peer_calls)
         self._peer_servicer = PeerServicer(None, self.fsm.membership.removed.__contains__,
                                            self.peer_identity_refusal)
         register_refusing("peer", peer_pb2_grpc.add_PeerServicer_to_server,
                           self._peer_servicer, peer)
-        for server in (client, peer):
+        for server, calls, crl in ((client, self.api.calls, self.api.crl),
+                                   (peer, self.api.peer_calls, None)):
             register_refusing("health", health_pb2_grpc.add_HealthServicer_to_server,
-                              self.health, server)
-        enable_reflection(client, self.api.calls.services())
+                              self.health, server, calls, crl)
+        enable_reflection(client, self.api.calls.services(), self.api.calls, self.api.crl)
         self.client_port = _listen(client, self.cfg.listen_client, "client", self._client_creds)
         self.peer_port = _listen(peer, self.cfg.listen_peer, "peer", self._peer_creds)
         await client.start()

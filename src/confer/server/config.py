@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from confer.server.addresses import address_problem, member_id_problem
-from confer.server.tls import TlsFiles
+from confer.server.tls import TlsError, TlsFiles, check_tls_versions, cipher_list
 
 DEFAULT_CLIENT_ADDR = "127.0.0.1:7379"
 DEFAULT_PEER_ADDR = "127.0.0.1:7380"
@@ -130,6 +130,13 @@ class ServerConfig:
     """``module:Class`` or ``path/file.py:Class``: a user's state machine (a subclass of
     ``confer.replicated.StateMachine``) this member replicates and serves beside the KV
     store (docs/platform.md)."""
+    client_crl_file: str = ""
+    """Client certificates revoked by the CA (a CRL): their calls are refused."""
+    # Both ports (etcd's flags; what grpcio lets a Python server set: confer.server.tls).
+    cipher_suites: str = ""
+    """Comma-separated TLS 1.2 cipher suites (IANA names, as etcd's --cipher-suites)."""
+    tls_min_version: str = ""
+    tls_max_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -304,6 +311,23 @@ class ServerConfig:
             if getattr(self, flag) and not self.peer_trusted_ca_file:
                 raise ConfigError(f"{flag.replace('_', '-')} needs peer mTLS: peer-cert-file, "
                                   "peer-key-file and peer-trusted-ca-file")
+        if self.client_crl_file and not self.trusted_ca_file:
+            raise ConfigError("client-crl-file needs client certificates: trusted-ca-file "
+                              "(and cert-file, key-file)")
+        try:
+            self.grpc_cipher_list()
+            check_tls_versions(self.tls_min_version, self.tls_max_version)
+        except TlsError as e:
+            raise ConfigError(str(e)) from None
+        if (self.cipher_suites or self.tls_min_version or self.tls_max_version) and not (
+                self.cert_file or self.peer_cert_file):
+            raise ConfigError("cipher-suites, tls-min-version and tls-max-version need TLS on "
+                              "a port (cert-file or peer-cert-file)")
+
+    def grpc_cipher_list(self) -> str:
+        """``--cipher-suites`` in gRPC's terms (its GRPC_SSL_CIPHER_SUITES, OpenSSL names);
+        "" for gRPC's defaults."""
+        return cipher_list(self.cipher_suites)
 
     @property
     def client_tls(self) -> TlsFiles | None:

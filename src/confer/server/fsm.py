@@ -17,6 +17,7 @@ from confer.server.members import Membership, MembershipEvent, decode_publish
 
 SNAPSHOT_FORMAT = 1
 _KV_PREFIX = bytes((EntryKind.KV_COMMAND,))
+_KV_PREFIXES = (bytes((EntryKind.KV_COMMAND_AS,)), _KV_PREFIX)  # stamped first: the most frequent
 
 
 class AppStateMachine(Protocol):
@@ -59,7 +60,8 @@ class ServerStateMachine(StateMachine):
         """Apply a KV command or a member's publication (a FORWARDED entry arrives
         unwrapped by the driver). Raises :class:`~confer.envelope.MalformedEntry` for any
         other kind, before anything changes: the node must stop rather than skip it."""
-        if entry.data[:1] == _KV_PREFIX:  # the hot path: no enum lookup
+        first = entry.data[:1]
+        if first in _KV_PREFIXES:  # the hot path: no enum lookup
             self._advance(entry.index)
             return self.kv.apply(entry)
         kind = kind_of(entry.data)

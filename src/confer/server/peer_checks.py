@@ -46,7 +46,7 @@ class ProposalChecks:
             kind = kind_of(inner)
         except MalformedEntry as e:
             return str(e)
-        if kind is EntryKind.KV_COMMAND:
+        if kind is EntryKind.KV_COMMAND or kind is EntryKind.KV_COMMAND_AS:
             return self._command_refusal(inner)
         if kind is EntryKind.MEMBER_PUBLISH:
             return _publish_refusal(inner, sender)

@@ -27,6 +27,7 @@ from confer.kv import CompareTarget
 from confer.server.api import RequestContext, RequestLayer
 from confer.server.log_limit import LogLimiter, held_back
 from confer.server.metrics import CallStats, MethodCalls
+from confer.server.tls import RevocationList
 
 COMPARE_VALUE_FIELDS: dict[int, str] = {
     CompareTarget.VERSION: "version",
@@ -48,7 +49,7 @@ def register(layer: RequestLayer, grpc_server: Any, services: list[Registration]
     each call is counted and timed in ``layer.calls`` (the metrics of both APIs, measured
     once, here)."""
     for add, servicer in services:
-        registry = _TolerantRegistry(grpc_server, calls=layer.calls)
+        registry = _TolerantRegistry(grpc_server, calls=layer.calls, crl=layer.crl)
         add(servicer(layer), registry)
         registry.close()
 
@@ -83,13 +84,24 @@ _METHOD_HANDLER_KINDS = {
 
 
 def register_refusing(api: str, add: Callable[[Any, Any], None], servicer: Any,
-                      grpc_server: Any) -> None:
+                      grpc_server: Any, calls: CallStats | None = None,
+                      crl: RevocationList | None = None) -> None:
     """Register a servicer that is not an adapter of the request layer (Raft, health): a
     request that does not decode is refused with INVALID_ARGUMENT before it reaches the
-    servicer, and logged as the adapters log theirs (``api`` names the service in logs)."""
-    registry = _TolerantRegistry(grpc_server, refuse_as=api)
+    servicer, and logged as the adapters log theirs (``api`` names the service in logs).
+    With ``calls``, its calls are counted and timed there, as the adapters' are; with
+    ``crl``, a revoked client certificate's calls are refused."""
+    registry = _TolerantRegistry(grpc_server, refuse_as=api, calls=calls, crl=crl)
     add(servicer, registry)
     registry.close()
+
+
+def register_measured(grpc_server: Any, service: str, handlers: dict[str, Any],
+                      calls: CallStats) -> None:
+    """Register ``service``'s method ``handlers`` (built by hand, not generated: the peer
+    port's Leader service), each call counted and timed in ``calls``."""
+    _TolerantRegistry(grpc_server, calls=calls).add_registered_method_handlers(service,
+                                                                              handlers)
 
 
 class _TolerantRegistry:
@@ -103,11 +115,12 @@ class _TolerantRegistry:
     :func:`register_refusing`). With ``calls``, each handler's calls are counted and timed
     there (:func:`_measured`)."""
 
-    def __init__(self, server: Any, refuse_as: str = "", calls: CallStats | None = None
-                 ) -> None:
+    def __init__(self, server: Any, refuse_as: str = "", calls: CallStats | None = None,
+                 crl: RevocationList | None = None) -> None:
         self._server = server
         self._refuse_as = refuse_as
         self._calls = calls
+        self._crl = crl
         self._generic: list[Any] = []
         self._registered = False
 
@@ -131,11 +144,14 @@ class _TolerantRegistry:
             behavior = h.unary_unary or h.unary_stream or h.stream_unary or h.stream_stream
             if self._refuse_as:
                 behavior = _refusing(behavior, self._refuse_as, name, h.request_streaming)
+            if self._crl is not None:
+                behavior = _unless_revoked(behavior, self._crl)
             if self._calls is not None:
                 kind = _CALL_KINDS[(h.request_streaming, h.response_streaming)]
                 behavior = _measured(behavior, self._calls.method(service, name, kind))
+            deserializer = h.request_deserializer  # None: the raw bytes
             tolerant_handlers[name] = make(
-                behavior, request_deserializer=tolerant(h.request_deserializer),
+                behavior, request_deserializer=deserializer and tolerant(deserializer),
                 response_serializer=h.response_serializer)
         self._server.add_generic_rpc_handlers(
             [grpc.method_handlers_generic_handler(service, tolerant_handlers)])
@@ -143,6 +159,28 @@ class _TolerantRegistry:
 
 _CALL_KINDS = {(False, False): "unary", (False, True): "server_stream",
                (True, False): "client_stream", (True, True): "bidi_stream"}
+
+
+def _unless_revoked(behavior: Callable[..., Any], crl: RevocationList) -> Callable[..., Any]:
+    """``behavior``, answering UNAUTHENTICATED to a call whose client certificate the
+    revocation list names (:class:`~confer.server.tls.RevocationList`)."""
+
+    async def check(context: GrpcContext) -> None:
+        refusal = crl.refusal(context.auth_context() or {})
+        if refusal is not None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal)
+
+    if inspect.isasyncgenfunction(behavior):
+        async def stream(request: Any, context: GrpcContext) -> AsyncIterator[Any]:
+            await check(context)
+            async for response in behavior(request, context):
+                yield response
+        return stream
+
+    async def call(request: Any, context: GrpcContext) -> Any:
+        await check(context)
+        return await behavior(request, context)
+    return call
 
 
 SLOW_REQUEST = 0.5

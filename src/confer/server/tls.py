@@ -22,8 +22,10 @@ import logging
 import os
 import ssl
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -32,6 +34,159 @@ log = logging.getLogger("confer.tls")
 
 class TlsError(Exception):
     """A certificate or key file is unusable; the message names the file and the cause."""
+
+
+# -- cipher suites and versions ----------------------------------------------------------------
+CIPHER_SUITES = {
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+}
+"""The TLS 1.2 cipher suites ``--cipher-suites`` takes, by etcd's (IANA) names, with the
+names gRPC's TLS library (BoringSSL) knows them by. Go's ``..._CHACHA20_POLY1305`` aliases
+are accepted too."""
+TLS13_SUITES = frozenset({"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+                          "TLS_CHACHA20_POLY1305_SHA256"})
+GRPC_CIPHER_ENV = "GRPC_SSL_CIPHER_SUITES"
+"""gRPC core's setting of the TLS 1.2 cipher list, read once per process when grpc is
+imported: ``confer serve`` restarts itself with it set (:func:`cipher_list`)."""
+TLS_VERSIONS = ("TLS1.2", "TLS1.3")
+
+
+def cipher_list(suites: str) -> str:
+    """``--cipher-suites`` (comma-separated IANA names) as gRPC's cipher list (OpenSSL
+    names, colon-separated); "" for gRPC's defaults. Raises :class:`TlsError` naming an
+    unknown or unsupported suite."""
+    names = []
+    for suite in (x.strip() for x in suites.split(",")):
+        if not suite:
+            continue
+        if suite in TLS13_SUITES:
+            raise TlsError(f"cipher-suites: {suite} is a TLS 1.3 suite; as in etcd, "
+                           "--cipher-suites lists TLS 1.2 suites (TLS 1.3's are gRPC's own, "
+                           "not configurable)")
+        name = CIPHER_SUITES.get(suite) or CIPHER_SUITES.get(suite + "_SHA256")
+        if name is None:
+            raise TlsError(f"cipher-suites: unknown or unsupported suite {suite!r} (known: "
+                           f"{', '.join(CIPHER_SUITES)})")
+        names.append(name)
+    return ":".join(dict.fromkeys(names))
+
+
+def check_tls_versions(minimum: str, maximum: str) -> None:
+    """Refuse what ``--tls-min-version``/``--tls-max-version`` cannot do: grpcio's Python
+    API (1.85) sets no TLS version on a server, which accepts TLS 1.2 and 1.3, so only
+    those bounds (etcd's defaults too) are taken."""
+    for flag, value, allowed in (("tls-min-version", minimum, "TLS1.2"),
+                                 ("tls-max-version", maximum, "TLS1.3")):
+        if value and value not in TLS_VERSIONS:
+            raise TlsError(f"{flag} {value!r}: expected one of {', '.join(TLS_VERSIONS)}")
+        if value and value != allowed:
+            raise TlsError(f"{flag} {value}: not supported: grpcio's Python API sets no TLS "
+                           "version, so Confer's ports always accept TLS 1.2 and 1.3 (only "
+                           f"{flag} {allowed} is taken; docs/security.md)")
+
+
+class RevocationList:
+    """``--client-crl-file`` (etcd's flag): client certificates the CA revoked, refused.
+
+    gRPC's Python API takes no revocation list for the TLS handshake (grpc core has one,
+    for its newer TLS credentials, which grpcio does not expose), so the list is checked
+    per call instead, before the request is served: a revoked certificate still completes
+    its TLS handshake but every call on the connection is refused (UNAUTHENTICATED). The
+    file (PEM or DER, signed by a CA of ``--trusted-ca-file``) is read again when it
+    changes, looked at once a second at most, as etcd reads it again for each new
+    connection; a bad new file is not taken (the last good list stays, with a warning)."""
+
+    RECHECK_SECONDS = 1.0
+    MAX_VERDICTS = 10_000
+    """Certificates whose verdict is remembered (bounded whatever clients present)."""
+
+    def __init__(self, path: str, trusted_ca_file: str, clock: Any = time.monotonic) -> None:
+        self.path = path
+        self.trusted_ca_file = trusted_ca_file
+        self.clock = clock
+        self._stamp = _stamp((path,))
+        self._revoked, self._issuer = self._load()
+        self._checked_at = self.clock()
+        self._verdicts: dict[bytes, str | None] = {}
+
+    def _load(self) -> tuple[frozenset[int], Any]:
+        """The revoked serial numbers and the issuer; raises :class:`TlsError`."""
+        from cryptography import x509
+
+        data = _read("client-crl-file", self.path)
+        try:
+            crl = (x509.load_pem_x509_crl(data) if b"-----BEGIN" in data
+                   else x509.load_der_x509_crl(data))
+        except ValueError:
+            raise TlsError(f"client-crl-file {self.path}: not a certificate revocation list "
+                           "(PEM or DER)") from None
+        cas = x509.load_pem_x509_certificates(_read("trusted-ca-file", self.trusted_ca_file))
+        if not any(ca.subject == crl.issuer and _signed_by(crl, ca) for ca in cas):
+            raise TlsError(f"client-crl-file {self.path}: not signed by a CA of "
+                           f"trusted-ca-file {self.trusted_ca_file}")
+        return frozenset(r.serial_number for r in crl), crl.issuer
+
+    def _refresh(self) -> None:
+        now = self.clock()
+        if now - self._checked_at < self.RECHECK_SECONDS:
+            return
+        self._checked_at = now
+        stamp = _stamp((self.path,))
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self._revoked, self._issuer = self._load()
+        except TlsError as e:
+            log.warning("keeping the last good revocation list: %s", e)
+            return
+        self._verdicts.clear()
+        log.info("client-crl-file %s reloaded: %d revoked", self.path, len(self._revoked))
+
+    def refusal(self, auth: Mapping[str, Iterable[bytes]]) -> str | None:
+        """Why a call whose TLS identity (gRPC's auth context) is this is refused: its
+        client certificate is revoked; None otherwise."""
+        self._refresh()
+        pem = next(iter(auth.get("x509_pem_cert") or ()), b"")
+        if not pem:
+            return None  # no client certificate: the handshake's rules decided
+        verdict = self._verdicts.get(pem, "")
+        if verdict == "":
+            verdict = self._verdict(pem)
+            if len(self._verdicts) >= self.MAX_VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[pem] = verdict
+        return verdict
+
+    def _verdict(self, pem: bytes) -> str | None:
+        from cryptography import x509
+
+        cert = x509.load_pem_x509_certificate(pem)
+        if cert.issuer == self._issuer and cert.serial_number in self._revoked:
+            return (f"the client certificate (serial {cert.serial_number:#x}) is revoked "
+                    f"(client-crl-file)")
+        return None
+
+
+def _signed_by(crl: Any, ca: Any) -> bool:
+    """Whether ``ca``'s key signed ``crl`` (a key that cannot sign, e.g. X25519: no)."""
+    try:
+        return bool(crl.is_signature_valid(ca.public_key()))
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass(frozen=True, slots=True)

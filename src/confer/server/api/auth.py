@@ -32,7 +32,6 @@ import logging
 import secrets
 import time
 import weakref
-from bisect import bisect_right
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,8 +39,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 import bcrypt
 import jwt
 
-from confer.kv import AuthAction, AuthChange, AuthResult, KVStore, PermType, keyrange
-from confer.kv.auth import ROOT, Permission, User
+from confer.kv import (
+    AuthAction,
+    AuthChange,
+    AuthResult,
+    Command,
+    DeleteRange,
+    ErrorCode,
+    ErrorResult,
+    KVStore,
+    PermType,
+    Put,
+)
+from confer.kv.auth import ROOT, Permission, Spans, User, covers, merged
 from confer.server.api.context import Access, AccessKind, Identity, RequestContext
 from confer.server.api.errors import (
     AuthFailed,
@@ -206,55 +216,22 @@ def make_tokens(cfg: ServerConfig) -> Tokens:
 
 
 # -- permissions -----------------------------------------------------------------------------
-Interval = tuple[bytes, bytes | None]
-"""``[lo, hi)``; ``hi`` None: unbounded (:func:`confer.kv.keyrange.bounds`)."""
-
-
-def merged(perms: list[Permission], write: bool) -> tuple[list[bytes], list[bytes | None]]:
-    """The union of the permissions that allow reading (or writing) as disjoint sorted
-    intervals: (their starts, their ends)."""
-    spans = sorted((keyrange.bounds(p.key, p.range_end) for p in perms if p.allows(write)),
-                   key=lambda s: s[0])
-    los: list[bytes] = []
-    his: list[bytes | None] = []
-    for lo, hi in spans:
-        if los and (his[-1] is None or lo <= his[-1]):
-            if his[-1] is not None and (hi is None or hi > his[-1]):
-                his[-1] = hi
-            continue
-        los.append(lo)
-        his.append(hi)
-    return los, his
-
-
-def covers(union: tuple[list[bytes], list[bytes | None]], key: bytes, range_end: bytes) -> bool:
-    """Whether the intervals hold every key ``(key, range_end)`` names (an empty range:
-    trivially)."""
-    lo, hi = keyrange.bounds(key, range_end)
-    if hi is not None and hi <= lo:
-        return True
-    los, his = union
-    i = bisect_right(los, lo) - 1
-    if i < 0:
-        return False
-    end = his[i]
-    return end is None or (hi is not None and hi <= end)
-
-
 @dataclass(slots=True)
 class _UserPerms:
-    read: tuple[list[bytes], list[bytes | None]]
-    write: tuple[list[bytes], list[bytes | None]]
+    read: Spans
+    write: Spans
     root: bool
 
 
 # -- the guard -------------------------------------------------------------------------------
 class AuthGuard:
     """The guard of every access while authentication is enabled (registered first in
-    :attr:`Core.guards`): the caller must be a user; ADMIN accesses (membership,
-    maintenance, compaction, snapshots, auth management) need the root role; an access to
-    keys needs permissions of the caller's roles that cover them; an access to no key (a
-    lease grant, the member list) needs only a user. A refusal is logged to the
+    :attr:`Core.guards`): PUBLIC accesses (the member list, status) need nothing; any
+    other needs a user; ADMIN accesses (membership, maintenance, compaction, snapshots,
+    auth management) need the root role; an access to keys needs permissions of the
+    caller's roles that cover them; an access to no key (a lease grant, an empty
+    transaction) needs only a user. A write is checked again when it is applied if the
+    auth state moved meanwhile (:meth:`Core.write` stamps it). A refusal is logged to the
     ``confer.audit`` logger, rate-limited (docs/security.md)."""
 
     def __init__(self, core: Core, tokens: Tokens) -> None:
@@ -306,7 +283,8 @@ class AuthGuard:
 
     # -- the check ------------------------------------------------------------------------------
     def __call__(self, ctx: RequestContext, access: Access) -> None:
-        if not self.kv.auth_enabled() or ctx.api == "internal":
+        if (not self.kv.auth_enabled() or ctx.api == "internal"
+                or access.kind is AccessKind.PUBLIC):
             return  # internal: a member forwarding a request it checked itself
         try:
             self.check(ctx, access)
@@ -330,6 +308,19 @@ class AuthGuard:
         union = perms.write if access.kind is AccessKind.WRITE else perms.read
         if not covers(union, access.key, access.range_end):
             raise PermissionDenied("etcdserver: permission denied")
+
+    def refused_at_apply(self, ctx: RequestContext, command: Command, result: ErrorResult
+                         ) -> PermissionDenied:
+        """The error for a write the store refused when it applied it, because the auth
+        state changed after this member checked it (:func:`confer.kv.auth.stale_refusal`);
+        logged like any refusal."""
+        denied = (NotAuthenticated if result.code == ErrorCode.USER_EMPTY
+                  else PermissionDenied)(result.message)
+        key, range_end = ((command.key, getattr(command, "range_end", b""))
+                          if type(command) is Put or type(command) is DeleteRange
+                          else (b"", b""))
+        self._log_denied(ctx, Access(AccessKind.WRITE, key, range_end), str(denied))
+        return denied
 
     def require_root(self, ctx: RequestContext) -> None:
         """Refuse unless auth is disabled or the caller has the root role."""

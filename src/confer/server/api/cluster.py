@@ -103,7 +103,7 @@ class ClusterRequests:
         return sorted(self.host.fsm.membership.members.values(), key=lambda m: m.id)
 
     async def members(self, ctx: RequestContext, serializable: bool = False) -> list[Member]:
-        await self.core.read(ctx, Access(AccessKind.READ), serializable)
+        await self.core.read(ctx, Access(AccessKind.PUBLIC), serializable)
         return self.member_list()
 
     def member(self, member_id: int) -> Member:
@@ -116,7 +116,7 @@ class ClusterRequests:
         return set(self.core.consensus.require_node().status().conf_state.voters)
 
     def status(self, ctx: RequestContext) -> MemberStatus:
-        self.core.check(ctx, Access(AccessKind.READ))
+        self.core.check(ctx, Access(AccessKind.PUBLIC))
         host, kv = self.host, self.core.kv
         node = host.node
         st = node.status() if node else None

@@ -92,6 +92,9 @@ class AccessKind(enum.Enum):
     """Changes keys or leases through the log."""
     ADMIN = "admin"
     """Changes or inspects the cluster itself (membership, compaction, snapshots)."""
+    PUBLIC = "public"
+    """Reads what any caller may know, authenticated or not: the member list and a member's
+    status (etcd answers MemberList and Status without a user; health checks use them)."""
 
 
 class Access(NamedTuple):

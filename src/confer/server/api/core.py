@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 import grpc
 
-from confer.kv import Command, ErrorResult, KVStore, NoSpace, encode_command, validate_command
+from confer.kv import (
+    Command,
+    ErrorCode,
+    ErrorResult,
+    KVStore,
+    NoSpace,
+    encode_command_as,
+    validate_command,
+)
 from confer.raft.errors import NotLeader
 from confer.server.api.context import Access, AccessKind, Guard, RequestContext
 from confer.server.api.errors import TooManyRequests
@@ -29,6 +37,7 @@ if TYPE_CHECKING:
     from confer.server.api.auth import AuthGuard
 
 T = TypeVar("T")
+_REFUSED_AT_APPLY = (ErrorCode.PERMISSION_DENIED, ErrorCode.USER_EMPTY)
 
 ClusterListener = Callable[[str, Member | None, int], None]
 """Called with (kind, member, leader id) on membership and leader changes."""
@@ -144,7 +153,9 @@ class Core:
         for access in accesses:
             self.check(ctx, access)
         validate_command(command)
-        data = encode_command(command)
+        # Stamped with who was checked at which auth revision: the store checks it again if
+        # the auth state moved before it is applied (confer.kv.commands, "Who sent it").
+        data = encode_command_as(command, ctx.identity.user, self.kv.auth_revision())
         size = len(data)
         limits = self.limits
         limits.check(command, size)
@@ -163,6 +174,8 @@ class Core:
             limits.pending -= 1
             limits.pending_bytes -= size
         if isinstance(result, ErrorResult):
+            if result.code in _REFUSED_AT_APPLY and self.auth is not None:
+                raise self.auth.refused_at_apply(ctx, command, result)
             raise result.to_exception()
         return result
 

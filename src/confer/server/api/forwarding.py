@@ -236,11 +236,10 @@ class LeaderService:
         }
         self.leases = leases
 
-    def handlers(self) -> grpc.GenericRpcHandler:
-        return grpc.method_handlers_generic_handler(SERVICE, {
-            "Call": grpc.unary_unary_rpc_method_handler(self.call),
-            "Renew": grpc.stream_stream_rpc_method_handler(self.renew),
-        })
+    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler[bytes, bytes]]:
+        """The service's methods (:data:`SERVICE`), by name."""
+        return {"Call": grpc.unary_unary_rpc_method_handler(self.call),
+                "Renew": grpc.stream_stream_rpc_method_handler(self.renew)}
 
     @staticmethod
     def _context(context: grpc.aio.ServicerContext[Any, bytes], method: str) -> RequestContext:

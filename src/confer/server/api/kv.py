@@ -29,6 +29,7 @@ from confer.kv import (
     Txn,
     TxnResult,
 )
+from confer.kv.auth import txn_key_accesses
 from confer.kv.paths import subtree_range
 from confer.kv.snapshot import SnapshotAborted
 from confer.server.api.context import Access, AccessKind, RequestContext
@@ -90,18 +91,11 @@ def kv_hash(kvs: list[KeyValue], compact_revision: int) -> int:
 
 def txn_accesses(txn: Txn) -> list[Access]:
     """Every access a transaction may make, whichever branch runs: its compares and ranges
-    read, its puts and deletes write (nested transactions included)."""
-    out = [Access(READ, c.key, c.range_end) for c in txn.compare]
-    for op in (*txn.success, *txn.failure):
-        if isinstance(op, RangeOp):
-            out.append(Access(READ, op.key, op.range_end))
-        elif isinstance(op, Put):
-            out.append(Access(WRITE, op.key))
-        elif isinstance(op, DeleteRange):
-            out.append(Access(WRITE, op.key, op.range_end))
-        elif isinstance(op, Txn):
-            out.extend(txn_accesses(op))
-    return out
+    read, its puts and deletes write (nested transactions included); a transaction naming
+    no key still needs a user (etcd checks the user of every request)."""
+    out = [Access(WRITE if write else READ, key, end)
+           for write, key, end in txn_key_accesses(txn)]
+    return out or [Access(READ)]
 
 
 class KVRequests:

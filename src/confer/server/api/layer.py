@@ -11,6 +11,7 @@ from confer.server.api.kv import KVRequests
 from confer.server.api.leases import LeaseRequests
 from confer.server.api.watches import WatchRequests
 from confer.server.metrics import CallStats
+from confer.server.tls import RevocationList
 
 
 class RequestLayer:
@@ -40,7 +41,14 @@ class RequestLayer:
         self.leader_service = LeaderService(self.core, self.cluster, self.leases)
         """Serves the operations other members forward to this one while it leads."""
         self.calls = CallStats()
-        """Every client RPC of both APIs, counted and timed as gRPC serves it (rpc.py)."""
+        """Every client RPC of both APIs, health and reflection included, counted and timed
+        as gRPC serves it (rpc.py)."""
+        self.crl: RevocationList | None = None
+        """``--client-crl-file``: set by the member before its ports serve (rpc.py checks
+        each client-port call against it)."""
+        self.peer_calls = CallStats()
+        """The peer port's calls but Raft's streams (its own metrics count those): the
+        internal Leader service and health."""
 
     @property
     def max_key_bytes(self) -> int:

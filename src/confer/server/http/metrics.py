@@ -32,7 +32,9 @@ from confer.server.members import Member as MemberInfo
 from confer.server.metrics import MethodCalls, Timings
 
 WATCH_METHODS = frozenset({"Watch"})
-"""RPCs whose calls in flight are watch streams (both APIs name theirs ``Watch``)."""
+"""RPCs whose calls in flight are watch streams (both APIs name theirs ``Watch``; health's
+``Watch`` is not one)."""
+HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
 def metrics_routes(member: Member) -> list[web.RouteDef]:
@@ -86,6 +88,7 @@ class MemberCollector(Collector):
         yield from self._store()
         yield from self._network()
         yield from self._grpc(self.member.api.calls.methods)
+        yield from self._grpc(self.member.api.peer_calls.methods, "confer_peer_")
 
     def _server(self) -> Iterable[Metric]:
         m = self.member
@@ -169,7 +172,8 @@ class MemberCollector(Collector):
         yield GaugeMetricFamily("etcd_debugging_mvcc_slow_watcher_total",
                                 "Total number of unsynced slow watchers: catching up from "
                                 "history.", value=sum(not w.synced for w in hub.watchers.values()))
-        streams = sum(c.in_flight for c in m.api.calls.methods if c.method in WATCH_METHODS)
+        streams = sum(c.in_flight for c in m.api.calls.methods
+                      if c.method in WATCH_METHODS and c.service != HEALTH_SERVICE)
         yield GaugeMetricFamily("etcd_debugging_mvcc_watch_stream_total",
                                 "Total number of watch streams (both APIs).", value=streams)
         yield CounterMetricFamily("etcd_debugging_mvcc_events",
@@ -210,16 +214,17 @@ class MemberCollector(Collector):
             refused.add_metric([reason], count)
         yield refused
 
-    def _grpc(self, methods: list[MethodCalls]) -> Iterable[Metric]:
+    def _grpc(self, methods: list[MethodCalls], prefix: str = "") -> Iterable[Metric]:
+        """go-grpc-prometheus's families for ``methods``; ``prefix``: another port's."""
         names = ["grpc_type", "grpc_service", "grpc_method"]
-        started = CounterMetricFamily("grpc_server_started", "Total number of RPCs started on "
-                                      "the server.", labels=names)
-        handled = CounterMetricFamily("grpc_server_handled", "Total number of RPCs completed "
-                                      "on the server, regardless of success or failure.",
-                                      labels=[*names, "grpc_code"])
-        seconds = HistogramMetricFamily("grpc_server_handling_seconds", "Histogram of response "
-                                        "latency (seconds) of gRPC that had been application-"
-                                        "level handled by the server.",
+        started = CounterMetricFamily(f"{prefix}grpc_server_started", "Total number of RPCs "
+                                      "started on the server.", labels=names)
+        handled = CounterMetricFamily(f"{prefix}grpc_server_handled", "Total number of RPCs "
+                                      "completed on the server, regardless of success or "
+                                      "failure.", labels=[*names, "grpc_code"])
+        seconds = HistogramMetricFamily(f"{prefix}grpc_server_handling_seconds", "Histogram "
+                                        "of response latency (seconds) of gRPC that had been "
+                                        "application-level handled by the server.",
                                         labels=[*names, "grpc_code"])
         for calls in methods:
             if not calls.started:
