@@ -468,9 +468,15 @@ def test_a_bad_write_body_is_answered_400_naming_the_rule(tmp_path: Path) -> Non
         for route, request, says in bad:
             status, answer = await api.write(f"/ui/api/{route}", request)
             assert status == 400 and says in answer["message"], (request, answer)
+        # Past the request layer's limit: refused there; past the body's, before parsing.
+        status, answer = await api.write("/ui/api/put", {"path": "/team/a", "value": "x" * 5000})
+        assert (status, answer["code"]) == (400, 3) and "too large" in answer["message"], answer
+        status, answer = await api.write("/ui/api/put", {"path": "/team/a",
+                                                         "value_hex": "00" * 50_000})
+        assert status == 413 and "larger than 73728 bytes" in answer["message"], answer
         assert await key_value(api, "/team/a") == b"old"
 
-    run(tmp_path, body)
+    run(tmp_path, body, max_request_bytes=4096)
 
 
 def test_its_calls_count_in_the_rpc_metrics_as_the_client_ports(tmp_path: Path) -> None:
