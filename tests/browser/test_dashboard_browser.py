@@ -1,7 +1,8 @@
 """The web dashboard in a real browser (Debian's headless Chromium, driven by Playwright)
 against a real 3-node cluster: the pages load, show the members and the leader; a key put
 through the CLI appears in the tree and in the live watch; killing the leader (SIGKILL) shows
-a new leader; once authentication is on, the page signs in and reads with its token.
+a new leader; once authentication is on, the page signs in and reads with its token, and the
+signed-in root edits a key's value, which the CLI then reads, and creates and deletes a key.
 Without Chromium this test fails: CI installs it (.ci/run).
 """
 
@@ -38,14 +39,17 @@ def browser() -> Iterator[Browser]:
             launched.close()
 
 
-def cli(cluster: DashboardCluster, *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "confer", *args, "--endpoints",
-                    ",".join(cluster.endpoints)], check=True, capture_output=True, timeout=60)
+def cli(cluster: DashboardCluster, *args: str, among: list[int] | None = None) -> str:
+    """Run the CLI against the members ``among`` (default: all); its output."""
+    endpoints = [cluster.nodes[i].client_addr for i in among or cluster.nodes]
+    done = subprocess.run([sys.executable, "-m", "confer", *args, "--endpoints",
+                           ",".join(endpoints)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (args, done.stderr)
+    return done.stdout
 
 
 def gateway(base: str, path: str, body: dict[str, object]) -> None:
-    """A POST to etcd's JSON gateway on the same listener (what the page itself never does:
-    it only reads)."""
+    """A POST to etcd's JSON gateway on the same listener."""
     request = urllib.request.Request(base + path, data=json.dumps(body).encode(),
                                      method="POST")
     with urllib.request.urlopen(request, timeout=WAIT / 1000) as resp:
@@ -120,4 +124,25 @@ def test_the_dashboard_follows_keys_watches_and_a_leader_kill(browser: Browser,
         expect(page.locator("[data-test=value]")).to_have_text("hello <b>world</b>",
                                                                timeout=WAIT)
         expect(page.locator("#session")).to_contain_text("signed in as root")
+
+        # Signed in: edit the value in the page; the CLI reads the new one.
+        page.get_by_role("button", name="Edit", exact=True).click(timeout=WAIT)
+        page.fill("[data-test=edit-value]", "edited <i>in</i> the page")
+        page.get_by_role("button", name="Save", exact=True).click()
+        expect(page.locator("[data-test=value]")).to_have_text("edited <i>in</i> the page",
+                                                               timeout=WAIT)
+        # (The survivors only: the CLI authenticates with the first endpoint it is given.)
+        assert cli(cluster, "--user", "root:rootpw", "get", key, "--print-value-only",
+                   among=[i for i in cluster.nodes if i != leader]) == "edited <i>in</i> the page"
+
+        # A new key, shown once created, then deleted after the confirm().
+        page.fill("[data-test=new-path]", "/app/made")
+        page.fill("[data-test=new-value]", "fresh")
+        page.get_by_role("button", name="Create", exact=True).click()
+        expect(page.locator("[data-test=value]")).to_have_text("fresh", timeout=WAIT)
+        expect(page.locator("a.selected[data-path='/app/made']")).to_be_visible(timeout=WAIT)
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Delete", exact=True).click()
+        expect(page.locator("[data-test=no-key]")).to_be_visible(timeout=WAIT)
+        expect(page.locator("a[data-path='/app/made']")).to_have_count(0, timeout=WAIT)
         assert errors == []

@@ -1,7 +1,8 @@
 """The web dashboard's page and JSON API (``/ui/``, ``server/http/dashboard.py``) on one
 member, in process: the page and its assets (shipped as package data), the keys, history,
 watch, leases, locks, elections and services endpoints, their 4xx answers naming the rule,
-authentication through the request layer, and the RPC metrics counting its calls.
+authentication through the request layer, writes for a signed-in user (and their refusals),
+and the RPC metrics counting its calls.
 The real-browser test against a 3-node cluster is tests/browser/test_dashboard_browser.py.
 """
 
@@ -60,10 +61,16 @@ class Api:
         assert status == 200, (route, params, status, body)
         return body
 
-    async def post(self, path: str, body: str) -> tuple[int, Any]:
+    async def post(self, path: str, body: str, headers: dict[str, str] | None = None
+                   ) -> tuple[int, Any]:
         async with self.session.post(self.base + path, data=body,
-                                     headers=self._headers()) as resp:
+                                     headers={**self._headers(), **(headers or {})}) as resp:
             return resp.status, await resp.json()
+
+    async def write(self, path: str, body: object, **headers: str) -> tuple[int, Any]:
+        """A write as the page sends it: JSON, with the token (and any other headers)."""
+        raw = body if isinstance(body, str) else json.dumps(body)
+        return await self.post(path, raw, {"Content-Type": "application/json", **headers})
 
 
 def run(tmp_path: Path, body: Body, **settings: object) -> None:
@@ -287,30 +294,43 @@ def test_leases_locks_elections_and_services(tmp_path: Path) -> None:
 
 
 # -- the request layer's rules and metrics --------------------------------------------------------
+async def enable_auth(channel: grpc.aio.Channel) -> None:
+    """Users ``root`` (password ``rootpw``, the root role), ``reader`` (``pw``: reads
+    ``/team/...``) and ``writer`` (``pw``: reads and writes ``/team/...``), then auth on."""
+    auth = rpc_pb2_grpc.AuthStub(channel)
+    await auth.UserAdd(rpc_pb2.AuthUserAddRequest(name="root", password="rootpw"))
+    await auth.RoleAdd(rpc_pb2.AuthRoleAddRequest(name="root"))
+    await auth.UserGrantRole(rpc_pb2.AuthUserGrantRoleRequest(user="root", role="root"))
+    for user, role, perm in (("reader", "team", auth_pb2.Permission.READ),
+                             ("writer", "team-rw", auth_pb2.Permission.READWRITE)):
+        await auth.UserAdd(rpc_pb2.AuthUserAddRequest(name=user, password="pw"))
+        await auth.RoleAdd(rpc_pb2.AuthRoleAddRequest(name=role))
+        await auth.RoleGrantPermission(rpc_pb2.AuthRoleGrantPermissionRequest(
+            name=role, perm=auth_pb2.Permission(permType=perm, key=b"/team/",
+                                                range_end=b"/team0")))
+        await auth.UserGrantRole(rpc_pb2.AuthUserGrantRoleRequest(user=user, role=role))
+    await auth.AuthEnable(rpc_pb2.AuthEnableRequest())
+
+
+async def sign_in(api: Api, user: str, password: str = "pw") -> None:
+    status, answer = await api.post("/ui/api/login",
+                                    json.dumps({"name": user, "password": password}))
+    assert status == 200 and answer["name"] == user, answer
+    api.token = answer["token"]
+
+
 def test_with_auth_on_the_dashboard_reads_with_the_token_and_the_users_permissions(
         tmp_path: Path) -> None:
     async def body(api: Api, channel: grpc.aio.Channel) -> None:
-        auth = rpc_pb2_grpc.AuthStub(channel)
         await put(channel, "/team/a", b"mine")
         await put(channel, "/other/b", b"theirs")
-        await auth.UserAdd(rpc_pb2.AuthUserAddRequest(name="root", password="rootpw"))
-        await auth.RoleAdd(rpc_pb2.AuthRoleAddRequest(name="root"))
-        await auth.UserGrantRole(rpc_pb2.AuthUserGrantRoleRequest(user="root", role="root"))
-        await auth.UserAdd(rpc_pb2.AuthUserAddRequest(name="reader", password="pw"))
-        await auth.RoleAdd(rpc_pb2.AuthRoleAddRequest(name="team"))
-        await auth.RoleGrantPermission(rpc_pb2.AuthRoleGrantPermissionRequest(
-            name="team", perm=auth_pb2.Permission(permType=auth_pb2.Permission.READ,
-                                                  key=b"/team/", range_end=b"/team0")))
-        await auth.UserGrantRole(rpc_pb2.AuthUserGrantRoleRequest(user="reader", role="team"))
-        await auth.AuthEnable(rpc_pb2.AuthEnableRequest())
+        await enable_auth(channel)
 
         status, answer = await api.get("/ui/api/key", path="/team/a")
         assert (status, answer["code"]) == (401, 16) and "user name is empty" in answer["message"]
         status, answer = await api.post("/ui/api/login", '{"name": "reader", "password": "no"}')
         assert status == 400 and "authentication failed" in answer["message"]
-        status, answer = await api.post("/ui/api/login", '{"name": "reader", "password": "pw"}')
-        assert status == 200 and answer["name"] == "reader"
-        api.token = answer["token"]
+        await sign_in(api, "reader")
 
         assert value((await api.ok("/ui/api/key", path="/team/a"))["kv"]) == b"mine"
         status, answer = await api.get("/ui/api/key", path="/other/b")
@@ -329,6 +349,134 @@ def test_with_auth_on_the_dashboard_reads_with_the_token_and_the_users_permissio
         assert (status, answer["message"]) == (401, "etcdserver: invalid auth token")
 
     run(tmp_path, body)
+
+
+# -- writes ---------------------------------------------------------------------------------------
+async def key_value(api: Api, path: str) -> bytes | None:
+    """The value at ``path`` read through the dashboard as root, None if there is none."""
+    token, api.token = api.token, ""
+    await sign_in(api, "root", "rootpw")
+    kv = (await api.ok("/ui/api/key", path=path)).get("kv")
+    api.token = token
+    return None if kv is None else value(kv)
+
+
+def test_a_signed_in_user_puts_and_deletes_keys_as_its_permissions_allow(
+        tmp_path: Path) -> None:
+    async def body(api: Api, channel: grpc.aio.Channel) -> None:
+        await put(channel, "/team/a", b"old")
+        lease = await coord_pb2_grpc.LeaseStub(channel).Grant(
+            coord_pb2.LeaseGrantRequest(ttl=600), timeout=TIMEOUT)
+        await put(channel, "/team/leased", b"x", lease=lease.id)
+
+        # Auth disabled: nobody can sign in, so nobody writes, token or not.
+        status, answer = await api.write("/ui/api/put", {"path": "/team/a", "value": "new"})
+        assert (status, answer["code"]) == (401, 16)
+        assert "writes need a signed-in user" in answer["message"]
+        api.token = "anything"
+        status, answer = await api.write("/ui/api/delete", {"path": "/team/a"})
+        assert status == 401 and "authentication is disabled" in answer["message"], answer
+
+        await enable_auth(channel)
+        api.token = ""
+        status, answer = await api.write("/ui/api/put", {"path": "/team/a", "value": "new"})
+        assert status == 401 and "writes need a signed-in user" in answer["message"]
+
+        # A user who may only read is refused by the request layer: nothing changes.
+        await sign_in(api, "reader")
+        status, answer = await api.write("/ui/api/put", {"path": "/team/a", "value": "new"})
+        assert (status, answer["message"]) == (403, "etcdserver: permission denied")
+        status, answer = await api.write("/ui/api/delete", {"path": "/team", "recursive": True})
+        assert (status, answer["code"]) == (403, 7)
+        assert await key_value(api, "/team/a") == b"old"
+        assert await key_value(api, "/team/leased") == b"x"
+
+        await sign_in(api, "writer")
+        status, answer = await api.write("/ui/api/put", {"path": "/team/a", "value": "new é"})
+        assert status == 200 and int(answer["header"]["revision"]) > 0, answer
+        assert await key_value(api, "/team/a") == "new é".encode()
+        assert (await api.write("/ui/api/put", {"path": "/team/bin", "value_hex": "00ff"}))[0] \
+            == 200
+        assert await key_value(api, "/team/bin") == b"\x00\xff"
+        # With its lease, an edited key stays attached to it.
+        status, _ = await api.write("/ui/api/put", {"path": "/team/leased", "value": "y",
+                                                    "lease": str(lease.id)})
+        kv = (await api.ok("/ui/api/key", path="/team/leased"))["kv"]
+        assert (status, value(kv), int(kv["lease"])) == (200, b"y", lease.id)
+        # Outside its permissions: refused.
+        status, _ = await api.write("/ui/api/put", {"path": "/other", "value": "x"})
+        assert status == 403 and await key_value(api, "/other") is None
+
+        status, answer = await api.write("/ui/api/delete", {"path": "/team/a"})
+        assert (status, answer["deleted"]) == (200, "1")
+        assert await key_value(api, "/team/a") is None
+        status, answer = await api.write("/ui/api/delete", {"path": "/team/a"})
+        assert (status, answer["deleted"]) == (200, "0")
+        for name in ("a", "b"):
+            await api.write("/ui/api/put", {"path": f"/team/sub/{name}", "value": name})
+        status, answer = await api.write("/ui/api/delete", {"path": "/team/sub",
+                                                             "recursive": True})
+        assert (status, answer["deleted"]) == (200, "2")
+        assert (await api.ok("/ui/api/children", path="/team"))["names"] == ["bin", "leased"]
+
+    run(tmp_path, body)
+
+
+def test_a_write_from_another_origin_or_not_as_json_is_refused(tmp_path: Path) -> None:
+    async def body(api: Api, channel: grpc.aio.Channel) -> None:
+        await put(channel, "/team/a", b"old")
+        await enable_auth(channel)
+        await sign_in(api, "writer")
+        new = {"path": "/team/a", "value": "new"}
+        status, answer = await api.write("/ui/api/put", new, Origin="http://evil.example")
+        assert status == 403 and "from another origin (http://evil.example)" in answer["message"]
+        status, answer = await api.write("/ui/api/delete", {"path": "/team/a"}, Origin="null")
+        assert status == 403 and "another origin" in answer["message"]
+        # What a cross-site form can send: no JSON type, no token.
+        status, answer = await api.post("/ui/api/put", json.dumps(new),
+                                        {"Content-Type": "text/plain"})
+        assert status == 415 and "Content-Type: application/json" in answer["message"]
+        assert await key_value(api, "/team/a") == b"old"
+        # The dashboard's own page (same origin) writes.
+        status, _ = await api.write("/ui/api/put", new, Origin=api.base)
+        assert status == 200 and await key_value(api, "/team/a") == b"new"
+
+    run(tmp_path, body)
+
+
+def test_a_bad_write_body_is_answered_400_naming_the_rule(tmp_path: Path) -> None:
+    bad = [
+        ("put", "not json", "the body must be a JSON object"),
+        ("put", '["/a"]', "the body must be a JSON object, not list"),
+        ("put", {"value": "x"}, "path: required, a string"),
+        ("put", {"path": "/team/a"}, 'must have "value" (text) or "value_hex"'),
+        ("put", {"path": "/team/a", "value": "x", "value_hex": "00"}, "not both"),
+        ("put", {"path": "/team/a", "value": 1}, "value: required, a string"),
+        ("put", {"path": "/team/a", "value_hex": "zz"}, "value_hex: must be hexadecimal"),
+        ("put", '{"path": "/team/a", "value": "\\ud800"}', "value: not valid Unicode text"),
+        ("put", {"path": "/team/a", "value": "x", "lease": "-1"}, "lease: must be a lease id"),
+        ("put", {"path": "/team/a", "value": "x", "ttl": 5}, "unknown field 'ttl'"),
+        ("put", {"path": "team/a", "value": "x"}, "must start with '/'"),
+        ("delete", {"path": "/team/a", "recursive": "yes"}, "recursive: must be true or false"),
+        ("delete", {}, "path: required"),
+    ]
+
+    async def body(api: Api, channel: grpc.aio.Channel) -> None:
+        await put(channel, "/team/a", b"old")
+        await enable_auth(channel)
+        await sign_in(api, "root", "rootpw")
+        for route, request, says in bad:
+            status, answer = await api.write(f"/ui/api/{route}", request)
+            assert status == 400 and says in answer["message"], (request, answer)
+        # Past the request layer's limit: refused there; past the body's, before parsing.
+        status, answer = await api.write("/ui/api/put", {"path": "/team/a", "value": "x" * 5000})
+        assert (status, answer["code"]) == (400, 3) and "too large" in answer["message"], answer
+        status, answer = await api.write("/ui/api/put", {"path": "/team/a",
+                                                         "value_hex": "00" * 50_000})
+        assert status == 413 and "larger than 73728 bytes" in answer["message"], answer
+        assert await key_value(api, "/team/a") == b"old"
+
+    run(tmp_path, body, max_request_bytes=4096)
 
 
 def test_its_calls_count_in_the_rpc_metrics_as_the_client_ports(tmp_path: Path) -> None:

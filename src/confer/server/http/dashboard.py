@@ -2,7 +2,7 @@
 and JavaScript modules shipped in the package (:data:`ASSETS`, no build step), and the JSON
 API they read, ``/ui/api/...`` (docs/dashboard.md).
 
-No second implementation of any request: every read goes through the member's request layer
+No second implementation of any request: every call goes through the member's request layer
 by the handlers the client port registers (confer.v1's, and etcd's Authenticate), called with
 the gateway's stand-in for a gRPC call (:func:`confer.server.http.gateway.bind_methods`,
 :class:`~confer.server.http.gateway.HttpCall`). So authentication, permissions, limits, audit
@@ -10,10 +10,17 @@ logs and the RPC metrics apply exactly as over gRPC; the auth token is the ``Aut
 header, as for the gateway. The other members' status comes from their own client ports
 (confer.v1 ``Cluster/Status``, with the caller's token).
 
-The dashboard only reads. As the gateway, it is not served while the client port serves TLS
-and this listener does not (it would bypass the client port's TLS and certificate checks;
-over HTTPS it has the same files and rule, and a certificate's common name is the user), nor
-with ``--enable-dashboard false``.
+It writes keys only for a signed-in user (``POST /ui/api/put`` and ``/ui/api/delete``, through
+confer.v1's ``KV/Put`` and ``KV/Delete``): a write needs a token, so while authentication is
+disabled, when nobody can sign in, the dashboard only reads; anyone who reaches the listener
+could write otherwise. A write must be sent as JSON (a cross-site form cannot, without a
+preflight this listener does not answer) and from this listener's own origin, if the browser
+names one (:meth:`Dashboard.write_body`).
+
+As the gateway, the dashboard is not served while the client port serves TLS and this
+listener does not (it would bypass the client port's TLS and certificate checks; over HTTPS
+it has the same files and rule, and a certificate's common name is the user), nor with
+``--enable-dashboard false``.
 
 Answers are JSON in the gateway's encoding (protobuf's JSON mapping with the protos' field
 names: 64-bit integers as strings, bytes in base64, default values left out); a failure is
@@ -25,6 +32,7 @@ answered 400 with a message naming the rule. ``/ui/api/watch`` streams newline-d
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -32,6 +40,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 import grpc
 from aiohttp import web
@@ -41,14 +50,17 @@ from confer.etcdpb.etcdserverpb import rpc_pb2
 from confer.server.etcd import ETCD_SERVICES
 from confer.server.http import bypasses_client_tls
 from confer.server.http.gateway import (
+    BODY_SLACK,
     CONTENT_TYPE,
     HTTP_STATUS,
     Aborted,
+    BodyTooLarge,
     HttpCall,
     Method,
     bind_methods,
     compact,
     error_response,
+    read_body,
     to_dict,
 )
 from confer.server.http.member import Member
@@ -98,6 +110,8 @@ WATCH_PROGRESS = 10.0
 and a proxy sees a live connection."""
 
 RANGE = "confer.v1.KV/Range"
+PUT = "confer.v1.KV/Put"
+DELETE = "confer.v1.KV/Delete"
 CHILDREN = "confer.v1.KV/Children"
 WATCH = "confer.v1.KV/Watch"
 STATUS = "confer.v1.Cluster/Status"
@@ -121,6 +135,15 @@ class BadParam(Exception):
     """A query parameter or body that breaks a rule of the dashboard's API (answered 400)."""
 
 
+class Refused(Exception):
+    """A request the dashboard refuses before calling anything (answered ``status``)."""
+
+    def __init__(self, status: int, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
 class CallFailed(Exception):
     """A call through the request layer ended with a gRPC status other than OK."""
 
@@ -134,8 +157,9 @@ class Calls:
 
     def __init__(self, member: Member) -> None:
         self.methods: dict[str, Method] = {
-            **bind_methods(member, NATIVE_SERVICES, [RANGE, CHILDREN, WATCH, STATUS,
-                                                     MEMBER_LIST, LEASES, TIME_TO_LIVE]),
+            **bind_methods(member, NATIVE_SERVICES, [RANGE, PUT, DELETE, CHILDREN, WATCH,
+                                                     STATUS, MEMBER_LIST, LEASES,
+                                                     TIME_TO_LIVE]),
             **bind_methods(member, ETCD_SERVICES, [AUTHENTICATE]),
         }
 
@@ -205,6 +229,8 @@ def _json_api(fn: Callable[[web.Request], Awaitable[dict[str, Any]]]) -> Handler
         except BadParam as e:
             return error_response(400, grpc.StatusCode.INVALID_ARGUMENT, str(e),
                                   headers=API_HEADERS)
+        except Refused as e:
+            return error_response(e.status, e.code, str(e), headers=API_HEADERS)
         except CallFailed as e:
             return error_response(HTTP_STATUS.get(e.code, 500), e.code, str(e),
                                   headers=API_HEADERS)
@@ -223,6 +249,8 @@ class Dashboard:
         self.timeline = LeaderTimeline(member)
         self.assets = {p.name: (p.read_bytes(), ASSET_TYPES[p.suffix])
                        for p in sorted(ASSETS.iterdir()) if p.suffix in ASSET_TYPES}
+        # value_hex takes two characters a byte; the request layer checks the request.
+        self.max_write_body = 2 * member.cfg.max_request_bytes + BODY_SLACK
 
     def routes(self) -> list[web.RouteDef]:
         api: list[tuple[str, str, Callable[[web.Request], Awaitable[dict[str, Any]]]]] = [
@@ -234,6 +262,8 @@ class Dashboard:
             ("GET", "/ui/api/locks", self.locks),
             ("GET", "/ui/api/services", self.services),
             ("POST", "/ui/api/login", self.login),
+            ("POST", "/ui/api/put", self.put),
+            ("POST", "/ui/api/delete", self.delete),
         ]
         routes = [web.route(method, path, _json_api(fn)) for method, path, fn in api]
         listing = ", ".join([*(f"{m} {p}" for m, p, _ in api), "GET /ui/api/watch"])
@@ -438,6 +468,86 @@ class Dashboard:
             rpc_pb2.AuthenticateResponse)
         return {"token": resp.token, "name": body["name"]}
 
+    # -- writes --------------------------------------------------------------------------------
+    async def put(self, request: web.Request) -> dict[str, Any]:
+        """``KV/Put`` of ``{"path", "value"}`` (text, stored as UTF-8) or ``{"path",
+        "value_hex"}``, with ``"lease"`` (a lease id) to keep the key attached to its lease:
+        a put without one detaches it, as etcd's."""
+        body = await self.write_body(request, ("path", "value", "value_hex", "lease"))
+        if ("value" in body) == ("value_hex" in body):
+            raise BadParam('the body must have "value" (text) or "value_hex", not both')
+        if "value" in body:
+            try:
+                data = _body_str(body, "value").encode()
+            except UnicodeEncodeError:
+                raise BadParam("value: not valid Unicode text: send value_hex") from None
+        else:
+            try:
+                data = bytes.fromhex(_body_str(body, "value_hex"))
+            except ValueError:
+                raise BadParam("value_hex: must be hexadecimal digits, two a byte") from None
+        resp = await self.calls.unary(
+            request, PUT, kv_pb2.PutRequest(path=_body_str(body, "path"), value=data,
+                                            lease=_body_lease(body)),
+            kv_pb2.PutResponse)
+        return to_dict(resp)
+
+    async def delete(self, request: web.Request) -> dict[str, Any]:
+        """``KV/Delete`` of ``{"path"}``, with ``"recursive": true`` its subtree too;
+        answers how many keys were deleted."""
+        body = await self.write_body(request, ("path", "recursive"))
+        recursive = body.get("recursive", False)
+        if not isinstance(recursive, bool):
+            raise BadParam(f"recursive: must be true or false, not {recursive!r:.40}")
+        resp = await self.calls.unary(
+            request, DELETE, kv_pb2.DeleteRequest(path=_body_str(body, "path"),
+                                                  recursive=recursive),
+            kv_pb2.DeleteResponse)
+        return {**to_dict(resp), "deleted": str(resp.deleted)}
+
+    async def write_body(self, request: web.Request, fields: tuple[str, ...]
+                         ) -> dict[str, Any]:
+        """The JSON object of a write request with no fields but ``fields``, once the
+        request passes the rules of writes: from this listener's origin if the browser names
+        one, sent as JSON (a cross-site form cannot set that type without a CORS preflight,
+        which is not answered), with a token while authentication is enabled. The request
+        layer then checks the token and the user's permissions."""
+        origin = request.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
+            raise Refused(403, grpc.StatusCode.PERMISSION_DENIED,
+                          f"a write from another origin ({origin[:100]}) is refused: "
+                          f"only the dashboard served by {request.host[:100]} may write here")
+        if request.content_type != CONTENT_TYPE:
+            raise Refused(415, grpc.StatusCode.INVALID_ARGUMENT,
+                          f"a write must be sent as Content-Type: {CONTENT_TYPE}, "
+                          f"not {request.content_type[:100]!r}")
+        if not request.headers.get("Authorization"):
+            raise Refused(401, grpc.StatusCode.UNAUTHENTICATED,
+                          "writes need a signed-in user: sign in first (without one the "
+                          "dashboard only reads)")
+        if not self.member.api.core.kv.auth_enabled():
+            # The request layer would ignore the token: anyone could write.
+            raise Refused(401, grpc.StatusCode.UNAUTHENTICATED,
+                          "writes need a signed-in user, and nobody can sign in while "
+                          "authentication is disabled: the dashboard only reads")
+        try:
+            raw = await read_body(request, self.max_write_body)
+        except BodyTooLarge:
+            raise Refused(413, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"the request body is larger than {self.max_write_body} bytes"
+                          ) from None
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as e:
+            raise BadParam(f"the body must be a JSON object: {e}") from None
+        if not isinstance(body, dict):
+            raise BadParam(f"the body must be a JSON object, not {type(body).__name__}")
+        unknown = sorted(set(body) - set(fields))
+        if unknown:
+            raise BadParam(f"unknown field {unknown[0][:40]!r} (the fields are: "
+                           f"{', '.join(fields)})")
+        return body
+
 
 async def _to_ui(_request: web.Request) -> web.Response:
     raise web.HTTPFound("/ui/")
@@ -489,6 +599,27 @@ def _path_param(request: web.Request, name: str = "path", default: str | None = 
     value = request.query.get(name, default)
     if value is None:
         raise BadParam(f"{name}: required (a key path such as /app/config)")
+    return value
+
+
+def _body_str(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise BadParam(f"{name}: required, a string")
+    return value
+
+
+def _body_lease(body: dict[str, Any]) -> int:
+    """``lease``: a lease id, as a number or (the JSON encoding of 64-bit integers) a
+    decimal string; 0 (none) if absent."""
+    raw = body.get("lease", 0)
+    value = -1
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) < 20:
+        value = int(raw)
+    if not 0 <= value < 1 << 63:
+        raise BadParam(f"lease: must be a lease id (a whole number from 0), not {raw!r:.40}")
     return value
 
 

@@ -189,8 +189,8 @@ class BadBody(Exception):
     """A request body that is not the JSON of the method's request (answered 400)."""
 
 
-class _BodyTooLarge(Exception):
-    """A request body over :attr:`Gateway.max_body` (answered 413 before it is parsed)."""
+class BodyTooLarge(Exception):
+    """A request body over its limit (answered 413 before it is parsed)."""
 
 
 class Gateway:
@@ -209,11 +209,11 @@ class Gateway:
             return error_response(405, grpc.StatusCode.UNIMPLEMENTED, "Method Not Allowed",
                                   headers={"Allow": "POST"})
         try:
-            body = await self._body(request)
+            body = await read_body(request, self.max_body)
             messages = parse(body, method.request_type, method.request_streaming)
         except BadBody as e:
             return error_response(400, grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        except _BodyTooLarge:
+        except BodyTooLarge:
             return error_response(413, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                   f"the request body is larger than {self.max_body} bytes")
         call = HttpCall(request)
@@ -226,19 +226,21 @@ class Gateway:
             return await call.end()
         return web.Response(text=compact(to_dict(result)), content_type=CONTENT_TYPE)
 
-    async def _body(self, request: web.Request) -> bytes:
-        # Read here rather than by request.read(): its limit (client_max_size) is the
-        # listener's, for every route, and smaller than an etcd request may be.
-        if (request.content_length or 0) > self.max_body:
-            raise _BodyTooLarge
-        chunks = []
-        size = 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > self.max_body:
-                raise _BodyTooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request's body, or BodyTooLarge once it passes ``limit`` bytes."""
+    # Read here rather than by request.read(): its limit (client_max_size) is the
+    # listener's, for every route, and smaller than an etcd request may be.
+    if (request.content_length or 0) > limit:
+        raise BodyTooLarge
+    chunks = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def parse(body: bytes, kind: type[Message], streaming: bool) -> list[Message]:
@@ -411,4 +413,5 @@ class HttpCall:
             raise asyncio.CancelledError from None
 
 
-__all__ = ["PATHS", "Aborted", "Gateway", "HttpCall", "Method", "bind_methods", "gateway_routes"]
+__all__ = ["PATHS", "Aborted", "BodyTooLarge", "Gateway", "HttpCall", "Method", "bind_methods",
+           "gateway_routes", "read_body"]

@@ -71,13 +71,19 @@ export async function get(path, params = {}, signal = undefined) {
   return answer(await send(url(path, params), {signal}));
 }
 
+/**
+ * POST the JSON of body to path: the JSON answer, or an ApiError. Writes are sent so (as
+ * JSON, from this page's origin), the only way the server takes them.
+ */
+export async function post(path, body) {
+  return answer(await send(path, {
+    method: 'POST', body: JSON.stringify(body), headers: {'Content-Type': 'application/json'},
+  }));
+}
+
 /** Sign in (etcd's Authenticate): keeps the token for the next requests. */
 export async function login(name, password) {
-  const resp = await send('/ui/api/login', {
-    method: 'POST', body: JSON.stringify({name, password}),
-    headers: {'Content-Type': 'application/json'},
-  });
-  const body = await answer(resp);
+  const body = await post('/ui/api/login', {name, password});
   session.set(body.name, body.token);
   return body;
 }

@@ -45,7 +45,8 @@ function showSession() {
     fill(box, h('span', {class: 'muted'}, 'signed in as '), h('strong', {}, session.user), ' ',
       h('button', {type: 'button', onclick: signOut}, 'Sign out'));
   } else {
-    fill(box, h('span', {class: 'muted', title: 'The dashboard only reads.'}, 'read-only'), ' ',
+    const why = 'Sign in to change keys (authentication must be enabled).';
+    fill(box, h('span', {class: 'muted', title: why}, 'read-only'), ' ',
       h('button', {type: 'button', onclick: () => askLogin('')}, 'Sign in'));
   }
 }

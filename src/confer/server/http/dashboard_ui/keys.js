@@ -1,12 +1,18 @@
 // Keys: the tree (children listings), a key's value and metadata, and its history with a
-// diff between two versions.
-import {get} from './api.js';
+// diff between two versions. Signed in, a user may also edit, create and delete keys (the
+// server checks the user's permissions).
+import {get, post, session} from './api.js';
 import {diffLines} from './diff.js';
 import {errorBox, fill, h, leaseHex, num, table} from './dom.js';
-import {MODES, bytesOf, preview, show as showValue} from './values.js';
+import {MODES, bytesOf, preview, show as showValue, textOf} from './values.js';
 
 function join(parent, name) {
   return parent === '/' ? `/${name}` : `${parent}/${name}`;
+}
+
+function parentOf(path) {
+  const at = path.lastIndexOf('/');
+  return at <= 0 ? '/' : path.slice(0, at);
 }
 
 function ancestors(path) {
@@ -110,6 +116,68 @@ function valueView(kv) {
   return h('div', {}, h('div', {class: 'modes'}, 'Value: ', buttons), note, pre);
 }
 
+/**
+ * Edit (as text) and Delete of the key at path, for a signed-in user; onChanged(path) once
+ * it changed, with the path to show next. A refusal is shown as text.
+ */
+function editView(path, kv, onChanged) {
+  const problem = h('div', {'data-test': 'edit-error'});
+  const text = textOf(bytesOf(kv.value));
+  const area = h('textarea', {name: 'value', rows: 8, 'data-test': 'edit-value',
+    'aria-label': `new value of ${path}`});
+  async function write(route, body, doing, next) {
+    fill(problem);
+    try {
+      await post(route, body);
+    } catch (e) {
+      fill(problem, errorBox(`Cannot ${doing} ${path}: ${e.message}`));
+      return;
+    }
+    onChanged(next);
+  }
+  const form = h('form', {class: 'edit', hidden: true, onsubmit: (event) => {
+    event.preventDefault();
+    // With its lease: a put without one would detach the key from it.
+    write('/ui/api/put', {path, value: area.value, lease: kv.lease ?? '0'}, 'save', path);
+  }}, area, h('div', {class: 'buttons'}, h('button', {type: 'submit'}, 'Save'),
+    h('button', {type: 'button', onclick: () => { form.hidden = true; }}, 'Cancel')));
+  const edit = h('button', {type: 'button', disabled: text === null,
+    title: text === null ? 'Not UTF-8 text: it cannot be edited here.' : undefined,
+    onclick: () => {
+      area.value = text;
+      form.hidden = false;
+      area.focus();
+    }}, 'Edit');
+  const remove = h('button', {type: 'button', class: 'danger', onclick: () => {
+    if (confirm(`Delete the key ${path}?`)) {
+      write('/ui/api/delete', {path}, 'delete', parentOf(path));
+    }
+  }}, 'Delete');
+  return h('div', {}, h('div', {class: 'modes'}, edit, remove), form, problem);
+}
+
+/** Create (or overwrite) a key, for a signed-in user; onChanged(path) once it is there. */
+function newKeyForm(onChanged) {
+  const path = h('input', {name: 'new-path', placeholder: '/app/new', 'aria-label': 'new key',
+    'data-test': 'new-path', required: true});
+  const value = h('input', {name: 'new-value', placeholder: 'value (text)',
+    'aria-label': 'value of the new key', 'data-test': 'new-value'});
+  const problem = h('div');
+  const form = h('form', {class: 'inline', onsubmit: async (event) => {
+    event.preventDefault();
+    fill(problem);
+    try {
+      await post('/ui/api/put', {path: path.value, value: value.value});
+    } catch (e) {
+      fill(problem, errorBox(`Cannot create ${path.value}: ${e.message}`));
+      return;
+    }
+    onChanged(path.value);
+    form.reset();
+  }}, 'New key: ', path, value, h('button', {type: 'submit'}, 'Create'));
+  return {form, problem, under(parent) { path.placeholder = join(parent, 'new'); }};
+}
+
 function diffText(kv) {
   const shown = showValue(bytesOf(kv.value), 'auto');
   return shown.text;
@@ -150,21 +218,37 @@ function historyView(answer) {
 
 export function show(root, params) {
   const problem = h('div');
-  const tree = new Tree((message) => fill(problem, errorBox(message)));
+  const treebox = h('nav', {class: 'treebox'});
+  let tree;
+  function newTree() {
+    tree = new Tree((message) => fill(problem, errorBox(message)));
+    fill(treebox, tree.root);
+    tree.items.get('/').open(true);
+  }
   const details = h('section', {class: 'details'});
   const goto = h('input', {name: 'path', placeholder: '/app/config', 'aria-label': 'path'});
   const form = h('form', {class: 'inline', onsubmit: (event) => {
     event.preventDefault();
     location.hash = `#/keys?path=${encodeURIComponent(goto.value || '/')}`;
   }}, goto, h('button', {type: 'submit'}, 'Open'));
-  root.append(h('h2', {}, 'Keys'), form, problem,
-    h('div', {class: 'columns'}, h('nav', {class: 'treebox'}, tree.root), details));
+  const signedIn = Boolean(session.token);
+  /** After a write: the tree listed anew, and the key at path shown. */
+  function changed(path) {
+    newTree();
+    const hash = `#/keys?path=${encodeURIComponent(path)}`;
+    if (location.hash === hash) select(path);
+    else location.hash = hash;
+  }
+  const creator = signedIn ? newKeyForm(changed) : null;
+  root.append(h('h2', {}, 'Keys'), form, creator?.form, creator?.problem, problem,
+    h('div', {class: 'columns'}, treebox, details));
   let serial = 0;
 
   async function select(path) {
     const mine = ++serial;
     tree.select(path);
     goto.value = path;
+    creator?.under(path);
     fill(details, h('p', {class: 'muted'}, `Reading ${path}…`));
     let key;
     let history;
@@ -185,11 +269,12 @@ export function show(root, params) {
           : 'No key at this path (it may have children).'));
       return;
     }
-    fill(details, heading, metadata(key.kv), valueView(key.kv), h('h3', {}, 'History'),
+    fill(details, heading, metadata(key.kv), valueView(key.kv),
+      signedIn ? editView(path, key.kv, changed) : null, h('h3', {}, 'History'),
       historyView(history));
   }
 
-  tree.items.get('/').open(true);
+  newTree();
   select(params.get('path') || '/');
   return {
     stop() { serial++; },
