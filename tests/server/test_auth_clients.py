@@ -17,7 +17,7 @@ import confer.aio
 from confer.client import PermissionDenied, Unauthenticated
 from confer.etcdpb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from confer.v1 import confer_pb2, confer_pb2_grpc
-from testing import ProcessCluster
+from testing import ProcessCluster, free_port
 
 TOKEN_TTL = 2
 """Seconds a token lives unused on this test's node (--auth-token-ttl)."""
@@ -167,3 +167,23 @@ def test_status_and_member_list_need_no_user_and_keyless_requests_do(endpoints: 
     with confer.Client(endpoints) as anonymous:
         assert anonymous.status().leader_id
         assert [m.id for m in anonymous.member_list()] == [1]
+
+
+def test_a_dead_first_endpoint_does_not_stop_authentication(endpoints: list[str]) -> None:
+    """Authenticating through a member that does not answer is a failure of that member, as
+    any call's: the client goes on to the next endpoint instead of giving up."""
+    dead = f"127.0.0.1:{free_port()}"
+    with confer.Client([dead, *endpoints], user="alice", password="alicepw") as alice:
+        assert alice.get("/app/x").value == b"1"  # type: ignore[union-attr]
+
+
+def test_a_dead_first_endpoint_does_not_stop_the_asyncio_clients_either(
+        endpoints: list[str]) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+
+    async def main() -> None:
+        async with confer.aio.Client([dead, *endpoints], user="alice",
+                                     password="alicepw") as alice:
+            assert (await alice.get("/app/x")).value == b"1"  # type: ignore[union-attr]
+
+    asyncio.run(main())

@@ -28,6 +28,8 @@ _AUTHENTICATE = "/etcdserverpb.Auth/Authenticate"
 _AUTHENTICATE_BYTES = _AUTHENTICATE.encode()
 _NOT_ENABLED = "authentication is not enabled"
 _USER_EMPTY = "user name is empty"
+_MEMBER_FAILURES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+"""Authenticate's failures that say nothing of the credentials, only of the member asked."""
 
 
 class _Details(NamedTuple):
@@ -60,12 +62,16 @@ class Credentials:
 
     def _failed(self, e: grpc.RpcError) -> None:
         """Authentication was refused: raise it as the client's error (or note that
-        authentication is not enabled)."""
+        authentication is not enabled). A member that did not answer is re-raised as the
+        gRPC error it is, so that the client's policy takes the next endpoint, as for any
+        call to that member."""
         details = e.details() or ""
         if _NOT_ENABLED in details:
             self.disabled = True
             return
         code = e.code()
+        if code in _MEMBER_FAILURES:
+            raise e
         raise error_from_status(code.name if code is not None else "UNKNOWN", details,
                                 f"authenticate as {self.user}") from None
 
