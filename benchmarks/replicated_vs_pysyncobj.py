@@ -1,8 +1,8 @@
 """The replicated counter on Confer against PySyncObj's ``@replicated`` counter (not collected
-by pytest; needs ``pip install pysyncobj``).
+by pytest; needs the ``bench`` extra: ``./dev bench replicated_vs_pysyncobj``).
 
-    .venv/bin/python benchmarks/replicated_vs_pysyncobj.py
-    .venv/bin/python benchmarks/replicated_vs_pysyncobj.py --seconds 10 --inflight 64
+    ./dev bench replicated_vs_pysyncobj
+    ./dev bench replicated_vs_pysyncobj --seconds 10 --inflight 64
 
 Each system runs 3 member processes on 127.0.0.1, on this machine, in the same run. The load
 comes from inside member 1's process, as PySyncObj is used (it has no client protocol): keep
@@ -201,7 +201,8 @@ def main() -> None:
         pysyncobj_member(args)
         return
     if importlib.util.find_spec("pysyncobj") is None:
-        raise SystemExit("this benchmark needs PySyncObj: .venv/bin/pip install pysyncobj")
+        raise SystemExit("this benchmark needs PySyncObj: run it as ./dev bench "
+                         "replicated_vs_pysyncobj (installs the bench extra)")
     with tempfile.TemporaryDirectory() as tmp:
         rows = [json.loads(run("confer", args, tmp)), json.loads(run("pysyncobj", args, tmp))]
         if args.with_client:
