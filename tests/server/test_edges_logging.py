@@ -157,7 +157,7 @@ def test_register_passes_on_the_handlers_of_code_without_registered_methods() ->
     def add_old_style(servicer: object, server: Any) -> None:
         server.add_generic_rpc_handlers(("generic handler",))
 
-    layer = SimpleNamespace(calls=CallStats())  # all register() reads of the layer
+    layer = SimpleNamespace(calls=CallStats(), crl=None)  # all register() reads of it
     register(cast(Any, layer), Server(), [(add_old_style, lambda layer: object())])
     assert added == ["generic handler"]
 

@@ -96,10 +96,10 @@ class ServerConfig:
     enable_grpc_gateway: bool = True
     """Serve etcd's JSON gateway (``/v3/...``) on the HTTP listener (etcd's flag; not
     while the client port serves TLS and the listener is plaintext: see
-    :func:`confer.server.http.bypasses_client_tls`)."""
+    :func:`confer.server.http.exposure.bypasses_client_tls`)."""
     enable_dashboard: bool = True
     """Serve the web dashboard (``/ui/``) on the HTTP listener (under the gateway's
-    rule: :func:`confer.server.http.bypasses_client_tls`)."""
+    rule: :func:`confer.server.http.exposure.bypasses_client_tls`)."""
     listen_dns: str = "default"
     """HOST:PORT of the DNS interface to the service catalog (UDP and TCP); ``none`` or
     empty: none; ``default``: see :attr:`dns_addr`."""

@@ -48,7 +48,7 @@ from google.protobuf.message import Message
 
 from confer.etcdpb.etcdserverpb import rpc_pb2
 from confer.server.etcd import ETCD_SERVICES
-from confer.server.http import bypasses_client_tls
+from confer.server.http.exposure import bypasses_client_tls
 from confer.server.http.gateway import (
     BODY_SLACK,
     CONTENT_TYPE,
@@ -125,7 +125,7 @@ M = TypeVar("M", bound=Message)
 
 def dashboard_routes(member: Member) -> list[web.RouteDef]:
     """The dashboard's routes, unless ``--enable-dashboard false`` or the client port serves
-    TLS while the listener does not (:func:`~confer.server.http.bypasses_client_tls`)."""
+    TLS while the listener does not (:func:`~confer.server.http.exposure.bypasses_client_tls`)."""
     if not member.cfg.enable_dashboard or bypasses_client_tls(member, "the dashboard"):
         return []
     return Dashboard(member).routes()

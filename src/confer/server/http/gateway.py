@@ -39,7 +39,7 @@ from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
 
 from confer.server.etcd import ETCD_SERVICES
-from confer.server.http import bypasses_client_tls
+from confer.server.http.exposure import bypasses_client_tls
 from confer.server.http.member import Member
 from confer.server.rpc import TOKEN_KEY, Registration, register
 
@@ -130,7 +130,7 @@ CONTENT_TYPE = "application/json"
 
 def gateway_routes(member: Member) -> list[web.RouteDef]:
     """The gateway's route, unless ``--enable-grpc-gateway false`` or the client port serves
-    TLS while the listener does not (:func:`~confer.server.http.bypasses_client_tls`)."""
+    TLS while the listener does not (:func:`~confer.server.http.exposure.bypasses_client_tls`)."""
     if not member.cfg.enable_grpc_gateway or bypasses_client_tls(member, "etcd's JSON gateway"):
         return []
     gateway = Gateway(member)
