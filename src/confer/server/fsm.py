@@ -4,7 +4,7 @@ state machine when the member runs one (``confer serve --app``, :mod:`confer.rep
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, Protocol
 
 import msgpack
@@ -123,6 +123,24 @@ class ServerStateMachine(StateMachine):
         head = msgpack.Packer()
         yield [head.pack_array_header(3 if app_steps is None else 4), head.pack(SNAPSHOT_FORMAT),
                bin_header(sum(map(len, kv))), *kv, *tail]
+
+    def backup_steps(self) -> Iterator[tuple[list[bytes], list[bytes]] | None]:
+        """What a backup file holds (``confer snapshot save``), as :meth:`snapshot_steps`
+        makes a snapshot: the KV store's snapshot and the app's (no parts: no app), both
+        captured now, at one entry; each ``next()`` does a slice and yields None, the last
+        yields the two as parts to concatenate."""
+        kv_steps = self.kv.snapshot_steps()
+        next(kv_steps)
+        app_steps = None if self.app is None else self.app.snapshot_steps()
+        return self._backup(kv_steps, app_steps)
+
+    @staticmethod
+    def _backup(kv_steps: SnapshotSteps, app_steps: SnapshotSteps | None
+                ) -> Iterator[tuple[list[bytes], list[bytes]] | None]:
+        yield None
+        kv = yield from _steps_until_done(kv_steps)
+        app = [] if app_steps is None else (yield from _steps_until_done(app_steps))
+        yield kv, app
 
     @staticmethod
     def snapshot_is_valid(data: bytes) -> bool:
