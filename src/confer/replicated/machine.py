@@ -224,6 +224,9 @@ class StateMachine:
     _term = 0
     _entry_version = 0
     _random: random.Random | None = None
+    _snapshot_slice = SNAPSHOT_SLICE
+    """Entries per chunk of the default :meth:`snapshot_chunks` (the simulator makes it
+    small, so that small states are sliced too)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -304,19 +307,20 @@ class StateMachine:
         for name in self._fields:
             value = getattr(self, name)
             if (self.incremental_snapshot and type(value) in (dict, list)
-                    and len(value) > SNAPSHOT_SLICE):
+                    and len(value) > self._snapshot_slice):
                 large.append((name, value.copy()))
             else:
                 parts.append(pack([name, _WHOLE, value]))
         yield b"".join(parts)  # captured
+        step = self._snapshot_slice
         for name, value in large:
             if isinstance(value, dict):
                 items = iter(value.items())
-                for _ in range(0, len(value), SNAPSHOT_SLICE):
-                    yield pack([name, _DICT_SLICE, dict(itertools.islice(items, SNAPSHOT_SLICE))])
+                for _ in range(0, len(value), step):
+                    yield pack([name, _DICT_SLICE, dict(itertools.islice(items, step))])
             else:
-                for lo in range(0, len(value), SNAPSHOT_SLICE):
-                    yield pack([name, _LIST_SLICE, value[lo:lo + SNAPSHOT_SLICE]])
+                for lo in range(0, len(value), step):
+                    yield pack([name, _LIST_SLICE, value[lo:lo + step]])
 
     def restore_chunks(self, chunks: Iterable[bytes]) -> None:
         """Replace the state (of a fresh instance) with :meth:`snapshot_chunks`' chunks, in
