@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from confer.raft.types import Entry
 from confer.replicated import StateMachine, command, query
 from confer.replicated.machine import SNAPSHOT_SLICE, field, methods_of, pack, unpack
@@ -132,3 +134,11 @@ def test_a_lagging_member_catches_up_from_a_large_chunked_snapshot(tmp_path: Pat
                 await m.stop()
 
     asyncio.run(main())
+
+
+def test_a_malformed_app_snapshot_is_refused_with_its_reason() -> None:
+    replica = Replica(Register)
+    with pytest.raises(ValueError, match="malformed Register snapshot"):
+        replica.restore(pack([2, "Register", 1, 0, b"not a list of chunks"]))
+    with pytest.raises(ValueError, match=r"Register\.restore\(\) failed .*declared field"):
+        replica.restore(pack([2, "Register", 1, 0, [pack(["nope", 0, 1])]]))

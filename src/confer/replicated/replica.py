@@ -174,6 +174,9 @@ class Replica(Generic[M]):
         if version > self.cls.version:
             raise VersionTooNew(f"the snapshot was taken by {name} version {version}; this "
                                 f"member runs version {self.cls.version}: upgrade its code")
+        if not (isinstance(state, bytes) if fmt == 1 else
+                isinstance(state, list) and all(isinstance(c, bytes) for c in state)):
+            raise ValueError(f"a malformed {name} snapshot (format {fmt})")
         machine = self.cls()
         try:
             if fmt == 1:
