@@ -118,17 +118,24 @@ def test_a_lagging_member_catches_up_from_a_large_chunked_snapshot(tmp_path: Pat
             lagging = next(m for m in g.members if m is not leader)
             await lagging.stop()
             assert await leader.fill(BIG) == BIG
-            for i in range(10):
-                await leader.change(i * 10)
+            filled = leader.state.index
+            storage = leader.server.storage
+            assert storage is not None
+            changes = 0
+            async with asyncio.timeout(60):  # until the leader's log no longer has the fill
+                while storage.snapshot().meta.index <= filled and changes < 500:
+                    await leader.change(changes * 10)
+                    changes += 1
+                    await asyncio.sleep(0.02)
             again = g.member(lagging.node_id, BigMap)
             g.members[g.members.index(lagging)] = again
             await again.start()
             async with asyncio.timeout(60):
-                while again.state.small != 10:
+                while again.state.small != changes:
                     await asyncio.sleep(0.05)
             assert state(again.state) == state(leader.state)
             assert again.server.storage is not None  # it received the leader's snapshot
-            assert again.server.storage.snapshot().meta.index > 4
+            assert again.server.storage.snapshot().meta.index > filled
         finally:
             for m in g.members:
                 await m.stop()
