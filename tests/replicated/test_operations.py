@@ -273,6 +273,11 @@ def test_a_received_snapshot_that_fails_to_restore_stops_the_member(tmp_path: Pa
             await lagging.stop()  # before any snapshot: it will need the leader's
             for i in range(30):
                 await leader.set("x", i)
+            storage = leader.server.storage
+            assert storage is not None
+            async with asyncio.timeout(20):  # its snapshot written (in the background), the
+                while storage.snapshot().meta.index == 0:  # log it would replay is gone
+                    await asyncio.sleep(0.02)
             broken = g.member(lagging.node_id, Unrestorable)
             g.members[g.members.index(lagging)] = broken
             await broken.start()

@@ -75,3 +75,25 @@ def test_a_snapshot_that_loses_state_is_caught() -> None:
 def test_bad_ops_are_refused_like_a_callers_arguments() -> None:
     with pytest.raises(SimulationFailed, match="must be int, not str"):
         simulate(Counter, seed=7, ops=[("incr", "x")], steps=20)
+
+
+class InPlace(StateMachine):
+    jobs: dict[int, list[int]] = {}  # noqa: RUF012 - copied per instance
+
+    @command
+    def touch(self, n: int) -> None:
+        job = self.jobs.setdefault(n % 3, [])
+        job.append(n)  # the rule broken: a value mutated in place (a snapshot shares it)
+
+
+class Replacing(InPlace):
+    @command
+    def touch(self, n: int) -> None:
+        self.jobs[n % 3] = [*self.jobs.get(n % 3, []), n]  # the rule kept: replaced
+
+
+def test_a_command_that_mutates_what_an_incremental_snapshot_shares_is_caught() -> None:
+    with pytest.raises(SimulationFailed, match="mutates in place"):
+        simulate(InPlace, seed=8, ops=[("touch", 0), ("touch", 1), ("touch", 2)], steps=80)
+    run = simulate(Replacing, seed=8, ops=[("touch", 0), ("touch", 1), ("touch", 2)], steps=80)
+    assert run.commands > 0

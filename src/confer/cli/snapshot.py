@@ -168,7 +168,7 @@ def restore_cmd(file: Path, data_dir: Path, **flags: Any) -> None:
     size = len(done.members)
     click.echo(f"Restored member {done.node_id} of new cluster {done.cluster_id:x} "
                f"({size} member{'s' if size > 1 else ''}) at revision {done.revision} "
-               f"({done.keys} keys) into {data_dir}")
+               f"({done.keys} keys{f', app {done.app}' if done.app else ''}) into {data_dir}")
 
 
 def _strip_scheme(addr: str | None) -> str | None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import builtins
 import copy
 import inspect
+import itertools
 import random
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -16,6 +17,11 @@ import msgpack
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+
+SNAPSHOT_SLICE = 5000
+"""Entries of a large dict or list field that the default :meth:`StateMachine.snapshot_chunks`
+packs per chunk (a few milliseconds' work each)."""
+_WHOLE, _DICT_SLICE, _LIST_SLICE = 0, 1, 2
 
 SERIALISABLE = "None, bool, int (64-bit), float, str, bytes, and lists, tuples and dicts of them"
 """What a command's or query's arguments and result may hold (what msgpack encodes)."""
@@ -201,6 +207,10 @@ class StateMachine:
     """The version of the code: a member applies entries and snapshots written by this
     version or older ones, and stops at a newer one. Bump it when a command's behaviour
     changes (and branch on :attr:`entry_version` to replay older entries as they were)."""
+    incremental_snapshot: ClassVar[bool] = True
+    """Whether the default :meth:`snapshot_chunks` packs large dict and list fields a slice
+    at a time (their values must then be replaced, never mutated in place: see there).
+    False: every field is packed at once, between two entries."""
     write_version: ClassVar[int | None] = None
     """The version recorded in the entries this code proposes (None: :attr:`version`). Pin
     it to the old version during a rolling upgrade (docs/platform.md, "Upgrades")."""
@@ -214,6 +224,9 @@ class StateMachine:
     _term = 0
     _entry_version = 0
     _random: random.Random | None = None
+    _snapshot_slice = SNAPSHOT_SLICE
+    """Entries per chunk of the default :meth:`snapshot_chunks` (the simulator makes it
+    small, so that small states are sliced too)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -268,9 +281,82 @@ class StateMachine:
         return self._entry_version
 
     # -- snapshots ----------------------------------------------------------------------------
+    def snapshot_chunks(self) -> Iterator[bytes]:
+        """The state as a sequence of byte chunks (what :meth:`restore_chunks` takes back),
+        produced a chunk per turn of the member's event loop while commands go on being
+        applied between chunks.
+
+        The rule: the code up to the first ``yield`` runs between two entries and must
+        capture the state (a copy, or an immutable view); the chunks must hold the state as
+        captured there, whatever the commands applied after it change.
+
+        The default: a class that overrides :meth:`snapshot` or :meth:`restore` gets one
+        chunk, ``snapshot()``. Otherwise each field is packed at once, except a dict or list
+        field of more than :data:`SNAPSHOT_SLICE` entries, which is copied (a shallow copy:
+        a few milliseconds for 200,000 entries) and packed :data:`SNAPSHOT_SLICE` entries a
+        chunk. Commands may add, remove and replace such a field's entries meanwhile, but
+        must not mutate an entry's value in place (``self.jobs[k]["tries"] += 1``): replace
+        it (``self.jobs[k] = {**job, "tries": n}``), or set
+        :attr:`incremental_snapshot` to False.
+        """
+        if self._whole_state():
+            yield self.snapshot()
+            return
+        parts: list[bytes] = []
+        large: list[tuple[str, dict[Any, Any] | list[Any]]] = []
+        for name in self._fields:
+            value = getattr(self, name)
+            if (self.incremental_snapshot and type(value) in (dict, list)
+                    and len(value) > self._snapshot_slice):
+                large.append((name, value.copy()))
+            else:
+                parts.append(pack([name, _WHOLE, value]))
+        yield b"".join(parts)  # captured
+        step = self._snapshot_slice
+        for name, value in large:
+            if isinstance(value, dict):
+                items = iter(value.items())
+                for _ in range(0, len(value), step):
+                    yield pack([name, _DICT_SLICE, dict(itertools.islice(items, step))])
+            else:
+                for lo in range(0, len(value), step):
+                    yield pack([name, _LIST_SLICE, value[lo:lo + step]])
+
+    def restore_chunks(self, chunks: Iterable[bytes]) -> None:
+        """Replace the state (of a fresh instance) with :meth:`snapshot_chunks`' chunks, in
+        order. The default reads the default's chunks, or joins them for :meth:`restore`
+        when the class overrides :meth:`snapshot` or :meth:`restore`."""
+        if self._whole_state():
+            self.restore(b"".join(chunks))
+            return
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0)
+        started: set[str] = set()
+        for chunk in chunks:
+            unpacker.feed(chunk)
+            for item in unpacker:
+                if (not isinstance(item, list) or len(item) != 3
+                        or item[0] not in self._fields):
+                    raise ValueError(f"a {type(self).__name__} snapshot chunk must be "
+                                     "[field, kind, value] of a declared field")
+                name, kind, value = item
+                if kind == _WHOLE:
+                    setattr(self, name, value)
+                    continue
+                if name not in started:
+                    started.add(name)
+                    setattr(self, name, {} if kind == _DICT_SLICE else [])
+                if kind == _DICT_SLICE:
+                    getattr(self, name).update(value)
+                elif kind == _LIST_SLICE:
+                    getattr(self, name).extend(value)
+                else:
+                    raise ValueError(f"a {type(self).__name__} snapshot chunk of an unknown "
+                                     f"kind {kind!r}")
+
     def snapshot(self) -> bytes:
-        """The state as bytes: by default, msgpack of the fields. Override with
-        :meth:`restore` for state that msgpack cannot hold."""
+        """The state as bytes, whole: by default, msgpack of the fields. Override with
+        :meth:`restore` for state that msgpack cannot hold (or :meth:`snapshot_chunks` and
+        :meth:`restore_chunks` for a large one)."""
         return pack({name: getattr(self, name) for name in self._fields})
 
     def restore(self, data: bytes) -> None:
@@ -280,6 +366,12 @@ class StateMachine:
             raise ValueError(f"a {type(self).__name__} snapshot must be a map of fields")
         for name, default in self._fields.items():
             setattr(self, name, state[name] if name in state else _fresh(default))
+
+    @classmethod
+    def _whole_state(cls) -> bool:
+        """Whether the class snapshots itself whole (it overrides snapshot or restore)."""
+        return (cls.snapshot is not StateMachine.snapshot
+                or cls.restore is not StateMachine.restore)
 
 
 def _fresh(default: Any) -> Any:

@@ -14,11 +14,16 @@ command raises is its result, never the member's failure.
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import msgpack
+
 from confer.envelope import EntryKind
+from confer.raft.fsm import SnapshotSteps
 from confer.raft.types import Entry
 from confer.replicated.machine import (
     SERIALISABLE,
@@ -30,11 +35,14 @@ from confer.replicated.machine import (
     pack,
     unpack,
 )
+from confer.server.fsm import bin_header
 
 M = TypeVar("M", bound=StateMachine)
 
 _PREFIX = bytes((EntryKind.APP_COMMAND,))
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
+"""2: the state as a list of chunks (:meth:`StateMachine.snapshot_chunks`); 1 (still read):
+the state as one bytes (:meth:`StateMachine.snapshot`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,29 +124,68 @@ class Replica(Generic[M]):
                                        f"{type(value).__name__}: results must be {SERIALISABLE}")
 
     def snapshot(self) -> bytes:
-        return pack([SNAPSHOT_FORMAT, self.name, self.cls.version, self.last_time_ns,
-                     self.machine.snapshot()])
+        """The replica's snapshot, whole (what :meth:`snapshot_steps` makes, at once)."""
+        for parts in self.snapshot_steps():
+            if parts is not None:
+                return b"".join(parts)
+        raise AssertionError("unreachable")
+
+    def snapshot_steps(self) -> SnapshotSteps:
+        """The snapshot, a chunk of the state machine's :meth:`~StateMachine.snapshot_chunks`
+        per step (see ``confer.raft.fsm.SnapshotSteps``): the state is captured now (the
+        user's code up to its first chunk runs here); each ``next()`` makes one more chunk
+        and yields None; the last yields the snapshot as parts to concatenate: msgpack of
+        ``[2, name, version, last_time_ns, [chunk, ...]]``."""
+        chunks = iter(self.machine.snapshot_chunks())
+        first = next(chunks, None)
+        head = [self.name, self.cls.version, self.last_time_ns]
+        return self._steps(head, first, chunks)
+
+    @staticmethod
+    def _steps(head: list[Any], first: bytes | None, chunks: Iterator[bytes]
+               ) -> SnapshotSteps:
+        packer = msgpack.Packer()
+        parts: list[bytes] = []
+        n = 0
+        for chunk in itertools.chain(() if first is None else (first,), chunks):
+            if not isinstance(chunk, (bytes, bytearray)):
+                raise TypeError(f"snapshot_chunks() yielded a {type(chunk).__name__}: chunks "
+                                "must be bytes")
+            parts += (bin_header(len(chunk)), bytes(chunk))
+            n += 1
+            yield None
+        # msgpack of [format, *head, chunks], the chunks packed as bin without copying them.
+        yield [packer.pack_array_header(5), packer.pack(SNAPSHOT_FORMAT),
+               *map(packer.pack, head), packer.pack_array_header(n), *parts]
 
     def restore(self, data: bytes) -> None:
         """Replace the state with a snapshot's (empty: the state before any command);
         raises (the member stops) if it was taken of another app, by newer code, or does
-        not restore."""
+        not restore. Reads format 2 (chunks) and 1 (one state, before incremental
+        snapshots)."""
         if not data:
             self.machine, self.last_time_ns = self.cls(), 0
             return
         fmt, name, version, last_time_ns, state = unpack(data)
-        if fmt != SNAPSHOT_FORMAT:
+        if fmt not in (1, SNAPSHOT_FORMAT):
             raise ValueError(f"unsupported app snapshot format {fmt}")
         if name != self.name:
             raise ValueError(f"the snapshot is of app {name!r}, this member runs {self.name!r}")
         if version > self.cls.version:
             raise VersionTooNew(f"the snapshot was taken by {name} version {version}; this "
                                 f"member runs version {self.cls.version}: upgrade its code")
+        if not (isinstance(state, bytes) if fmt == 1 else
+                isinstance(state, list) and all(isinstance(c, bytes) for c in state)):
+            raise ValueError(f"a malformed {name} snapshot (format {fmt})")
         machine = self.cls()
         try:
-            machine.restore(state)
+            if fmt == 1:
+                machine.restore(state)
+            else:
+                machine.restore_chunks(state)
         except Exception as e:
-            raise ValueError(f"{name}.restore() failed on a snapshot of {len(state)} bytes: "
+            size = len(state) if fmt == 1 else sum(map(len, state))
+            raise ValueError(f"{name}.restore() failed on a snapshot of {size} bytes: "
                              f"{type(e).__name__}: {e}") from e
         self.machine = machine
         self.last_time_ns = last_time_ns
@@ -146,3 +193,4 @@ class Replica(Generic[M]):
 
 def _error(type_name: str, message: str) -> Result:
     return Result(b"", type_name, message)
+

@@ -11,7 +11,10 @@ commit, linearizable reads, liveness after healing), it checks:
   applied index, the same state and the same results (a command that reads the wall clock,
   the global ``random`` or anything else outside its entry and the state fails this);
 - snapshots: a replay that snapshots and restores the state every few commands ends in the
-  same state as one that never does.
+  same state as one that never does. Each snapshot is incremental (dict and list fields are
+  sliced two entries a chunk), a command applied between every two chunks: a command that
+  mutates in place a value the snapshot still shares (docs/platform.md, "Large states")
+  fails this too.
 
 Replays use term 0 for every entry (the simulator's application keeps only indexes and
 payloads), so :attr:`StateMachine.random` draws other numbers than in a real cluster, the
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from confer.envelope import EntryKind
+from confer.raft.fsm import SnapshotSteps
 from confer.raft.types import Entry
 from confer.replicated.machine import StateMachine, methods_of, pack
 from confer.replicated.replica import Replica, Result, encode_entry
@@ -43,6 +47,8 @@ EPOCH_NS = 1_700_000_000 * 10**9
 """The replicated time of the first proposal (then one millisecond more per proposal)."""
 SNAPSHOT_EVERY = 7
 """Commands between snapshot-and-restore round trips in the snapshot replay."""
+SNAPSHOT_SLICE = 2
+"""Entries of a dict or list field per chunk of the default snapshot, in the snapshot replay."""
 _APP_HEX = b"%02x" % EntryKind.APP_COMMAND
 
 
@@ -150,7 +156,9 @@ def _check_replicas(cls: type[M], seed: int, c: Cluster, chaos: Chaos) -> Simula
             Rule.APPLICATION,
             f"replaying with a snapshot and restore every {SNAPSHOT_EVERY} commands ends in "
             f"another {cls.__name__} state than replaying without: snapshot() or restore() "
-            "loses or changes state")
+            "loses or changes state, or a command mutates in place a value that an "
+            "incremental snapshot taken before it still holds (docs/platform.md, 'Large "
+            "states')")
     return Simulation(seed, reference.replica.machine, len(longest),
                       sum(p.outcome is Outcome.ACKED for p in chaos.stats.made),
                       sum(n.disk.stats.crashes for n in c.nodes.values()),
@@ -175,15 +183,37 @@ def _replay(cls: type[M], log: list[tuple[int, bytes]], keep_states: bool = Fals
     replica = Replica(cls)
     results: dict[int, Result] = {}
     states: dict[int, bytes] = {}
+    snapshot: tuple[int, SnapshotSteps] | None = None
+    """The snapshot being taken: the commands applied when it started, its steps."""
     for n, (index, data) in enumerate(log, 1):
         results[index] = replica.apply(Entry(index, 0, data))
         if keep_states:
             states[index] = _state(replica)
-        if snapshot_every and n % snapshot_every == 0:
-            fresh = Replica(cls)
-            fresh.restore(replica.snapshot())
-            replica = fresh
+        if snapshot is not None:  # a step per command: commands between its chunks
+            parts = next(snapshot[1])
+            if parts is not None:
+                replica, snapshot = _restored(cls, parts, log[snapshot[0]:n]), None
+        elif snapshot_every and n % snapshot_every == 0:
+            replica.machine._snapshot_slice = SNAPSHOT_SLICE
+            snapshot = (n, replica.snapshot_steps())
+    if snapshot is not None:
+        parts = None
+        for parts in snapshot[1]:
+            if parts is not None:
+                break
+        assert parts is not None
+        replica = _restored(cls, parts, log[snapshot[0]:])
     return _Replay(replica, results, states)
+
+
+def _restored(cls: type[M], parts: list[bytes], since: list[tuple[int, bytes]]) -> Replica[M]:
+    """A fresh replica restored from a snapshot's parts, then given the entries applied
+    ``since`` the snapshot was captured."""
+    fresh = Replica(cls)
+    fresh.restore(b"".join(parts))
+    for index, data in since:
+        fresh.apply(Entry(index, 0, data))
+    return fresh
 
 
 def _state(replica: Replica[Any]) -> bytes:

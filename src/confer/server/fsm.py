@@ -4,7 +4,7 @@ state machine when the member runs one (``confer serve --app``, :mod:`confer.rep
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, Protocol
 
 import msgpack
@@ -30,6 +30,11 @@ class AppStateMachine(Protocol):
         ...
 
     def snapshot(self) -> bytes: ...
+
+    def snapshot_steps(self) -> SnapshotSteps:
+        """:meth:`snapshot` a slice at a time (``confer.raft.fsm.StateMachine``'s rule: the
+        state is captured when this is called)."""
+        ...
 
     def restore(self, data: bytes) -> None:
         """Replace the state with a snapshot's (empty: the state before the app's first
@@ -102,25 +107,42 @@ class ServerStateMachine(StateMachine):
         None, the last yields the snapshot as parts to concatenate. Raises
         ``SnapshotAborted`` if a compaction or a restore overtakes it."""
         kv_steps = self.kv.snapshot_steps()
-        next(kv_steps)  # captured now, with the member table
+        next(kv_steps)  # captured now, with the member table and the app's state
         members = msgpack.packb(self.membership.snapshot())
-        # An app's state is captured with them, at once (a user's state is small next to
-        # a KV store's; its own snapshot() may still be cheap to call).
-        tail = [members] if self.app is None else [members, msgpack.packb(self.app.snapshot())]
-        return self._wrap(kv_steps, tail)
+        app_steps = None if self.app is None else self.app.snapshot_steps()
+        return self._wrap(kv_steps, members, app_steps)
 
     @staticmethod
-    def _wrap(kv_steps: SnapshotSteps, tail: list[bytes]) -> SnapshotSteps:
+    def _wrap(kv_steps: SnapshotSteps, members: bytes, app_steps: SnapshotSteps | None
+              ) -> SnapshotSteps:
         yield None
-        for kv in kv_steps:
-            if kv is None:
-                yield None
-                continue
-            # msgpack.packb([SNAPSHOT_FORMAT, kv, *tail]), without joining kv's parts.
-            head = msgpack.Packer()
-            yield [head.pack_array_header(2 + len(tail)), head.pack(SNAPSHOT_FORMAT),
-                   _bin_header(sum(map(len, kv))), *kv, *tail]
-            return
+        kv = yield from _steps_until_done(kv_steps)
+        tail = [members]
+        if app_steps is not None:
+            app = yield from _steps_until_done(app_steps)
+            tail += (bin_header(sum(map(len, app))), *app)
+        # msgpack.packb([SNAPSHOT_FORMAT, kv, members(, app)]), without joining the parts.
+        head = msgpack.Packer()
+        yield [head.pack_array_header(3 if app_steps is None else 4), head.pack(SNAPSHOT_FORMAT),
+               bin_header(sum(map(len, kv))), *kv, *tail]
+
+    def backup_steps(self) -> Iterator[tuple[list[bytes], list[bytes]] | None]:
+        """What a backup file holds (``confer snapshot save``), as :meth:`snapshot_steps`
+        makes a snapshot: the KV store's snapshot and the app's (no parts: no app), both
+        captured now, at one entry; each ``next()`` does a slice and yields None, the last
+        yields the two as parts to concatenate."""
+        kv_steps = self.kv.snapshot_steps()
+        next(kv_steps)
+        app_steps = None if self.app is None else self.app.snapshot_steps()
+        return self._backup(kv_steps, app_steps)
+
+    @staticmethod
+    def _backup(kv_steps: SnapshotSteps, app_steps: SnapshotSteps | None
+                ) -> Iterator[tuple[list[bytes], list[bytes]] | None]:
+        yield None
+        kv = yield from _steps_until_done(kv_steps)
+        app = [] if app_steps is None else (yield from _steps_until_done(app_steps))
+        yield kv, app
 
     @staticmethod
     def snapshot_is_valid(data: bytes) -> bool:
@@ -153,7 +175,16 @@ class ServerStateMachine(StateMachine):
         self.applied_index = self.kv.applied_index
 
 
-def _bin_header(n: int) -> bytes:
+def _steps_until_done(steps: SnapshotSteps) -> Generator[None, None, list[bytes]]:
+    """Yield None for each of ``steps``' slices; return its parts."""
+    for parts in steps:
+        if parts is not None:
+            return parts
+        yield None
+    raise AssertionError("snapshot steps that end without the snapshot")
+
+
+def bin_header(n: int) -> bytes:
     """msgpack's header of a ``bin`` of ``n`` bytes (what packb writes before bytes)."""
     if n < 1 << 8:
         return b"\xc4" + n.to_bytes(1, "big")

@@ -2,7 +2,9 @@
 file (as etcd's ``etcdutl snapshot restore``).
 
 The member's log starts with a Raft snapshot that holds the backup's store (every key with
-its history, at the backup's revision, and the leases) and the new cluster's membership, as
+its history, at the backup's revision, and the leases), the app's state if the backup has one
+(a member started on the data dir with ``--app`` restores it; one without stops, saying so),
+and the new cluster's membership, as
 a freshly bootstrapped cluster would have applied it. Every member of the new cluster is
 restored from the same file with the same ``--initial-cluster``: their snapshots, and so
 their states, are equal. Written through the storage layer (``DurableStorage``) and the
@@ -21,10 +23,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgpack
+
+from confer.raft.fsm import SnapshotSteps
 from confer.raft.types import (
     ConfChange,
     ConfChangeType,
     ConfState,
+    Entry,
     HardState,
     Snapshot,
     SnapshotMeta,
@@ -33,7 +39,7 @@ from confer.server.config import ServerConfig
 from confer.server.datadir import IDENTITY_FILE, RAFT_DIR, save_identity
 from confer.server.fsm import ServerStateMachine
 from confer.server.members import Member, cluster_id_for
-from confer.server.snapshot_file import SnapshotFile
+from confer.server.snapshot_file import SnapshotFile, SnapshotFileError
 from confer.storage import Disk, DurableStorage
 
 
@@ -50,6 +56,8 @@ class Restored:
     members: list[Member]
     revision: int
     keys: int
+    app: str = ""
+    """The name of the app whose state the backup held ("": none)."""
 
 
 def preflight(data_dir: Path, cfg: ServerConfig) -> tuple[int, list[Member]]:
@@ -85,7 +93,8 @@ def restore(snap: SnapshotFile, data_dir: Path, cfg: ServerConfig) -> Restored:
     # surviving members must not be able to talk to it), the same on every member restored
     # from this file with these settings.
     cluster_id = cluster_id_for(f"{cfg.cluster_token}\nrestored from {snap.sha256}", members)
-    fsm = ServerStateMachine()
+    app = _app_name(snap.app) if snap.app else ""
+    fsm = ServerStateMachine(_CarriedApp(snap.app) if snap.app else None)
     fsm.kv = store
     conf = ConfState()
     # The membership entries a bootstrap writes (``rawnode.bootstrap``), applied: the
@@ -99,7 +108,45 @@ def restore(snap: SnapshotFile, data_dir: Path, cfg: ServerConfig) -> Restored:
     _write(data_dir, Snapshot(meta, fsm.snapshot()),
            {"id": node_id, "name": next(m.name for m in members if m.id == node_id),
             "cluster_id": cluster_id})
-    return Restored(node_id, cluster_id, members, store.revision, len(store))
+    return Restored(node_id, cluster_id, members, store.revision, len(store), app)
+
+
+def _app_name(data: bytes) -> str:
+    """The app named by an app snapshot's header (``Replica.snapshot()``: ``[format, name,
+    version, ...]``), read without decoding its state. Raises :class:`SnapshotFileError`."""
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=0)
+    unpacker.feed(data)
+    try:
+        if unpacker.read_array_header() != 5:
+            raise ValueError("not an array of 5")
+        unpacker.skip()  # the format: the member that starts checks it
+        name = unpacker.unpack()
+    except Exception as e:  # whatever malformed msgpack makes it raise
+        raise SnapshotFileError(f"the app state does not decode ({type(e).__name__}: {e})"
+                                ) from None
+    if not isinstance(name, str):
+        raise SnapshotFileError("the app state does not name its app")
+    return name
+
+
+class _CarriedApp:
+    """An app's state carried as it is from the backup into the new member's snapshot: the
+    member started with ``--app`` restores it (checking the app's name and version)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def apply(self, entry: Entry) -> None:
+        raise AssertionError("a restore applies no app entry")
+
+    def snapshot(self) -> bytes:
+        return self.data
+
+    def snapshot_steps(self) -> SnapshotSteps:
+        return iter(([self.data],))
+
+    def restore(self, data: bytes) -> None:
+        self.data = data
 
 
 def _write(data_dir: Path, snapshot: Snapshot, ident: dict[str, object]) -> None:

@@ -3,7 +3,10 @@
 
 Layout: the line ``CONFER-KV-SNAPSHOT\\n``, the state's length (8 bytes, big-endian), the
 state (``KVStore.snapshot()``: every key with its history, the leases, at one revision),
-zeros up to a multiple of 512 bytes, then the SHA-256 of everything before. etcd appends
+for a member that runs an app (``confer serve --app``) the app's state at the same log entry
+(its length, 8 bytes, then ``Replica.snapshot()``; never empty, so its length's bytes are not
+all zeros), zeros up to a multiple of 512 bytes, then the SHA-256 of everything before. A
+file of a member without an app is byte for byte what it was before apps. etcd appends
 the same hash to its snapshots, and its tools (``etcdctl snapshot save``) keep it; the
 padding makes the file's size tell that a hash is there, as etcd's restore checks.
 """
@@ -28,21 +31,26 @@ class SnapshotFileError(ValueError):
     """The file is not a complete, intact Confer snapshot; the message says why."""
 
 
-def frame(state: bytes) -> bytes:
-    """The backup file holding ``state`` (a ``KVStore.snapshot()``)."""
+def frame(state: bytes, app: bytes = b"") -> bytes:
+    """The backup file holding ``state`` (a ``KVStore.snapshot()``) and ``app`` (the app's
+    snapshot taken with it; empty: no app)."""
     body = MAGIC + len(state).to_bytes(_LENGTH, "big") + state
+    if app:
+        body += len(app).to_bytes(_LENGTH, "big") + app
     body += b"\0" * (-len(body) % _BLOCK)
     return body + hashlib.sha256(body).digest()
 
 
 @dataclass(frozen=True, slots=True)
 class SnapshotFile:
-    """A verified backup file: its store state, size and checksum."""
+    """A verified backup file: its store state, app state, size and checksum."""
 
     state: bytes
     size: int
     sha256: str
     """Hex digest of the file without its last 32 bytes (the digest itself)."""
+    app: bytes = b""
+    """The app's snapshot (``Replica.snapshot()``) taken with the store; empty: none."""
 
     def store(self) -> KVStore:
         """The store the file holds (raises :class:`SnapshotFileError` if it does not
@@ -74,9 +82,21 @@ def unframe(blob: bytes | bytearray | memoryview) -> SnapshotFile:
                                 "the contents (corrupt or truncated)")
     start = len(MAGIC) + _LENGTH
     length = int.from_bytes(view[len(MAGIC):start], "big")
-    if length > len(body) - start or any(view[start + length:size - _HASH]):
+    end = start + length
+    if length > len(body) - start:
         raise SnapshotFileError("the state's length does not match the file (malformed)")
-    return SnapshotFile(bytes(view[start:start + length]), size, digest)
+    app = b""
+    if any(body[end:]):  # an app's state follows the store's
+        app_start = end + _LENGTH
+        app_length = int.from_bytes(body[end:app_start], "big")
+        end = app_start + app_length
+        if end > len(body):
+            raise SnapshotFileError("the app state's length does not match the file "
+                                    "(malformed)")
+        app = bytes(body[app_start:end])
+    if any(body[end:]):
+        raise SnapshotFileError("the states' lengths do not match the file (malformed)")
+    return SnapshotFile(bytes(view[start:start + length]), size, digest, app)
 
 
 def read(path: Path, progress: Callable[[int], None] | None = None) -> SnapshotFile:

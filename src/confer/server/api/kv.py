@@ -172,8 +172,9 @@ class KVRequests:
         compact = self.store.compact_revision
         return kv_hash(res.kvs, compact), compact, rev
 
-    async def snapshot(self, ctx: RequestContext) -> bytes:
-        """This member's whole store at its current revision, in Confer's snapshot format.
+    async def snapshot(self, ctx: RequestContext) -> tuple[bytes, bytes]:
+        """This member's whole store at its current revision, in Confer's snapshot format,
+        and its app's state at the same entry (empty: it runs no app).
 
         Serialised a slice per loop turn and joined in a worker thread, as the node's own
         snapshots are: a large store serialised at once stopped the member (no heartbeats:
@@ -181,15 +182,18 @@ class KVRequests:
         a slice-wise snapshot; after a few such tries it is taken at once."""
         await self.core.admin(ctx)
         self.core.consensus.require_node()
+        fsm = self.core.host.fsm
         for _ in range(SNAPSHOT_TRIES):
             try:
-                for parts in self.store.snapshot_steps():
+                for parts in fsm.backup_steps():
                     if parts is not None:
-                        return await asyncio.to_thread(b"".join, parts)
+                        kv, app = parts
+                        return (await asyncio.to_thread(b"".join, kv),
+                                await asyncio.to_thread(b"".join, app))
                     await asyncio.sleep(0)
             except SnapshotAborted:
                 continue
-        return self.store.snapshot()
+        return self.store.snapshot(), b"" if fsm.app is None else fsm.app.snapshot()
 
     # -- writes ---------------------------------------------------------------------------------
     async def put(self, ctx: RequestContext, put: Put) -> PutResult:

@@ -83,10 +83,10 @@ class EtcdMaintenance(Adapter, rpc_pb2_grpc.MaintenanceServicer):
     @etcd_stream
     async def Snapshot(self, req: rpc_pb2.SnapshotRequest, ctx: RequestContext
                        ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
-        """This member's store at one revision, in Confer's backup file format
-        (``confer snapshot restore`` reads it, etcd's tools cannot: see
-        docs/etcd-compatibility.md)."""
-        blob = await asyncio.to_thread(frame, await self.layer.kv.snapshot(ctx))
+        """This member's store at one revision, with its app's state if it runs one, in
+        Confer's backup file format (``confer snapshot restore`` reads it, etcd's tools
+        cannot: see docs/etcd-compatibility.md)."""
+        blob = await asyncio.to_thread(frame, *await self.layer.kv.snapshot(ctx))
         for start in range(0, len(blob), SNAPSHOT_CHUNK):
             chunk = blob[start:start + SNAPSHOT_CHUNK]
             yield rpc_pb2.SnapshotResponse(header=header(self.layer), blob=chunk,
